@@ -1,0 +1,10 @@
+//! previewd's lifecycle engine: what an environment is, how its state may change, and the store
+//! that keeps deliveries, jobs and environments durable.
+//!
+//! This crate knows nothing of HTTP or of GitHub's wire format; the `previewd` service translates
+//! deliveries into [`model`] types before they reach it.
+
+pub mod model;
+pub mod planner;
+pub mod store;
+pub mod time;

@@ -1,0 +1,142 @@
+//! The planner turns a pull request event into the desired state of that pull request's
+//! environment. It decides only; the caller stores the decision and the reconciler converges
+//! the cluster on it. Pure, so every rule is unit-tested without a database.
+
+use crate::model::{CloseReason, EnvironmentState, PullRequest};
+
+const FORK_REASON: &str = "pull requests from forks get no environment: their code would see the environment's secrets";
+
+/// What happened to a pull request, in previewd's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrEvent {
+    /// Opened, reopened, or marked ready for review.
+    Opened(PullRequest),
+    /// New commits: the head SHA moved.
+    Pushed(PullRequest),
+    Closed(PullRequest, CloseReason),
+}
+
+impl PrEvent {
+    pub fn pull_request(&self) -> &PullRequest {
+        match self {
+            Self::Opened(pr) | Self::Pushed(pr) | Self::Closed(pr, _) => pr,
+        }
+    }
+}
+
+/// The planner's decision for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Store the pull request's details and move its environment to `state`.
+    Record { state: EnvironmentState, reason: Option<String> },
+    /// Nothing to change, and why (for the log).
+    Nothing { why: &'static str },
+}
+
+/// Decides the environment's next desired state from its current one (`None` if previewd has
+/// never seen the pull request) and the event.
+pub fn plan(current: Option<EnvironmentState>, event: &PrEvent) -> Plan {
+    use EnvironmentState::*;
+    match event {
+        PrEvent::Opened(pr) | PrEvent::Pushed(pr) => {
+            if pr.from_fork {
+                let reason = Some(FORK_REASON.to_owned());
+                return match current {
+                    None | Some(Pending | Deleted | Rejected) => Plan::Record { state: Rejected, reason },
+                    Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
+                    Some(Provisioning | Ready | Failed) => Plan::Record { state: Deleting, reason },
+                };
+            }
+            match current {
+                Some(Deleting) => {
+                    Plan::Nothing { why: "the environment is being torn down; it is recreated once gone" }
+                }
+                // A push to a pull request previewd never saw (it started late, or missed the
+                // opening delivery) is as good as an opening.
+                _ => Plan::Record { state: Pending, reason: None },
+            }
+        }
+        PrEvent::Closed(_, reason) => match current {
+            None => Plan::Nothing { why: "no environment was ever created for this pull request" },
+            Some(Deleted) => Plan::Nothing { why: "the environment is already gone" },
+            Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
+            Some(_) => Plan::Record { state: Deleting, reason: Some(reason.to_string()) },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CommitSha, PrNumber, Repo, RepoId};
+
+    fn pr(fork: bool) -> PullRequest {
+        PullRequest {
+            repo: Repo { id: RepoId(1), owner: "o".into(), name: "r".into() },
+            number: PrNumber(7),
+            head_sha: CommitSha("a".repeat(40)),
+            head_branch: "feature".into(),
+            author: "dev".into(),
+            from_fork: fork,
+            draft: false,
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn opening_creates_a_pending_environment() {
+        assert_eq!(
+            plan(None, &PrEvent::Opened(pr(false))),
+            Plan::Record { state: EnvironmentState::Pending, reason: None }
+        );
+    }
+
+    #[test]
+    fn push_to_a_ready_environment_makes_it_pending_again() {
+        assert_eq!(
+            plan(Some(EnvironmentState::Ready), &PrEvent::Pushed(pr(false))),
+            Plan::Record { state: EnvironmentState::Pending, reason: None }
+        );
+    }
+
+    #[test]
+    fn forks_are_rejected_with_a_reason() {
+        let Plan::Record { state, reason } = plan(None, &PrEvent::Opened(pr(true))) else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(state, EnvironmentState::Rejected);
+        assert!(reason.unwrap_or_default().contains("forks"));
+    }
+
+    #[test]
+    fn closing_tears_down_a_live_environment_and_says_why() {
+        assert_eq!(
+            plan(Some(EnvironmentState::Ready), &PrEvent::Closed(pr(false), CloseReason::Merged)),
+            Plan::Record { state: EnvironmentState::Deleting, reason: Some("pull request merged".into()) }
+        );
+    }
+
+    #[test]
+    fn closing_an_unknown_or_gone_environment_does_nothing() {
+        assert!(matches!(plan(None, &PrEvent::Closed(pr(false), CloseReason::Closed)), Plan::Nothing { .. }));
+        assert!(matches!(
+            plan(Some(EnvironmentState::Deleted), &PrEvent::Closed(pr(false), CloseReason::Closed)),
+            Plan::Nothing { .. }
+        ));
+    }
+
+    #[test]
+    fn every_planned_state_is_reachable_from_the_current_one() {
+        for current in EnvironmentState::ALL {
+            for event in [
+                PrEvent::Opened(pr(false)),
+                PrEvent::Pushed(pr(false)),
+                PrEvent::Closed(pr(false), CloseReason::Merged),
+            ] {
+                if let Plan::Record { state, .. } = plan(Some(current), &event) {
+                    assert!(current.can_become(state), "{current} -> {state} planned but not allowed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! previewd's settings: defaults, overridden by a TOML or YAML file (`--config`), overridden by
+//! `PREVIEWD_*` environment variables (nested settings use `__`: `PREVIEWD_QUEUE__WORKERS`).
+//! Every setting is listed in the README's configuration reference.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml, Yaml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The environment variable that holds the webhook secrets, comma-separated.
+pub const WEBHOOK_SECRETS_ENV: &str = "PREVIEWD_WEBHOOK_SECRETS";
+
+/// A setting that is missing or wrong; the message names the setting and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("config file {path} must end in .toml, .yaml or .yml")]
+    FileFormat { path: String },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid setting `{setting}` (environment variable {env}): {problem}")]
+    Invalid { setting: &'static str, env: &'static str, problem: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// All settings. See the README for each one's meaning and default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://<file>` (embedded, the default) or `postgres://...`.
+    pub database_url: String,
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `previewd=debug,info`.
+    pub log_filter: String,
+    /// Secrets that webhook deliveries may be signed with (more than one during rotation).
+    #[serde(default, skip_serializing, deserialize_with = "secrets::deserialize")]
+    pub webhook_secrets: Vec<SecretString>,
+    pub queue: QueueConfig,
+    /// How long running jobs may take to finish after SIGTERM/SIGINT before they are handed
+    /// back to the queue.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The job queue's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Jobs run at once by this process.
+    pub workers: u32,
+    /// Attempts before a job moves to the dead-letter state.
+    pub max_attempts: u32,
+    /// How long a claimed job is reserved for its worker without a renewal. A crashed worker's
+    /// jobs are picked up again after this long.
+    pub lease_seconds: u64,
+    /// Delay before the first retry; it doubles with every further attempt.
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the retry delay.
+    pub backoff_max_seconds: u64,
+    /// How often idle workers look for jobs queued by other replicas or due for retry.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://previewd.db".to_owned(),
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            webhook_secrets: Vec::new(),
+            queue: QueueConfig::default(),
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            workers: 4,
+            max_attempts: 8,
+            lease_seconds: 60,
+            backoff_initial_ms: 1_000,
+            backoff_max_seconds: 600,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the settings from the defaults, the optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let shown = path.display().to_string();
+            if !path.is_file() {
+                let source =
+                    std::fs::metadata(path).err().unwrap_or_else(|| std::io::Error::other("not a regular file"));
+                return Err(ConfigError::File { path: shown, source });
+            }
+            figment = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => figment.merge(Toml::file_exact(path)),
+                Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
+                _ => return Err(ConfigError::FileFormat { path: shown }),
+            };
+        }
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("PREVIEWD_")).collect();
+        let mut secrets_from_env = None;
+        let mut settings = Vec::new();
+        for (key, value) in env {
+            let key = &key["PREVIEWD_".len()..];
+            // PREVIEWD_CONFIG names the file itself; PREVIEWD_TEST_* belong to the test suite.
+            if key == "CONFIG" || key.starts_with("TEST_") {
+                continue;
+            }
+            if key == &WEBHOOK_SECRETS_ENV["PREVIEWD_".len()..] {
+                secrets_from_env = Some(value);
+            } else {
+                settings.push((key.to_owned(), value));
+            }
+        }
+        // Values are parsed like figment's own environment provider does ("8" is a number);
+        // secrets are taken verbatim instead, so that a secret like `0123` stays as it is.
+        for (key, value) in settings {
+            let path = key.to_lowercase().replace("__", ".");
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::global(&path, value));
+        }
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
+        if let Some(value) = secrets_from_env {
+            config.webhook_secrets = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+                .collect();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let invalid =
+            |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.to_owned() });
+        if self.webhook_secrets.is_empty() {
+            return invalid(
+                "webhook_secrets",
+                WEBHOOK_SECRETS_ENV,
+                "at least one webhook secret is required: deliveries cannot be verified without one",
+            );
+        }
+        if self.webhook_secrets.iter().any(|s| s.expose_secret().trim().is_empty()) {
+            return invalid("webhook_secrets", WEBHOOK_SECRETS_ENV, "a webhook secret is empty");
+        }
+        let url = self.database_url.as_str();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return invalid(
+                "database_url",
+                "PREVIEWD_DATABASE_URL",
+                "must start with `sqlite:` (embedded file) or `postgres://`",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
+            return invalid(
+                "log_filter",
+                "PREVIEWD_LOG_FILTER",
+                "is not a valid filter (example: `info,previewd=debug`)",
+            );
+        }
+        let q = &self.queue;
+        if !(1..=256).contains(&q.workers) {
+            return invalid("queue.workers", "PREVIEWD_QUEUE__WORKERS", "must be between 1 and 256");
+        }
+        if !(1..=100).contains(&q.max_attempts) {
+            return invalid("queue.max_attempts", "PREVIEWD_QUEUE__MAX_ATTEMPTS", "must be between 1 and 100");
+        }
+        if q.lease_seconds < 5 {
+            return invalid("queue.lease_seconds", "PREVIEWD_QUEUE__LEASE_SECONDS", "must be at least 5");
+        }
+        if q.backoff_initial_ms == 0 || q.backoff_initial_ms > q.backoff_max_seconds.saturating_mul(1000) {
+            return invalid(
+                "queue.backoff_initial_ms",
+                "PREVIEWD_QUEUE__BACKOFF_INITIAL_MS",
+                "must be at least 1 and not above queue.backoff_max_seconds",
+            );
+        }
+        if q.poll_interval_ms < 10 {
+            return invalid("queue.poll_interval_ms", "PREVIEWD_QUEUE__POLL_INTERVAL_MS", "must be at least 10");
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.queue.lease_seconds)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// Names the setting, its environment variable and where the bad value came from, for each
+/// error figment found.
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let env = format!("PREVIEWD_{}", e.path.join("__").to_uppercase());
+            let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| s.to_string());
+            let mut message = if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("setting `{path}` (environment variable {env}): {}", e.kind)
+            };
+            if let Some(source) = source {
+                message.push_str(&format!(" (from {source})"));
+            }
+            message
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Webhook secrets may be written as one string or a list of strings in the config file.
+mod secrets {
+    use secrecy::SecretString;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+        let values = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        Ok(values.into_iter().map(SecretString::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn error(file: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        match Config::load_from(file, env(pairs)) {
+            Ok(_) => panic!("expected the configuration to be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_need_only_a_secret() {
+        let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s3cret")])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://previewd.db");
+        assert_eq!(config.queue.workers, 4);
+        assert_eq!(config.webhook_secrets.len(), 1);
+    }
+
+    #[test]
+    fn missing_secret_names_the_setting() {
+        let message = error(None, &[]);
+        assert!(message.contains("webhook_secrets") && message.contains("PREVIEWD_WEBHOOK_SECRETS"), "{message}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_secrets_are_verbatim() {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        writeln!(file, "listen = \"0.0.0.0:9000\"\nwebhook_secrets = [\"from-file\"]\n[queue]\nworkers = 2").unwrap();
+        let config = Config::load_from(
+            Some(file.path()),
+            env(&[
+                ("PREVIEWD_QUEUE__WORKERS", "8"),
+                ("PREVIEWD_WEBHOOK_SECRETS", "0123, new"),
+                ("PREVIEWD_CONFIG", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.queue.workers, 8);
+        let secrets: Vec<&str> = config.webhook_secrets.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(secrets, ["0123", "new"]);
+    }
+
+    #[test]
+    fn yaml_files_work_too() {
+        let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        writeln!(file, "webhook_secrets: only-one\nlog_format: json\nqueue:\n  max_attempts: 3").unwrap();
+        let config = Config::load_from(Some(file.path()), env(&[])).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.queue.max_attempts, 3);
+    }
+
+    #[test]
+    fn wrong_values_name_setting_and_variable() {
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_QUEUE__WORKERS", "many")]);
+        assert!(message.contains("queue.workers") && message.contains("PREVIEWD_QUEUE__WORKERS"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_QUEUE__WORKERS", "0")]);
+        assert!(message.contains("queue.workers") && message.contains("between 1 and 256"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", "mysql://x")]);
+        assert!(message.contains("database_url"), "{message}");
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_LISTN", "x")]);
+        assert!(message.contains("listn"), "{message}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let message = error(Some(Path::new("does/not/exist.toml")), &[("PREVIEWD_WEBHOOK_SECRETS", "s")]);
+        assert!(message.contains("does/not/exist.toml"), "{message}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "hunter2")])).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

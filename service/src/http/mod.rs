@@ -1,0 +1,34 @@
+//! previewd's HTTP surface: the GitHub webhook endpoint and the operations endpoints.
+
+mod ops;
+mod webhook;
+
+use crate::github::signature::WebhookSecrets;
+use crate::intake::Intake;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::routing::{get, post};
+use previewd_environments::store::Store;
+use std::sync::Arc;
+
+pub use webhook::MAX_BODY_BYTES;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub intake: Intake,
+    pub secrets: Arc<WebhookSecrets>,
+    pub metrics: Arc<Metrics>,
+    /// Attempts a delivery's job gets before the dead-letter state (`queue.max_attempts`).
+    pub job_max_attempts: i64,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(webhook::receive))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}

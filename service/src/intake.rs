@@ -1,0 +1,82 @@
+//! Durable intake of deliveries with group commit.
+//!
+//! Request handlers hand their delivery to one writer task and wait for its answer. The writer
+//! takes everything queued at that moment and records it in one transaction, so a burst of
+//! deliveries shares one durable commit (one fsync on SQLite) instead of paying one each. A
+//! handler answers GitHub only after its delivery's transaction committed.
+
+use previewd_environments::store::{NewDelivery, Recorded, Store};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Deliveries committed together at most.
+const MAX_BATCH: usize = 1_000;
+/// Deliveries waiting for the writer at most; further handlers wait (back-pressure).
+const QUEUE_CAPACITY: usize = 8_192;
+
+/// Why a delivery could not be recorded. The store's message is kept for the log; GitHub is
+/// told only that the delivery was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the delivery could not be stored: {0}")]
+    Store(String),
+    #[error("previewd is shutting down")]
+    ShuttingDown,
+}
+
+struct Pending {
+    delivery: NewDelivery,
+    reply: oneshot::Sender<Result<Recorded, IntakeError>>,
+}
+
+/// Handle used by request handlers; cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Intake {
+    /// Starts the writer task. It ends once every `Intake` handle is dropped and the deliveries
+    /// already handed over are recorded. `jobs_queued` is notified after a commit that queued
+    /// jobs, so idle workers start at once instead of at their next poll.
+    pub fn start(store: Store, jobs_queued: Arc<Notify>) -> (Intake, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = tokio::spawn(write_batches(store, rx, jobs_queued));
+        (Intake { tx }, writer)
+    }
+
+    /// Records a delivery (and its job) durably.
+    pub async fn record(&self, delivery: NewDelivery) -> Result<Recorded, IntakeError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Pending { delivery, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
+        answer.await.map_err(|_| IntakeError::ShuttingDown)?
+    }
+}
+
+async fn write_batches(store: Store, mut rx: mpsc::Receiver<Pending>, jobs_queued: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) = batch.drain(..).map(|p| (p.delivery, p.reply)).unzip();
+        match store.record_deliveries(&deliveries).await {
+            Ok(answers) => {
+                let queued =
+                    deliveries.iter().zip(&answers).any(|(d, a)| d.job.is_some() && matches!(a, Recorded::New { .. }));
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // The handler may have gone (client hung up); the delivery is stored anyway.
+                    let _ = reply.send(Ok(answer));
+                }
+                if queued {
+                    jobs_queued.notify_waiters();
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, deliveries = replies.len(), "could not store deliveries; they were refused with 503");
+                let error = IntakeError::Store(error.to_string());
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

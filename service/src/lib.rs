@@ -1,0 +1,13 @@
+//! The `previewd` service: configuration, the HTTP endpoints, the GitHub adapter and the job
+//! queue workers around the lifecycle engine in `previewd-environments`.
+
+pub mod cli;
+pub mod config;
+pub mod github;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod process;
+pub mod server;
+pub mod telemetry;
+pub mod worker;
