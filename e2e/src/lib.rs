@@ -1,4 +1,9 @@
 //! Test support shared by previewd's test suites: access to the local Kubernetes control plane,
 //! the DNS server, Postgres and the GitHub stand-in, each started by the scripts in `e2e/`.
+//!
+//! A service that is missing makes a test fail with a message saying how to start it; nothing
+//! here skips a test.
 
 pub mod cluster;
+pub mod database;
+pub mod fixtures;

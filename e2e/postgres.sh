@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A private PostgreSQL server for previewd's tests and benchmarks, on a loopback port, from
+# Debian's packages (installed when missing). It never touches a system cluster.
+#
+#   e2e/postgres.sh up      start it (reuse it when already running); prints `export` lines
+#   e2e/postgres.sh env     print the `export` lines
+#   e2e/postgres.sh down    stop it and remove its data
+#
+# Settings: PREVIEWD_PG_PORT (default 54329), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
+# outside $HOME because the server runs as the `postgres` user when this runs as root).
+set -euo pipefail
+
+port=${PREVIEWD_PG_PORT:-54329}
+dir=${PREVIEWD_PG_DIR:-${TMPDIR:-/tmp}/previewd-postgres}
+url="postgres://previewd@127.0.0.1:${port}/postgres"
+
+say() { echo "postgres.sh: $*" >&2; }
+
+pg_bin() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$bin" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      say "PostgreSQL is not installed and installing it needs root: apt-get install postgresql"
+      exit 1
+    fi
+    say "installing PostgreSQL from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    # The package's own cluster is not used; tests run a private one below.
+    apt-get install -y -qq postgresql >&2
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  echo "$bin"
+}
+
+# Runs a server command as the `postgres` user when we are root (initdb refuses root).
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+print_env() {
+  echo "export PREVIEWD_TEST_POSTGRES_URL=${url}"
+}
+
+up() {
+  local bin
+  bin=$(pg_bin)
+  if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+    print_env
+    return
+  fi
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_owner "$bin/initdb" -D "$dir/data" -U previewd -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || {
+      say "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  if ! as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null; then
+    say "the server did not start; its log:"; tail -n 50 "$dir/server.log" >&2; exit 1
+  fi
+  say "running on 127.0.0.1:${port} (data in $dir)"
+  print_env
+}
+
+down() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  up) up ;;
+  env) print_env ;;
+  down) down ;;
+  *) echo "usage: $0 up|env|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,216 @@
+//! The store against real databases: a fresh SQLite file and a fresh Postgres database per test.
+
+use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::store::{DeliveryOutcome, JobFate, JobState, NewDelivery, NewJob, Recorded, Store};
+use previewd_environments::time::now_ms;
+use std::collections::HashSet;
+use std::time::Duration;
+
+async fn store(url: &str) -> Store {
+    let store = Store::connect(url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn delivery(hook: &str, id: &str, job: bool) -> NewDelivery {
+    NewDelivery {
+        hook_id: hook.into(),
+        delivery_id: id.into(),
+        event: "pull_request".into(),
+        action: Some("opened".into()),
+        outcome: if job { DeliveryOutcome::Queued } else { DeliveryOutcome::Ignored },
+        received_at: now_ms(),
+        job: job.then(|| job_of("{}", 3)),
+    }
+}
+
+fn job_of(payload: &str, max_attempts: i64) -> NewJob {
+    NewJob { kind: "test".into(), payload: payload.into(), max_attempts, run_at: None }
+}
+
+fn pr(sha: char) -> PullRequest {
+    PullRequest {
+        repo: Repo { id: RepoId(42), owner: "octo".into(), name: "app".into() },
+        number: PrNumber(7),
+        head_sha: CommitSha(sha.to_string().repeat(40)),
+        head_branch: "feature".into(),
+        author: "dev".into(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    }
+}
+
+async fn counts(store: &Store) -> Vec<(JobState, i64)> {
+    store.job_counts().await.unwrap()
+}
+
+previewd_e2e::each_backend! {
+    async fn migrations_apply_twice_without_change(db) {
+        let store = store(&db.url).await;
+        store.migrate().await.expect("second migrate is a no-op");
+        store.ping().await.unwrap();
+        assert_eq!(store.count_deliveries().await.unwrap(), 0);
+    }
+
+    async fn a_delivery_is_recorded_once_per_hook(db) {
+        let store = store(&db.url).await;
+        let first = store
+            .record_deliveries(&[delivery("1", "guid-a", true), delivery("2", "guid-a", true), delivery("1", "guid-a", true)])
+            .await
+            .unwrap();
+        assert!(matches!(first[0], Recorded::New { .. }));
+        assert!(matches!(first[1], Recorded::New { .. }), "another hook may share the delivery id");
+        assert_eq!(first[2], Recorded::Duplicate, "repeated inside the batch");
+        let again = store.record_deliveries(&[delivery("1", "guid-a", true)]).await.unwrap();
+        assert_eq!(again, vec![Recorded::Duplicate]);
+        assert_eq!(store.count_deliveries().await.unwrap(), 2);
+        let Recorded::New { delivery: row } = first[0] else { unreachable!() };
+        assert_eq!(store.jobs_for_delivery(row).await.unwrap().len(), 1);
+        assert_eq!(counts(&store).await[0], (JobState::Queued, 2));
+        let stored = store.find_delivery("1", "guid-a").await.unwrap().unwrap();
+        assert_eq!((stored.event.as_str(), stored.outcome.as_str()), ("pull_request", "queued"));
+    }
+
+    async fn ignored_deliveries_queue_no_job(db) {
+        let store = store(&db.url).await;
+        store.record_deliveries(&[delivery("1", "x", false)]).await.unwrap();
+        assert_eq!(counts(&store).await[0], (JobState::Queued, 0));
+        assert_eq!(store.count_deliveries().await.unwrap(), 1);
+    }
+
+    async fn a_claimed_job_is_not_claimed_again_until_its_lease_runs_out(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{\"n\":1}", 3)).await.unwrap();
+        let claimed = store.claim_jobs("w1", Duration::from_secs(60), 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id, claimed[0].attempts, claimed[0].payload.as_str()), (id, 1, "{\"n\":1}"));
+        assert!(store.claim_jobs("w2", Duration::from_secs(60), 10).await.unwrap().is_empty());
+        assert!(store.renew_lease(id, "w1", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.renew_lease(id, "w2", Duration::from_secs(60)).await.unwrap(), "only the owner renews");
+        assert!(store.complete_job(id, "w1").await.unwrap());
+        assert_eq!(store.job(id).await.unwrap().unwrap().state, "done");
+        assert!(store.claim_jobs("w2", Duration::from_secs(60), 10).await.unwrap().is_empty());
+    }
+
+    async fn an_expired_lease_lets_another_worker_take_the_job(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{}", 3)).await.unwrap();
+        // A lease of zero has run out as soon as it is taken: the worker "crashed".
+        let crashed = store.claim_jobs("dead-worker", Duration::ZERO, 1).await.unwrap();
+        assert_eq!(crashed.len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let retaken = store.claim_jobs("w2", Duration::from_secs(60), 1).await.unwrap();
+        assert_eq!(retaken.len(), 1);
+        assert_eq!((retaken[0].id, retaken[0].attempts), (id, 2));
+        assert!(!store.complete_job(id, "dead-worker").await.unwrap(), "the old owner lost the job");
+        assert!(store.complete_job(id, "w2").await.unwrap());
+    }
+
+    async fn failures_retry_later_then_go_to_the_dead_letter_state(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{}", 2)).await.unwrap();
+        let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
+        let later = now_ms() + 60_000;
+        assert_eq!(store.fail_job(&job, "w", "boom 1", Some(later)).await.unwrap(), JobFate::Retry { at: later });
+        let record = store.job(id).await.unwrap().unwrap();
+        assert_eq!((record.state.as_str(), record.last_error.as_deref(), record.run_at), ("queued", Some("boom 1"), later));
+        assert!(store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().is_empty(), "not before run_at");
+
+        let id2 = store.enqueue_job(&job_of("{}", 2)).await.unwrap();
+        let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
+        assert_eq!(job.id, id2);
+        assert_eq!(store.fail_job(&job, "w", "boom 1", Some(now_ms())).await.unwrap(), JobFate::Retry { at: job_retry_at(&store, id2).await });
+        let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
+        assert_eq!(job.attempts, 2);
+        assert_eq!(store.fail_job(&job, "w", "boom 2", Some(now_ms())).await.unwrap(), JobFate::Dead);
+        let record = store.job(id2).await.unwrap().unwrap();
+        assert_eq!((record.state.as_str(), record.last_error.as_deref()), ("dead", Some("boom 2")));
+    }
+
+    async fn a_permanent_failure_is_dead_at_once(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{}", 5)).await.unwrap();
+        let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
+        assert_eq!(store.fail_job(&job, "w", "bad payload", None).await.unwrap(), JobFate::Dead);
+        assert_eq!(store.job(id).await.unwrap().unwrap().state, "dead");
+    }
+
+    async fn a_job_abandoned_on_its_last_attempt_is_dead_not_rerun(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{}", 1)).await.unwrap();
+        assert_eq!(store.claim_jobs("crashed", Duration::ZERO, 1).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().is_empty());
+        let record = store.job(id).await.unwrap().unwrap();
+        assert_eq!(record.state, "dead");
+        assert!(record.last_error.unwrap().contains("lease expired"));
+    }
+
+    async fn a_released_job_runs_again_without_losing_an_attempt(db) {
+        let store = store(&db.url).await;
+        let id = store.enqueue_job(&job_of("{}", 1)).await.unwrap();
+        store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap();
+        store.release_job(id, "w").await.unwrap();
+        let job = store.claim_jobs("w2", Duration::from_secs(60), 1).await.unwrap().remove(0);
+        assert_eq!((job.id, job.attempts), (id, 1));
+    }
+
+    async fn concurrent_claims_never_hand_out_a_job_twice(db) {
+        let store = store(&db.url).await;
+        for n in 0..200 {
+            store.enqueue_job(&job_of(&format!("{{\"n\":{n}}}"), 3)).await.unwrap();
+        }
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let store = store.clone();
+            workers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store.claim_jobs(&format!("w{w}"), Duration::from_secs(60), 3).await.unwrap();
+                    if jobs.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(jobs.into_iter().map(|j| j.id));
+                }
+            }));
+        }
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        for worker in workers {
+            for id in worker.await.unwrap() {
+                total += 1;
+                assert!(seen.insert(id), "job {id} was claimed twice");
+            }
+        }
+        assert_eq!(total, 200);
+    }
+
+    async fn environment_changes_are_recorded_with_their_history(db) {
+        let store = store(&db.url).await;
+        let created = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        assert_eq!((created.state.as_str(), created.head_sha.as_str()), ("Pending", "a".repeat(40).as_str()));
+        let pushed = store.record_environment(&pr('b'), EnvironmentState::Pending, None).await.unwrap();
+        assert_eq!(pushed.id, created.id, "keyed by repository id and pull request number");
+        assert_eq!(pushed.head_sha, "b".repeat(40));
+        store.record_environment(&pr('b'), EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        let current = store.environment(RepoId(42), PrNumber(7)).await.unwrap().unwrap();
+        assert_eq!(current.state().unwrap(), EnvironmentState::Deleting);
+        assert_eq!(current.reason.as_deref(), Some("pull request merged"));
+        let history = store.transitions(current.id).await.unwrap();
+        let steps: Vec<(Option<&str>, &str)> = history.iter().map(|t| (t.from_state.as_deref(), t.to_state.as_str())).collect();
+        assert_eq!(steps, [(None, "Pending"), (Some("Pending"), "Pending"), (Some("Pending"), "Deleting")]);
+        assert_eq!(history[2].reason.as_deref(), Some("pull request merged"));
+        assert_eq!(store.environments().await.unwrap().len(), 1);
+    }
+}
+
+async fn job_retry_at(store: &Store, id: i64) -> i64 {
+    store.job(id).await.unwrap().unwrap().run_at
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_refused_by_name() {
+    let error = Store::connect("mysql://u:pw@h/db").await.unwrap_err().to_string();
+    assert!(error.contains("mysql://u:***@h/db") && !error.contains("pw"), "{error}");
+}
