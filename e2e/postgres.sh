@@ -4,6 +4,7 @@
 #
 #   e2e/postgres.sh up      start it (reuse it when already running); prints `export` lines
 #   e2e/postgres.sh env     print the `export` lines
+#   e2e/postgres.sh status  exit 0 when the server answers
 #   e2e/postgres.sh down    stop it and remove its data
 #
 # Settings: PREVIEWD_PG_PORT (default 54329), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
@@ -76,6 +77,9 @@ down() {
 case "${1:-}" in
   up) up ;;
   env) print_env ;;
+  status)
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$bin" ] && "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" ;;
   down) down ;;
-  *) echo "usage: $0 up|env|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|env|status|down" >&2; exit 2 ;;
 esac
