@@ -1,4 +1,5 @@
 //! The store against real databases: a fresh SQLite file and a fresh Postgres database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::store::{DeliveryOutcome, JobFate, JobState, NewDelivery, NewJob, Recorded, Store};

@@ -1,4 +1,5 @@
 //! `POST /webhooks/github` through real HTTP, on SQLite and on Postgres.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

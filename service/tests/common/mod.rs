@@ -1,6 +1,6 @@
 //! A previewd server started in-process on a loopback port, with a fresh database, and a client
 //! that signs deliveries the way GitHub does.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use previewd::config::Config;
 use previewd::github::signature::WebhookSecrets;
