@@ -231,7 +231,13 @@ fn describe(errors: figment::Error) -> String {
         .map(|e| {
             let path = e.path.join(".");
             let env = format!("PREVIEWD_{}", e.path.join("__").to_uppercase());
-            let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| s.to_string());
+            // Only files are worth naming; values from the environment are named by their variable.
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .and_then(|s| s.file_path())
+                .map(|p| p.display().to_string());
             let mut message = if path.is_empty() {
                 e.kind.to_string()
             } else {

@@ -4,16 +4,16 @@
 mod common;
 
 use common::{ROTATED_SECRET, SECRET, TestServer, eventually};
-use previewd::github::signature::WebhookSecrets;
 use previewd::http::MAX_BODY_BYTES;
 use previewd_e2e::fixtures::{example, examples_of};
+use previewd_e2e::github::sign;
 use previewd_environments::model::{PrNumber, RepoId};
 use previewd_environments::store::{JobState, NewJob};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 fn signed(body: &[u8]) -> Option<String> {
-    Some(WebhookSecrets::sign(SECRET, body))
+    Some(sign(SECRET, body))
 }
 
 async fn nothing_stored(server: &TestServer) {
@@ -106,12 +106,12 @@ previewd_e2e::each_backend! {
         assert_eq!((status, error["error"].as_str()), (401, Some("unauthorized")));
         assert!(error["message"].as_str().unwrap().contains("missing X-Hub-Signature-256"));
 
-        let wrong = WebhookSecrets::sign("not the secret", &body);
+        let wrong = sign("not the secret", &body);
         let (status, error) = error_of(server.send("pull_request", "d", "1", body.clone(), Some(wrong), "application/json").await).await;
         assert_eq!(status, 401);
         assert!(error["message"].as_str().unwrap().contains("does not match"));
 
-        let other_body = WebhookSecrets::sign(SECRET, b"{}");
+        let other_body = sign(SECRET, b"{}");
         let (status, _) = error_of(server.send("pull_request", "d", "1", body.clone(), Some(other_body), "application/json").await).await;
         assert_eq!(status, 401, "a signature of another body");
 
@@ -124,7 +124,7 @@ previewd_e2e::each_backend! {
     async fn a_delivery_signed_with_a_previous_secret_is_accepted_during_rotation(db) {
         let server = TestServer::start(&db).await;
         let body = serde_json::to_vec(&example("pull_request", "opened").unwrap()).unwrap();
-        let signature = WebhookSecrets::sign(ROTATED_SECRET, &body);
+        let signature = sign(ROTATED_SECRET, &body);
         let response = server.send("pull_request", "d-rot", "1", body, Some(signature), "application/json").await;
         assert_eq!(response.status(), 202);
         server.stop().await;
@@ -137,7 +137,7 @@ previewd_e2e::each_backend! {
         let head = format!(
             "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: big\r\n\
              X-Hub-Signature-256: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{",
-            WebhookSecrets::sign(SECRET, b"{}"),
+            sign(SECRET, b"{}"),
             MAX_BODY_BYTES + 1
         );
         let response = raw_exchange(&server, head.into_bytes(), Vec::new()).await;
@@ -148,7 +148,7 @@ previewd_e2e::each_backend! {
         let head = format!(
             "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: big2\r\n\
              X-Hub-Signature-256: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-            WebhookSecrets::sign(SECRET, b"{}"),
+            sign(SECRET, b"{}"),
         );
         let chunk = vec![b' '; 1024 * 1024];
         let mut body = Vec::new();
@@ -284,7 +284,7 @@ previewd_e2e::each_backend! {
         let response = server
             .client
             .post(format!("{}/webhooks/github", server.base))
-            .header("X-Hub-Signature-256", WebhookSecrets::sign(SECRET, &body))
+            .header("X-Hub-Signature-256", sign(SECRET, &body))
             .header("X-GitHub-Event", "pull_request")
             .body(body)
             .send()

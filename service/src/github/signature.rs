@@ -48,16 +48,6 @@ impl WebhookSecrets {
         });
         if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
     }
-
-    /// `sha256=<hex>` for `body` under the first secret: what GitHub would send. Used by the
-    /// demo and the tests to sign deliveries.
-    pub fn sign(secret: &str, body: &[u8]) -> String {
-        let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .map(|mac| mac.chain_update(body).finalize().into_bytes())
-            .map(hex::encode)
-            .unwrap_or_default();
-        format!("sha256={mac}")
-    }
 }
 
 #[cfg(test)]
@@ -76,7 +66,6 @@ mod tests {
     #[test]
     fn github_published_test_vector_verifies() {
         assert_eq!(secrets(&[GITHUB_SECRET]).verify(Some(GITHUB_SIGNATURE), GITHUB_BODY), Ok(()));
-        assert_eq!(WebhookSecrets::sign(GITHUB_SECRET, GITHUB_BODY).as_bytes(), GITHUB_SIGNATURE);
     }
 
     #[test]

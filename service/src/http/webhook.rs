@@ -146,6 +146,7 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
         };
         match app.intake.record(delivery).await {
             Ok(Recorded::New { .. }) => {
+                tracing::info!(outcome = outcome.as_str(), "delivery stored");
                 let status = if outcome == DeliveryOutcome::Ping { StatusCode::OK } else { StatusCode::ACCEPTED };
                 let body = Json(json!({ "delivery": delivery_id, "status": outcome.as_str() }));
                 Ok(((status, body).into_response(), event, outcome.as_str()))

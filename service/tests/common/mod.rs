@@ -3,10 +3,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use previewd::config::Config;
-use previewd::github::signature::WebhookSecrets;
 use previewd::server;
 use previewd::worker::Shutdown;
 use previewd_e2e::database::TestDatabase;
+use previewd_e2e::github::sign;
 use previewd_environments::store::{JobRecord, Store};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -86,7 +86,7 @@ impl TestServer {
     /// A JSON delivery signed with the current secret, as GitHub sends it.
     pub async fn deliver(&self, event: &str, delivery: &str, payload: &serde_json::Value) -> reqwest::Response {
         let body = serde_json::to_vec(payload).expect("json");
-        let signature = WebhookSecrets::sign(SECRET, &body);
+        let signature = sign(SECRET, &body);
         self.send(event, delivery, "1", body, Some(signature), "application/json").await
     }
 
