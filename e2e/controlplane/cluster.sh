@@ -1,0 +1,541 @@
+#!/usr/bin/env bash
+# Local Kubernetes control plane for previewd's tests: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok, built from upstream Go modules.
+# See README.md in this folder.
+#
+#   cluster.sh build    build the binaries into the cache (no-op when cached)
+#   cluster.sh up       build, then start the cluster or reuse a healthy one
+#   cluster.sh down     stop every process `up` started and remove the state
+#   cluster.sh status   show components and health; exit 1 when not healthy
+#   cluster.sh env      print `export` lines for the kubeconfigs and tools
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE_ROOT=${PREVIEWD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/previewd}
+STATE=${PREVIEWD_CLUSTER_DIR:-$CACHE_ROOT/cluster}
+# Bump when the build commands change, so cached binaries are rebuilt.
+RECIPE=1
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------------------
+
+# Cache folder for one Go module's binaries, keyed by its go.mod, go.sum and the recipe,
+# so a version change builds anew and anything else reuses the cache.
+bin_dir() {
+  local name=$1 dir=$2 key
+  key=$({ cat "$dir/go.mod" "$dir/go.sum"; echo "recipe=$RECIPE"; } | sha256sum | cut -c1-16)
+  echo "$CACHE_ROOT/bin/$name-$key"
+}
+K8S_BIN=$(bin_dir k8s "$HERE")
+KWOK_BIN=$(bin_dir kwok "$HERE/kwok")
+HELM_BIN=$(bin_dir helm "$HERE/helm")
+
+# go_build NAME MODULE_DIR OUT_DIR LDFLAGS PACKAGE...: one `go build` for all packages of a
+# module, so the packages they share compile once; the result appears atomically.
+go_build() {
+  local name=$1 dir=$2 out=$3 ldflags=$4
+  shift 4
+  [[ -f $out/.complete ]] && return 0
+  command -v go >/dev/null || die "go is needed to build $name (see README.md)"
+  local tmp="$out.tmp.$$" blog="$CACHE_ROOT/bin/build-$name.log" start=$SECONDS
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  log "building $name (cold builds take many minutes; log: $blog)"
+  if ! (cd "$dir" && go build -ldflags "-s -w $ldflags" -o "$tmp/" "$@") >"$blog" 2>&1; then
+    tail -n 40 "$blog" >&2
+    rm -rf "$tmp"
+    die "building $name failed"
+  fi
+  # go names the binary of go.etcd.io/etcd/server/v3 after its "server" folder.
+  if [[ -e $tmp/server ]]; then mv "$tmp/server" "$tmp/etcd"; fi
+  touch "$tmp/.complete"
+  rm -rf "$out" && mv "$tmp" "$out"
+  log "built $name in $((SECONDS - start))s"
+}
+
+cmd_build() {
+  mkdir -p "$CACHE_ROOT/bin"
+  exec 8>"$CACHE_ROOT/bin/.lock"
+  flock 8
+  if [[ ! -f $K8S_BIN/.complete ]]; then
+    # Stamp versions as upstream's hack/lib/version.sh does; unstamped builds say v0.0.0.
+    local v major minor ld="" p
+    v=$(cd "$HERE" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+    major=${v#v}; major=${major%%.*}
+    minor=${v#v"$major".}; minor=${minor%%.*}
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    done
+    go_build k8s "$HERE" "$K8S_BIN" "$ld" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubectl \
+      go.etcd.io/etcd/server/v3
+  fi
+  if [[ ! -f $KWOK_BIN/.complete ]]; then
+    go_build kwok "$HERE/kwok" "$KWOK_BIN" "" sigs.k8s.io/kwok/cmd/kwok
+  fi
+  if [[ ! -f $HELM_BIN/.complete ]]; then
+    local hv
+    hv=$(cd "$HERE/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)
+    go_build helm "$HERE/helm" "$HELM_BIN" "-X helm.sh/helm/v3/internal/version.version=$hv" \
+      helm.sh/helm/v3/cmd/helm
+  fi
+  flock -u 8
+}
+
+# ---------------------------------------------------------------------------------------
+# cluster
+# ---------------------------------------------------------------------------------------
+
+PKI=$STATE/pki
+LOGS=$STATE/logs
+PIDS=$STATE/pids
+ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
+PREVIEWD_KUBECONFIG=$STATE/previewd.kubeconfig
+# Start order; `down` stops them in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+NODES=3
+# Controllers previewd's behaviour depends on (namespace finalisation, owner-reference
+# garbage collection, Deployment -> ReplicaSet -> Pod, quota status, default
+# ServiceAccounts and their tokens, kube-root-ca.crt in every namespace, removal of the
+# not-ready taint of new nodes), and the workload controllers a real cluster runs.
+CONTROLLERS=namespace-controller,garbage-collector-controller,deployment-controller
+CONTROLLERS+=,replicaset-controller,resourcequota-controller,serviceaccount-controller
+CONTROLLERS+=,serviceaccount-token-controller,root-ca-certificate-publisher-controller
+CONTROLLERS+=,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller
+CONTROLLERS+=,endpoints-controller,endpointslice-controller,statefulset-controller
+CONTROLLERS+=,daemonset-controller,job-controller,cronjob-controller,ttl-after-finished-controller
+CONTROLLERS+=,disruption-controller,clusterrole-aggregation-controller
+CONTROLLERS+=,validatingadmissionpolicy-status-controller
+
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+# A port nothing listens on now; ports handed out in this run are not repeated.
+TAKEN=" "
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 30000))
+    [[ $TAKEN == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      TAKEN+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# ---- certificates (ECDSA P-256: fast to generate) ----
+
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# new_ca NAME COMMON_NAME
+new_ca() {
+  new_key "$PKI/$1.key"
+  openssl req -x509 -new -key "$PKI/$1.key" -subj "/CN=$2" -days 3650 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$PKI/$1.crt" 2>/dev/null
+}
+
+# issue CA NAME SUBJECT EXTENSIONS: a certificate signed by CA.
+issue() {
+  local ca=$1 name=$2 subj=$3 ext=$4
+  new_key "$PKI/$name.key"
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  printf '%s\n' "$ext" >"$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$PKI/$name.ext" \
+    -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+make_pki() {
+  command -v openssl >/dev/null || die "openssl is needed (apt-get install openssl)"
+  mkdir -p "$PKI"
+  new_ca ca previewd-test-ca
+  local client="keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+  issue ca apiserver "/CN=kube-apiserver" "keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  issue ca admin "/O=system:masters/CN=previewd-test-admin" "$client"
+  issue ca kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+  issue ca kube-scheduler "/CN=system:kube-scheduler" "$client"
+  # kwok writes node and pod status as the kubelets would; it runs with admin rights, as
+  # kwokctl runs it.
+  issue ca kwok "/O=system:masters/CN=kwok-controller" "$client"
+  # The aggregation layer's front proxy, with its own CA as kubeadm sets it up; without it
+  # the controller manager and the scheduler keep logging a missing requestheader CA.
+  new_ca front-proxy-ca previewd-test-front-proxy-ca
+  issue front-proxy-ca front-proxy-client "/CN=front-proxy-client" "$client"
+  # ServiceAccount token signing key.
+  new_key "$PKI/sa.key"
+  openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+}
+
+# kubeconfig FILE USER_FIELDS: a self-contained kubeconfig for the API server.
+kubeconfig() {
+  cat >"$1" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+  - name: previewd-test
+    cluster:
+      server: https://127.0.0.1:$API_PORT
+      certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+  - name: user
+    user:
+$2
+contexts:
+  - name: previewd-test
+    context:
+      cluster: previewd-test
+      user: user
+current-context: previewd-test
+KUBECONFIG
+  chmod 600 "$1"
+}
+
+cert_kubeconfig() {
+  kubeconfig "$1" "      client-certificate-data: $(base64 -w0 <"$PKI/$2.crt")
+      client-key-data: $(base64 -w0 <"$PKI/$2.key")"
+}
+
+# ---- processes ----
+
+# start NAME BINARY ARGS...: runs a component detached from this shell (its own session,
+# no inherited lock descriptors) so it outlives `up`, with its pid and log in the state.
+start() {
+  local name=$1 bin=$2
+  shift 2
+  setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 8>&- 9>&- &
+  echo $! >"$PIDS/$name"
+}
+
+# The pid of a component if that process is still the one `up` started (its command line
+# names this state folder), else nothing.
+live_pid() {
+  local f="$PIDS/$1" pid
+  [[ -f $f ]] || return 1
+  pid=$(<"$f")
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$STATE" || return 1
+  echo "$pid"
+}
+
+stop_all() {
+  local i name pid deadline
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    name=${COMPONENTS[i]}
+    pid=$(live_pid "$name") || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name (pid $pid) did not stop in 15s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$PIDS"/*
+}
+
+show_log() {
+  local name=$1
+  [[ -f $LOGS/$name.log ]] || return 0
+  printf '[cluster] ---- last lines of %s ----\n' "$LOGS/$name.log" >&2
+  tail -n 30 "$LOGS/$name.log" >&2
+}
+
+# fail_start COMPONENT WHAT: report a failed start with the logs, stop what started.
+fail_start() {
+  local name=$1 what=$2 c
+  for c in "${COMPONENTS[@]}"; do
+    if [[ -f $PIDS/$c ]] && ! live_pid "$c" >/dev/null; then
+      log "$c exited"
+      [[ $c == "$name" ]] || show_log "$c"
+    fi
+  done
+  show_log "$name"
+  stop_all
+  die "$what (all logs: $LOGS)"
+}
+
+# wait_for COMPONENT TIMEOUT_S DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_for() {
+  local name=$1 timeout=$2 what=$3 deadline c
+  shift 3
+  deadline=$((SECONDS + timeout))
+  until "$@" >"$STATE/wait.out" 2>&1; do
+    for c in "${COMPONENTS[@]}"; do
+      if [[ -f $PIDS/$c ]] && ! live_pid "$c" >/dev/null; then
+        fail_start "$c" "$c exited while waiting for $what"
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      printf '[cluster] last output of the check: %s\n' "$*" >&2
+      tail -n 20 "$STATE/wait.out" >&2
+      fail_start "$name" "timed out after ${timeout}s waiting for $what"
+    fi
+    sleep 0.2
+  done
+  rm -f "$STATE/wait.out"
+}
+
+api_get() {
+  curl -fsS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$API_PORT$1"
+}
+api_ready() { [[ $(api_get /readyz) == ok ]]; }
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+component_healthy() { [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$1/healthz") == ok ]]; }
+
+# All fake nodes Ready, without taints (the node lifecycle controller removes the
+# not-ready taint that new nodes get), so pods can be scheduled.
+nodes_ready() {
+  local out
+  out=$(kubectl get nodes -l type=kwok -o \
+    jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{.spec.taints}{"\n"}{end}')
+  [[ $(grep -c '=True$' <<<"$out") -ge $NODES ]]
+}
+
+default_sa_exists() { kubectl get serviceaccount default -n default; }
+
+nodes_manifest() {
+  local i
+  for ((i = 0; i < NODES; i++)); do
+    cat <<NODE
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: kwok-node-$i
+    node-role.kubernetes.io/agent: ""
+spec:
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
+status:
+  addresses:
+    - type: InternalIP
+      address: 192.0.2.$((i + 10))
+    - type: Hostname
+      address: kwok-node-$i
+  allocatable: {cpu: "32", memory: 128Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 128Gi, pods: "110"}
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+    kubeletVersion: fake
+NODE
+  done
+}
+
+healthy() {
+  [[ -f $STATE/ports.env && -f $ADMIN_KUBECONFIG && -f $PREVIEWD_KUBECONFIG ]] || return 1
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  local c
+  for c in "${COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
+  api_ready && nodes_ready &&
+    "$K8S_BIN/kubectl" --kubeconfig "$PREVIEWD_KUBECONFIG" auth can-i create namespaces >/dev/null 2>&1
+}
+
+# Serialises up and down (tests start `up` from parallel processes). The lock is held on
+# the folder that contains the state, so no lock file is left behind.
+cluster_lock() {
+  mkdir -p "$(dirname "$STATE")"
+  exec 9<"$(dirname "$STATE")"
+  flock 9
+}
+
+cmd_up() {
+  cmd_build
+  cluster_lock
+  if healthy; then
+    log "cluster is up (reused): $(api_server_url)"
+    return 0
+  fi
+  local start=$SECONDS
+  if [[ -d $STATE ]]; then
+    log "cluster at $STATE is not healthy; starting it anew"
+    stop_all
+    rm -rf "$STATE"
+  fi
+  mkdir -p "$STATE" "$LOGS" "$PIDS"
+  ETCD_PORT=$(free_port)
+  ETCD_PEER_PORT=$(free_port)
+  API_PORT=$(free_port)
+  KCM_PORT=$(free_port)
+  SCHEDULER_PORT=$(free_port)
+  cat >"$STATE/ports.env" <<PORTS
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+API_PORT=$API_PORT
+KCM_PORT=$KCM_PORT
+SCHEDULER_PORT=$SCHEDULER_PORT
+PORTS
+  make_pki
+  cert_kubeconfig "$ADMIN_KUBECONFIG" admin
+  cert_kubeconfig "$STATE/kube-controller-manager.kubeconfig" kube-controller-manager
+  cert_kubeconfig "$STATE/kube-scheduler.kubeconfig" kube-scheduler
+  cert_kubeconfig "$STATE/kwok.kubeconfig" kwok
+
+  start etcd "$K8S_BIN/etcd" \
+    --name=previewd --data-dir="$STATE/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="previewd=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --auto-compaction-retention=1 --log-level=warn
+  wait_for etcd 30 "etcd to be healthy" etcd_healthy
+
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --cert-dir="$PKI/generated" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,NodeRestriction \
+    --allow-privileged=true \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --profiling=false
+  wait_for kube-apiserver 90 "kube-apiserver /readyz" api_ready
+
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$PKI/generated" \
+    --controllers="$CONTROLLERS" \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --leader-elect=false --kube-api-qps=100 --kube-api-burst=200 --profiling=false
+  cat >"$STATE/kube-scheduler.yaml" <<SCHED
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $STATE/kube-scheduler.kubeconfig
+  qps: 100
+  burst: 200
+leaderElection:
+  leaderElect: false
+SCHED
+  start kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --config="$STATE/kube-scheduler.yaml" \
+    --authentication-kubeconfig="$STATE/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$STATE/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$PKI/generated"
+  start kwok "$KWOK_BIN/kwok" \
+    --kubeconfig="$STATE/kwok.kubeconfig" \
+    --config="$HERE/kwok-stages.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=192.0.2.10 --node-lease-duration-seconds=40
+
+  {
+    nodes_manifest
+    echo ---
+    cat "$HERE/previewd-rbac.yaml"
+    echo ---
+    cat "$HERE/test-identity.yaml"
+  } >"$STATE/bootstrap.yaml"
+  wait_for kube-apiserver 30 "the bootstrap objects to apply" \
+    kubectl apply --server-side --field-manager=previewd-test-cluster -f "$STATE/bootstrap.yaml"
+  wait_for kube-controller-manager 60 "kube-controller-manager /healthz" component_healthy "$KCM_PORT"
+  wait_for kube-scheduler 60 "kube-scheduler /healthz" component_healthy "$SCHEDULER_PORT"
+  wait_for kwok 60 "$NODES kwok nodes to be Ready without taints" nodes_ready
+  wait_for kube-controller-manager 60 "the default ServiceAccount" default_sa_exists
+
+  # A token for the previewd ServiceAccount; a year, so a reused cluster keeps working.
+  local token
+  token=$(kubectl create token previewd -n previewd-system --duration=8760h) ||
+    fail_start kube-apiserver "creating a token for the previewd ServiceAccount failed"
+  kubeconfig "$PREVIEWD_KUBECONFIG" "      token: $token"
+  log "cluster is up in $((SECONDS - start))s: $(api_server_url)"
+}
+
+api_server_url() { echo "https://127.0.0.1:$API_PORT (kubeconfig: $ADMIN_KUBECONFIG)"; }
+
+cmd_down() {
+  cluster_lock
+  if [[ -d $STATE ]]; then
+    stop_all
+    rm -rf "$STATE"
+    log "cluster stopped and $STATE removed"
+  fi
+}
+
+cmd_status() {
+  if [[ ! -f $STATE/ports.env ]]; then
+    echo "no cluster at $STATE"
+    return 1
+  fi
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  local c pid ok=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(live_pid "$c"); then
+      printf '%-24s running  pid %-8s rss %s MiB\n' "$c" "$pid" \
+        "$(($(awk '/^VmRSS/{print $2}' "/proc/$pid/status") / 1024))"
+    else
+      printf '%-24s STOPPED  (log: %s)\n' "$c" "$LOGS/$c.log"
+      ok=1
+    fi
+  done
+  if api_ready; then echo "kube-apiserver           /readyz ok at https://127.0.0.1:$API_PORT"; else
+    echo "kube-apiserver           /readyz NOT ok"
+    ok=1
+  fi
+  if ((ok == 0)); then
+    kubectl get nodes -o wide 2>&1 || ok=1
+    nodes_ready || ok=1
+  fi
+  return "$ok"
+}
+
+cmd_env() {
+  cat <<ENV
+export PREVIEWD_TEST_KUBECONFIG_ADMIN=$ADMIN_KUBECONFIG
+export PREVIEWD_TEST_KUBECONFIG=$PREVIEWD_KUBECONFIG
+export PREVIEWD_TEST_SOURCE_NAMESPACE=previewd-source
+export PREVIEWD_KUBECTL=$K8S_BIN/kubectl
+export PREVIEWD_HELM=$HELM_BIN/helm
+export KUBECONFIG=$ADMIN_KUBECONFIG
+ENV
+}
+
+case ${1:-} in
+  build) cmd_build ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) die "usage: $0 build|up|down|status|env" ;;
+esac

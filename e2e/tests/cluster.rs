@@ -1,0 +1,447 @@
+//! Proof that the test control plane (`e2e/controlplane/`) behaves like a real cluster in
+//! the ways previewd depends on: scheduling and rollouts on kwok nodes, quota accounting,
+//! Pod Security admission, namespace finalisation and least-privilege RBAC.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use previewd_e2e::cluster::{self, MANAGED_BY_LABEL, SOURCE_NAMESPACE, TestNamespace, unique_name, wait_until};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pod template that satisfies Pod Security `restricted`, as previewd's workloads must.
+fn restricted_pod_spec() -> Value {
+    json!({
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "app",
+            "image": "registry.invalid/previewd/app:1",
+            "securityContext": {"allowPrivilegeEscalation": false,
+                                "capabilities": {"drop": ["ALL"]}},
+        }],
+    })
+}
+
+fn deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": restricted_pod_spec()},
+        },
+    })
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, object: Value) -> kube::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply("previewd-e2e").force(), &Patch::Apply(object)).await
+}
+
+fn is_forbidden<T: std::fmt::Debug>(result: &kube::Result<T>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+#[track_caller]
+fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: kube::Result<T>) {
+    assert!(is_forbidden(&result), "{what}: expected 403 Forbidden, got {result:?}");
+}
+
+async fn wait_deployment_available(client: &Client, ns: &str, name: &str) -> Deployment {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_until(TIMEOUT, &format!("deployment {ns}/{name} to be available"), || async {
+        let d = api.get(name).await?;
+        let status = d.status.clone().unwrap_or_default();
+        let available =
+            status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Available" && c.status == "True");
+        Ok((available && status.available_replicas == Some(1)).then_some(d))
+    })
+    .await
+    .unwrap()
+}
+
+/// Asks the API server whether `client` may do something, without trying it.
+async fn can_i(client: &Client, verb: &str, group: &str, resource: &str, subresource: &str, ns: &str) -> bool {
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                        "subresource": subresource, "namespace": ns}}
+    }))
+    .unwrap();
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
+}
+
+#[tokio::test]
+async fn deployment_is_scheduled_on_kwok_and_quota_usage_is_recorded() {
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("quota", &[]).await.unwrap();
+    let ns = ns.name();
+
+    // Quota on compute resources requires requests on every pod; the LimitRange supplies
+    // them, which proves LimitRanger admission runs before ResourceQuota.
+    apply(
+        &Api::<LimitRange>::namespaced(admin.clone(), ns),
+        "defaults",
+        json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "defaults"},
+               "spec": {"limits": [{"type": "Container",
+                                     "defaultRequest": {"cpu": "100m", "memory": "64Mi"},
+                                     "default": {"cpu": "200m", "memory": "128Mi"}}]}}),
+    )
+    .await
+    .unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(admin.clone(), ns);
+    apply(
+        &quotas,
+        "env",
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "env"},
+               "spec": {"hard": {"pods": "5", "requests.cpu": "1", "requests.memory": "1Gi"}}}),
+    )
+    .await
+    .unwrap();
+    // Until the resourcequota controller has computed status, admission refuses pods.
+    wait_until(TIMEOUT, "the quota's status to be computed", || async {
+        Ok(quotas.get("env").await?.status.and_then(|s| s.used))
+    })
+    .await
+    .unwrap();
+
+    apply(&Api::<Deployment>::namespaced(admin.clone(), ns), "web", deployment("web")).await.unwrap();
+    wait_deployment_available(&admin, ns, "web").await;
+
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns).list(&ListParams::default().labels("app=web")).await.unwrap();
+    assert_eq!(pods.items.len(), 1);
+    let pod = &pods.items[0];
+    let node_name = pod.spec.as_ref().unwrap().node_name.clone().unwrap();
+    let node = Api::<Node>::all(admin.clone()).get(&node_name).await.unwrap();
+    assert_eq!(
+        node.metadata.annotations.unwrap().get("kwok.x-k8s.io/node").map(String::as_str),
+        Some("fake"),
+        "pod was scheduled on {node_name}, which is not a kwok node"
+    );
+    assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    let requests =
+        pod.spec.as_ref().unwrap().containers[0].resources.as_ref().and_then(|r| r.requests.clone()).unwrap();
+    assert_eq!(requests["cpu"].0, "100m", "LimitRange default was not applied");
+
+    let used = wait_until(TIMEOUT, "quota usage to count the pod", || async {
+        let used = quotas.get("env").await?.status.and_then(|s| s.used).unwrap_or_default();
+        Ok((used.get("pods").map(|q| q.0.as_str()) == Some("1")).then_some(used))
+    })
+    .await
+    .unwrap();
+    assert_eq!(used["requests.cpu"].0, "100m");
+    assert_eq!(used["requests.memory"].0, "64Mi");
+}
+
+#[tokio::test]
+async fn pod_breaking_restricted_pod_security_is_refused() {
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("psa", &[("pod-security.kubernetes.io/enforce", "restricted")]).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns.name());
+
+    let privileged: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "privileged"},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1",
+                                 "securityContext": {"privileged": true}}]},
+    }))
+    .unwrap();
+    let refused = pods.create(&PostParams::default(), &privileged).await;
+    match &refused {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status.message.contains("violates PodSecurity \"restricted:latest\""),
+                "unexpected refusal: {}",
+                status.message
+            );
+        }
+        other => panic!("privileged pod was not refused: {other:?}"),
+    }
+
+    // The same namespace admits a pod that meets the level, so the refusal above is
+    // Pod Security's and not a blanket one.
+    let compliant: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "compliant"},
+        "spec": restricted_pod_spec(),
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &compliant).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_with_a_running_deployment_completes() {
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("teardown", &[]).await.unwrap();
+    let name = ns.name().to_owned();
+
+    apply(&Api::<Deployment>::namespaced(admin.clone(), &name), "web", deployment("web")).await.unwrap();
+    apply(
+        &Api::<ConfigMap>::namespaced(admin.clone(), &name),
+        "settings",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+               "data": {"a": "b"}}),
+    )
+    .await
+    .unwrap();
+    wait_deployment_available(&admin, &name, "web").await;
+
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let started = Instant::now();
+    namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+    // The namespace controller starts 5 s after the delete and, while pods are still
+    // terminating, looks again after half their grace period (30 s by default); kwok
+    // removes deleted pods at once. Measured here: 5-11 s.
+    wait_until(Duration::from_secs(60), &format!("namespace {name} to be gone"), || async {
+        match namespaces.get_opt(&name).await? {
+            None => Ok(Some(())),
+            Some(_) => Ok(None),
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("namespace {name} was deleted in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
+    let admin = cluster::admin_client().await.unwrap();
+    let previewd = cluster::previewd_client().await.unwrap();
+
+    // --- what previewd needs ---
+    let env_ns = unique_name("env");
+    let _cleanup = TestNamespace::adopt(&env_ns).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(previewd.clone());
+    apply(
+        &namespaces,
+        &env_ns,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": env_ns, "labels": {
+                   MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1,
+                   "pod-security.kubernetes.io/enforce": "restricted"}}}),
+    )
+    .await
+    .unwrap();
+    namespaces
+        .list(&ListParams::default().labels(&format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1)))
+        .await
+        .unwrap();
+
+    let objects: Vec<(&str, Value)> = vec![
+        (
+            "quota",
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "env"},
+                          "spec": {"hard": {"pods": "10"}}}),
+        ),
+        (
+            "limits",
+            json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "env"},
+                           "spec": {"limits": [{"type": "Container",
+                                                 "defaultRequest": {"cpu": "50m"}}]}}),
+        ),
+        (
+            "netpol",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                           "metadata": {"name": "isolate"},
+                           "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+        ),
+        ("sa", json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}})),
+        (
+            "secret",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db",
+                           "labels": {"previewd.dev/prune": "yes"}},
+                           "stringData": {"url": "postgres://example"}}),
+        ),
+        (
+            "configmap",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "settings"}, "data": {"a": "b"}}),
+        ),
+        (
+            "service",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                            "spec": {"selector": {"app": "web"},
+                                     "ports": [{"port": 80, "targetPort": 8080}]}}),
+        ),
+        (
+            "ingress",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                            "metadata": {"name": "web"},
+                            "spec": {"rules": [{"host": "pr-1.preview.invalid", "http": {"paths": [{
+                                "path": "/", "pathType": "Prefix",
+                                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+        ),
+    ];
+    for (what, object) in objects {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let result = match what {
+            "quota" => {
+                apply(&Api::<ResourceQuota>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop)
+            }
+            "limits" => apply(&Api::<LimitRange>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop),
+            "netpol" => {
+                apply(&Api::<NetworkPolicy>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop)
+            }
+            "sa" => apply(&Api::<ServiceAccount>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop),
+            "secret" => apply(&Api::<Secret>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop),
+            "configmap" => {
+                apply(&Api::<ConfigMap>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop)
+            }
+            "service" => apply(&Api::<Service>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop),
+            "ingress" => apply(&Api::<Ingress>::namespaced(previewd.clone(), &env_ns), &name, object).await.map(drop),
+            _ => unreachable!(),
+        };
+        result.unwrap_or_else(|e| panic!("previewd could not apply its {what}: {e}"));
+    }
+    apply(&Api::<Deployment>::namespaced(previewd.clone(), &env_ns), "web", deployment("web")).await.unwrap();
+    wait_deployment_available(&previewd, &env_ns, "web").await;
+    // Diagnostics of a rollout.
+    Api::<Pod>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
+    Api::<ReplicaSet>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
+    Api::<Event>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
+    // Pruning secrets without reading them: by label, through deletecollection.
+    Api::<Secret>::namespaced(previewd.clone(), &env_ns)
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("previewd.dev/prune=yes"))
+        .await
+        .unwrap();
+    assert!(Api::<Secret>::namespaced(admin.clone(), &env_ns).get_opt("db").await.unwrap().is_none());
+
+    // Reading the secrets it copies, in the source namespace.
+    let source_secret = unique_name("copied");
+    let source: Api<Secret> = Api::namespaced(admin.clone(), SOURCE_NAMESPACE);
+    apply(
+        &source,
+        &source_secret,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": source_secret},
+                 "stringData": {"token": "s3cret"}}),
+    )
+    .await
+    .unwrap();
+    let read = Api::<Secret>::namespaced(previewd.clone(), SOURCE_NAMESPACE).get(&source_secret).await;
+    source.delete(&source_secret, &DeleteParams::default()).await.unwrap();
+    read.unwrap();
+
+    // --- what previewd must not do ---
+    let other = TestNamespace::create("unrelated", &[]).await.unwrap();
+    let other = other.name();
+    apply(
+        &Api::<Secret>::namespaced(admin.clone(), other),
+        "private",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "private"},
+                 "stringData": {"password": "hunter2"}}),
+    )
+    .await
+    .unwrap();
+    let their_secrets: Api<Secret> = Api::namespaced(previewd.clone(), other);
+    assert_forbidden("get a secret in an unrelated namespace", their_secrets.get("private").await);
+    assert_forbidden("list secrets in an unrelated namespace", their_secrets.list(&ListParams::default()).await);
+    assert_forbidden(
+        "get a secret in kube-system",
+        Api::<Secret>::namespaced(previewd.clone(), "kube-system").get("any").await,
+    );
+    assert_forbidden(
+        "list secrets in default",
+        Api::<Secret>::namespaced(previewd.clone(), "default").list(&ListParams::default()).await,
+    );
+    assert_forbidden(
+        "list secrets cluster-wide",
+        Api::<Secret>::all(previewd.clone()).list(&ListParams::default()).await,
+    );
+    // A patch returns the object, so it must not work outside previewd's namespaces either.
+    assert_forbidden(
+        "apply a secret in an unrelated namespace",
+        apply(
+            &their_secrets,
+            "private",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "private"}}),
+        )
+        .await,
+    );
+    assert_forbidden(
+        "delete a secret in an unrelated namespace",
+        their_secrets.delete("private", &DeleteParams::default()).await,
+    );
+    let _ = their_secrets.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+    assert!(
+        Api::<Secret>::namespaced(admin.clone(), other).get_opt("private").await.unwrap().is_some(),
+        "previewd deleted a secret outside its namespaces"
+    );
+    assert_forbidden(
+        "delete a config map in kube-system",
+        Api::<ConfigMap>::namespaced(previewd.clone(), "kube-system")
+            .delete("kube-root-ca.crt", &DeleteParams::default())
+            .await,
+    );
+    let unlabelled = unique_name("unlabelled");
+    assert_forbidden(
+        "create a namespace without previewd's label",
+        apply(
+            &namespaces,
+            &unlabelled,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": unlabelled}}),
+        )
+        .await,
+    );
+    assert_forbidden(
+        "adopt kube-system by labelling it",
+        apply(
+            &namespaces,
+            "kube-system",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system",
+                     "labels": {MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1}}}),
+        )
+        .await,
+    );
+    assert_forbidden("delete an unrelated namespace", namespaces.delete(other, &DeleteParams::default()).await);
+    assert_forbidden("list nodes", Api::<Node>::all(previewd.clone()).list(&ListParams::default()).await);
+    assert_forbidden(
+        "bind itself cluster-admin",
+        Api::<ClusterRoleBinding>::all(previewd.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                "metadata": {"name": unique_name("escalate")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "previewd",
+                              "namespace": "previewd-system"}]}))
+                .unwrap(),
+            )
+            .await,
+    );
+    for (verb, group, resource, subresource) in [
+        ("create", "", "pods", "exec"),
+        ("create", "", "pods", ""),
+        ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
+        ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+        ("update", "", "namespaces", "finalize"),
+    ] {
+        assert!(
+            !can_i(&previewd, verb, group, resource, subresource, &env_ns).await,
+            "previewd may {verb} {resource}/{subresource} in its own namespace"
+        );
+    }
+
+    // Teardown of an environment: previewd deletes its own namespace.
+    namespaces.delete(&env_ns, &DeleteParams::default()).await.unwrap();
+}
