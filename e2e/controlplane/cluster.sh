@@ -44,7 +44,7 @@ go_build() {
   local tmp="$out.tmp.$$" blog="$CACHE_ROOT/bin/build-$name.log" start=$SECONDS
   rm -rf "$tmp" && mkdir -p "$tmp"
   log "building $name (cold builds take many minutes; log: $blog)"
-  if ! (cd "$dir" && go build -ldflags "-s -w $ldflags" -o "$tmp/" "$@") >"$blog" 2>&1; then
+  if ! (cd "$dir" && go build -buildvcs=false -ldflags "-s -w $ldflags" -o "$tmp/" "$@") >"$blog" 2>&1; then
     tail -n 40 "$blog" >&2
     rm -rf "$tmp"
     die "building $name failed"
@@ -115,12 +115,13 @@ CONTROLLERS+=,validatingadmissionpolicy-status-controller
 
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
-# A port nothing listens on now; ports handed out in this run are not repeated.
+# A port nothing listens on now, below Linux's ephemeral range (32768+) so that outgoing
+# connections do not take it before the component binds it; not repeated within a run.
 TAKEN=" "
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     [[ $TAKEN == *" $p "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       TAKEN+="$p "
@@ -521,14 +522,13 @@ cmd_status() {
 }
 
 cmd_env() {
-  cat <<ENV
-export PREVIEWD_TEST_KUBECONFIG_ADMIN=$ADMIN_KUBECONFIG
-export PREVIEWD_TEST_KUBECONFIG=$PREVIEWD_KUBECONFIG
-export PREVIEWD_TEST_SOURCE_NAMESPACE=previewd-source
-export PREVIEWD_KUBECTL=$K8S_BIN/kubectl
-export PREVIEWD_HELM=$HELM_BIN/helm
-export KUBECONFIG=$ADMIN_KUBECONFIG
-ENV
+  printf 'export %s=%q\n' \
+    PREVIEWD_TEST_KUBECONFIG_ADMIN "$ADMIN_KUBECONFIG" \
+    PREVIEWD_TEST_KUBECONFIG "$PREVIEWD_KUBECONFIG" \
+    PREVIEWD_TEST_SOURCE_NAMESPACE previewd-source \
+    PREVIEWD_KUBECTL "$K8S_BIN/kubectl" \
+    PREVIEWD_HELM "$HELM_BIN/helm" \
+    KUBECONFIG "$ADMIN_KUBECONFIG"
 }
 
 case ${1:-} in

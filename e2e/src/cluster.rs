@@ -90,13 +90,24 @@ async fn find_or_start() -> anyhow::Result<Kubeconfigs> {
             let var = |name: &str| {
                 env.lines()
                     .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                    .map(PathBuf::from)
+                    .map(|v| PathBuf::from(unquote(v)))
                     .with_context(|| format!("`cluster.sh env` did not print {name}"))
             };
             Ok(Kubeconfigs { admin: var(ADMIN_KUBECONFIG_ENV)?, previewd: var(PREVIEWD_KUBECONFIG_ENV)? })
         }
         _ => bail!("set both {ADMIN_KUBECONFIG_ENV} and {PREVIEWD_KUBECONFIG_ENV}, or neither"),
     }
+}
+
+/// Undoes the backslash quoting of bash's `printf %q`, which `cluster.sh env` uses so that
+/// its output can be `eval`ed even for paths with spaces.
+fn unquote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+    }
+    out
 }
 
 /// Runs a `cluster.sh` subcommand; on failure the error carries the script's output, which
@@ -242,5 +253,28 @@ where
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn unquote_undoes_printf_q() {
+        assert_eq!(unquote(r"/home/a\ b/cluster/admin.kubeconfig"), "/home/a b/cluster/admin.kubeconfig");
+        assert_eq!(unquote("/plain/path"), "/plain/path");
+    }
+
+    #[test]
+    fn unique_names_are_distinct_dns_labels() {
+        let a = unique_name("env");
+        let b = unique_name("env");
+        assert_ne!(a, b);
+        for name in [a, b] {
+            assert_eq!(name.len(), "env-".len() + 8);
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        }
     }
 }
