@@ -4,7 +4,10 @@
 //! This crate knows nothing of HTTP or of GitHub's wire format; the `previewd` service translates
 //! deliveries into [`model`] types before they reach it.
 
+pub mod cluster;
+pub mod kinds;
 pub mod model;
 pub mod planner;
+pub mod render;
 pub mod store;
 pub mod time;

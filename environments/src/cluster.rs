@@ -1,0 +1,404 @@
+//! The Kubernetes side of an environment: server-side apply with one field manager, pruning by
+//! ownership labels, waiting for the rollout with a specific reason when it fails, and
+//! teardown that waits until the namespace is really gone.
+//!
+//! Only the kinds in [`Kind`] are touched, with exactly the verbs previewd's RBAC grants (see
+//! `e2e/controlplane/previewd-rbac.yaml`): Secrets are written and deleted but never read, so
+//! generated secrets are created once (and kept) instead of being read back.
+
+use crate::kinds::Kind;
+use crate::render::{ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// The field manager of every object previewd applies.
+pub const FIELD_MANAGER: &str = "previewd";
+/// Marks a Secret previewd generated (random value, created once and kept).
+pub const GENERATED_SECRET_LABEL: &str = "previewd.dev/generated-secret";
+
+/// A failure talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Kubernetes refused to {action}: {message} (previewd's RBAC may lack a permission)")]
+    Forbidden { action: String, message: String },
+    #[error("Kubernetes rejected {action}: {message}")]
+    Rejected { action: String, message: String },
+    #[error("cannot reach Kubernetes while trying to {action}: {source}")]
+    Unreachable { action: String, source: kube::Error },
+}
+
+impl ClusterError {
+    fn from_kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
+        let action = action.into();
+        move |error| match &error {
+            kube::Error::Api(status) if status.code == 403 => {
+                ClusterError::Forbidden { action, message: status.message.clone() }
+            }
+            kube::Error::Api(status) if (400..500).contains(&status.code) => {
+                ClusterError::Rejected { action, message: status.message.clone() }
+            }
+            _ => ClusterError::Unreachable { action, source: error },
+        }
+    }
+
+    /// Worth trying again later (the cluster may come back), as opposed to a refusal that
+    /// needs a person.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClusterError::Unreachable { .. })
+    }
+}
+
+/// Why a rollout did not become ready: specific enough for the pull request's author.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutFailure {
+    #[error("image cannot be pulled: {0}")]
+    ImagePull(String),
+    #[error("namespace quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("admission refused the pods: {0}")]
+    AdmissionRefused(String),
+    #[error("the container keeps crashing: {0}")]
+    CrashLoop(String),
+    #[error("not ready after {seconds} s: {detail}")]
+    Timeout { seconds: u64, detail: String },
+}
+
+/// What teardown found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// The namespace is gone (or never existed).
+    Gone,
+    /// Still terminating after the wait; the namespace's own conditions say why.
+    Stuck { conditions: String },
+}
+
+/// Handle on the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+}
+
+fn api_resource(kind: Kind) -> ApiResource {
+    let (group, version, name, plural) = kind.api();
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, name), plural)
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Self {
+        Cluster { client }
+    }
+
+    fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+        let resource = api_resource(kind);
+        if kind.is_namespaced() {
+            Api::namespaced_with(self.client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        }
+    }
+
+    /// Applies `manifests` (in order) with server-side apply, then deletes what this
+    /// environment owns but was not rendered this time. Re-applying an unchanged environment
+    /// changes nothing in the cluster.
+    pub async fn apply(&self, owner: &Ownership, manifests: &[Manifest]) -> Result<(), ClusterError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for manifest in manifests {
+            let api = self.api(manifest.kind, &owner.environment);
+            api.patch(&manifest.name, &params, &Patch::Apply(&manifest.object)).await.map_err(
+                ClusterError::from_kube(format!("apply {} {}/{}", manifest.kind, owner.environment, manifest.name)),
+            )?;
+        }
+        self.prune(owner, manifests).await
+    }
+
+    async fn prune(&self, owner: &Ownership, manifests: &[Manifest]) -> Result<(), ClusterError> {
+        let wanted: BTreeSet<(Kind, &str)> = manifests.iter().map(|m| (m.kind, m.name.as_str())).collect();
+        for kind in Kind::ALL {
+            if kind == Kind::Namespace || kind == Kind::Secret {
+                continue; // the namespace is the environment; secrets are pruned by `sync_secrets`
+            }
+            let api = self.api(kind, &owner.environment);
+            let listed = api
+                .list_metadata(&ListParams::default().labels(&owner.selector()))
+                .await
+                .map_err(ClusterError::from_kube(format!("list {kind}s in {}", owner.environment)))?;
+            for object in listed.items {
+                let Some(name) = object.metadata.name else { continue };
+                if !wanted.contains(&(kind, name.as_str())) {
+                    tracing::info!(kind = %kind, name, namespace = owner.environment, "pruning an object no longer rendered");
+                    delete_ignoring_missing(&api, &name, &format!("prune {kind} {}/{name}", owner.environment)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the environment's Secrets what they should be: each generated secret exists
+    /// (created once with a random value, never overwritten, so it is stable across
+    /// redeploys), each platform secret is a copy of its source, and other secrets this
+    /// environment owns are deleted.
+    pub async fn sync_secrets(
+        &self,
+        owner: &Ownership,
+        generated: &[String],
+        copied: &[(String, Secret)],
+    ) -> Result<(), ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &owner.environment);
+        let mut keep = Vec::new();
+        for name in generated {
+            let secret_name = format!("generated-{name}");
+            let mut labels = owner.labels();
+            labels.insert(GENERATED_SECRET_LABEL.to_owned(), "true".to_owned());
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(secret_name.clone()),
+                    namespace: Some(owner.environment.clone()),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+                string_data: Some(BTreeMap::from([("value".to_owned(), random_secret())])),
+                ..Default::default()
+            };
+            match api
+                .create(&PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() }, &secret)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {} // exists: keep its value
+                Err(error) => {
+                    return Err(ClusterError::from_kube(format!("create secret {}/{secret_name}", owner.environment))(
+                        error,
+                    ));
+                }
+            }
+            keep.push(secret_name);
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for (name, source) in copied {
+            let copy = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(owner.environment.clone()),
+                    labels: Some(owner.labels()),
+                    ..Default::default()
+                },
+                data: source.data.clone(),
+                type_: source.type_.clone(),
+                ..Default::default()
+            };
+            let mut object = serde_json::to_value(&copy).map_err(|e| ClusterError::Rejected {
+                action: format!("encode secret {name}"),
+                message: e.to_string(),
+            })?;
+            object["apiVersion"] = "v1".into();
+            object["kind"] = "Secret".into();
+            api.patch(name, &params, &Patch::Apply(&object))
+                .await
+                .map_err(ClusterError::from_kube(format!("apply secret {}/{name}", owner.environment)))?;
+            keep.push(name.clone());
+        }
+        self.delete_unwanted_secrets(owner, &keep).await
+    }
+
+    /// `deletecollection` with label and field selectors needs neither `get` nor `list` on
+    /// secrets.
+    async fn delete_unwanted_secrets(&self, owner: &Ownership, keep: &[String]) -> Result<(), ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &owner.environment);
+        let mut params = ListParams::default().labels(&owner.selector());
+        if !keep.is_empty() {
+            let fields: Vec<String> = keep.iter().map(|name| format!("metadata.name!={name}")).collect();
+            params = params.fields(&fields.join(","));
+        }
+        api.delete_collection(&DeleteParams::default(), &params)
+            .await
+            .map_err(ClusterError::from_kube(format!("prune secrets in {}", owner.environment)))?;
+        Ok(())
+    }
+
+    /// Reads a platform secret from the source namespace.
+    pub async fn read_platform_secret(&self, source_namespace: &str, name: &str) -> Result<Secret, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), source_namespace);
+        api.get(name).await.map_err(ClusterError::from_kube(format!("read platform secret {source_namespace}/{name}")))
+    }
+
+    /// Waits until Deployment `name` has rolled out completely, or explains why it did not.
+    pub async fn wait_for_rollout(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), RolloutFailure>, ClusterError> {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let deployment = deployments
+                .get(name)
+                .await
+                .map_err(ClusterError::from_kube(format!("read deployment {namespace}/{name}")))?;
+            if rolled_out(&deployment) {
+                return Ok(Ok(()));
+            }
+            if let Some(failure) = self.diagnose(namespace, &deployment).await? {
+                return Ok(Err(failure));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let detail = deployment_summary(&deployment);
+                return Ok(Err(RolloutFailure::Timeout { seconds: timeout.as_secs(), detail }));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Looks for a reason the rollout cannot succeed: replica set creation refused (quota,
+    /// admission), or pods that cannot pull their image or keep crashing.
+    async fn diagnose(&self, namespace: &str, deployment: &Deployment) -> Result<Option<RolloutFailure>, ClusterError> {
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+        let owned = replica_sets
+            .list(&ListParams::default())
+            .await
+            .map_err(ClusterError::from_kube(format!("list replica sets in {namespace}")))?;
+        let deployment_uid = deployment.metadata.uid.as_deref();
+        for rs in owned
+            .items
+            .iter()
+            .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == deployment_uid))
+        {
+            for condition in rs.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+                if condition.type_ == "ReplicaFailure" && condition.status == "True" {
+                    let message = condition.message.clone().unwrap_or_default();
+                    return Ok(Some(
+                        if message.contains("exceeded quota") || message.contains("must specify limits") {
+                            RolloutFailure::QuotaExceeded(message)
+                        } else {
+                            RolloutFailure::AdmissionRefused(message)
+                        },
+                    ));
+                }
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pods = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(ClusterError::from_kube(format!("list pods in {namespace}")))?;
+        for pod in &pods.items {
+            for status in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+                let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+                let reason = waiting.reason.clone().unwrap_or_default();
+                let message = format!("{}: {}", reason, waiting.message.clone().unwrap_or_default());
+                match reason.as_str() {
+                    "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
+                        return Ok(Some(RolloutFailure::ImagePull(message)));
+                    }
+                    "CrashLoopBackOff" => return Ok(Some(RolloutFailure::CrashLoop(message))),
+                    _ => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the namespace and waits (up to `timeout`) until it is gone.
+    pub async fn teardown(&self, namespace: &str, timeout: Duration) -> Result<Teardown, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api.delete(namespace, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Teardown::Gone),
+            Err(error) => return Err(ClusterError::from_kube(format!("delete namespace {namespace}"))(error)),
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current =
+                api.get_opt(namespace).await.map_err(ClusterError::from_kube(format!("read namespace {namespace}")))?;
+            let Some(current) = current else { return Ok(Teardown::Gone) };
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Teardown::Stuck { conditions: namespace_conditions(&current) });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Whether namespace `name` exists and is terminating (`Some(true)`), exists (`Some(false)`),
+    /// or does not exist (`None`).
+    pub async fn namespace_terminating(&self, name: &str) -> Result<Option<bool>, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let namespace = api.get_opt(name).await.map_err(ClusterError::from_kube(format!("read namespace {name}")))?;
+        Ok(namespace.map(|ns| ns.metadata.deletion_timestamp.is_some()))
+    }
+
+    /// Namespaces carrying previewd's ownership labels, by name.
+    pub async fn owned_namespaces(&self) -> Result<Vec<String>, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{ENVIRONMENT_LABEL}");
+        let listed = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(ClusterError::from_kube("list previewd's namespaces"))?;
+        Ok(listed.items.into_iter().filter_map(|ns| ns.metadata.name).collect())
+    }
+}
+
+async fn delete_ignoring_missing(api: &Api<DynamicObject>, name: &str, action: &str) -> Result<(), ClusterError> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(ClusterError::from_kube(action)(error)),
+    }
+}
+
+fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = &deployment.status else { return false };
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.updated_replicas.unwrap_or(0) == wanted
+        && status.available_replicas.unwrap_or(0) == wanted
+        && status.replicas.unwrap_or(0) == wanted
+        && status.unavailable_replicas.unwrap_or(0) == 0
+}
+
+fn deployment_summary(deployment: &Deployment) -> String {
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.status != "True" || c.type_ == "Progressing")
+        .map(|c| format!("{} {}: {}", c.type_, c.status, c.message.clone().unwrap_or_default()))
+        .collect();
+    format!(
+        "{} of {wanted} replicas available, {} updated{}",
+        status.available_replicas.unwrap_or(0),
+        status.updated_replicas.unwrap_or(0),
+        if conditions.is_empty() { String::new() } else { format!("; {}", conditions.join("; ")) }
+    )
+}
+
+fn namespace_conditions(namespace: &Namespace) -> String {
+    let conditions: Vec<String> = namespace
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .filter(|c| c.status == "True")
+        .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()))
+        .collect();
+    if conditions.is_empty() {
+        let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+        format!("still terminating; finalizers: {}", finalizers.join(", "))
+    } else {
+        conditions.join("; ")
+    }
+}
+
+/// 32 random bytes, hex-encoded.
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
