@@ -7,7 +7,12 @@
 pub mod cluster;
 pub mod kinds;
 pub mod model;
+pub mod naming;
 pub mod planner;
+pub mod policy;
+pub mod quantity;
 pub mod render;
+pub mod repo_config;
+pub mod spec;
 pub mod store;
 pub mod time;
