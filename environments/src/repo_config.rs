@@ -1,0 +1,264 @@
+//! A repository's `.preview.yaml`, read at the pull request's head commit: what to run in the
+//! environment.
+//!
+//! The file is written by the pull request's author, so every error is addressed to them: the
+//! file, the field, and what is wrong, in words they can act on without reading previewd's source.
+//! An invalid file leaves the environment `Failed` with that message; it never fails anything else.
+//! This module checks only what the file says on its own (syntax, types, unknown fields, a missing
+//! image); what the platform policy allows is checked when the environment is resolved
+//! ([`crate::spec::resolve`]), so that all of those problems are reported together.
+
+use crate::policy::{duration_text, parse_yaml};
+use crate::quantity::Quantity;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The file previewd reads from the pull request's head commit.
+pub const REPO_CONFIG_FILE: &str = ".preview.yaml";
+
+const EXAMPLE: &str = "image: ghcr.io/acme/app:{sha}";
+
+/// Why a repository's `.preview.yaml` cannot be used, addressed to the pull request's author.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoConfigError {
+    #[error("{REPO_CONFIG_FILE} was not found at the pull request's head commit; add one with at least `{EXAMPLE}`")]
+    Missing,
+    #[error("{REPO_CONFIG_FILE} is empty; it needs at least `{EXAMPLE}`")]
+    Empty,
+    #[error(
+        "{REPO_CONFIG_FILE}: image: missing; name the container image to run, e.g. `{EXAMPLE}` ({{sha}} is replaced by the head commit)"
+    )]
+    MissingImage,
+    /// Not YAML, or a field that is unknown or of the wrong type.
+    #[error("{REPO_CONFIG_FILE}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+    Parse { path: String, message: String },
+}
+
+/// A repository's `.preview.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// The container image. `{sha}` is replaced by the head commit's full SHA, `{short_sha}` by
+    /// its first 12 characters, so CI can push `ghcr.io/acme/app:<sha>` and previewd finds it.
+    #[serde(default)]
+    pub image: String,
+    /// The port the container serves HTTP on.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Plain environment variables. Numbers and booleans are taken as their text, so
+    /// `DEBUG: true` means the string `true` (Kubernetes wants strings; YAML makes that a trap).
+    #[serde(default, deserialize_with = "env_map")]
+    pub env: BTreeMap<String, String>,
+    /// Platform-provided secrets (by name, from the platform's allow-list) whose keys become
+    /// environment variables.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Secrets previewd generates for this environment: random, kept across redeploys, and
+    /// exposed as an environment variable named after the secret in upper case with `-` as `_`
+    /// (`session-key` becomes `SESSION_KEY`).
+    #[serde(default)]
+    pub generated_secrets: Vec<String>,
+    /// Requests and limits of the container; the platform's defaults fill what is left out.
+    #[serde(default)]
+    pub resources: RequestedResources,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// The template set to render; the platform's default when left out.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// How long the environment lives after its last activity; the platform's default when left
+    /// out, and at most the platform's maximum.
+    #[serde(default, with = "duration_text::option", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+fn default_replicas() -> u32 {
+    1
+}
+
+/// Container requests and limits, each part optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestedResources {
+    pub requests: PartialResources,
+    pub limits: PartialResources,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartialResources {
+    pub cpu: Option<Quantity>,
+    pub memory: Option<Quantity>,
+}
+
+/// The readiness check: an HTTP GET on the container's port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self { path: "/".to_owned() }
+    }
+}
+
+impl RepoConfig {
+    /// Parses a `.preview.yaml`. Errors name the file and the field, for the pull request's author.
+    pub fn from_yaml(text: &str) -> Result<Self, RepoConfigError> {
+        // A file of only comments is YAML's null; say "empty" rather than "invalid type: unit".
+        if matches!(serde_yaml::from_str::<serde_yaml::Value>(text), Ok(serde_yaml::Value::Null)) {
+            return Err(RepoConfigError::Empty);
+        }
+        let config: RepoConfig =
+            parse_yaml(text).map_err(|(path, message)| RepoConfigError::Parse { path, message })?;
+        if config.image.trim().is_empty() {
+            return Err(RepoConfigError::MissingImage);
+        }
+        Ok(config)
+    }
+}
+
+/// Environment variable values: strings, or numbers and booleans taken as their text.
+fn env_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Value(String);
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Value;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string, number or boolean (quote it to be sure: \"...\")")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                    Ok(Value(v.to_owned()))
+                }
+                fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+                    Ok(Value(v.to_string()))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+                    Ok(Value(v.to_string()))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+                    Ok(Value(v.to_string()))
+                }
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+                    Ok(Value(v.to_string()))
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
+    }
+    let map = BTreeMap::<String, Value>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        RepoConfig::from_yaml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let config = RepoConfig::from_yaml("image: ghcr.io/acme/app:{sha}\n").unwrap();
+        assert_eq!(config.image, "ghcr.io/acme/app:{sha}");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.replicas, 1);
+        assert_eq!(config.health_check.path, "/");
+        assert!(config.env.is_empty() && config.secrets.is_empty() && config.generated_secrets.is_empty());
+        assert_eq!(config.resources, RequestedResources::default());
+        assert_eq!((config.template, config.ttl), (None, None));
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = RepoConfig::from_yaml(
+            r#"
+image: ghcr.io/acme/app:{short_sha}
+port: 3000
+replicas: 2
+env: { LOG_LEVEL: debug, WORKERS: 4, DEBUG: true, RATIO: 0.5 }
+secrets: [db-readonly]
+generated_secrets: [session-key]
+resources:
+  requests: { cpu: 250m, memory: 256Mi }
+  limits: { memory: 1Gi }
+health_check: { path: /healthz }
+template: web
+ttl: 3d
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.env["WORKERS"], "4");
+        assert_eq!(config.env["DEBUG"], "true");
+        assert_eq!(config.env["RATIO"], "0.5");
+        assert_eq!(config.resources.requests.cpu.as_ref().map(Quantity::as_str), Some("250m"));
+        assert_eq!(config.resources.limits.cpu, None);
+        assert_eq!(config.health_check.path, "/healthz");
+        assert_eq!(config.ttl, Some(Duration::from_secs(3 * 86400)));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field_and_the_line() {
+        assert_eq!(
+            error("image: x\nreplicas: two\n"),
+            ".preview.yaml: replicas: invalid type: string \"two\", expected u32 (line 2 column 11)"
+        );
+        let e = error("image: x\nport: 70000\n");
+        assert!(e.starts_with(".preview.yaml: port: ") && e.contains("70000"), "{e}");
+        let e = error("image: x\nresources: { limits: { memory: 1GB } }\n");
+        assert!(e.starts_with(".preview.yaml: resources.limits.memory: \"1GB\" is not a quantity"), "{e}");
+        let e = error("image: x\nttl: forever\n");
+        assert!(e.starts_with(".preview.yaml: ttl: invalid duration \"forever\""), "{e}");
+        let e = error("image: x\nenv: { A: [1] }\n");
+        assert!(e.starts_with(".preview.yaml: env.A: ") && e.contains("string, number or boolean"), "{e}");
+        let e = error("image: x\nenv: { A: null }\n");
+        assert!(e.starts_with(".preview.yaml: env.A: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = error("image: x\nreplica: 2\n");
+        assert!(e.starts_with(".preview.yaml: replica: unknown field `replica`, expected one of"), "{e}");
+        let e = error("image: x\nhealth_check: { url: /x }\n");
+        assert!(e.starts_with(".preview.yaml: health_check.url: unknown field `url`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line_and_column() {
+        let e = error("image: x\nenv: { A: b\n");
+        assert!(e.starts_with(".preview.yaml: line 3 column 1: "), "{e}");
+        let e = error("image: x\n  port: 1\n");
+        assert!(e.starts_with(".preview.yaml: line 2 column "), "{e}");
+    }
+
+    #[test]
+    fn empty_files_and_missing_images_say_what_to_write() {
+        for empty in ["", "\n", "# nothing yet\n", "~"] {
+            assert_eq!(RepoConfig::from_yaml(empty), Err(RepoConfigError::Empty), "{empty:?}");
+        }
+        assert!(error("").contains("image: ghcr.io/acme/app:{sha}"));
+        assert_eq!(RepoConfig::from_yaml("port: 80\n"), Err(RepoConfigError::MissingImage));
+        assert_eq!(RepoConfig::from_yaml("image: ''\n"), Err(RepoConfigError::MissingImage));
+        assert!(error("port: 80").starts_with(".preview.yaml: image: missing;"));
+        assert!(RepoConfigError::Missing.to_string().starts_with(".preview.yaml was not found"));
+    }
+
+    #[test]
+    fn a_list_instead_of_a_mapping_is_explained() {
+        let e = error("- image: x\n");
+        assert_eq!(e, ".preview.yaml: line 1 column 1: invalid type: sequence, expected struct RepoConfig");
+    }
+}
