@@ -11,6 +11,7 @@ pub mod naming;
 pub mod planner;
 pub mod policy;
 pub mod quantity;
+pub mod reconcile;
 pub mod render;
 pub mod repo_config;
 pub mod spec;

@@ -146,3 +146,202 @@ impl Store {
         }
     }
 }
+
+/// The columns the reconciler works with.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReconcileRecord {
+    pub id: i64,
+    pub repo_id: i64,
+    pub repo_owner: String,
+    pub repo_name: String,
+    pub pr_number: i64,
+    pub head_sha: String,
+    pub head_branch: String,
+    pub author: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub expires_at: Option<Millis>,
+    pub last_activity_at: Option<Millis>,
+}
+
+impl ReconcileRecord {
+    pub fn state(&self) -> Result<EnvironmentState, StoreError> {
+        EnvironmentState::parse(&self.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("environment {} has unknown state `{}`", self.id, self.state)))
+    }
+}
+
+const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
+     reason, name, url, expires_at, last_activity_at";
+
+impl Store {
+    /// Takes the environment's reconcile lease for `owner`, if nobody else holds a live one.
+    pub async fn lock_environment(&self, id: i64, owner: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(crate::time::millis(lease));
+        let updated = with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET lock_owner = $1, lock_until = $2 \
+             WHERE id = $3 AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("locking an environment"))?
+        .rows_affected());
+        Ok(updated == 1)
+    }
+
+    /// Gives the lease back.
+    pub async fn unlock_environment(&self, id: i64, owner: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET lock_owner = NULL, lock_until = NULL WHERE id = $1 AND lock_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("unlocking an environment")))
+    }
+
+    /// The environment as the reconciler sees it.
+    pub async fn reconcile_record(&self, id: i64) -> Result<Option<ReconcileRecord>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading an environment")))
+    }
+
+    /// Environments in `states`, oldest first.
+    pub async fn environments_in(&self, states: &[EnvironmentState]) -> Result<Vec<ReconcileRecord>, StoreError> {
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE state IN ({}) ORDER BY id",
+            list.join(", ")
+        )))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("listing environments by state")))
+    }
+
+    /// Live environments (holding cluster resources) other than `except`: (owner, repo id) of each.
+    pub async fn live_environments(&self, except: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT repo_owner, repo_id FROM environments \
+             WHERE id <> $1 AND state IN ('Provisioning', 'Ready', 'Failed')",
+        )
+        .bind(except)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("counting live environments")))
+    }
+
+    /// Moves environment `id` to `to` if its head SHA is still `head_sha` (a newer push since
+    /// the reconcile began wins, and the reconciler runs again for it), recording the
+    /// transition. Returns whether it moved.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition(
+        &self,
+        id: i64,
+        head_sha: &str,
+        to: EnvironmentState,
+        reason: Option<&str>,
+        name: Option<&str>,
+        url: Option<&str>,
+        expires_at: Option<Millis>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        macro_rules! run {
+            ($kind:tt $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool, "changing an environment's state")?;
+                let before: Option<(String,)> = sqlx::query_as("SELECT state FROM environments WHERE id = $1 AND head_sha = $2")
+                    .bind(id)
+                    .bind(head_sha)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("reading an environment"))?;
+                let Some((from,)) = before else { return Ok(false) };
+                sqlx::query(
+                    "UPDATE environments SET state = $1, reason = $2, name = COALESCE($3, name), url = $4, \
+                     expires_at = COALESCE($5, expires_at), updated_at = $6 WHERE id = $7",
+                )
+                .bind(to.as_str())
+                .bind(reason)
+                .bind(name)
+                .bind(url)
+                .bind(expires_at)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("changing an environment's state"))?;
+                if from != to.as_str() || reason.is_some() {
+                    sqlx::query(
+                        "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(&from)
+                    .bind(to.as_str())
+                    .bind(head_sha)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("recording an environment transition"))?;
+                }
+                tx.commit().await.map_err(StoreError::query("committing an environment transition"))?;
+                Ok(true)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => run!(sqlite pool),
+            Backend::Postgres(pool) => run!(postgres pool),
+        }
+    }
+
+    /// Marks activity (open, push, command): TTL counts from now, and a new warning is due.
+    pub async fn touch_environment(&self, id: i64, expires_at: Option<Millis>) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET last_activity_at = $1, expires_at = $2, warned_at = NULL WHERE id = $3",
+        )
+        .bind(now_ms())
+        .bind(expires_at)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("recording activity")))
+    }
+
+    /// Records that the expiry warning for the current expiry was emitted.
+    pub async fn mark_warned(&self, id: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE environments SET warned_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("recording an expiry warning")))
+    }
+
+    /// Live environments whose expiry is before `at` and that were not warned yet.
+    pub async fn due_for_warning(&self, at: Millis) -> Result<Vec<ReconcileRecord>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE state IN ('Provisioning', 'Ready', 'Failed') \
+             AND expires_at IS NOT NULL AND expires_at <= $1 AND warned_at IS NULL ORDER BY id"
+        )))
+        .bind(at)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("finding environments to warn")))
+    }
+}

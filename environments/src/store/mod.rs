@@ -12,7 +12,7 @@ mod environments;
 mod jobs;
 
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
-pub use environments::{EnvironmentRecord, TransitionRecord};
+pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

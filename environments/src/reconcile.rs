@@ -1,0 +1,359 @@
+//! The reconciler: makes the cluster match one environment's desired state, level-triggered.
+//!
+//! It reads the environment from the store, decides from its state what the cluster should
+//! hold, and converges: it is safe to run again at any time (after a crash, on a resync, for a
+//! repeated event) and always works from the newest head SHA in the store, so rapid pushes
+//! coalesce and an older SHA never overwrites a newer one. One reconcile per environment runs at
+//! a time across replicas, guarded by a lease in the store.
+
+use crate::cluster::{Cluster, ClusterError, Teardown};
+use crate::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use crate::naming;
+use crate::policy::Policy;
+use crate::render::{Ownership, RenderError, Renderer};
+use crate::repo_config::RepoConfig;
+use crate::spec::{self, EnvironmentSpec, LimitDecision, LiveCounts};
+use crate::store::{ReconcileRecord, Store, StoreError};
+use crate::time::now_ms;
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where an environment's `.preview.yaml` comes from: the repository at the head SHA (the
+/// GitHub adapter in the service), or a fixed file for demos and tests.
+pub trait RepoConfigSource: Send + Sync + 'static {
+    /// The file's text, or `None` if the repository has no such file at that commit.
+    fn fetch<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a CommitSha,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+}
+
+/// The same `.preview.yaml` for every pull request.
+pub struct FixedRepoConfig(pub String);
+
+impl RepoConfigSource for FixedRepoConfig {
+    fn fetch<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
+        Box::pin(async move { Ok(Some(self.0.clone())) })
+    }
+}
+
+/// A reconcile that could not finish; the caller retries it later.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("could not read the repository's configuration: {0}")]
+    ConfigSource(String),
+    #[error("another reconcile of this environment is running")]
+    Busy,
+}
+
+/// What a reconcile ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The environment is in this state; nothing more to do until something changes.
+    Settled(EnvironmentState),
+    /// Run again after this long (waiting for a namespace to finish terminating, say).
+    RequeueAfter(Duration),
+}
+
+/// Tunables of the reconciler.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub rollout_timeout: Duration,
+    pub teardown_timeout: Duration,
+    /// How long a reconcile may hold an environment before another replica may take over.
+    pub lock_lease: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            rollout_timeout: Duration::from_secs(300),
+            teardown_timeout: Duration::from_secs(120),
+            lock_lease: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Engine {
+    pub store: Store,
+    pub cluster: Cluster,
+    pub renderer: Renderer,
+    pub policy: Policy,
+    pub configs: Arc<dyn RepoConfigSource>,
+    pub settings: EngineSettings,
+    /// Identifies this process in environment leases.
+    pub owner: String,
+}
+
+/// The template context: the resolved environment plus what only the reconciler knows.
+#[derive(Serialize)]
+struct Context<'a> {
+    #[serde(flatten)]
+    spec: &'a EnvironmentSpec,
+    expires_at: String,
+}
+
+enum Step {
+    Done(Outcome),
+    /// The head SHA moved while reconciling: go again with the new one.
+    Again,
+}
+
+impl Engine {
+    /// Reconciles environment `id`.
+    pub async fn reconcile(&self, id: i64) -> Result<Outcome, ReconcileError> {
+        if !self.store.lock_environment(id, &self.owner, self.settings.lock_lease).await? {
+            return Err(ReconcileError::Busy);
+        }
+        let result = self.reconcile_locked(id).await;
+        if let Err(error) = self.store.unlock_environment(id, &self.owner).await {
+            tracing::warn!(error = %error, environment = id, "could not release the environment lease; it expires by itself");
+        }
+        result
+    }
+
+    async fn reconcile_locked(&self, id: i64) -> Result<Outcome, ReconcileError> {
+        loop {
+            let Some(env) = self.store.reconcile_record(id).await? else {
+                return Ok(Outcome::Settled(EnvironmentState::Deleted));
+            };
+            let step = match env.state()? {
+                EnvironmentState::Pending | EnvironmentState::Provisioning => self.provision(&env).await?,
+                EnvironmentState::Ready => self.refresh(&env).await?,
+                EnvironmentState::Deleting => self.tear_down(&env).await?,
+                state @ (EnvironmentState::Failed | EnvironmentState::Deleted | EnvironmentState::Rejected) => {
+                    Step::Done(Outcome::Settled(state))
+                }
+            };
+            match step {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Again => continue,
+            }
+        }
+    }
+
+    fn pull_request(env: &ReconcileRecord) -> PullRequest {
+        PullRequest {
+            repo: Repo { id: RepoId(env.repo_id), owner: env.repo_owner.clone(), name: env.repo_name.clone() },
+            number: PrNumber(env.pr_number),
+            head_sha: CommitSha(env.head_sha.clone()),
+            head_branch: env.head_branch.clone(),
+            author: env.author.clone(),
+            from_fork: false,
+            draft: false,
+            labels: vec![],
+        }
+    }
+
+    /// Moves to `to` unless a newer push arrived; `Again` in that case.
+    async fn settle(
+        &self,
+        env: &ReconcileRecord,
+        to: EnvironmentState,
+        reason: Option<&str>,
+        spec: Option<&EnvironmentSpec>,
+        expires_at: Option<i64>,
+    ) -> Result<Step, ReconcileError> {
+        let name = spec.map(|s| s.name.as_str());
+        let url = spec.filter(|_| to == EnvironmentState::Ready).map(|s| s.url.as_str());
+        let moved = self.store.transition(env.id, &env.head_sha, to, reason, name, url, expires_at).await?;
+        if !moved {
+            return Ok(Step::Again);
+        }
+        tracing::info!(environment = env.id, state = %to, reason, "environment state changed");
+        Ok(Step::Done(Outcome::Settled(to)))
+    }
+
+    async fn provision(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
+        let pr = Self::pull_request(env);
+        let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
+
+        if env.state()? == EnvironmentState::Pending {
+            let live = self.store.live_environments(env.id).await?;
+            let counts = LiveCounts {
+                global: live.len() as u64,
+                organization: live.iter().filter(|(owner, _)| owner.eq_ignore_ascii_case(&env.repo_owner)).count()
+                    as u64,
+                repository: live.iter().filter(|(_, repo)| *repo == env.repo_id).count() as u64,
+            };
+            match spec::check_limits(&policy, counts) {
+                LimitDecision::Allowed => {}
+                LimitDecision::Rejected { reason } => {
+                    return self.settle(env, EnvironmentState::Rejected, Some(&reason), None, None).await;
+                }
+                LimitDecision::Queued { reason } => {
+                    // Stays Pending; the resync tries again when a slot may have freed.
+                    if env.reason.as_deref() != Some(reason.as_str()) {
+                        self.store
+                            .transition(
+                                env.id,
+                                &env.head_sha,
+                                EnvironmentState::Pending,
+                                Some(&reason),
+                                None,
+                                None,
+                                None,
+                            )
+                            .await?;
+                    }
+                    return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))));
+                }
+            }
+        }
+
+        let text = self.configs.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
+        let config = match text.map(|t| RepoConfig::from_yaml(&t)) {
+            None => {
+                let reason = crate::repo_config::RepoConfigError::Missing.to_string();
+                return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+            }
+            Some(Err(error)) => {
+                return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
+            }
+            Some(Ok(config)) => config,
+        };
+        let spec = match spec::resolve(&policy, &pr, &config) {
+            Ok(spec) => spec,
+            Err(problems) => {
+                let reason = spec::describe_problems(&problems);
+                return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+            }
+        };
+        let name = env.name.clone().unwrap_or_else(|| naming::environment_name(&pr.repo, pr.number));
+        let spec = EnvironmentSpec { name: name.clone(), host: naming::hostname(&name, &policy.base_domain), ..spec };
+        let spec = EnvironmentSpec { url: format!("https://{}", spec.host), ..spec };
+
+        // A reopened pull request whose previous namespace is still going away waits for it.
+        if self.cluster.namespace_terminating(&name).await? == Some(true) {
+            let reason = "waiting for the previous namespace of this pull request to finish terminating";
+            if env.reason.as_deref() != Some(reason) {
+                self.store
+                    .transition(env.id, &env.head_sha, env.state()?, Some(reason), Some(&name), None, None)
+                    .await?;
+            }
+            return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(2))));
+        }
+
+        let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
+        let expires_at = spec::expires_at(last_activity, spec.ttl, policy.ttl.max);
+        if env.state()? == EnvironmentState::Pending {
+            match self.settle(env, EnvironmentState::Provisioning, None, Some(&spec), Some(expires_at)).await? {
+                Step::Again => return Ok(Step::Again),
+                Step::Done(_) => {}
+            }
+        }
+        let owner = Ownership { environment: name.clone(), repo_id: env.repo_id, pr: env.pr_number };
+        let context = Context { spec: &spec, expires_at: rfc3339(expires_at) };
+        let manifests = match self.renderer.render(&spec.template, &context, &owner) {
+            Ok(manifests) => manifests,
+            Err(error) => {
+                let reason = template_reason(&error);
+                return self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await;
+            }
+        };
+        if let Err(error) = self.apply(&owner, &spec, &policy.secrets.source_namespace, &manifests).await {
+            if error.is_transient() {
+                return Err(error.into());
+            }
+            return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
+        }
+        match self.cluster.wait_for_rollout(&name, "app", self.settings.rollout_timeout).await? {
+            Ok(()) => self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await,
+            Err(failure) => {
+                self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        owner: &Ownership,
+        spec: &EnvironmentSpec,
+        source_namespace: &str,
+        manifests: &[crate::render::Manifest],
+    ) -> Result<(), ClusterError> {
+        self.cluster.apply(owner, manifests).await?;
+        let mut copied = Vec::new();
+        for name in &spec.platform_secrets {
+            copied.push((name.clone(), self.cluster.read_platform_secret(source_namespace, name).await?));
+        }
+        self.cluster.sync_secrets(owner, &spec.generated_secrets, &copied).await
+    }
+
+    /// A ready environment: apply again, so drift (an object deleted or changed by hand)
+    /// is repaired. Unchanged objects are not touched by the server-side apply.
+    async fn refresh(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
+        let step = self.provision(env).await?;
+        Ok(step)
+    }
+
+    async fn tear_down(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
+        let Some(name) = env.name.clone() else {
+            // Never provisioned: nothing in the cluster.
+            return self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await;
+        };
+        match self.cluster.teardown(&name, self.settings.teardown_timeout).await? {
+            Teardown::Gone => self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await,
+            Teardown::Stuck { conditions } => {
+                let reason = format!("namespace {name} is stuck terminating: {conditions}");
+                tracing::warn!(environment = env.id, reason, "teardown incomplete; will retry");
+                self.store
+                    .transition(env.id, &env.head_sha, EnvironmentState::Deleting, Some(&reason), None, None, None)
+                    .await?;
+                Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))))
+            }
+        }
+    }
+}
+
+/// A template error is the platform team's to fix, not the pull request author's.
+fn template_reason(error: &RenderError) -> String {
+    format!(
+        "the platform's environment template failed, so this is not a problem in your pull request ({error}); tell the platform team"
+    )
+}
+
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_126_400_000), "2026-12-01T12:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}

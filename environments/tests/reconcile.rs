@@ -1,0 +1,229 @@
+//! The reconciler end to end inside the engine: a real store (SQLite and Postgres) and the
+//! real control plane, as previewd's least-privilege ServiceAccount.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, previewd_client};
+use previewd_environments::cluster::Cluster;
+use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::policy::Policy;
+use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
+use previewd_environments::render::Renderer;
+use previewd_environments::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PREVIEW_YAML: &str = include_str!("../../e2e/fixtures/preview.yaml");
+
+fn policy(extra: &str) -> Policy {
+    let text = include_str!("../../e2e/fixtures/policy.yaml").replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+    Policy::from_yaml(&format!("{text}\n{extra}"), "policy.yaml").unwrap()
+}
+
+async fn platform_secret() {
+    let source: Api<Secret> = Api::namespaced(admin_client().await.unwrap(), SOURCE_NAMESPACE);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("db-readonly".into()), ..Default::default() },
+        string_data: Some([("DATABASE_URL".to_owned(), "postgres://readonly@db/app".to_owned())].into()),
+        ..Default::default()
+    };
+    match source.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating the platform secret: {e}"),
+    }
+}
+
+async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) -> Engine {
+    let store = Store::connect(url).await.unwrap();
+    store.migrate().await.unwrap();
+    platform_secret().await;
+    Engine {
+        store,
+        cluster: Cluster::new(previewd_client().await.unwrap()),
+        renderer: Renderer::load(templates).unwrap(),
+        policy,
+        configs: Arc::new(FixedRepoConfig(repo_config.to_owned())),
+        settings: EngineSettings {
+            rollout_timeout: Duration::from_secs(60),
+            teardown_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        owner: "test".into(),
+    }
+}
+
+fn templates() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates")
+}
+
+/// A pull request of a repository no other test uses (random id), so names never collide.
+fn pr(sha: char) -> PullRequest {
+    let id: i64 = 1_000_000 + i64::from(rand_u16());
+    PullRequest {
+        repo: Repo { id: RepoId(id), owner: "acme".into(), name: "app".into() },
+        number: PrNumber(7),
+        head_sha: CommitSha(sha.to_string().repeat(40)),
+        head_branch: "feature".into(),
+        author: "dev".into(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    }
+}
+
+fn rand_u16() -> u16 {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    u16::from_le_bytes([bytes[0], bytes[1]])
+}
+
+async fn pending(engine: &Engine, pr: &PullRequest) -> i64 {
+    engine.store.record_environment(pr, EnvironmentState::Pending, None).await.unwrap().id
+}
+
+async fn state(engine: &Engine, id: i64) -> (String, Option<String>) {
+    let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+    (env.state, env.reason)
+}
+
+previewd_e2e::each_backend! {
+    async fn a_pending_environment_becomes_ready_and_a_closed_one_goes_away(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('a');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        let name = env.name.clone().unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        assert!(name.starts_with("app-pr-7-"), "{name}");
+        assert_eq!(env.url.as_deref(), Some(format!("https://{name}.preview.test").as_str()));
+        assert!(env.expires_at.is_some());
+        let admin = admin_client().await.unwrap();
+        let deployment = Api::<Deployment>::namespaced(admin.clone(), &name).get("app").await.unwrap();
+        let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+        assert_eq!(image, format!("registry.preview.test/acme/app:{}", "a".repeat(40)));
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &name);
+        assert!(secrets.get_opt("db-readonly").await.unwrap().is_some(), "platform secret copied");
+        assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "secret generated");
+        let history: Vec<String> = engine.store.transitions(id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+        assert_eq!(history, ["Pending", "Provisioning", "Ready"]);
+
+        // Reconciling a ready environment again is harmless (drift repair).
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert!(Api::<Namespace>::all(admin).get_opt(&name).await.unwrap().is_none(), "namespace gone");
+        assert_eq!(state(&engine, id).await, ("Deleted".into(), Some("pull request merged".into())));
+    }
+
+    async fn an_invalid_repo_config_fails_with_a_message_for_the_author(db) {
+        let engine = engine(&db.url, "image: registry.preview.test/acme/app:{sha}\nreplicas: two\n", policy(""), &templates()).await;
+        let id = pending(&engine, &pr('b')).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        let (_, reason) = state(&engine, id).await;
+        let reason = reason.unwrap();
+        assert!(reason.contains(".preview.yaml") && reason.contains("replicas"), "{reason}");
+    }
+
+    async fn a_config_over_the_policy_caps_fails_naming_the_cap(db) {
+        let config = PREVIEW_YAML.replace("replicas: 1", "replicas: 9");
+        let engine = engine(&db.url, &config, policy(""), &templates()).await;
+        let id = pending(&engine, &pr('c')).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        let reason = state(&engine, id).await.1.unwrap();
+        assert!(reason.contains("replicas") && reason.contains('3'), "{reason}");
+    }
+
+    async fn a_broken_template_fails_and_blames_the_template(db) {
+        let dir = tempfile::tempdir().unwrap();
+        let set = dir.path().join("environments/web");
+        std::fs::create_dir_all(&set).unwrap();
+        std::fs::write(set.join("a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ name }}\n  labels: {{ no_such_thing.x }}\n").unwrap();
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), dir.path()).await;
+        let id = pending(&engine, &pr('d')).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        let reason = state(&engine, id).await.1.unwrap();
+        assert!(reason.contains("environments/web/a.yaml line 5") && reason.contains("platform"), "{reason}");
+    }
+
+    async fn over_the_repository_limit_a_new_environment_is_rejected_naming_it(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let first = pr('e');
+        let mut second = first.clone();
+        second.number = PrNumber(8);
+        // Make the repository limit 1 through a per-repository override for this repo only.
+        let text = format!("  acme/app:\n    limits: {{ per_repository: 1 }}\n");
+        let engine = Engine { policy: policy(&text), ..engine };
+        let a = pending(&engine, &first).await;
+        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name = engine.store.reconcile_record(a).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let b = pending(&engine, &second).await;
+        assert_eq!(engine.reconcile(b).await.unwrap(), Outcome::Settled(EnvironmentState::Rejected));
+        let reason = state(&engine, b).await.1.unwrap();
+        assert!(reason.contains("repository limit reached") && reason.contains("1 live environments (limit 1)"), "{reason}");
+        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        engine.reconcile(a).await.unwrap();
+    }
+
+    async fn a_provision_interrupted_by_a_crash_converges_on_the_next_reconcile(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('f');
+        let id = pending(&engine, &pr).await;
+        // The crashed process had moved it to Provisioning and held its lease.
+        engine.store.transition(id, &pr.head_sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
+        assert!(engine.store.lock_environment(id, "crashed", Duration::ZERO).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn one_reconcile_per_environment_at_a_time(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let id = pending(&engine, &pr('g')).await;
+        assert!(engine.store.lock_environment(id, "other-replica", Duration::from_secs(60)).await.unwrap());
+        assert!(matches!(engine.reconcile(id).await, Err(ReconcileError::Busy)));
+        assert_eq!(state(&engine, id).await.0, "Pending", "nothing happened");
+    }
+
+    async fn a_newer_push_wins_over_an_older_sha(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let old = pr('h');
+        let mut new = old.clone();
+        new.head_sha = CommitSha("9".repeat(40));
+        let id = pending(&engine, &old).await;
+        engine.store.record_environment(&new, EnvironmentState::Pending, None).await.unwrap();
+        // A reconcile that started with the old SHA cannot record its result.
+        let moved = engine.store.transition(id, &old.head_sha.0, EnvironmentState::Ready, None, None, None, None).await.unwrap();
+        assert!(!moved);
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        assert_eq!(env.head_sha, "9".repeat(40));
+        let name = env.name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &name).get("app").await.unwrap();
+        let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+        assert!(image.ends_with(&"9".repeat(40)), "{image}");
+        engine.store.record_environment(&new, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.reconcile(id).await.unwrap();
+    }
+
+    async fn an_environment_whose_namespace_is_already_gone_is_simply_deleted(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('i');
+        let id = pending(&engine, &pr).await;
+        engine.reconcile(id).await.unwrap();
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        // Someone deleted the namespace by hand and it is gone.
+        engine.cluster.teardown(&name, Duration::from_secs(60)).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
+}
