@@ -156,8 +156,8 @@ previewd_e2e::each_backend! {
         let mut second = first.clone();
         second.number = PrNumber(8);
         // Make the repository limit 1 through a per-repository override for this repo only.
-        let text = format!("  acme/app:\n    limits: {{ per_repository: 1 }}\n");
-        let engine = Engine { policy: policy(&text), ..engine };
+        let text = "  acme/app:\n    limits: { per_repository: 1 }\n";
+        let engine = Engine { policy: policy(text), ..engine };
         let a = pending(&engine, &first).await;
         assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(a).await.unwrap().unwrap().name.unwrap();
