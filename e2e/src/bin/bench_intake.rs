@@ -1,0 +1,623 @@
+//! The intake benchmark (`e2e/bench/intake.sh`; see `e2e/bench/README.md`).
+//!
+//! Drives the real `POST /webhooks/github` endpoint of a release `previewd serve` over loopback
+//! with signed 25 KB `pull_request` `opened` deliveries (GitHub's published example, its body
+//! padded), each with its own `X-GitHub-Delivery` id so that every one is stored, first on SQLite,
+//! then on Postgres; then drives the same load against a minimal `@octokit/webhooks` receiver
+//! (`e2e/bench/octokit-receiver.mjs`). Prints deliveries/s and p50/p99 latency of each, and the
+//! ratio previewd/octokit. After each previewd run it checks, while previewd still runs, that
+//! the store holds exactly as many deliveries (and jobs) as previewd answered 202 to.
+//!
+//! The load: N keep-alive HTTP/1.1 connections (default 64), each sending its next delivery as
+//! soon as the previous one is answered (closed loop). One precomputed body and signature serve
+//! every delivery: the delivery id is a header, not part of the signed body.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
+use previewd_e2e::fixtures::example;
+use previewd_e2e::github::sign;
+use sqlx::Connection;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "bench-webhook-secret";
+const PATH: &str = "/webhooks/github";
+
+const USAGE: &str = "\
+usage: bench_intake [options]
+  --previewd PATH      the previewd binary (default: target/release/previewd next to this binary)
+  --node PATH          the node binary (default: node)
+  --duration SECONDS   measured time per target (default 10)
+  --warmup SECONDS     load before measuring, per target (default 2)
+  --connections N      concurrent keep-alive connections (default 64)
+  --body-bytes N       size of each delivery's body (default 25600)
+  --client-threads N   threads of the load generator (default 1)
+  --targets LIST       comma-separated: sqlite,postgres,octokit (default all three)
+Postgres comes from PREVIEWD_TEST_POSTGRES_URL (`eval \"$(e2e/postgres.sh up)\"`).";
+
+struct Options {
+    previewd: PathBuf,
+    node: String,
+    duration: Duration,
+    warmup: Duration,
+    connections: usize,
+    body_bytes: usize,
+    client_threads: usize,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Sqlite,
+    Postgres,
+    Octokit,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::Sqlite => "previewd + SQLite",
+            Target::Postgres => "previewd + Postgres",
+            Target::Octokit => "@octokit/webhooks (Node)",
+        }
+    }
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut options = Options {
+        previewd: exe.with_file_name("previewd"),
+        node: "node".to_owned(),
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        connections: 64,
+        body_bytes: 25 * 1024,
+        client_threads: 1,
+        targets: vec![Target::Sqlite, Target::Postgres, Target::Octokit],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{flag}: `{v}` is not a number"));
+        match flag.as_str() {
+            "--previewd" => options.previewd = PathBuf::from(value),
+            "--node" => options.node = value,
+            "--duration" => options.duration = Duration::from_secs(number(&value)?),
+            "--warmup" => options.warmup = Duration::from_secs(number(&value)?),
+            "--connections" => options.connections = usize::try_from(number(&value)?)?.max(1),
+            "--body-bytes" => options.body_bytes = usize::try_from(number(&value)?)?,
+            "--client-threads" => options.client_threads = usize::try_from(number(&value)?)?.max(1),
+            "--targets" => {
+                options.targets = value
+                    .split(',')
+                    .map(|t| match t.trim() {
+                        "sqlite" => Ok(Target::Sqlite),
+                        "postgres" => Ok(Target::Postgres),
+                        "octokit" => Ok(Target::Octokit),
+                        other => bail!("unknown target `{other}`\n{USAGE}"),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    if options.duration.is_zero() {
+        bail!("--duration must be at least 1 second");
+    }
+    Ok(options)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_options()?;
+    let runtime = if options.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(options.client_threads).enable_all().build()?
+    };
+    runtime.block_on(run(options))
+}
+
+/// The delivery every request carries, and its signature.
+struct Payload {
+    body: Bytes,
+    signature: HeaderValue,
+}
+
+/// GitHub's published `pull_request` `opened` example with `pull_request.body` padded so that
+/// the serialized document is exactly `size` bytes (or the example's size if that is larger).
+fn payload(size: usize) -> anyhow::Result<Payload> {
+    let mut document = example("pull_request", "opened")?;
+    let unpadded = serde_json::to_vec(&document)?.len();
+    let original = document["pull_request"]["body"].as_str().unwrap_or_default().to_owned();
+    let sentence = " The change keeps the old behaviour behind a flag until every caller has moved.";
+    let mut text = original.clone();
+    while unpadded - original.len() + text.len() < size {
+        text.push_str(sentence);
+    }
+    text.truncate(size.saturating_sub(unpadded - original.len()).max(original.len()));
+    document["pull_request"]["body"] = serde_json::Value::String(text);
+    let body = serde_json::to_vec(&document)?;
+    let signature = HeaderValue::from_str(&sign(SECRET, &body))?;
+    Ok(Payload { body: Bytes::from(body), signature })
+}
+
+/// Figures of one target.
+struct Figures {
+    target: Target,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    measured: usize,
+    errors: usize,
+    /// Every accepted delivery of the run, warm-up included.
+    accepted: usize,
+    /// What the target says it kept: stored deliveries (previewd) or handled ones (octokit).
+    kept: i64,
+    /// Jobs stored, and of those finished by previewd's workers when the load stopped.
+    jobs: Option<(i64, i64)>,
+    server_cpu: Option<f64>,
+    client_cpu: Option<f64>,
+    machine_busy: Option<f64>,
+    load: String,
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let payload = Arc::new(payload(options.body_bytes)?);
+    println!(
+        "intake benchmark: {} connections, {} s warm-up + {} s measured per target, body {} bytes, \
+         load generator on {} thread(s), {} CPUs, load average {}",
+        options.connections,
+        options.warmup.as_secs(),
+        options.duration.as_secs(),
+        payload.body.len(),
+        options.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
+    );
+    let mut results = Vec::new();
+    for &target in &options.targets {
+        println!("\n==> {}", target.label());
+        let figures = match target {
+            Target::Sqlite | Target::Postgres => bench_previewd(&options, target, &payload).await?,
+            Target::Octokit => bench_octokit(&options, &payload).await?,
+        };
+        print_figures(&figures);
+        results.push(figures);
+    }
+    print_table(&results);
+    let failed: Vec<&Figures> =
+        results.iter().filter(|f| f.errors > 0 || f.kept != i64::try_from(f.accepted).unwrap_or(-1)).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} target(s) had errors or did not keep every accepted delivery",
+            failed.iter().map(|f| f.target.label()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A server process, stopped with SIGTERM (then killed) when dropped.
+struct Server {
+    child: Child,
+    name: &'static str,
+}
+
+impl Server {
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("{} exited with {status} after SIGTERM", self.name);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!("{} did not stop within 30 s of SIGTERM; killed", self.name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("{} exited during start-up ({status}); its error is above", server.name);
+        }
+        if let Ok(response) = http.get(url).send().await
+            && response.status() == 200
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{} did not answer {url} within 60 s", server.name)
+}
+
+/// Stored deliveries, and (stored jobs, finished jobs), on either backend.
+macro_rules! count_stored {
+    ($connect:expr) => {{
+        let mut connection = $connect;
+        let db = &mut connection;
+        let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(&mut *db).await?;
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&mut *db).await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'done'").fetch_one(&mut *db).await?;
+        connection.close().await.ok();
+        (deliveries, (jobs, done))
+    }};
+}
+
+async fn bench_previewd(options: &Options, target: Target, payload: &Arc<Payload>) -> anyhow::Result<Figures> {
+    let backend = if target == Target::Sqlite { Backend::Sqlite } else { Backend::Postgres };
+    if backend == Backend::Postgres && std::env::var(POSTGRES_URL_ENV).is_err() {
+        bail!("{POSTGRES_URL_ENV} is not set: start Postgres with `eval \"$(e2e/postgres.sh up)\"` (intake.sh does)");
+    }
+    let database = fresh(backend).await?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(&options.previewd)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env("PREVIEWD_LISTEN", addr.to_string())
+        .env("PREVIEWD_DATABASE_URL", &database.url)
+        .env("PREVIEWD_WEBHOOK_SECRETS", SECRET)
+        .env("PREVIEWD_LOG_FILTER", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!("starting {} (build it with `cargo build --release -p previewd`)", options.previewd.display())
+        })?;
+    let mut server = Server { child, name: "previewd" };
+    let http = reqwest::Client::new();
+    wait_ready(&http, &format!("http://{addr}/readyz"), &mut server).await?;
+    let run = drive(options, addr, payload, StatusCode::ACCEPTED, server.child.id(), "pull_request").await?;
+
+    // Counted while previewd still runs: every 202 must already be committed.
+    let (kept, jobs) = match backend {
+        Backend::Sqlite => count_stored!(sqlx::SqliteConnection::connect(&database.url).await?),
+        Backend::Postgres => count_stored!(sqlx::PgConnection::connect(&database.url).await?),
+    };
+    server.stop()?;
+    Ok(run.into_figures(target, kept, Some(jobs)))
+}
+
+async fn bench_octokit(options: &Options, payload: &Arc<Payload>) -> anyhow::Result<Figures> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/octokit-receiver.mjs");
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(&options.node)
+        .arg(&script)
+        .arg(port.to_string())
+        .env("BENCH_WEBHOOK_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {} {}", options.node, script.display()))?;
+    let mut server = Server { child, name: "octokit-receiver" };
+    let http = reqwest::Client::new();
+    let stats = format!("http://{addr}/stats");
+    wait_ready(&http, &stats, &mut server).await?;
+    let run = drive(options, addr, payload, StatusCode::OK, server.child.id(), "pull_request").await?;
+    let counts: serde_json::Value = http.get(&stats).send().await?.json().await?;
+    let kept = counts["pull_requests"].as_i64().context("the receiver's /stats has no `pull_requests`")?;
+    server.stop()?;
+    Ok(run.into_figures(Target::Octokit, kept, None))
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct ConnectionLog {
+    /// Latencies of the requests sent in the measured window, in microseconds.
+    latencies: Vec<u32>,
+    /// When the last measured request was answered.
+    last_answer: Option<Instant>,
+    accepted: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+struct Run {
+    latencies: Vec<u32>,
+    window: Duration,
+    accepted: usize,
+    errors: usize,
+    server_cpu: Option<f64>,
+    client_cpu: Option<f64>,
+    machine_busy: Option<f64>,
+    load: String,
+}
+
+impl Run {
+    fn into_figures(self, target: Target, kept: i64, jobs: Option<(i64, i64)>) -> Figures {
+        let measured = self.latencies.len();
+        let percentile = |p: f64| {
+            if measured == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((p * measured as f64).ceil() as usize).clamp(1, measured);
+            Duration::from_micros(u64::from(self.latencies[rank - 1]))
+        };
+        Figures {
+            target,
+            per_second: measured as f64 / self.window.as_secs_f64().max(f64::EPSILON),
+            p50: percentile(0.50),
+            p99: percentile(0.99),
+            measured,
+            errors: self.errors,
+            accepted: self.accepted,
+            kept,
+            jobs,
+            server_cpu: self.server_cpu,
+            client_cpu: self.client_cpu,
+            machine_busy: self.machine_busy,
+            load: self.load,
+        }
+    }
+}
+
+/// Runs the load against `addr`: warm-up, then the measured window. A request counts as accepted
+/// when answered with `expected`; anything else (another status, a connection error) is an error.
+async fn drive(
+    options: &Options,
+    addr: SocketAddr,
+    payload: &Arc<Payload>,
+    expected: StatusCode,
+    server_pid: u32,
+    event: &'static str,
+) -> anyhow::Result<Run> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let stop_at = measure_from + options.duration;
+    let mut connections = Vec::with_capacity(options.connections);
+    for n in 0..options.connections {
+        let payload = payload.clone();
+        let prefix = format!("bench-{}-{n}", &run_id[..12]);
+        connections.push(tokio::spawn(connection(addr, payload, prefix, expected, event, measure_from, stop_at)));
+    }
+    // CPU time of the server and of this process, sampled around the measured window.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let (server_before, client_before, machine_before) =
+        (cpu_seconds(server_pid), cpu_seconds_self(), machine_jiffies());
+    tokio::time::sleep_until(stop_at.into()).await;
+    let (server_after, client_after, machine_after) = (cpu_seconds(server_pid), cpu_seconds_self(), machine_jiffies());
+    let load = load_average();
+    let mut latencies = Vec::new();
+    let (mut accepted, mut errors, mut last_answer, mut first_error) = (0, 0, measure_from, None);
+    for handle in connections {
+        let log = handle.await?;
+        latencies.extend(log.latencies);
+        accepted += log.accepted;
+        errors += log.errors;
+        last_answer = last_answer.max(log.last_answer.unwrap_or(measure_from));
+        first_error = first_error.or(log.first_error);
+    }
+    if let Some(error) = first_error {
+        println!("    first error: {error}");
+    }
+    latencies.sort_unstable();
+    let window = last_answer.duration_since(measure_from);
+    let per_core = |before: Option<f64>, after: Option<f64>| Some((after? - before?) / options.duration.as_secs_f64());
+    Ok(Run {
+        latencies,
+        window,
+        accepted,
+        errors,
+        server_cpu: per_core(server_before, server_after),
+        client_cpu: per_core(client_before, client_after),
+        machine_busy: machine_before
+            .zip(machine_after)
+            .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) / (t1 - t0))),
+        load,
+    })
+}
+
+/// One keep-alive connection sending deliveries back to back until `stop_at`; reconnects after
+/// an error.
+async fn connection(
+    addr: SocketAddr,
+    payload: Arc<Payload>,
+    prefix: String,
+    expected: StatusCode,
+    event: &'static str,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> ConnectionLog {
+    let mut log = ConnectionLog { latencies: Vec::with_capacity(16_384), ..ConnectionLog::default() };
+    let host = HeaderValue::from_str(&addr.to_string()).unwrap_or(HeaderValue::from_static("127.0.0.1"));
+    let json = HeaderValue::from_static("application/json");
+    let event = HeaderValue::from_static(event);
+    let hook = HeaderValue::from_static("1");
+    let mut seq: u64 = 0;
+    let mut sender = None;
+    loop {
+        let started = Instant::now();
+        if started >= stop_at {
+            break;
+        }
+        let result: anyhow::Result<StatusCode> = async {
+            if sender.is_none() {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                sender = Some(s);
+            }
+            let Some(s) = sender.as_mut() else { bail!("no connection") };
+            s.ready().await?;
+            seq += 1;
+            let request = Request::post(PATH)
+                .header(HOST, host.clone())
+                .header(CONTENT_TYPE, json.clone())
+                .header("x-github-event", event.clone())
+                .header("x-github-hook-id", hook.clone())
+                .header("x-github-delivery", HeaderValue::from_str(&format!("{prefix}-{seq}"))?)
+                .header("x-hub-signature-256", payload.signature.clone())
+                .body(Full::new(payload.body.clone()))?;
+            let response = s.send_request(request).await?;
+            let status = response.status();
+            response.into_body().collect().await?;
+            Ok(status)
+        }
+        .await;
+        let answered = Instant::now();
+        match result {
+            Ok(status) if status == expected => {
+                log.accepted += 1;
+                if started >= measure_from {
+                    let micros = answered.duration_since(started).as_micros();
+                    log.latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    log.last_answer = Some(answered);
+                }
+            }
+            Ok(status) => {
+                log.errors += 1;
+                log.first_error.get_or_insert_with(|| format!("answer {status}"));
+            }
+            Err(error) => {
+                log.errors += 1;
+                log.first_error.get_or_insert_with(|| format!("{error:#}"));
+                sender = None;
+            }
+        }
+    }
+    log
+}
+
+/// User + system CPU seconds of process `pid`, from `/proc/<pid>/stat` (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+fn cpu_seconds_self() -> Option<f64> {
+    cpu_seconds(std::process::id())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Busy and total jiffies of the whole machine, from `/proc/stat`.
+fn machine_jiffies() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: f64 = values.iter().take(8).sum();
+    // idle + iowait
+    let idle = values.get(3)? + values.get(4).unwrap_or(&0.0);
+    Some((total - idle, total))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn cores(value: Option<f64>) -> String {
+    value.map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn print_figures(f: &Figures) {
+    println!(
+        "    {:.0} deliveries/s, p50 {} ms, p99 {} ms, {} measured, {} errors",
+        f.per_second,
+        millis(f.p50),
+        millis(f.p99),
+        f.measured,
+        f.errors
+    );
+    match f.jobs {
+        Some((jobs, done)) => println!(
+            "    stored: {} deliveries for {} answered 202 (warm-up included); {jobs} jobs, {done} already done by the workers",
+            f.kept, f.accepted
+        ),
+        None => println!("    handled by the receiver: {} deliveries for {} answered 200", f.kept, f.accepted),
+    }
+    println!(
+        "    CPU during the measured window: server {} cores, load generator {} cores, whole machine {}% busy; load average {}",
+        cores(f.server_cpu),
+        cores(f.client_cpu),
+        f.machine_busy.map_or_else(|| "?".to_owned(), |b| format!("{:.0}", b * 100.0)),
+        f.load
+    );
+}
+
+fn print_table(results: &[Figures]) {
+    println!("\n| target | deliveries/s | p50 ms | p99 ms | errors | kept / accepted |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for f in results {
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} / {} |",
+            f.target.label(),
+            f.per_second,
+            millis(f.p50),
+            millis(f.p99),
+            f.errors,
+            f.kept,
+            f.accepted
+        );
+    }
+    if let Some(octokit) = results.iter().find(|f| f.target == Target::Octokit && f.per_second > 0.0) {
+        for f in results.iter().filter(|f| f.target != Target::Octokit) {
+            println!(
+                "\nratio {} / {}: {:.2}x deliveries/s, p99 {:.2}x",
+                f.target.label(),
+                octokit.target.label(),
+                f.per_second / octokit.per_second,
+                f.p99.as_secs_f64() / octokit.p99.as_secs_f64().max(f64::EPSILON)
+            );
+        }
+    }
+}
