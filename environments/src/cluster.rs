@@ -7,7 +7,7 @@
 //! generated secrets are created once (and kept) instead of being read back.
 
 use crate::kinds::Kind;
-use crate::render::{ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
+use crate::render::{ENVIRONMENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Client;
@@ -332,10 +332,10 @@ impl Cluster {
         Ok(namespace.map(|ns| ns.metadata.deletion_timestamp.is_some()))
     }
 
-    /// Namespaces carrying previewd's ownership labels, by name.
-    pub async fn owned_namespaces(&self) -> Result<Vec<String>, ClusterError> {
+    /// Namespaces carrying the ownership labels of previewd installation `instance`, by name.
+    pub async fn owned_namespaces(&self, instance: &str) -> Result<Vec<String>, ClusterError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{ENVIRONMENT_LABEL}");
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={instance},{ENVIRONMENT_LABEL}");
         let listed = api
             .list_metadata(&ListParams::default().labels(&selector))
             .await

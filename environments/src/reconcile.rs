@@ -7,7 +7,7 @@
 //! a time across replicas, guarded by a lease in the store.
 
 use crate::cluster::{Cluster, ClusterError, Teardown};
-use crate::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo};
 use crate::naming;
 use crate::policy::Policy;
 use crate::render::{Ownership, RenderError, Renderer};
@@ -74,6 +74,8 @@ pub struct EngineSettings {
     pub teardown_timeout: Duration,
     /// How long a reconcile may hold an environment before another replica may take over.
     pub lock_lease: Duration,
+    /// This installation's name, on every object's labels.
+    pub instance: String,
 }
 
 impl Default for EngineSettings {
@@ -82,6 +84,7 @@ impl Default for EngineSettings {
             rollout_timeout: Duration::from_secs(300),
             teardown_timeout: Duration::from_secs(120),
             lock_lease: Duration::from_secs(600),
+            instance: "previewd".to_owned(),
         }
     }
 }
@@ -104,6 +107,41 @@ struct Context<'a> {
     #[serde(flatten)]
     spec: &'a EnvironmentSpec,
     expires_at: String,
+}
+
+/// Why an environment could not be rendered: the author's configuration, or the platform's
+/// template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrenderable {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Template(String),
+}
+
+/// Resolves `config` under the policy for `pr`'s repository and renders the environment named
+/// `name` (the stored name; derived from the pull request when new). Pure: the reconciler and
+/// `previewd render` share it, so a dry run shows exactly what would be applied.
+pub fn render_environment(
+    renderer: &Renderer,
+    policy: &Policy,
+    pr: &PullRequest,
+    config_text: &str,
+    name: Option<&str>,
+    expires_at: i64,
+    instance: &str,
+) -> Result<(EnvironmentSpec, Vec<crate::render::Manifest>), Unrenderable> {
+    let effective = policy.for_repository(&pr.repo.owner, &pr.repo.name);
+    let config = RepoConfig::from_yaml(config_text).map_err(|e| Unrenderable::Config(e.to_string()))?;
+    let spec = spec::resolve(&effective, pr, &config).map_err(|p| Unrenderable::Config(spec::describe_problems(&p)))?;
+    let name = name.map_or_else(|| naming::environment_name(&pr.repo, pr.number), str::to_owned);
+    let host = naming::hostname(&name, &effective.base_domain);
+    let spec = EnvironmentSpec { url: format!("https://{host}"), host, name: name.clone(), ..spec };
+    let owner = Ownership { instance: instance.to_owned(), environment: name, repo_id: pr.repo.id.0, pr: pr.number.0 };
+    let context = Context { spec: &spec, expires_at: rfc3339(expires_at) };
+    let manifests =
+        renderer.render(&spec.template, &context, &owner).map_err(|e| Unrenderable::Template(template_reason(&e)))?;
+    Ok((spec, manifests))
 }
 
 enum Step {
@@ -145,19 +183,6 @@ impl Engine {
         }
     }
 
-    fn pull_request(env: &ReconcileRecord) -> PullRequest {
-        PullRequest {
-            repo: Repo { id: RepoId(env.repo_id), owner: env.repo_owner.clone(), name: env.repo_name.clone() },
-            number: PrNumber(env.pr_number),
-            head_sha: CommitSha(env.head_sha.clone()),
-            head_branch: env.head_branch.clone(),
-            author: env.author.clone(),
-            from_fork: false,
-            draft: false,
-            labels: vec![],
-        }
-    }
-
     /// Moves to `to` unless a newer push arrived; `Again` in that case.
     async fn settle(
         &self,
@@ -178,7 +203,7 @@ impl Engine {
     }
 
     async fn provision(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
-        let pr = Self::pull_request(env);
+        let pr = env.pull_request();
         let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
 
         if env.state()? == EnvironmentState::Pending {
@@ -215,26 +240,28 @@ impl Engine {
         }
 
         let text = self.configs.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
-        let config = match text.map(|t| RepoConfig::from_yaml(&t)) {
-            None => {
-                let reason = crate::repo_config::RepoConfigError::Missing.to_string();
-                return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
-            }
-            Some(Err(error)) => {
+        let Some(text) = text else {
+            let reason = crate::repo_config::RepoConfigError::Missing.to_string();
+            return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+        };
+        let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
+        let ttl = RepoConfig::from_yaml(&text).ok().and_then(|c| c.ttl).unwrap_or(policy.ttl.default);
+        let expires_at = spec::expires_at(last_activity, ttl, policy.ttl.max);
+        let (spec, manifests) = match render_environment(
+            &self.renderer,
+            &self.policy,
+            &pr,
+            &text,
+            env.name.as_deref(),
+            expires_at,
+            &self.settings.instance,
+        ) {
+            Ok(rendered) => rendered,
+            Err(error) => {
                 return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
             }
-            Some(Ok(config)) => config,
         };
-        let spec = match spec::resolve(&policy, &pr, &config) {
-            Ok(spec) => spec,
-            Err(problems) => {
-                let reason = spec::describe_problems(&problems);
-                return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
-            }
-        };
-        let name = env.name.clone().unwrap_or_else(|| naming::environment_name(&pr.repo, pr.number));
-        let spec = EnvironmentSpec { name: name.clone(), host: naming::hostname(&name, &policy.base_domain), ..spec };
-        let spec = EnvironmentSpec { url: format!("https://{}", spec.host), ..spec };
+        let name = spec.name.clone();
 
         // A reopened pull request whose previous namespace is still going away waits for it.
         if self.cluster.namespace_terminating(&name).await? == Some(true) {
@@ -247,22 +274,17 @@ impl Engine {
             return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(2))));
         }
 
-        let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
-        let expires_at = spec::expires_at(last_activity, spec.ttl, policy.ttl.max);
         if env.state()? == EnvironmentState::Pending {
             match self.settle(env, EnvironmentState::Provisioning, None, Some(&spec), Some(expires_at)).await? {
                 Step::Again => return Ok(Step::Again),
                 Step::Done(_) => {}
             }
         }
-        let owner = Ownership { environment: name.clone(), repo_id: env.repo_id, pr: env.pr_number };
-        let context = Context { spec: &spec, expires_at: rfc3339(expires_at) };
-        let manifests = match self.renderer.render(&spec.template, &context, &owner) {
-            Ok(manifests) => manifests,
-            Err(error) => {
-                let reason = template_reason(&error);
-                return self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await;
-            }
+        let owner = Ownership {
+            instance: self.settings.instance.clone(),
+            environment: name.clone(),
+            repo_id: env.repo_id,
+            pr: env.pr_number,
         };
         if let Err(error) = self.apply(&owner, &spec, &policy.secrets.source_namespace, &manifests).await {
             if error.is_transient() {

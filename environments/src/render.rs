@@ -21,6 +21,9 @@ pub const MANAGED_BY: &str = "previewd";
 pub const ENVIRONMENT_LABEL: &str = "previewd.dev/environment";
 pub const REPO_ID_LABEL: &str = "previewd.dev/repo-id";
 pub const PR_LABEL: &str = "previewd.dev/pull-request";
+/// Which previewd installation owns an object, so that two installations sharing a cluster
+/// never take each other's namespaces for orphans.
+pub const INSTANCE_LABEL: &str = "previewd.dev/instance";
 
 /// A rendering failure, with the template and line where the platform team can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,8 @@ pub enum RenderError {
 /// Who an environment belongs to; becomes labels on every object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
+    /// The previewd installation (setting `instance`).
+    pub instance: String,
     /// The environment's name: its namespace.
     pub environment: String,
     pub repo_id: i64,
@@ -52,6 +57,7 @@ impl Ownership {
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            (INSTANCE_LABEL.to_owned(), self.instance.clone()),
             (ENVIRONMENT_LABEL.to_owned(), self.environment.clone()),
             (REPO_ID_LABEL.to_owned(), self.repo_id.to_string()),
             (PR_LABEL.to_owned(), self.pr.to_string()),
@@ -60,7 +66,10 @@ impl Ownership {
 
     /// Selects every object of this environment.
     pub fn selector(&self) -> String {
-        format!("{MANAGED_BY_LABEL}={MANAGED_BY},{ENVIRONMENT_LABEL}={}", self.environment)
+        format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={},{ENVIRONMENT_LABEL}={}",
+            self.instance, self.environment
+        )
     }
 }
 

@@ -43,7 +43,11 @@ async fn environment(prefix: &str) -> Env {
     let name = unique_name(prefix);
     let cluster = Cluster::new(previewd_client().await.unwrap());
     let cleanup = TestNamespace::adopt(&name).await.unwrap();
-    Env { cluster, owner: Ownership { environment: name, repo_id: 42, pr: 7 }, _cleanup: cleanup }
+    Env {
+        cluster,
+        owner: Ownership { instance: "test".into(), environment: name, repo_id: 42, pr: 7 },
+        _cleanup: cleanup,
+    }
 }
 
 fn render(env: &Env, replicas: u32, quota_cpu: &str) -> Vec<Manifest> {
@@ -214,7 +218,8 @@ async fn generated_secrets_are_stable_and_platform_secrets_are_copied() {
 async fn teardown_waits_until_the_namespace_is_gone_and_is_idempotent() {
     let env = environment("teardown").await;
     env.cluster.apply(&env.owner, &render(&env, 1, "2")).await.unwrap();
-    assert!(env.cluster.owned_namespaces().await.unwrap().contains(&env.owner.environment));
+    assert!(env.cluster.owned_namespaces("test").await.unwrap().contains(&env.owner.environment));
+    assert!(!env.cluster.owned_namespaces("another-installation").await.unwrap().contains(&env.owner.environment));
     assert_eq!(env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
     assert_eq!(env.cluster.namespace_terminating(&env.owner.environment).await.unwrap(), None);
     assert_eq!(env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);

@@ -11,7 +11,7 @@ fn shipped() -> Renderer {
 }
 
 fn owner() -> Ownership {
-    Ownership { environment: "app-pr-7-1a2b3c".into(), repo_id: 42, pr: 7 }
+    Ownership { instance: "previewd".into(), environment: "app-pr-7-1a2b3c".into(), repo_id: 42, pr: 7 }
 }
 
 /// A representative environment: what the engine passes to the templates.

@@ -7,7 +7,7 @@ use figment::providers::{Format, Serialized, Toml, Yaml};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The environment variable that holds the webhook secrets, comma-separated.
@@ -51,6 +51,21 @@ pub struct Config {
     #[serde(default, skip_serializing, deserialize_with = "secrets::deserialize")]
     pub webhook_secrets: Vec<SecretString>,
     pub queue: QueueConfig,
+    /// The platform team's policy (YAML). Without it previewd records deliveries and desired
+    /// states but creates no environments.
+    pub policy_file: Option<PathBuf>,
+    /// Folder holding `environments/<set>/*.yaml` templates.
+    pub templates_dir: PathBuf,
+    /// A `.preview.yaml` used for every pull request, until previewd reads it from the
+    /// repository at the head commit.
+    pub repo_config_file: Option<PathBuf>,
+    /// Kubeconfig file of the cluster environments go to. Unset: `KUBECONFIG`, then
+    /// `~/.kube/config`, then the in-cluster ServiceAccount.
+    pub kubeconfig: Option<PathBuf>,
+    /// This installation's name, a DNS label put on every object it creates. Installations
+    /// sharing a cluster need different names; each only ever deletes its own namespaces.
+    pub instance: String,
+    pub engine: EngineConfig,
     /// How long running jobs may take to finish after SIGTERM/SIGINT before they are handed
     /// back to the queue.
     pub shutdown_grace_seconds: u64,
@@ -75,6 +90,25 @@ pub struct QueueConfig {
     pub poll_interval_ms: u64,
 }
 
+/// The lifecycle engine's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How long a rollout may take before the environment is `Failed` with a timeout.
+    pub rollout_timeout_seconds: u64,
+    /// How long teardown waits for the namespace to disappear before reporting it stuck.
+    pub teardown_timeout_seconds: u64,
+    /// How often live environments are re-reconciled, expired ones torn down and orphaned
+    /// namespaces removed.
+    pub resync_interval_seconds: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { rollout_timeout_seconds: 300, teardown_timeout_seconds: 120, resync_interval_seconds: 60 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -84,6 +118,12 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             webhook_secrets: Vec::new(),
             queue: QueueConfig::default(),
+            policy_file: None,
+            templates_dir: PathBuf::from("templates"),
+            repo_config_file: None,
+            kubeconfig: None,
+            instance: "previewd".to_owned(),
+            engine: EngineConfig::default(),
             shutdown_grace_seconds: 30,
         }
     }
@@ -206,6 +246,17 @@ impl Config {
                 "queue.backoff_initial_ms",
                 "PREVIEWD_QUEUE__BACKOFF_INITIAL_MS",
                 "must be at least 1 and not above queue.backoff_max_seconds",
+            );
+        }
+        if !previewd_environments::naming::is_dns1123_label(&self.instance) {
+            return invalid("instance", "PREVIEWD_INSTANCE", "must be a lowercase DNS label (a-z, 0-9, -; at most 63)");
+        }
+        let e = &self.engine;
+        if e.rollout_timeout_seconds == 0 || e.teardown_timeout_seconds == 0 || e.resync_interval_seconds == 0 {
+            return invalid(
+                "engine",
+                "PREVIEWD_ENGINE__*",
+                "rollout_timeout_seconds, teardown_timeout_seconds and resync_interval_seconds must be at least 1",
             );
         }
         if q.poll_interval_ms < 10 {

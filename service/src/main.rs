@@ -7,6 +7,10 @@ use previewd_environments::store::Store;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Render(args) = &cli.command {
+        // A dry run needs no settings (no secret, no database).
+        return previewd::render::run(args);
+    }
     let config = Config::load(cli.config.as_deref())?;
     previewd::telemetry::init(config.log_format, &config.log_filter);
     match cli.command {
@@ -17,5 +21,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(backend = store.backend_name(), "database is up to date");
             Ok(())
         }
+        Command::Render(_) => Ok(()),
     }
 }

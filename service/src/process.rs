@@ -1,27 +1,38 @@
-//! What a queued GitHub event does: the handler behind the `github_event` job kind.
+//! What queued jobs do: the handler behind every job kind.
 //!
-//! Pull request events go through the engine's planner and change the environment's desired
-//! state in the store. The other events are accepted and logged; their handling (commands,
-//! installations, waiting for CI) builds on this.
+//! A `github_event` job runs pull request events through the engine's planner, which changes
+//! the environment's desired state in the store, and then queues a reconcile of that
+//! environment. Other events are accepted and logged; their handling (commands, installations,
+//! waiting for CI) builds on this. A `reconcile_environment` job runs the reconciler.
 
 use crate::github::events::{Event, PrAction};
+use crate::lifecycle::{RECONCILE, reconcile_job, run_reconcile};
 use crate::worker::{JobError, JobHandler};
 use previewd_environments::model::CloseReason;
 use previewd_environments::planner::{Plan, PrEvent, plan};
-use previewd_environments::store::{ClaimedJob, Store};
+use previewd_environments::reconcile::Engine;
+use previewd_environments::store::{ClaimedJob, Store, StoreError};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// Job kind of a delivery previewd acts on; the payload is a serialized [`Event`].
 pub const GITHUB_EVENT: &str = "github_event";
 
-pub struct EventProcessor {
+pub struct JobRunner {
     store: Store,
+    /// `None` when no policy is configured: desired states are recorded, nothing is reconciled.
+    engine: Option<Arc<Engine>>,
+    max_attempts: i64,
 }
 
-impl EventProcessor {
-    pub fn new(store: Store) -> Self {
-        EventProcessor { store }
+fn transient(error: StoreError) -> JobError {
+    JobError::Transient(error.to_string())
+}
+
+impl JobRunner {
+    pub fn new(store: Store, engine: Option<Arc<Engine>>, max_attempts: i64) -> Self {
+        JobRunner { store, engine, max_attempts }
     }
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
@@ -49,13 +60,16 @@ impl EventProcessor {
 
     async fn apply(&self, event: &PrEvent) -> Result<(), JobError> {
         let pr = event.pull_request();
-        let transient = |e: previewd_environments::store::StoreError| JobError::Transient(e.to_string());
         let current = self.store.environment(pr.repo.id, pr.number).await.map_err(transient)?;
         let current_state =
             current.as_ref().map(|env| env.state()).transpose().map_err(|e| JobError::Permanent(e.to_string()))?;
         match plan(current_state, event) {
             Plan::Record { state, reason } => {
                 let record = self.store.record_environment(pr, state, reason.as_deref()).await.map_err(transient)?;
+                if matches!(event, PrEvent::Opened(_) | PrEvent::Pushed(_)) {
+                    // Activity renews the TTL; the reconcile computes the new expiry.
+                    self.store.touch_environment(record.id, None).await.map_err(transient)?;
+                }
                 tracing::info!(
                     repo = %pr.repo.full_name(),
                     pr = %pr.number,
@@ -65,6 +79,12 @@ impl EventProcessor {
                     environment = record.id,
                     "environment desired state changed"
                 );
+                if self.engine.is_some() {
+                    self.store
+                        .enqueue_unique_job(&reconcile_job(record.id, self.max_attempts, None))
+                        .await
+                        .map_err(transient)?;
+                }
             }
             Plan::Nothing { why } => {
                 tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, why, "environment unchanged");
@@ -74,15 +94,23 @@ impl EventProcessor {
     }
 }
 
-impl JobHandler for EventProcessor {
+impl JobHandler for JobRunner {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>> {
         Box::pin(async move {
-            if job.kind != GITHUB_EVENT {
-                return Err(JobError::Permanent(format!("no handler for job kind `{}`", job.kind)));
+            match job.kind.as_str() {
+                GITHUB_EVENT => {
+                    let event: Event = serde_json::from_str(&job.payload)
+                        .map_err(|e| JobError::Permanent(format!("job payload is not a previewd event: {e}")))?;
+                    self.process(event).await
+                }
+                RECONCILE => match &self.engine {
+                    Some(engine) => run_reconcile(engine, &job.payload, self.max_attempts).await,
+                    None => {
+                        Err(JobError::Permanent("no policy_file configured: environments are not reconciled".into()))
+                    }
+                },
+                other => Err(JobError::Permanent(format!("no handler for job kind `{other}`"))),
             }
-            let event: Event = serde_json::from_str(&job.payload)
-                .map_err(|e| JobError::Permanent(format!("job payload is not a previewd event: {e}")))?;
-            self.process(event).await
         })
     }
 }

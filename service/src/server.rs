@@ -6,7 +6,7 @@ use crate::github::signature::WebhookSecrets;
 use crate::http::{AppState, router};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::process::EventProcessor;
+use crate::process::JobRunner;
 use crate::worker::{Shutdown, WorkerSettings, spawn_workers};
 use anyhow::Context;
 use previewd_environments::store::{Store, redact_url};
@@ -38,11 +38,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let metrics = Arc::new(Metrics::default());
     let jobs_queued = Arc::new(Notify::new());
     let (intake, intake_writer) = Intake::start(store.clone(), jobs_queued.clone());
+    let process = uuid::Uuid::new_v4().to_string();
+    let max_attempts = i64::from(config.queue.max_attempts);
+    let engine = crate::lifecycle::engine(&config, store.clone(), process.clone()).await?;
     let workers = TaskTracker::new();
+    if let Some(engine) = &engine {
+        workers.spawn(crate::lifecycle::run_periodic(
+            engine.clone(),
+            Duration::from_secs(config.engine.resync_interval_seconds),
+            max_attempts,
+            shutdown.stop.clone(),
+        ));
+    }
     spawn_workers(
         &workers,
+        process,
         store.clone(),
-        Arc::new(EventProcessor::new(store.clone())),
+        Arc::new(JobRunner::new(store.clone(), engine, max_attempts)),
         WorkerSettings {
             workers: config.queue.workers,
             lease: config.lease(),
@@ -60,7 +72,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         intake,
         secrets: Arc::new(WebhookSecrets::new(config.webhook_secrets.clone())),
         metrics,
-        job_max_attempts: i64::from(config.queue.max_attempts),
+        job_max_attempts: max_attempts,
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(

@@ -49,8 +49,10 @@ pub struct Shutdown {
 }
 
 /// Starts `settings.workers` workers on `tracker`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_workers(
     tracker: &TaskTracker,
+    process: String,
     store: Store,
     handler: Arc<dyn JobHandler>,
     settings: WorkerSettings,
@@ -58,7 +60,6 @@ pub fn spawn_workers(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
-    let process = uuid::Uuid::new_v4();
     for n in 0..settings.workers {
         let worker = Worker {
             owner: format!("{process}/{n}"),

@@ -167,6 +167,25 @@ pub struct ReconcileRecord {
 }
 
 impl ReconcileRecord {
+    /// The pull request as stored. Fork, draft and labels are not stored: the planner has
+    /// already decided on them when the environment was recorded.
+    pub fn pull_request(&self) -> PullRequest {
+        PullRequest {
+            repo: crate::model::Repo {
+                id: RepoId(self.repo_id),
+                owner: self.repo_owner.clone(),
+                name: self.repo_name.clone(),
+            },
+            number: PrNumber(self.pr_number),
+            head_sha: crate::model::CommitSha(self.head_sha.clone()),
+            head_branch: self.head_branch.clone(),
+            author: self.author.clone(),
+            from_fork: false,
+            draft: false,
+            labels: vec![],
+        }
+    }
+
     pub fn state(&self) -> Result<EnvironmentState, StoreError> {
         EnvironmentState::parse(&self.state)
             .ok_or_else(|| StoreError::Corrupt(format!("environment {} has unknown state `{}`", self.id, self.state)))

@@ -104,6 +104,27 @@ impl Store {
         .map_err(StoreError::query("queueing a job")))
     }
 
+    /// Queues a job unless an identical one (same kind and payload) is already queued or
+    /// running: periodic passes may ask for the same work many times without piling it up.
+    pub async fn enqueue_unique_job(&self, job: &NewJob) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let inserted = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
+             SELECT $1, $2, 'queued', 0, $3, $4, $5, $5 \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state IN ('queued', 'running'))",
+        )
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(job.max_attempts)
+        .bind(job.run_at.unwrap_or(now))
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("queueing a job"))?
+        .rows_affected());
+        Ok(inserted == 1)
+    }
+
     /// Claims up to `limit` runnable jobs for `owner`, leasing each for `lease`. Jobs whose
     /// lease ran out count as runnable; those already out of attempts are moved to the
     /// dead-letter state instead of being run again.

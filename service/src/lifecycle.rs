@@ -1,0 +1,167 @@
+//! The lifecycle engine inside the service: reconcile jobs, and the periodic pass that
+//! re-reconciles live environments (drift), tears down expired ones (TTL), warns before expiry,
+//! and removes namespaces previewd owns that no environment claims (orphans).
+
+use crate::config::Config;
+use crate::worker::JobError;
+use anyhow::Context as _;
+use previewd_environments::cluster::Cluster;
+use previewd_environments::model::EnvironmentState;
+use previewd_environments::policy::Policy;
+use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
+use previewd_environments::render::Renderer;
+use previewd_environments::store::{NewJob, Store};
+use previewd_environments::time::{millis, now_ms};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Job kind that reconciles one environment.
+pub const RECONCILE: &str = "reconcile_environment";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReconcileJob {
+    pub environment: i64,
+}
+
+/// The job that reconciles environment `id`.
+pub fn reconcile_job(id: i64, max_attempts: i64, run_at: Option<i64>) -> NewJob {
+    let payload = serde_json::to_string(&ReconcileJob { environment: id }).unwrap_or_default();
+    NewJob { kind: RECONCILE.to_owned(), payload, max_attempts, run_at }
+}
+
+/// Builds the engine from the settings, or `None` when no policy file is configured (previewd
+/// then records deliveries and desired states but creates no environments).
+pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Result<Option<Arc<Engine>>> {
+    let Some(policy_file) = &config.policy_file else {
+        tracing::warn!("no policy_file configured: deliveries are recorded, but no environments are created");
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(policy_file)
+        .with_context(|| format!("cannot read the policy file {} (setting policy_file)", policy_file.display()))?;
+    let name = policy_file.display().to_string();
+    let policy = Policy::from_yaml(&text, &name)?;
+    let renderer = Renderer::load(&config.templates_dir).with_context(|| {
+        format!("loading templates from {} (setting templates_dir)", config.templates_dir.display())
+    })?;
+    let sets: Vec<&str> = renderer.sets().collect();
+    if let Some(missing) = policy.template_names().into_iter().find(|t| !sets.contains(t)) {
+        anyhow::bail!(
+            "policy file {name}: template set `{missing}` does not exist in {} (available: {})",
+            config.templates_dir.display(),
+            sets.join(", ")
+        );
+    }
+    let Some(repo_config_file) = &config.repo_config_file else {
+        anyhow::bail!(
+            "setting repo_config_file is required with policy_file until previewd reads .preview.yaml from GitHub"
+        );
+    };
+    let repo_config = std::fs::read_to_string(repo_config_file)
+        .with_context(|| format!("cannot read {} (setting repo_config_file)", repo_config_file.display()))?;
+    let client = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {} (setting kubeconfig)", path.display()))?;
+            let options = kube::config::KubeConfigOptions::default();
+            let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("using the kubeconfig {} (setting kubeconfig)", path.display()))?;
+            kube::Client::try_from(client_config).context("building the Kubernetes client")?
+        }
+        None => {
+            kube::Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?
+        }
+    };
+    Ok(Some(Arc::new(Engine {
+        store,
+        cluster: Cluster::new(client),
+        renderer,
+        policy,
+        configs: Arc::new(FixedRepoConfig(repo_config)),
+        settings: EngineSettings {
+            rollout_timeout: Duration::from_secs(config.engine.rollout_timeout_seconds),
+            teardown_timeout: Duration::from_secs(config.engine.teardown_timeout_seconds),
+            instance: config.instance.clone(),
+            ..EngineSettings::default()
+        },
+        owner,
+    })))
+}
+
+/// Runs one reconcile job.
+pub async fn run_reconcile(engine: &Engine, payload: &str, max_attempts: i64) -> Result<(), JobError> {
+    let job: ReconcileJob =
+        serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad reconcile payload: {e}")))?;
+    match engine.reconcile(job.environment).await {
+        Ok(Outcome::Settled(state)) => {
+            tracing::info!(environment = job.environment, %state, "reconciled");
+            Ok(())
+        }
+        Ok(Outcome::RequeueAfter(after)) => {
+            let at = now_ms().saturating_add(millis(after));
+            engine
+                .store
+                .enqueue_unique_job(&reconcile_job(job.environment, max_attempts, Some(at)))
+                .await
+                .map_err(|e| JobError::Transient(e.to_string()))?;
+            Ok(())
+        }
+        Err(error @ ReconcileError::Busy) => Err(JobError::Transient(error.to_string())),
+        Err(error) => Err(JobError::Transient(error.to_string())),
+    }
+}
+
+/// The periodic pass, every `interval`, until `stop`.
+pub async fn run_periodic(engine: Arc<Engine>, interval: Duration, max_attempts: i64, stop: CancellationToken) {
+    loop {
+        if let Err(error) = pass(&engine, max_attempts).await {
+            tracing::warn!(error = %error, "periodic pass failed; trying again next interval");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
+    use EnvironmentState::*;
+    let now = now_ms();
+    // TTL: expired environments are torn down.
+    for env in engine.store.environments_in(&[Provisioning, Ready, Failed]).await? {
+        if env.expires_at.is_some_and(|at| at <= now) {
+            let pr = env.pull_request();
+            engine.store.record_environment(&pr, Deleting, Some("expired: its time to live ran out")).await?;
+            tracing::info!(environment = env.id, "environment expired; tearing it down");
+        }
+    }
+    // Warnings a configurable time before expiry.
+    let warn_before = engine.policy.ttl.warn_before;
+    if !warn_before.is_zero() {
+        for env in engine.store.due_for_warning(now.saturating_add(millis(warn_before))).await? {
+            tracing::warn!(environment = env.id, expires_at = env.expires_at, "environment expires soon");
+            engine.store.mark_warned(env.id).await?;
+        }
+    }
+    // Level-triggered: everything not settled is reconciled again (drift, lost jobs, queues).
+    for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Deleting]).await? {
+        engine.store.enqueue_unique_job(&reconcile_job(env.id, max_attempts, None)).await?;
+    }
+    // Orphans: namespaces labelled as previewd's that no environment holds.
+    let held: Vec<String> = engine
+        .store
+        .environments_in(&[Pending, Provisioning, Ready, Failed, Deleting])
+        .await?
+        .into_iter()
+        .filter_map(|env| env.name)
+        .collect();
+    for namespace in engine.cluster.owned_namespaces(&engine.settings.instance).await? {
+        if !held.contains(&namespace) && engine.cluster.namespace_terminating(&namespace).await? == Some(false) {
+            tracing::warn!(namespace, "deleting a namespace previewd owns but no live environment holds");
+            engine.cluster.teardown(&namespace, Duration::ZERO).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `previewd render`: a dry run of the templates for one pull request.
+
+use crate::cli::RenderArgs;
+use anyhow::{Context, bail};
+use previewd_environments::model::{CommitSha, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::policy::Policy;
+use previewd_environments::reconcile::render_environment;
+use previewd_environments::render::Renderer;
+use previewd_environments::time::now_ms;
+
+pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
+    let policy_text =
+        std::fs::read_to_string(&args.policy).with_context(|| format!("reading {}", args.policy.display()))?;
+    let policy = Policy::from_yaml(&policy_text, &args.policy.display().to_string())?;
+    let config = std::fs::read_to_string(&args.repo_config)
+        .with_context(|| format!("reading {}", args.repo_config.display()))?;
+    let renderer = Renderer::load(&args.templates)?;
+    let Some((owner, name)) = args.repo.split_once('/') else {
+        bail!("--repo must be `owner/name`, got `{}`", args.repo);
+    };
+    let pr = PullRequest {
+        repo: Repo { id: RepoId(args.repo_id), owner: owner.to_owned(), name: name.to_owned() },
+        number: PrNumber(args.pr),
+        head_sha: CommitSha(args.sha.clone()),
+        head_branch: "preview".to_owned(),
+        author: "previewd-render".to_owned(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    };
+    let effective = policy.for_repository(owner, name);
+    let ttl = previewd_environments::repo_config::RepoConfig::from_yaml(&config)
+        .ok()
+        .and_then(|c| c.ttl)
+        .unwrap_or(effective.ttl.default);
+    let expires_at = previewd_environments::spec::expires_at(now_ms(), ttl, effective.ttl.max);
+    let (spec, manifests) = render_environment(&renderer, &policy, &pr, &config, None, expires_at, "previewd")?;
+    println!("# environment {} at {}", spec.name, spec.url);
+    for note in &spec.notes {
+        println!("# note: {note}");
+    }
+    for secret in &spec.generated_secrets {
+        println!("# Secret generated-{secret}: random value, created once in the cluster (not shown)");
+    }
+    for secret in &spec.platform_secrets {
+        println!("# Secret {secret}: copied from {} (not shown)", effective.secrets.source_namespace);
+    }
+    for manifest in manifests {
+        println!("---\n{}", serde_yaml::to_string(&manifest.object)?.trim_end());
+    }
+    Ok(())
+}
