@@ -44,7 +44,19 @@ go_build() {
   local tmp="$out.tmp.$$" blog="$CACHE_ROOT/bin/build-$name.log" start=$SECONDS
   rm -rf "$tmp" && mkdir -p "$tmp"
   log "building $name (cold builds take many minutes; log: $blog)"
-  if ! (cd "$dir" && go build -buildvcs=false -ldflags "-s -w $ldflags" -o "$tmp/" "$@") >"$blog" 2>&1; then
+  (cd "$dir" && exec go build -v -buildvcs=false -ldflags "-s -w $ldflags" -o "$tmp/" "$@") \
+    >"$blog" 2>&1 8>&- &
+  local pid=$! rc=0 next=$((SECONDS + 60))
+  # A sign of life for CI logs: packages compiled so far, once a minute.
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= next)); then
+      log "still building $name: $(grep -cv '^go: ' "$blog") packages after $((SECONDS - start))s"
+      next=$((SECONDS + 60))
+    fi
+    sleep 1
+  done
+  wait "$pid" || rc=$?
+  if ((rc != 0)); then
     tail -n 40 "$blog" >&2
     rm -rf "$tmp"
     die "building $name failed"
