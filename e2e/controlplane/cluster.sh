@@ -376,6 +376,10 @@ cluster_lock() {
 }
 
 cmd_up() {
+  local tool
+  for tool in curl openssl flock setsid base64; do
+    command -v "$tool" >/dev/null || die "$tool is needed (see README.md)"
+  done
   cmd_build
   cluster_lock
   if healthy; then
