@@ -14,42 +14,70 @@ fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures").join(name).display().to_string()
 }
 
-previewd_e2e::each_backend! {
-    async fn an_opened_pull_request_gets_an_environment_and_closing_it_removes_it(db) {
-        let (_, least_privilege) = kubeconfig_paths().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = std::fs::read_to_string(fixture("policy.yaml")).unwrap().replace("previewd-platform-secrets", SOURCE_NAMESPACE);
-        let policy_file = dir.path().join("policy.yaml");
-        std::fs::write(&policy_file, policy).unwrap();
-        // Keep the test self-contained: no platform secret needed.
-        let repo_config = std::fs::read_to_string(fixture("preview.yaml")).unwrap().replace("secrets: [db-readonly]", "secrets: []");
-        let repo_config_file = dir.path().join("preview.yaml");
-        std::fs::write(&repo_config_file, repo_config).unwrap();
-        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").display().to_string();
-        let server = TestServer::start_with(config(&db, &[
+struct Setup {
+    server: TestServer,
+    instance: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(db: &previewd_e2e::database::TestDatabase, resync_seconds: &str) -> Setup {
+    let (_, least_privilege) = kubeconfig_paths().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy =
+        std::fs::read_to_string(fixture("policy.yaml")).unwrap().replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy).unwrap();
+    // Keep the test self-contained: no platform secret needed.
+    let repo_config =
+        std::fs::read_to_string(fixture("preview.yaml")).unwrap().replace("secrets: [db-readonly]", "secrets: []");
+    let repo_config_file = dir.path().join("preview.yaml");
+    std::fs::write(&repo_config_file, repo_config).unwrap();
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").display().to_string();
+    let instance = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let server = TestServer::start_with(config(
+        db,
+        &[
             ("PREVIEWD_POLICY_FILE", policy_file.to_str().unwrap()),
             ("PREVIEWD_REPO_CONFIG_FILE", repo_config_file.to_str().unwrap()),
             ("PREVIEWD_TEMPLATES_DIR", &templates),
             ("PREVIEWD_KUBECONFIG", least_privilege.to_str().unwrap()),
-            ("PREVIEWD_INSTANCE", &format!("test-{}", uuid::Uuid::new_v4().simple())),
-        ])).await;
+            ("PREVIEWD_INSTANCE", &instance),
+            ("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", resync_seconds),
+        ],
+    ))
+    .await;
+    Setup { server, instance, _dir: dir }
+}
 
-        let mut opened = example("pull_request", "opened").unwrap();
-        // A repository id of its own, so parallel runs never share a namespace.
-        let repo_id = 2_000_000 + i64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256 + i64::from(uuid::Uuid::new_v4().as_bytes()[1]);
-        opened["repository"]["id"] = repo_id.into();
-        opened["repository"]["owner"]["login"] = "acme".into();
-        opened["repository"]["name"] = "app".into();
-        opened["pull_request"]["head"]["repo"]["id"] = repo_id.into();
-        let number = PrNumber(opened["number"].as_i64().unwrap());
-        assert_eq!(server.deliver("pull_request", &format!("open-{repo_id}"), &opened).await.status(), 202);
-        let ready = eventually("the environment is Ready", || async {
-            let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
-            assert_ne!(env.state, "Failed", "{:?}", env.reason);
-            (env.state == "Ready").then_some(env)
-        })
-        .await;
-        let record = server.store.reconcile_record(ready.id).await.unwrap().unwrap();
+/// Opens a pull request of a repository of its own and waits until its environment is Ready.
+async fn open_ready(
+    server: &TestServer,
+) -> (serde_json::Value, i64, PrNumber, previewd_environments::store::ReconcileRecord) {
+    let mut opened = example("pull_request", "opened").unwrap();
+    // A repository id of its own, so parallel runs never share a namespace.
+    let repo_id =
+        2_000_000 + i64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256 + i64::from(uuid::Uuid::new_v4().as_bytes()[1]);
+    opened["repository"]["id"] = repo_id.into();
+    opened["repository"]["owner"]["login"] = "acme".into();
+    opened["repository"]["name"] = "app".into();
+    opened["pull_request"]["head"]["repo"]["id"] = repo_id.into();
+    let number = PrNumber(opened["number"].as_i64().unwrap());
+    assert_eq!(server.deliver("pull_request", &format!("open-{repo_id}"), &opened).await.status(), 202);
+    let ready = eventually("the environment is Ready", || async {
+        let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
+        assert_ne!(env.state, "Failed", "{:?}", env.reason);
+        (env.state == "Ready").then_some(env)
+    })
+    .await;
+    let record = server.store.reconcile_record(ready.id).await.unwrap().unwrap();
+    (opened, repo_id, number, record)
+}
+
+previewd_e2e::each_backend! {
+    async fn an_opened_pull_request_gets_an_environment_and_closing_it_removes_it(db) {
+        let setup = start(&db, "60").await;
+        let server = &setup.server;
+        let (opened, repo_id, number, record) = open_ready(server).await;
         let name = record.name.clone().unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         assert_eq!(record.url.as_deref(), Some(format!("https://{name}.preview.test").as_str()));
@@ -64,6 +92,55 @@ previewd_e2e::each_backend! {
         })
         .await;
         assert_eq!(deleted.reason.as_deref(), Some("pull request merged"));
-        server.stop().await;
+        setup.server.stop().await;
+    }
+
+    async fn an_expired_environment_is_torn_down_and_orphaned_namespaces_are_removed(db) {
+        let setup = start(&db, "1").await;
+        let server = &setup.server;
+        let (_, repo_id, number, record) = open_ready(server).await;
+        let name = record.name.clone().unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        // Its time runs out.
+        server.store.touch_environment(record.id, Some(previewd_environments::time::now_ms() - 1)).await.unwrap();
+        let deleted = eventually("the expired environment is Deleted", || async {
+            let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
+            (env.state == "Deleted").then_some(env)
+        })
+        .await;
+        assert_eq!(deleted.reason.as_deref(), Some("expired: its time to live ran out"));
+
+        // A namespace labelled as this installation's, that no environment holds, is removed;
+        // one of another installation is left alone.
+        let admin = previewd_e2e::cluster::admin_client().await.unwrap();
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
+        let mut orphans = Vec::new();
+        for instance in [setup.instance.as_str(), "another-installation"] {
+            let orphan_name = previewd_e2e::cluster::unique_name("orphan");
+            let labels = [
+                ("app.kubernetes.io/managed-by", "previewd"),
+                ("previewd.dev/instance", instance),
+                ("previewd.dev/environment", orphan_name.as_str()),
+            ];
+            let orphan = k8s_openapi::api::core::v1::Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(orphan_name.clone()),
+                    labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            namespaces.create(&kube::api::PostParams::default(), &orphan).await.unwrap();
+            orphans.push((TestNamespace::adopt(&orphan_name).await.unwrap(), orphan_name));
+        }
+        let ours = orphans[0].1.clone();
+        eventually("the orphaned namespace is deleted", || async {
+            let ns = namespaces.get_opt(&ours).await.ok()?;
+            ns.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()).then_some(())
+        })
+        .await;
+        let theirs = namespaces.get_opt(&orphans[1].1).await.unwrap().unwrap();
+        assert!(theirs.metadata.deletion_timestamp.is_none(), "another installation's namespace was touched");
+        setup.server.stop().await;
     }
 }
