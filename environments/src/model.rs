@@ -109,7 +109,7 @@ impl EnvironmentState {
         }
         match (self, to) {
             // A reopened pull request, or a rejected one whose slot freed up, starts over.
-            (Deleted | Rejected, Pending) => true,
+            (Deleted | Rejected | Deleting, Pending) => true,
             (Pending, Provisioning) | (Pending | Deleted, Rejected) => true,
             (Provisioning, Ready | Failed) => true,
             // A new head SHA makes a provisioned (or provisioning) environment wait for the

@@ -47,14 +47,11 @@ pub fn plan(current: Option<EnvironmentState>, event: &PrEvent) -> Plan {
                     Some(Provisioning | Ready | Failed) => Plan::Record { state: Deleting, reason },
                 };
             }
-            match current {
-                Some(Deleting) => {
-                    Plan::Nothing { why: "the environment is being torn down; it is recreated once gone" }
-                }
-                // A push to a pull request previewd never saw (it started late, or missed the
-                // opening delivery) is as good as an opening.
-                _ => Plan::Record { state: Pending, reason: None },
-            }
+            // A push to a pull request previewd never saw (it started late, or missed the opening
+            // delivery) is as good as an opening. A pull request reopened while its environment
+            // is being torn down wants it back: the reconciler waits until the old namespace is
+            // gone, then provisions.
+            Plan::Record { state: Pending, reason: None }
         }
         PrEvent::Closed(_, reason) => match current {
             None => Plan::Nothing { why: "no environment was ever created for this pull request" },
@@ -95,6 +92,14 @@ mod tests {
     fn push_to_a_ready_environment_makes_it_pending_again() {
         assert_eq!(
             plan(Some(EnvironmentState::Ready), &PrEvent::Pushed(pr(false))),
+            Plan::Record { state: EnvironmentState::Pending, reason: None }
+        );
+    }
+
+    #[test]
+    fn reopening_during_teardown_wants_the_environment_back() {
+        assert_eq!(
+            plan(Some(EnvironmentState::Deleting), &PrEvent::Opened(pr(false))),
             Plan::Record { state: EnvironmentState::Pending, reason: None }
         );
     }

@@ -246,7 +246,8 @@ impl Engine {
         };
         let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
         let ttl = RepoConfig::from_yaml(&text).ok().and_then(|c| c.ttl).unwrap_or(policy.ttl.default);
-        let expires_at = spec::expires_at(last_activity, ttl, policy.ttl.max);
+        // An extension (a command, the admin API) may have moved the expiry past the TTL.
+        let expires_at = spec::expires_at(last_activity, ttl, policy.ttl.max).max(env.expires_at.unwrap_or(0));
         let (spec, manifests) = match render_environment(
             &self.renderer,
             &self.policy,
@@ -298,6 +299,23 @@ impl Engine {
                 self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await
             }
         }
+    }
+
+    /// Moves the environment's expiry `by` later (from now if it has already passed), within the
+    /// policy's maximum TTL counted from now. Returns the new expiry; the next reconcile
+    /// writes it on the namespace.
+    pub async fn extend(&self, id: i64, by: Duration) -> Result<i64, ReconcileError> {
+        let env =
+            self.store.reconcile_record(id).await?.ok_or_else(|| {
+                ReconcileError::Store(StoreError::Corrupt(format!("environment {id} does not exist")))
+            })?;
+        let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
+        let now = now_ms();
+        let from = env.expires_at.unwrap_or(now).max(now);
+        let limit = now.saturating_add(crate::time::millis(policy.ttl.max));
+        let expires_at = from.saturating_add(crate::time::millis(by)).min(limit);
+        self.store.set_expiry(id, expires_at).await?;
+        Ok(expires_at)
     }
 
     async fn apply(

@@ -226,4 +226,104 @@ previewd_e2e::each_backend! {
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
         assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
     }
+
+    async fn a_queued_environment_gets_its_turn_when_a_slot_frees(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy("  acme/app:\n    limits: { per_repository: 1, when_full: queue }\n"), &templates()).await;
+        let first = pr('j');
+        let mut second = first.clone();
+        second.number = PrNumber(9);
+        let a = pending(&engine, &first).await;
+        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name_a = engine.store.reconcile_record(a).await.unwrap().unwrap().name.unwrap();
+        let _cleanup_a = TestNamespace::adopt(&name_a).await.unwrap();
+        let b = pending(&engine, &second).await;
+        assert!(matches!(engine.reconcile(b).await.unwrap(), Outcome::RequeueAfter(_)));
+        let (state_b, reason) = state(&engine, b).await;
+        assert_eq!(state_b, "Pending", "queued, not rejected");
+        assert!(reason.unwrap().contains("repository limit reached"));
+        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(engine.reconcile(b).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name_b = engine.store.reconcile_record(b).await.unwrap().unwrap().name.unwrap();
+        let _cleanup_b = TestNamespace::adopt(&name_b).await.unwrap();
+        engine.store.record_environment(&second, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.reconcile(b).await.unwrap();
+    }
+
+    async fn reopened_while_the_old_namespace_terminates_it_waits_then_provisions(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let engine = Engine { settings: EngineSettings { teardown_timeout: Duration::from_secs(1), ..engine.settings.clone() }, ..engine };
+        let pr = pr('k');
+        let id = pending(&engine, &pr).await;
+        engine.reconcile(id).await.unwrap();
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        // Something in the namespace holds its deletion.
+        let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin_client().await.unwrap(), &name);
+        let held = k8s_openapi::api::core::v1::ConfigMap {
+            metadata: kube::api::ObjectMeta { name: Some("held".into()), finalizers: Some(vec!["previewd.dev/test-hold".into()]), ..Default::default() },
+            ..Default::default()
+        };
+        config_maps.create(&PostParams::default(), &held).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)), "teardown cannot finish yet");
+        // The pull request is reopened: it waits for the name, without failing.
+        engine.store.record_environment(&pr, EnvironmentState::Pending, None).await.unwrap();
+        assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)));
+        let (state_now, reason) = state(&engine, id).await;
+        assert_eq!(state_now, "Pending");
+        assert!(reason.unwrap().contains("finish terminating"));
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match engine.reconcile(id).await.unwrap() {
+                Outcome::Settled(EnvironmentState::Ready) => break,
+                Outcome::RequeueAfter(after) => tokio::time::sleep(after).await,
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never provisioned");
+        }
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        let engine = Engine { settings: EngineSettings { teardown_timeout: Duration::from_secs(60), ..engine.settings.clone() }, ..engine };
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn extending_moves_the_expiry_within_the_maximum(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('l');
+        let id = pending(&engine, &pr).await;
+        engine.reconcile(id).await.unwrap();
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let before = engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at.unwrap();
+        let extended = engine.extend(id, Duration::from_secs(2 * 3600)).await.unwrap();
+        assert_eq!(extended, before + 2 * 3600 * 1000);
+        // Far beyond the policy's 7-day maximum: clamped to now + 7 days.
+        let clamped = engine.extend(id, Duration::from_secs(365 * 86_400)).await.unwrap();
+        let max = previewd_environments::time::now_ms() + 7 * 86_400 * 1000;
+        assert!(clamped <= max && clamped > max - 60_000, "{clamped} vs {max}");
+        // The next reconcile writes the new expiry on the namespace.
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let namespace = Api::<Namespace>::all(admin_client().await.unwrap()).get(&name).await.unwrap();
+        let annotation = namespace.metadata.annotations.unwrap()["previewd.dev/expires-at"].clone();
+        assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped));
+        assert!(annotation.ends_with('Z'), "{annotation}");
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.reconcile(id).await.unwrap();
+    }
+
+    async fn environments_due_for_a_warning_are_found_once(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('m');
+        let id = pending(&engine, &pr).await;
+        engine.store.transition(id, &pr.head_sha.0, EnvironmentState::Provisioning, None, None, None, Some(previewd_environments::time::now_ms() + 3_600_000)).await.unwrap();
+        let soon = previewd_environments::time::now_ms() + 2 * 3_600_000;
+        let due: Vec<i64> = engine.store.due_for_warning(soon).await.unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(due, [id]);
+        engine.store.mark_warned(id).await.unwrap();
+        assert!(engine.store.due_for_warning(soon).await.unwrap().is_empty(), "warned once");
+        engine.store.set_expiry(id, previewd_environments::time::now_ms() + 3_600_000).await.unwrap();
+        assert_eq!(engine.store.due_for_warning(soon).await.unwrap().len(), 1, "an extension makes a new warning due");
+    }
 }

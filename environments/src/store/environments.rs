@@ -341,6 +341,17 @@ impl Store {
         .map_err(StoreError::query("recording activity")))
     }
 
+    /// Sets a new expiry (an extension); a new warning is due before it.
+    pub async fn set_expiry(&self, id: i64, expires_at: Millis) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE environments SET expires_at = $1, warned_at = NULL WHERE id = $2")
+            .bind(expires_at)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("extending an environment")))
+    }
+
     /// Records that the expiry warning for the current expiry was emitted.
     pub async fn mark_warned(&self, id: i64) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("UPDATE environments SET warned_at = $1 WHERE id = $2")
