@@ -255,53 +255,19 @@ impl Cluster {
         }
     }
 
-    /// Looks for a reason the rollout cannot succeed: replica set creation refused (quota,
-    /// admission), or pods that cannot pull their image or keep crashing.
+    /// Looks for a reason the rollout cannot succeed in the deployment's replica sets and pods.
     async fn diagnose(&self, namespace: &str, deployment: &Deployment) -> Result<Option<RolloutFailure>, ClusterError> {
         let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-        let owned = replica_sets
+        let replica_sets = replica_sets
             .list(&ListParams::default())
             .await
             .map_err(ClusterError::from_kube(format!("list replica sets in {namespace}")))?;
-        let deployment_uid = deployment.metadata.uid.as_deref();
-        for rs in owned
-            .items
-            .iter()
-            .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == deployment_uid))
-        {
-            for condition in rs.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
-                if condition.type_ == "ReplicaFailure" && condition.status == "True" {
-                    let message = condition.message.clone().unwrap_or_default();
-                    return Ok(Some(
-                        if message.contains("exceeded quota") || message.contains("must specify limits") {
-                            RolloutFailure::QuotaExceeded(message)
-                        } else {
-                            RolloutFailure::AdmissionRefused(message)
-                        },
-                    ));
-                }
-            }
-        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pods = pods
             .list(&ListParams::default())
             .await
             .map_err(ClusterError::from_kube(format!("list pods in {namespace}")))?;
-        for pod in &pods.items {
-            for status in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
-                let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
-                let reason = waiting.reason.clone().unwrap_or_default();
-                let message = format!("{}: {}", reason, waiting.message.clone().unwrap_or_default());
-                match reason.as_str() {
-                    "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
-                        return Ok(Some(RolloutFailure::ImagePull(message)));
-                    }
-                    "CrashLoopBackOff" => return Ok(Some(RolloutFailure::CrashLoop(message))),
-                    _ => {}
-                }
-            }
-        }
-        Ok(None)
+        Ok(diagnose(deployment, &replica_sets.items, &pods.items))
     }
 
     /// Deletes the namespace and waits (up to `timeout`) until it is gone.
@@ -350,6 +316,41 @@ async fn delete_ignoring_missing(api: &Api<DynamicObject>, name: &str, action: &
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(ClusterError::from_kube(action)(error)),
     }
+}
+
+/// Why a rollout cannot succeed, judged from what the controllers and the kubelet reported:
+/// replica set creation refused (quota, admission), or pods that cannot pull their image or keep
+/// crashing. `None` while it may still succeed.
+fn diagnose(deployment: &Deployment, replica_sets: &[ReplicaSet], pods: &[Pod]) -> Option<RolloutFailure> {
+    let deployment_uid = deployment.metadata.uid.as_deref();
+    let owned = replica_sets
+        .iter()
+        .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == deployment_uid));
+    for rs in owned {
+        for condition in rs.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+            if condition.type_ == "ReplicaFailure" && condition.status == "True" {
+                let message = condition.message.clone().unwrap_or_default();
+                return Some(if message.contains("exceeded quota") || message.contains("must specify limits") {
+                    RolloutFailure::QuotaExceeded(message)
+                } else {
+                    RolloutFailure::AdmissionRefused(message)
+                });
+            }
+        }
+    }
+    for status in pods.iter().flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten())) {
+        let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+        let reason = waiting.reason.clone().unwrap_or_default();
+        let message = format!("{}: {}", reason, waiting.message.clone().unwrap_or_default());
+        match reason.as_str() {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
+                return Some(RolloutFailure::ImagePull(message));
+            }
+            "CrashLoopBackOff" => return Some(RolloutFailure::CrashLoop(message)),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn rolled_out(deployment: &Deployment) -> bool {
@@ -401,4 +402,54 @@ fn namespace_conditions(namespace: &Namespace) -> String {
 fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // kwok simulates pods without a kubelet, so image pulls and crash loops never happen in the
+    // test cluster; these cases are checked here on the statuses a kubelet reports.
+    fn pod(reason: &str, message: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "app-1"},
+            "status": {"containerStatuses": [{
+                "name": "app", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": reason, "message": message}}
+            }]}
+        }))
+        .unwrap()
+    }
+
+    fn deployment() -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": "app", "uid": "d-1"}})).unwrap()
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_named() {
+        let failure = diagnose(&deployment(), &[], &[pod("ImagePullBackOff", "Back-off pulling image \"x\"")]);
+        assert_eq!(failure, Some(RolloutFailure::ImagePull("ImagePullBackOff: Back-off pulling image \"x\"".into())));
+    }
+
+    #[test]
+    fn a_crash_loop_is_named() {
+        let failure = diagnose(&deployment(), &[], &[pod("CrashLoopBackOff", "back-off 40s restarting")]);
+        assert!(matches!(failure, Some(RolloutFailure::CrashLoop(m)) if m.contains("back-off 40s")));
+    }
+
+    #[test]
+    fn a_container_still_creating_is_not_a_failure() {
+        assert_eq!(diagnose(&deployment(), &[], &[pod("ContainerCreating", "")]), None);
+    }
+
+    #[test]
+    fn replica_failures_of_other_deployments_are_ignored() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "other", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "other"}]},
+            "status": {"replicas": 0, "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]}
+        }))
+        .unwrap();
+        assert_eq!(diagnose(&deployment(), &[rs], &[]), None);
+    }
 }

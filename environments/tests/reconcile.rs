@@ -326,4 +326,20 @@ previewd_e2e::each_backend! {
         engine.store.set_expiry(id, previewd_environments::time::now_ms() + 3_600_000).await.unwrap();
         assert_eq!(engine.store.due_for_warning(soon).await.unwrap().len(), 1, "an extension makes a new warning due");
     }
+
+    async fn a_namespace_deleted_by_hand_is_recreated_by_the_next_reconcile(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let pr = pr('n');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        // Someone deletes the whole namespace; wait until it is really gone.
+        engine.cluster.teardown(&name, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &name).get_opt("app").await.unwrap();
+        assert!(deployment.is_some(), "the environment was rebuilt");
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
 }
