@@ -1,11 +1,18 @@
-//! The README's first command (`e2e/demo.sh`): starts `previewd serve` on the embedded SQLite
-//! store, as a user would, sends it a signed `pull_request` `opened` delivery built from
-//! GitHub's published example, and prints what previewd recorded.
+//! The README's first command (`e2e/demo.sh`): previewd as a user runs it, on the embedded
+//! SQLite store, against a Kubernetes cluster (the local control plane, or the one the user's
+//! `KUBECONFIG` names). It sends a signed `pull_request` `opened` delivery built from GitHub's
+//! published example, shows the environment being provisioned, closes the pull request and shows
+//! the teardown.
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, ListParams};
 use previewd_e2e::fixtures::example;
 use previewd_e2e::github::sign;
 use sqlx::Connection;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,123 +41,203 @@ fn say(text: &str) {
     println!("\n==> {text}");
 }
 
+fn env_path(name: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os(name).map(PathBuf::from).with_context(|| format!("{name} must be set (e2e/demo.sh sets it)"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let binary =
-        std::env::var("PREVIEWD_BIN").context("PREVIEWD_BIN must name the previewd binary (e2e/demo.sh sets it)")?;
+    let binary = env_path("DEMO_PREVIEWD_BIN")?;
+    // previewd's own credentials (least privilege on the local cluster) and the viewer's.
+    let previewd_kubeconfig = env_path("DEMO_PREVIEWD_KUBECONFIG")?;
+    let viewer_kubeconfig = env_path("DEMO_VIEWER_KUBECONFIG")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir()?;
     let database = dir.path().join("previewd.db");
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
 
-    say(&format!("starting `previewd serve` on {base} with the embedded SQLite store {}", database.display()));
+    say(&format!("starting `previewd serve` on {base}, embedded SQLite store {}", database.display()));
     let child = Command::new(&binary)
         .arg("serve")
-        .env_remove("PREVIEWD_BIN")
         .env("PREVIEWD_LISTEN", format!("127.0.0.1:{port}"))
         .env("PREVIEWD_DATABASE_URL", format!("sqlite://{}", database.display()))
         .env("PREVIEWD_WEBHOOK_SECRETS", SECRET)
+        .env("PREVIEWD_POLICY_FILE", root.join("e2e/demo/policy.yaml"))
+        .env("PREVIEWD_REPO_CONFIG_FILE", root.join("e2e/demo/preview.yaml"))
+        .env("PREVIEWD_TEMPLATES_DIR", root.join("templates"))
+        .env("PREVIEWD_KUBECONFIG", &previewd_kubeconfig)
+        .env("PREVIEWD_INSTANCE", "demo")
+        .env("PREVIEWD_LOG_FILTER", "warn")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {binary}"))?;
+        .with_context(|| format!("starting {}", binary.display()))?;
     let mut previewd = Running(child);
     let http = reqwest::Client::new();
     wait_ready(&http, &base, &mut previewd.0).await?;
 
-    let payload = example("pull_request", "opened")?;
-    let body = serde_json::to_vec(&payload)?;
-    let delivery = uuid::Uuid::new_v4().to_string();
-    say(&format!(
-        "sending a signed `pull_request` `opened` delivery ({} bytes) for {} #{}",
-        body.len(),
-        payload["repository"]["full_name"].as_str().unwrap_or("?"),
-        payload["number"]
-    ));
-    let started = Instant::now();
+    let opened = example("pull_request", "opened")?;
+    let repo = opened["repository"]["full_name"].as_str().unwrap_or("?").to_owned();
+    let number = opened["number"].as_i64().unwrap_or(0);
+    say(&format!("GitHub: pull request {repo}#{number} opened (signed delivery from GitHub's published example)"));
+    deliver(&http, &base, "pull_request", &opened).await?;
+
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display())).await?;
+    say("previewd provisions the environment");
+    let mut shown = 0;
+    let (id, name, url) = follow(&mut db, number, &["Ready", "Failed", "Rejected"], &mut shown).await?;
+    let Some(name) = name else { bail!("the environment has no namespace; see the states above") };
+
+    say(&format!("the environment's objects in namespace {name}"));
+    let client = viewer(&viewer_kubeconfig).await?;
+    show_objects(&client, &name).await?;
+    say(&format!("preview URL: {}", url.unwrap_or_default()));
+    println!("    (the sticky pull request comment and GitHub deployment status come with the GitHub integration)");
+
+    say(&format!("GitHub: pull request {repo}#{number} merged"));
+    let mut closed = opened.clone();
+    closed["action"] = "closed".into();
+    closed["pull_request"]["state"] = "closed".into();
+    closed["pull_request"]["merged"] = true.into();
+    deliver(&http, &base, "pull_request", &closed).await?;
+    say("previewd tears the environment down");
+    follow(&mut db, number, &["Deleted"], &mut shown).await?;
+    let namespaces: Api<Namespace> = Api::all(client);
+    let gone = namespaces.get_opt(&name).await?.is_none();
+    println!("    namespace {name}: {}", if gone { "gone" } else { "still there" });
+    if !gone {
+        bail!("namespace {name} is still there after teardown");
+    }
+    let history: Vec<(Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT from_state, to_state, reason FROM environment_transitions WHERE environment_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut db)
+    .await?;
+    say("the environment's recorded history");
+    for (from, to, reason) in history {
+        println!(
+            "    {:>12} -> {to}{}",
+            from.unwrap_or_default(),
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
+    say("stopping previewd (SIGTERM)");
+    Ok(())
+}
+
+async fn deliver(http: &reqwest::Client, base: &str, event: &str, payload: &serde_json::Value) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(payload)?;
     let response = http
         .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "pull_request")
-        .header("X-GitHub-Delivery", &delivery)
-        .header("X-GitHub-Hook-ID", "1")
-        .header("X-Hub-Signature-256", sign(SECRET, &body))
-        .header("Content-Type", "application/json")
-        .body(body.clone())
-        .send()
-        .await?;
-    let status = response.status();
-    println!("    answer after {:?}: {} {}", started.elapsed(), status, response.text().await?);
-    if status != 202 {
-        bail!("previewd refused the delivery");
-    }
-
-    say("sending the same delivery again (GitHub redelivers with the same id)");
-    let again = http
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "pull_request")
-        .header("X-GitHub-Delivery", &delivery)
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", uuid::Uuid::new_v4().to_string())
         .header("X-GitHub-Hook-ID", "1")
         .header("X-Hub-Signature-256", sign(SECRET, &body))
         .header("Content-Type", "application/json")
         .body(body)
         .send()
         .await?;
-    println!("    answer: {} {}", again.status(), again.text().await?);
+    let status = response.status();
+    println!("    previewd answered {status}: {}", response.text().await?);
+    if !status.is_success() {
+        bail!("previewd refused the delivery");
+    }
+    Ok(())
+}
 
-    say("sending a delivery with a wrong signature");
-    let forged = http
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", "pull_request")
-        .header("X-GitHub-Delivery", "forged")
-        .header("X-Hub-Signature-256", sign("not the secret", b"{}"))
-        .body("{}")
-        .send()
-        .await?;
-    println!("    answer: {} {}", forged.status(), forged.text().await?);
+/// id, state, reason, name, url
+type EnvironmentRow = (i64, String, Option<String>, Option<String>, Option<String>);
 
-    say("what previewd recorded");
-    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display())).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Prints the environment's transitions as they happen (after the `shown` already printed),
+/// until it reaches one of `until`.
+async fn follow(
+    db: &mut sqlx::SqliteConnection,
+    number: i64,
+    until: &[&str],
+    shown: &mut usize,
+) -> anyhow::Result<(i64, Option<String>, Option<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
-            .fetch_one(&mut db)
+        let env: Option<EnvironmentRow> =
+            sqlx::query_as("SELECT id, state, reason, name, url FROM environments WHERE pr_number = $1")
+                .bind(number)
+                .fetch_optional(&mut *db)
+                .await?;
+        if let Some((id, state, reason, name, url)) = env {
+            let transitions: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT to_state, at FROM environment_transitions WHERE environment_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut *db)
             .await?;
-        if open == 0 {
-            break;
+            for (to, _) in transitions.iter().skip(*shown) {
+                println!("    state: {to}");
+            }
+            *shown = transitions.len();
+            if until.contains(&state.as_str()) {
+                if let Some(reason) = &reason {
+                    println!("    reason: {reason}");
+                }
+                return Ok((id, name, url));
+            }
         }
         if Instant::now() > deadline {
-            bail!("the delivery's job did not finish within 20 s");
+            bail!("the environment did not reach {until:?} within 180 s");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deliveries: Vec<(String, String, Option<String>, String)> =
-        sqlx::query_as("SELECT delivery_id, event, action, outcome FROM deliveries ORDER BY id")
-            .fetch_all(&mut db)
-            .await?;
-    for (id, event, action, outcome) in deliveries {
-        println!("    delivery {id}: {event}/{} -> {outcome}", action.unwrap_or_default());
+}
+
+async fn viewer(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn show_objects(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
+    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
+    let labels = ns.metadata.labels.unwrap_or_default();
+    println!(
+        "    Namespace {namespace}: pod-security={}, expires-at={}",
+        labels.get("pod-security.kubernetes.io/enforce").map_or("-", String::as_str),
+        ns.metadata.annotations.unwrap_or_default().get("previewd.dev/expires-at").map_or("-", String::as_str)
+    );
+    for quota in Api::<ResourceQuota>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        let used = quota.status.and_then(|s| s.used).unwrap_or_default();
+        let used: Vec<String> = used.iter().map(|(k, v)| format!("{k}={}", v.0)).collect();
+        println!("    ResourceQuota {}: used {}", quota.metadata.name.unwrap_or_default(), used.join(", "));
     }
-    let jobs: Vec<(i64, String, String, i64)> =
-        sqlx::query_as("SELECT id, kind, state, attempts FROM jobs ORDER BY id").fetch_all(&mut db).await?;
-    for (id, kind, state, attempts) in jobs {
-        println!("    job {id}: {kind} {state} after {attempts} attempt(s)");
+    for policy in Api::<NetworkPolicy>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        println!("    NetworkPolicy {}", policy.metadata.name.unwrap_or_default());
     }
-    let environments: Vec<(String, String, i64, String, String)> =
-        sqlx::query_as("SELECT repo_owner, repo_name, pr_number, head_sha, state FROM environments")
-            .fetch_all(&mut db)
-            .await?;
-    for (owner, name, number, sha, state) in environments {
-        println!("    environment {owner}/{name}#{number} at {}: {state}", &sha[..sha.len().min(12)]);
+    for deployment in Api::<Deployment>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        let status = deployment.status.unwrap_or_default();
+        let image = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+            .unwrap_or_default();
+        println!(
+            "    Deployment {}: {}/{} available, image {image}",
+            deployment.metadata.name.unwrap_or_default(),
+            status.available_replicas.unwrap_or(0),
+            status.replicas.unwrap_or(0)
+        );
     }
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    say("metrics (excerpt)");
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("previewd_webhook_deliveries_total") || l.starts_with("previewd_jobs{"))
-    {
-        println!("    {line}");
+    for service in Api::<Service>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        println!("    Service {}", service.metadata.name.unwrap_or_default());
     }
-    say("stopping previewd (SIGTERM)");
+    for ingress in Api::<Ingress>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        let hosts: Vec<String> =
+            ingress.spec.and_then(|s| s.rules).unwrap_or_default().into_iter().filter_map(|r| r.host).collect();
+        println!("    Ingress {}: {}", ingress.metadata.name.unwrap_or_default(), hosts.join(", "));
+    }
+    // Names only: secret values never leave the cluster.
+    for secret in Api::<Secret>::namespaced(client.clone(), namespace).list_metadata(&ListParams::default()).await? {
+        println!("    Secret {} (value not shown)", secret.metadata.name.unwrap_or_default());
+    }
     Ok(())
 }
 
