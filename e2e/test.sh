@@ -41,6 +41,12 @@ if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1;
 e2e/controlplane/cluster.sh up >&2
 eval "$(e2e/controlplane/cluster.sh env)"
 
+step "Helm chart (helm lint, helm template: default and production-like values)"
+for values in "" charts/previewd/ci/production-values.yaml; do
+  "$PREVIEWD_TEST_HELM" lint --strict charts/previewd ${values:+-f "$values"} >&2
+  "$PREVIEWD_TEST_HELM" template previewd charts/previewd ${values:+-f "$values"} >/dev/null
+done
+
 step "tests"
 cargo test --workspace --locked "${cargo_args[@]}"
 

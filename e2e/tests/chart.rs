@@ -273,6 +273,49 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     ]);
 }
 
+/// Leaf paths of a values tree (`a.b.c`); empty maps and lists are leaves.
+fn value_paths(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
+    match value {
+        serde_yaml::Value::Mapping(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let key = key.as_str().unwrap();
+                let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                value_paths(&path, child, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn every_value_is_documented_in_the_chart_readme_and_the_schema() {
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap()).unwrap();
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    let mut undocumented = Vec::new();
+    for path in &paths {
+        // Documented as itself or as a whole parent (`resources`).
+        let parts: Vec<&str> = path.split('.').collect();
+        let documented = (1..=parts.len()).any(|n| readme.contains(&format!("`{}`", parts[..n].join("."))));
+        if !documented {
+            undocumented.push(path.clone());
+        }
+        let mut node = &schema;
+        for part in &parts {
+            node = &node["properties"][part];
+            if node.is_null() || node.get("properties").is_none() {
+                break;
+            }
+        }
+        assert!(!node.is_null(), "{path} is not in values.schema.json");
+    }
+    assert!(undocumented.is_empty(), "values missing from charts/previewd/README.md: {undocumented:?}");
+}
+
 // ------------------------------------------------------------------------------------------
 // RBAC
 // ------------------------------------------------------------------------------------------
