@@ -6,5 +6,6 @@
 
 pub mod cluster;
 pub mod database;
+pub mod dns;
 pub mod fixtures;
 pub mod github;

@@ -5,6 +5,7 @@
 //! deliveries into [`model`] types before they reach it.
 
 pub mod cluster;
+pub mod dns;
 pub mod kinds;
 pub mod model;
 pub mod naming;

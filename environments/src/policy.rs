@@ -85,6 +85,9 @@ pub struct Policy {
     /// Exceptions by repository, keyed by `owner/name` (matched without regard to case).
     #[serde(default)]
     pub repositories: BTreeMap<String, Override>,
+    /// How each preview's hostname comes to resolve, and how previewd checks that it does.
+    #[serde(default)]
+    pub dns: DnsPolicy,
 }
 
 /// Environment lifetimes.
@@ -346,6 +349,206 @@ impl Default for SecretsPolicy {
     }
 }
 
+/// How each preview's hostname `<environment name>.<base_domain>` comes to resolve, and how
+/// previewd checks that it does before it reports the URL. Global: repositories cannot override
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsPolicy {
+    /// Who creates the record: `wildcard` (an existing `*.<base_domain>` record; previewd
+    /// publishes nothing), `external-dns` (annotations on the Ingress) or `rfc2136` (previewd
+    /// sends signed DNS UPDATEs to the zone's primary server).
+    pub provider: DnsProvider,
+    /// What every preview's name must point to: the ingress, as exactly one of `a`, `aaaa` or
+    /// `cname`. Required for `external-dns` and `rfc2136`; with `wildcard` and no target, any
+    /// address or alias counts as resolving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<DnsTarget>,
+    /// TTL in seconds of the records previewd publishes (`rfc2136`) or asks for (`external-dns`).
+    pub ttl: u32,
+    /// The servers (`ip` or `ip:port`, port 53 by default) previewd asks when it verifies a
+    /// name. Empty: the `rfc2136` server when that provider is used (so no resolver's negative
+    /// cache can hide a new record), else the system's resolvers.
+    pub resolvers: Vec<String>,
+    /// How long previewd waits for a name to resolve to the target before the environment
+    /// reports that its name does not resolve (and is retried). `0s` turns verification off.
+    #[serde(with = "duration_text")]
+    pub verify_timeout: Duration,
+    /// The zone's primary server and TSIG key; required with (and only used by) `rfc2136`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Policy>,
+}
+
+impl Default for DnsPolicy {
+    fn default() -> Self {
+        Self {
+            provider: DnsProvider::Wildcard,
+            target: None,
+            ttl: 60,
+            resolvers: Vec::new(),
+            verify_timeout: Duration::from_secs(60),
+            rfc2136: None,
+        }
+    }
+}
+
+/// Who creates each preview's DNS record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsProvider {
+    /// A wildcard record already points at the ingress; previewd only verifies.
+    #[default]
+    Wildcard,
+    /// previewd annotates the Ingress and external-dns creates the record; previewd verifies.
+    ExternalDns,
+    /// previewd adds and deletes the record itself with TSIG-signed RFC 2136 UPDATEs.
+    Rfc2136,
+}
+
+impl DnsProvider {
+    /// The name as written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wildcard => "wildcard",
+            Self::ExternalDns => "external-dns",
+            Self::Rfc2136 => "rfc2136",
+        }
+    }
+}
+
+/// What a preview's name points to. Exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsTarget {
+    /// An IPv4 address: an A record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a: Option<std::net::Ipv4Addr>,
+    /// An IPv6 address: an AAAA record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aaaa: Option<std::net::Ipv6Addr>,
+    /// A host name (the ingress's load balancer, say): a CNAME record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cname: Option<String>,
+}
+
+/// The authoritative server previewd updates with RFC 2136, and the TSIG key it signs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Policy {
+    /// The zone's primary server, `ip` or `ip:port` (port 53 by default). Updates go over TCP;
+    /// with no `dns.resolvers`, verification asks this server too.
+    pub server: String,
+    /// The zone updated, such as `preview.example.com`; `base_domain` must be this zone or
+    /// inside it.
+    pub zone: String,
+    /// The TSIG key's name, as the server knows it.
+    pub key_name: String,
+    /// The TSIG algorithm: `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default)]
+    pub key_algorithm: TsigAlgorithmName,
+    /// The environment variable holding the TSIG secret, base64 as `tsig-keygen` prints it. The
+    /// secret itself is never written in the policy.
+    #[serde(default = "default_tsig_secret_env")]
+    pub key_secret_env: String,
+}
+
+fn default_tsig_secret_env() -> String {
+    "PREVIEWD_DNS_TSIG_SECRET".to_owned()
+}
+
+/// TSIG algorithms previewd signs with (RFC 8945).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithmName {
+    #[default]
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+/// A DNS server address as the policy writes it: `ip` or `ip:port` (`[v6]:port` for IPv6), the
+/// port 53 by default.
+pub fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(address) = text.parse::<std::net::SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)).map_err(|_| {
+        format!("{text:?} is not a server address: write an IP address with an optional port, like 192.0.2.53 or 192.0.2.53:5353")
+    })
+}
+
+impl DnsPolicy {
+    fn check(&self, base_domain: &str, p: &mut Problems) {
+        let needs_target = matches!(self.provider, DnsProvider::ExternalDns | DnsProvider::Rfc2136);
+        match &self.target {
+            None if needs_target => {
+                p.push("dns.target", format!("is required when dns.provider is {}", self.provider.as_str()));
+            }
+            None => {}
+            Some(target) => {
+                let set = [target.a.is_some(), target.aaaa.is_some(), target.cname.is_some()];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    p.push("dns.target", "set exactly one of a, aaaa or cname");
+                }
+                if let Some(cname) = &target.cname
+                    && !naming::is_dns1123_subdomain(cname.trim_end_matches('.'))
+                {
+                    p.push("dns.target.cname", format!("{cname:?} is not a DNS name"));
+                }
+            }
+        }
+        if self.ttl == 0 || self.ttl > 86_400 {
+            p.push("dns.ttl", format!("{} is not between 1 and 86400 seconds", self.ttl));
+        }
+        for (i, resolver) in self.resolvers.iter().enumerate() {
+            if let Err(problem) = parse_dns_server(resolver) {
+                p.push(format!("dns.resolvers[{i}]"), problem);
+            }
+        }
+        match (&self.rfc2136, self.provider) {
+            (None, DnsProvider::Rfc2136) => p.push("dns.rfc2136", "is required when dns.provider is rfc2136"),
+            (Some(_), provider) if provider != DnsProvider::Rfc2136 => {
+                p.push("dns.rfc2136", format!("is only used when dns.provider is rfc2136, not {}", provider.as_str()))
+            }
+            (Some(r), _) => r.check(base_domain, p),
+            (None, _) => {}
+        }
+    }
+}
+
+impl Rfc2136Policy {
+    fn check(&self, base_domain: &str, p: &mut Problems) {
+        if let Err(problem) = parse_dns_server(&self.server) {
+            p.push("dns.rfc2136.server", problem);
+        }
+        let zone = self.zone.trim_end_matches('.');
+        if !naming::is_dns1123_subdomain(zone) {
+            p.push("dns.rfc2136.zone", format!("{:?} is not a DNS name", self.zone));
+        } else if base_domain != zone && !base_domain.ends_with(&format!(".{zone}")) {
+            p.push(
+                "dns.rfc2136.zone",
+                format!("base_domain {base_domain:?} is not inside zone {zone:?}: previews could not be added to it"),
+            );
+        }
+        let key = self.key_name.trim_end_matches('.');
+        if key.is_empty() || key.split('.').any(|label| label.is_empty() || label.len() > MAX_LABEL_LEN) {
+            p.push(
+                "dns.rfc2136.key_name",
+                format!("{:?} is not a key name (a DNS name, like previewd)", self.key_name),
+            );
+        }
+        let env = &self.key_secret_env;
+        let valid_env = env.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && env.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid_env {
+            p.push(
+                "dns.rfc2136.key_secret_env",
+                format!("{env:?} is not an environment variable name (capitals, digits and `_`)"),
+            );
+        }
+    }
+}
+
 /// One repository's exceptions. Every field is optional; a present one replaces the global
 /// value (lists are replaced, not merged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,6 +731,8 @@ impl Policy {
         if !naming::is_dns1123_label(&self.secrets.source_namespace) {
             p.push("secrets.source_namespace", format!("{:?} is not a namespace name", self.secrets.source_namespace));
         }
+
+        self.dns.check(&self.base_domain, &mut p);
 
         self.check_effective("", &self.effective(None, "", ""), &mut p);
 
@@ -1109,9 +1314,106 @@ repositories:
     }
 
     #[test]
+    fn dns_defaults_to_a_wildcard_record_verified_within_a_minute() {
+        let dns = parse("base_domain: preview.example.com").unwrap().dns;
+        assert_eq!(dns, DnsPolicy::default());
+        assert_eq!(dns.provider, DnsProvider::Wildcard);
+        assert_eq!((dns.ttl, dns.verify_timeout, dns.target), (60, Duration::from_secs(60), None));
+    }
+
+    #[test]
+    fn dns_parses_every_provider() {
+        let wildcard = parse(&with(
+            "dns: { provider: wildcard, target: { a: 192.0.2.10 }, resolvers: [192.0.2.53, '[2001:db8::53]:5353'] }",
+        ))
+        .unwrap()
+        .dns;
+        assert_eq!(wildcard.target.unwrap().a, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(parse_dns_server(&wildcard.resolvers[0]).unwrap().to_string(), "192.0.2.53:53");
+        assert_eq!(parse_dns_server(&wildcard.resolvers[1]).unwrap().to_string(), "[2001:db8::53]:5353");
+
+        let external = parse(&with(
+            "dns: { provider: external-dns, target: { cname: ingress.example.com }, ttl: 120, verify_timeout: 5m }",
+        ))
+        .unwrap()
+        .dns;
+        assert_eq!(external.provider, DnsProvider::ExternalDns);
+        assert_eq!(external.target.unwrap().cname.as_deref(), Some("ingress.example.com"));
+        assert_eq!((external.ttl, external.verify_timeout), (120, Duration::from_secs(300)));
+
+        let rfc = parse(
+            "base_domain: preview.test\ndns:\n  provider: rfc2136\n  target: { aaaa: '2001:db8::10' }\n  rfc2136: { server: '127.0.0.1:5353', zone: preview.test, key_name: previewd }\n",
+        )
+        .unwrap()
+        .dns;
+        assert_eq!(rfc.provider, DnsProvider::Rfc2136);
+        let r = rfc.rfc2136.unwrap();
+        assert_eq!(
+            (r.key_algorithm, r.key_secret_env.as_str()),
+            (TsigAlgorithmName::HmacSha256, "PREVIEWD_DNS_TSIG_SECRET")
+        );
+        let sha512 = with(
+            "dns: { provider: rfc2136, target: { a: 192.0.2.1 }, rfc2136: { server: 192.0.2.53, zone: example.com, key_name: k, key_algorithm: hmac-sha512, key_secret_env: MY_KEY } }",
+        );
+        let r = parse(&sha512).unwrap().dns.rfc2136.unwrap();
+        assert_eq!((r.key_algorithm, r.key_secret_env.as_str()), (TsigAlgorithmName::HmacSha512, "MY_KEY"));
+    }
+
+    #[test]
+    fn dns_mistakes_name_the_field() {
+        let e = error(&with("dns: { provider: route53 }"));
+        assert!(e.contains("dns.provider: ") && e.contains("external-dns") && e.contains("rfc2136"), "{e}");
+        let e = error(&with("dns: { target: { a: 300.1.1.1 } }"));
+        assert!(e.contains("dns.target.a: "), "{e}");
+        let e = error(&with("dns: { rfc2136: { server: 1.2.3.4, zone: z, key_name: k, secret: abc } }"));
+        assert!(e.contains("dns.rfc2136: unknown field `secret`") || e.contains("dns.rfc2136.secret"), "{e}");
+        has(
+            &problems(&with("dns: { provider: external-dns }")),
+            "dns.target",
+            "required when dns.provider is external-dns",
+        );
+        has(&problems(&with("dns: { provider: rfc2136, target: { a: 192.0.2.1 } }")), "dns.rfc2136", "required");
+        has(&problems(&with("dns: { target: { a: 192.0.2.1, cname: x.example.com } }")), "dns.target", "exactly one");
+        has(&problems(&with("dns: { target: {} }")), "dns.target", "exactly one");
+        has(&problems(&with("dns: { target: { cname: 'not a name' } }")), "dns.target.cname", "not a DNS name");
+        has(&problems(&with("dns: { ttl: 0 }")), "dns.ttl", "between 1 and 86400");
+        has(&problems(&with("dns: { resolvers: [localhost] }")), "dns.resolvers[0]", "not a server address");
+        has(
+            &problems(&with("dns: { rfc2136: { server: 192.0.2.53, zone: preview.example.com, key_name: k } }")),
+            "dns.rfc2136",
+            "only used when dns.provider is rfc2136, not wildcard",
+        );
+        let rfc = |fields: &str| {
+            with(&format!("dns: {{ provider: rfc2136, target: {{ a: 192.0.2.1 }}, rfc2136: {{ {fields} }} }}"))
+        };
+        has(
+            &problems(&rfc("server: 'dns:53', zone: example.com, key_name: k")),
+            "dns.rfc2136.server",
+            "not a server address",
+        );
+        has(
+            &problems(&rfc("server: 192.0.2.53, zone: other.test, key_name: k")),
+            "dns.rfc2136.zone",
+            "not inside zone",
+        );
+        has(&problems(&rfc("server: 192.0.2.53, zone: 'a b', key_name: k")), "dns.rfc2136.zone", "not a DNS name");
+        has(&problems(&rfc("server: 192.0.2.53, zone: example.com, key_name: ''")), "dns.rfc2136.key_name", "key name");
+        has(
+            &problems(&rfc("server: 192.0.2.53, zone: example.com, key_name: k, key_secret_env: 'my-secret'")),
+            "dns.rfc2136.key_secret_env",
+            "environment variable",
+        );
+        let e = error(&rfc("server: 192.0.2.53, zone: example.com, key_name: k, key_algorithm: hmac-md5"));
+        assert!(e.contains("dns.rfc2136.key_algorithm: ") && e.contains("hmac-sha256"), "{e}");
+    }
+
+    #[test]
     fn a_policy_round_trips_through_yaml() {
         let policy = parse(FULL).unwrap();
         let text = serde_yaml::to_string(&policy).unwrap();
         assert_eq!(parse(&text).unwrap(), policy);
+        let with_dns = parse(&with("dns: { provider: rfc2136, target: { cname: lb.example.com }, rfc2136: { server: 192.0.2.53, zone: example.com, key_name: k } }")).unwrap();
+        let text = serde_yaml::to_string(&with_dns).unwrap();
+        assert_eq!(parse(&text).unwrap(), with_dns);
     }
 }

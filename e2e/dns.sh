@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# A private authoritative DNS server (BIND 9, from Debian's packages, installed when missing) for
+# previewd's DNS tests, on a loopback port, with a zone for the test base domain that accepts
+# RFC 2136 updates signed with a TSIG key. It never touches the machine's resolver settings
+# (/etc/resolv.conf) or a system named: it runs its own named with its own configuration, folder
+# and port, and no control channel.
+#
+#   e2e/dns.sh up      start it (reuse it when already running); prints `export` lines
+#   e2e/dns.sh env     print the `export` lines
+#   e2e/dns.sh status  exit 0 when the server answers for the zone
+#   e2e/dns.sh down    stop it and remove its folder
+#
+# Settings: PREVIEWD_DNS_PORT (default 53530), PREVIEWD_DNS_DIR (default $TMPDIR/previewd-dns;
+# outside $HOME because named runs as the `bind` user when this runs as root).
+set -euo pipefail
+
+port=${PREVIEWD_DNS_PORT:-53530}
+dir=${PREVIEWD_DNS_DIR:-${TMPDIR:-/tmp}/previewd-dns}
+zone=preview.test
+key_name=previewd
+
+say() { echo "dns.sh: $*" >&2; }
+
+install_bind() {
+  if command -v named >/dev/null && command -v tsig-keygen >/dev/null && command -v dig >/dev/null; then
+    return
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "BIND 9 is not installed and installing it needs root: apt-get install bind9 bind9-utils bind9-dnsutils"
+    exit 1
+  fi
+  say "installing BIND 9 from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  # The package would start its own named on port 53; only this script's private one is used.
+  # Without a policy-rc.d, a temporary one keeps the package's service from starting.
+  local policy=/usr/sbin/policy-rc.d temporary_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    temporary_policy=1
+  fi
+  local status=0
+  { apt-get update -qq && apt-get install -y -qq bind9 bind9-utils bind9-dnsutils; } >&2 || status=$?
+  if [ -n "$temporary_policy" ]; then rm -f "$policy"; fi
+  if [ "$status" -ne 0 ]; then say "apt-get failed"; exit 1; fi
+}
+
+secret() {
+  sed -n 's/.*secret "\([^"]*\)".*/\1/p' "$dir/tsig.key"
+}
+
+print_env() {
+  if [ ! -f "$dir/tsig.key" ]; then
+    say "no server in $dir: run \`e2e/dns.sh up\` first"
+    exit 1
+  fi
+  echo "export PREVIEWD_TEST_DNS_SERVER=127.0.0.1:${port}"
+  echo "export PREVIEWD_TEST_DNS_ZONE=${zone}"
+  echo "export PREVIEWD_TEST_DNS_TSIG_NAME=${key_name}"
+  echo "export PREVIEWD_TEST_DNS_TSIG_SECRET=$(secret)"
+}
+
+answers() {
+  command -v dig >/dev/null || return 1
+  local out
+  out=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" SOA "$zone" 2>/dev/null) || return 1
+  [ -n "$out" ]
+}
+
+write_config() {
+  mkdir -p "$dir"
+  if [ ! -f "$dir/tsig.key" ]; then
+    tsig-keygen -a hmac-sha256 "$key_name" >"$dir/tsig.key"
+  fi
+  cat >"$dir/named.conf" <<EOF
+include "$dir/tsig.key";
+
+options {
+  directory "$dir";
+  pid-file "$dir/named.pid";
+  session-keyfile "$dir/session.key";
+  managed-keys-directory "$dir";
+  listen-on port $port { 127.0.0.1; };
+  listen-on-v6 { none; };
+  recursion no;
+  allow-query { any; };
+  allow-transfer { none; };
+  dnssec-validation no;
+  notify no;
+};
+
+// No control channel: nothing listens on rndc's port next to a system named.
+controls { };
+
+logging {
+  channel private { file "$dir/named.log"; severity info; print-time yes; };
+  category default { private; };
+};
+
+zone "$zone" {
+  type primary;
+  file "$dir/$zone.db";
+  allow-update { key $key_name; };
+};
+EOF
+  # Negative answers are cached for 1 s only; previewd asks this server directly anyway.
+  cat >"$dir/$zone.db" <<EOF
+\$TTL 60
+@   IN SOA ns.$zone. hostmaster.$zone. ( 1 3600 600 86400 1 )
+    IN NS  ns.$zone.
+ns  IN A   127.0.0.1
+EOF
+  rm -f "$dir/$zone.db.jnl"
+  if [ "$(id -u)" -eq 0 ] && id bind >/dev/null 2>&1; then chown -R bind: "$dir"; fi
+  named-checkconf "$dir/named.conf" >&2
+}
+
+up() {
+  install_bind
+  if answers; then
+    print_env
+    return
+  fi
+  write_config
+  local user_args=()
+  if [ "$(id -u)" -eq 0 ] && id bind >/dev/null 2>&1; then user_args=(-u bind); fi
+  if ! named -c "$dir/named.conf" -p "$port" "${user_args[@]}" >"$dir/start.log" 2>&1; then
+    say "named did not start:"; cat "$dir/start.log" >&2; tail -n 30 "$dir/named.log" >&2 2>/dev/null || true; exit 1
+  fi
+  for _ in $(seq 1 100); do
+    if answers; then
+      say "running on 127.0.0.1:${port}, zone ${zone} (files in $dir)"
+      print_env
+      return
+    fi
+    sleep 0.1
+  done
+  say "named does not answer on 127.0.0.1:${port}; its log:"
+  tail -n 30 "$dir/named.log" >&2 2>/dev/null || true
+  exit 1
+}
+
+down() {
+  if [ -f "$dir/named.pid" ]; then
+    local pid
+    pid=$(cat "$dir/named.pid")
+    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+    fi
+  fi
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  up) up ;;
+  env) print_env ;;
+  status) answers ;;
+  down) down ;;
+  *) echo "usage: $0 up|env|status|down" >&2; exit 2 ;;
+esac
