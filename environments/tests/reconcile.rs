@@ -342,4 +342,20 @@ previewd_e2e::each_backend! {
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
     }
+
+    async fn an_approved_fork_environment_never_receives_platform_secrets(db) {
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let mut fork = pr('o');
+        fork.from_fork = true;
+        // As if a writer approved it: the planner let it through as Pending.
+        let id = pending(&engine, &fork).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let secrets: Api<Secret> = Api::namespaced(admin_client().await.unwrap(), &name);
+        assert!(secrets.get_opt("db-readonly").await.unwrap().is_none(), "a fork got a platform secret");
+        assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "its own generated secret it keeps");
+        engine.store.record_environment(&fork, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
 }

@@ -102,12 +102,12 @@ impl Store {
                 .map_err(StoreError::query("reading an environment"))?;
                 let record: EnvironmentRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO environments (repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, \
-                        state, reason, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                        state, reason, created_at, updated_at, from_fork) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
                      ON CONFLICT (repo_id, pr_number) DO UPDATE SET repo_owner = excluded.repo_owner, \
                         repo_name = excluded.repo_name, head_sha = excluded.head_sha, head_branch = excluded.head_branch, \
                         author = excluded.author, state = excluded.state, reason = excluded.reason, \
-                        updated_at = excluded.updated_at \
+                        updated_at = excluded.updated_at, from_fork = excluded.from_fork \
                      RETURNING {ENVIRONMENT_COLUMNS}"
                 )))
                 .bind(pr.repo.id.0)
@@ -120,6 +120,7 @@ impl Store {
                 .bind(to.as_str())
                 .bind(reason)
                 .bind(now)
+                .bind(pr.from_fork)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::query("writing an environment"))?;
@@ -164,11 +165,13 @@ pub struct ReconcileRecord {
     pub url: Option<String>,
     pub expires_at: Option<Millis>,
     pub last_activity_at: Option<Millis>,
+    pub from_fork: bool,
 }
 
 impl ReconcileRecord {
-    /// The pull request as stored. Fork, draft and labels are not stored: the planner has
-    /// already decided on them when the environment was recorded.
+    /// The pull request as stored. Draft and labels are not stored: the planner has already
+    /// decided on them when the environment was recorded. Fork is, because it decides which
+    /// secrets the environment may receive.
     pub fn pull_request(&self) -> PullRequest {
         PullRequest {
             repo: crate::model::Repo {
@@ -180,7 +183,7 @@ impl ReconcileRecord {
             head_sha: crate::model::CommitSha(self.head_sha.clone()),
             head_branch: self.head_branch.clone(),
             author: self.author.clone(),
-            from_fork: false,
+            from_fork: self.from_fork,
             draft: false,
             labels: vec![],
         }
@@ -193,7 +196,7 @@ impl ReconcileRecord {
 }
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
-     reason, name, url, expires_at, last_activity_at";
+     reason, name, url, expires_at, last_activity_at, from_fork";
 
 impl Store {
     /// Takes the environment's reconcile lease for `owner`, if nobody else holds a live one.
