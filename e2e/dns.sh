@@ -69,8 +69,9 @@ answers() {
 
 write_config() {
   mkdir -p "$dir"
+  chmod 700 "$dir"
   if [ ! -f "$dir/tsig.key" ]; then
-    tsig-keygen -a hmac-sha256 "$key_name" >"$dir/tsig.key"
+    (umask 077; tsig-keygen -a hmac-sha256 "$key_name" >"$dir/tsig.key")
   fi
   cat >"$dir/named.conf" <<EOF
 include "$dir/tsig.key";
