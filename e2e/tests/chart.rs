@@ -442,37 +442,7 @@ fn used_rules() -> BTreeMap<(String, String, String), &'static str> {
 /// of previewd uses them today. Listed so that the check below names them; removing one means
 /// changing previewd-rbac.yaml, the chart and `least_privilege_identity_can_do_previewd_work_and_nothing_more`
 /// (e2e/tests/cluster.rs, which lists events as previewd) together.
-const GRANTED_BUT_UNUSED: &[(&str, &str, &str, &str)] = &[
-    ("", "namespaces", "watch", "no watches: previewd polls"),
-    ("", "resourcequotas", "get", "apply needs no get"),
-    ("", "resourcequotas", "watch", "no watches"),
-    ("", "limitranges", "get", "apply needs no get"),
-    ("", "limitranges", "watch", "no watches"),
-    ("", "serviceaccounts", "get", "apply needs no get"),
-    ("", "serviceaccounts", "watch", "no watches"),
-    ("", "configmaps", "get", "apply needs no get"),
-    ("", "configmaps", "watch", "no watches"),
-    ("", "services", "get", "apply needs no get"),
-    ("", "services", "watch", "no watches"),
-    ("apps", "deployments", "watch", "no watches"),
-    ("networking.k8s.io", "networkpolicies", "get", "apply needs no get"),
-    ("networking.k8s.io", "networkpolicies", "watch", "no watches"),
-    ("networking.k8s.io", "ingresses", "get", "apply needs no get"),
-    ("networking.k8s.io", "ingresses", "watch", "no watches"),
-    ("", "secrets", "delete", "secrets are pruned with deletecollection only"),
-    ("", "pods", "get", "diagnosis lists pods"),
-    ("", "pods", "watch", "no watches"),
-    ("apps", "replicasets", "get", "diagnosis lists replica sets"),
-    ("apps", "replicasets", "watch", "no watches"),
-    ("", "events", "get", "diagnosis does not read events yet"),
-    ("", "events", "list", "diagnosis does not read events yet"),
-    ("", "events", "watch", "diagnosis does not read events yet"),
-    ("events.k8s.io", "events", "get", "diagnosis does not read events yet"),
-    ("events.k8s.io", "events", "list", "diagnosis does not read events yet"),
-    ("events.k8s.io", "events", "watch", "diagnosis does not read events yet"),
-    ("source", "secrets", "list", "read_platform_secret gets by name"),
-    ("source", "secrets", "watch", "no watches"),
-];
+const GRANTED_BUT_UNUSED: &[(&str, &str, &str, &str)] = &[];
 
 /// (group, resource, verb) of every rule; the source-namespace Role's under the group "source".
 fn granted(docs: &[Value]) -> BTreeSet<(String, String, String)> {

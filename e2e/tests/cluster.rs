@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+    ConfigMap, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -318,7 +318,6 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
     // Diagnostics of a rollout.
     Api::<Pod>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
     Api::<ReplicaSet>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
-    Api::<Event>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
     // Pruning secrets without reading them: by label, through deletecollection.
     Api::<Secret>::namespaced(previewd.clone(), &env_ns)
         .delete_collection(&DeleteParams::default(), &ListParams::default().labels("previewd.dev/prune=yes"))
