@@ -7,6 +7,7 @@
 //! a time across replicas, guarded by a lease in the store.
 
 use crate::cluster::{Cluster, ClusterError, Teardown};
+use crate::dns::{Dns, DnsError};
 use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo};
 use crate::naming;
 use crate::policy::Policy;
@@ -54,6 +55,8 @@ pub enum ReconcileError {
     Cluster(#[from] ClusterError),
     #[error("could not read the repository's configuration: {0}")]
     ConfigSource(String),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     #[error("another reconcile of this environment is running")]
     Busy,
 }
@@ -96,6 +99,8 @@ pub struct Engine {
     pub renderer: Renderer,
     pub policy: Policy,
     pub configs: Arc<dyn RepoConfigSource>,
+    /// Publishes, verifies and releases the environments' hostnames (policy `dns`).
+    pub dns: Dns,
     pub settings: EngineSettings,
     /// Identifies this process in environment leases.
     pub owner: String,
@@ -119,6 +124,17 @@ pub enum Unrenderable {
     Template(String),
 }
 
+/// Where and how long an environment lives, beyond what its pull request and config say.
+pub struct Placement<'a> {
+    /// The stored name; derived from the pull request when the environment is new.
+    pub name: Option<&'a str>,
+    pub expires_at: i64,
+    /// The previewd installation (ownership label).
+    pub instance: &'a str,
+    /// Adds external-dns annotations to the Ingress when that provider is configured.
+    pub dns: Option<&'a Dns>,
+}
+
 /// Resolves `config` under the policy for `pr`'s repository and renders the environment named
 /// `name` (the stored name; derived from the pull request when new). Pure: the reconciler and
 /// `previewd render` share it, so a dry run shows exactly what would be applied.
@@ -127,18 +143,25 @@ pub fn render_environment(
     policy: &Policy,
     pr: &PullRequest,
     config_text: &str,
-    name: Option<&str>,
-    expires_at: i64,
-    instance: &str,
+    placement: &Placement<'_>,
 ) -> Result<(EnvironmentSpec, Vec<crate::render::Manifest>), Unrenderable> {
     let effective = policy.for_repository(&pr.repo.owner, &pr.repo.name);
     let config = RepoConfig::from_yaml(config_text).map_err(|e| Unrenderable::Config(e.to_string()))?;
     let spec = spec::resolve(&effective, pr, &config).map_err(|p| Unrenderable::Config(spec::describe_problems(&p)))?;
-    let name = name.map_or_else(|| naming::environment_name(&pr.repo, pr.number), str::to_owned);
+    let name = placement.name.map_or_else(|| naming::environment_name(&pr.repo, pr.number), str::to_owned);
     let host = naming::hostname(&name, &effective.base_domain);
-    let spec = EnvironmentSpec { url: format!("https://{host}"), host, name: name.clone(), ..spec };
-    let owner = Ownership { instance: instance.to_owned(), environment: name, repo_id: pr.repo.id.0, pr: pr.number.0 };
-    let context = Context { spec: &spec, expires_at: rfc3339(expires_at) };
+    let mut spec = EnvironmentSpec { url: format!("https://{host}"), host, name: name.clone(), ..spec };
+    // external-dns reads its record from the Ingress.
+    if let Some(dns) = placement.dns {
+        spec.ingress.annotations.extend(dns.ingress_annotations(&spec.host));
+    }
+    let owner = Ownership {
+        instance: placement.instance.to_owned(),
+        environment: name,
+        repo_id: pr.repo.id.0,
+        pr: pr.number.0,
+    };
+    let context = Context { spec: &spec, expires_at: rfc3339(placement.expires_at) };
     let manifests =
         renderer.render(&spec.template, &context, &owner).map_err(|e| Unrenderable::Template(template_reason(&e)))?;
     Ok((spec, manifests))
@@ -253,9 +276,12 @@ impl Engine {
             &self.policy,
             &pr,
             &text,
-            env.name.as_deref(),
-            expires_at,
-            &self.settings.instance,
+            &Placement {
+                name: env.name.as_deref(),
+                expires_at,
+                instance: &self.settings.instance,
+                dns: Some(&self.dns),
+            },
         ) {
             Ok(rendered) => rendered,
             Err(error) => {
@@ -293,10 +319,40 @@ impl Engine {
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
         }
-        match self.cluster.wait_for_rollout(&name, "app", self.settings.rollout_timeout).await? {
-            Ok(()) => self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await,
-            Err(failure) => {
-                self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await
+        if let Err(failure) = self.cluster.wait_for_rollout(&name, "app", self.settings.rollout_timeout).await? {
+            return self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await;
+        }
+        // The URL is announced only once its name resolves to the ingress.
+        let dns = match self.dns.publish(&spec.host).await {
+            Ok(()) => self.dns.verify(&spec.host).await,
+            Err(error) => Err(error),
+        };
+        match dns {
+            Ok(took) => {
+                let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(environment = env.id, host = spec.host, dns_verify_ms = took_ms, "hostname resolves");
+                self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await
+            }
+            Err(error) if error.is_transient() => {
+                // Stays Provisioning with the DNS reason; the retry comes back here.
+                let reason = format!("{}: {error}", error.reason());
+                tracing::warn!(environment = env.id, host = spec.host, reason, "DNS not ready; retrying");
+                self.store
+                    .transition(
+                        env.id,
+                        &env.head_sha,
+                        EnvironmentState::Provisioning,
+                        Some(&reason),
+                        Some(&name),
+                        None,
+                        None,
+                    )
+                    .await?;
+                Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))))
+            }
+            Err(error) => {
+                let reason = format!("{}: {error}", error.reason());
+                self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await
             }
         }
     }
@@ -346,7 +402,19 @@ impl Engine {
             return self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await;
         };
         match self.cluster.teardown(&name, self.settings.teardown_timeout).await? {
-            Teardown::Gone => self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await,
+            Teardown::Gone => {
+                let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
+                let host = naming::hostname(&name, &policy.base_domain);
+                if let Err(error) = self.dns.release(&host).await {
+                    let reason = format!("{}: {error}", error.reason());
+                    tracing::warn!(environment = env.id, host, reason, "DNS record not released yet; retrying");
+                    if error.is_transient() {
+                        return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))));
+                    }
+                    return Err(error.into());
+                }
+                self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await
+            }
             Teardown::Stuck { conditions } => {
                 let reason = format!("namespace {name} is stuck terminating: {conditions}");
                 tracing::warn!(environment = env.id, reason, "teardown incomplete; will retry");

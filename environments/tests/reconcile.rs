@@ -41,10 +41,12 @@ async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) 
     let store = Store::connect(url).await.unwrap();
     store.migrate().await.unwrap();
     platform_secret().await;
+    let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).unwrap();
     Engine {
         store,
         cluster: Cluster::new(previewd_client().await.unwrap()),
         renderer: Renderer::load(templates).unwrap(),
+        dns,
         policy,
         configs: Arc::new(FixedRepoConfig(repo_config.to_owned())),
         settings: EngineSettings {
@@ -357,5 +359,58 @@ previewd_e2e::each_backend! {
         assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "its own generated secret it keeps");
         engine.store.record_environment(&fork, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn the_url_is_announced_only_once_its_name_resolves_and_the_record_goes_with_it(db) {
+        let base = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        let dns_server = previewd_e2e::dns::server().unwrap();
+        let dns_policy = |server: String, verify: Duration| previewd_environments::policy::DnsPolicy {
+            provider: previewd_environments::policy::DnsProvider::Rfc2136,
+            target: Some(previewd_environments::policy::DnsTarget { a: Some("192.0.2.10".parse().unwrap()), ..Default::default() }),
+            ttl: 30,
+            resolvers: Vec::new(),
+            verify_timeout: verify,
+            rfc2136: Some(previewd_environments::policy::Rfc2136Policy {
+                server,
+                zone: dns_server.zone.clone(),
+                key_name: dns_server.tsig_name.clone(),
+                key_algorithm: previewd_environments::policy::TsigAlgorithmName::HmacSha256,
+                key_secret_env: "PREVIEWD_DNS_TSIG_SECRET".to_owned(),
+            }),
+        };
+        let secret = || previewd_environments::dns::SecretBytes::from_base64(&dns_server.tsig_secret).unwrap();
+        let mut with_dns = policy("");
+        with_dns.dns = dns_policy(dns_server.server.to_string(), Duration::from_secs(10));
+        let dns = previewd_environments::dns::Dns::from_policy(&with_dns.dns, Some(secret())).unwrap();
+        let engine = Engine { policy: with_dns.clone(), dns, ..base };
+        let pr = pr('p');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        let name = env.name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let host = format!("{name}.preview.test");
+        assert!(engine.dns.verify(&host).await.is_ok(), "the record is published");
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        let short = previewd_environments::dns::Dns::from_policy(&dns_policy(dns_server.server.to_string(), Duration::from_millis(300)), Some(secret())).unwrap();
+        assert!(matches!(short.verify(&host).await, Err(previewd_environments::dns::DnsError::NotResolving { .. })), "the record is gone");
+
+        // With the DNS server unreachable the environment waits with a DNS reason and a retry.
+        let closed = previewd_e2e::dns::closed_port().unwrap();
+        let mut unreachable = with_dns.clone();
+        unreachable.dns = dns_policy(closed.to_string(), Duration::from_secs(1));
+        let dns = previewd_environments::dns::Dns::from_policy(&unreachable.dns, Some(secret())).unwrap();
+        let engine = Engine { policy: unreachable, dns, ..engine };
+        let mut other = pr.clone();
+        other.number = PrNumber(77);
+        let id = pending(&engine, &other).await;
+        assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)));
+        let (state_now, reason) = state(&engine, id).await;
+        assert_eq!(state_now, "Provisioning");
+        let reason = reason.unwrap();
+        assert!(reason.starts_with("DnsUnreachable"), "{reason}");
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
     }
 }

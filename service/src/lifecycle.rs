@@ -60,6 +60,8 @@ pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Res
     };
     let repo_config = std::fs::read_to_string(repo_config_file)
         .with_context(|| format!("cannot read {} (setting repo_config_file)", repo_config_file.display()))?;
+    let dns = previewd_environments::dns::Dns::from_policy_and_env(&policy.dns)
+        .with_context(|| format!("policy file {name}: dns"))?;
     let client = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -80,6 +82,7 @@ pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Res
         renderer,
         policy,
         configs: Arc::new(FixedRepoConfig(repo_config)),
+        dns,
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(config.engine.rollout_timeout_seconds),
             teardown_timeout: Duration::from_secs(config.engine.teardown_timeout_seconds),

@@ -4,7 +4,7 @@ use crate::cli::RenderArgs;
 use anyhow::{Context, bail};
 use previewd_environments::model::{CommitSha, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
-use previewd_environments::reconcile::render_environment;
+use previewd_environments::reconcile::{Placement, render_environment};
 use previewd_environments::render::Renderer;
 use previewd_environments::time::now_ms;
 
@@ -15,6 +15,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let config = std::fs::read_to_string(&args.repo_config)
         .with_context(|| format!("reading {}", args.repo_config.display()))?;
     let renderer = Renderer::load(&args.templates)?;
+    // Only for the annotations it adds to the Ingress; a dry run needs no TSIG secret.
+    let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).ok();
     let Some((owner, name)) = args.repo.split_once('/') else {
         bail!("--repo must be `owner/name`, got `{}`", args.repo);
     };
@@ -34,19 +36,31 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         .and_then(|c| c.ttl)
         .unwrap_or(effective.ttl.default);
     let expires_at = previewd_environments::spec::expires_at(now_ms(), ttl, effective.ttl.max);
-    let (spec, manifests) = render_environment(&renderer, &policy, &pr, &config, None, expires_at, "previewd")?;
-    println!("# environment {} at {}", spec.name, spec.url);
+    let (spec, manifests) = render_environment(
+        &renderer,
+        &policy,
+        &pr,
+        &config,
+        &Placement { name: None, expires_at, instance: "previewd", dns: dns.as_ref() },
+    )?;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    writeln!(out, "# environment {} at {}", spec.name, spec.url)?;
     for note in &spec.notes {
-        println!("# note: {note}");
+        writeln!(out, "# note: {note}")?;
     }
     for secret in &spec.generated_secrets {
-        println!("# Secret generated-{secret}: random value, created once in the cluster (not shown)");
+        writeln!(out, "# Secret generated-{secret}: random value, created once in the cluster (not shown)")?;
     }
     for secret in &spec.platform_secrets {
-        println!("# Secret {secret}: copied from {} (not shown)", effective.secrets.source_namespace);
+        writeln!(out, "# Secret {secret}: copied from {} (not shown)", effective.secrets.source_namespace)?;
     }
     for manifest in manifests {
-        println!("---\n{}", serde_yaml::to_string(&manifest.object)?.trim_end());
+        writeln!(out, "---\n{}", serde_yaml::to_string(&manifest.object)?.trim_end())?;
     }
-    Ok(())
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
