@@ -416,12 +416,12 @@ async fn delete_namespaces(admin: &Client, instance: &str) -> anyhow::Result<()>
     let api: Api<Namespace> = Api::all(admin.clone());
     let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={instance}"));
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut deleted = 0;
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         let left = api.list_metadata(&selector).await.context("listing the run's namespaces")?;
         if left.items.is_empty() {
-            if deleted > 0 {
-                println!("cleanup: deleted {deleted} leftover namespace(s) of instance {instance}");
+            if !seen.is_empty() {
+                println!("cleanup: {} leftover namespace(s) of instance {instance} deleted", seen.len());
             }
             return Ok(());
         }
@@ -429,12 +429,13 @@ async fn delete_namespaces(admin: &Client, instance: &str) -> anyhow::Result<()>
             bail!("{} namespace(s) of instance {instance} still exist after 300 s", left.items.len());
         }
         for namespace in left.items {
+            let Some(name) = namespace.metadata.name else { continue };
+            seen.insert(name.clone());
             if namespace.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(name) = namespace.metadata.name else { continue };
             match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => deleted += 1,
+                Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(error).with_context(|| format!("deleting namespace {name}")),
             }
