@@ -29,7 +29,7 @@ webhooks.onAny(() => {
   received += 1;
 });
 // A handler that reads the parsed payload, as an app would.
-webhooks.on("pull_request.opened", ({ payload }) => {
+webhooks.on("pull_request", ({ payload }) => {
   if (typeof payload.pull_request.number === "number") pullRequests += 1;
 });
 

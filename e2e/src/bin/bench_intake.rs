@@ -40,6 +40,9 @@ usage: bench_intake [options]
   --connections N      concurrent keep-alive connections (default 64)
   --body-bytes N       size of each delivery's body (default 25600)
   --client-threads N   threads of the load generator (default 1)
+  --workers N          previewd's job workers (PREVIEWD_QUEUE__WORKERS; default: previewd's own, 4)
+  --action ACTION      the deliveries' `action` (default opened; `assigned` is one previewd stores
+                       without queueing a job: intake without the job workers' share of the store)
   --targets LIST       comma-separated: sqlite,postgres,octokit (default all three)
 Postgres comes from PREVIEWD_TEST_POSTGRES_URL (`eval \"$(e2e/postgres.sh up)\"`).";
 
@@ -51,6 +54,8 @@ struct Options {
     connections: usize,
     body_bytes: usize,
     client_threads: usize,
+    workers: Option<u64>,
+    action: String,
     targets: Vec<Target>,
 }
 
@@ -81,6 +86,8 @@ fn parse_options() -> anyhow::Result<Options> {
         connections: 64,
         body_bytes: 25 * 1024,
         client_threads: 1,
+        workers: None,
+        action: "opened".to_owned(),
         targets: vec![Target::Sqlite, Target::Postgres, Target::Octokit],
     };
     let mut args = std::env::args().skip(1);
@@ -99,6 +106,8 @@ fn parse_options() -> anyhow::Result<Options> {
             "--connections" => options.connections = usize::try_from(number(&value)?)?.max(1),
             "--body-bytes" => options.body_bytes = usize::try_from(number(&value)?)?,
             "--client-threads" => options.client_threads = usize::try_from(number(&value)?)?.max(1),
+            "--workers" => options.workers = Some(number(&value)?),
+            "--action" => options.action = value,
             "--targets" => {
                 options.targets = value
                     .split(',')
@@ -135,10 +144,12 @@ struct Payload {
     signature: HeaderValue,
 }
 
-/// GitHub's published `pull_request` `opened` example with `pull_request.body` padded so that
-/// the serialized document is exactly `size` bytes (or the example's size if that is larger).
-fn payload(size: usize) -> anyhow::Result<Payload> {
+/// GitHub's published `pull_request` `opened` example, its `action` set to `action`, with
+/// `pull_request.body` padded so that the serialized document is exactly `size` bytes (or the
+/// example's size if that is larger).
+fn payload(size: usize, action: &str) -> anyhow::Result<Payload> {
     let mut document = example("pull_request", "opened")?;
+    document["action"] = serde_json::Value::String(action.to_owned());
     let unpadded = serde_json::to_vec(&document)?.len();
     let original = document["pull_request"]["body"].as_str().unwrap_or_default().to_owned();
     let sentence = " The change keeps the old behaviour behind a flag until every caller has moved.";
@@ -174,18 +185,28 @@ struct Figures {
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
-    let payload = Arc::new(payload(options.body_bytes)?);
+    let payload = Arc::new(payload(options.body_bytes, &options.action)?);
     println!(
-        "intake benchmark: {} connections, {} s warm-up + {} s measured per target, body {} bytes, \
-         load generator on {} thread(s), {} CPUs, load average {}",
+        "intake benchmark: `pull_request` `{}` deliveries of {} bytes, {} connections, {} s warm-up + {} s \
+         measured per target, previewd job workers: {}, load generator on {} thread(s), {} CPUs, load average {}",
+        options.action,
+        payload.body.len(),
         options.connections,
         options.warmup.as_secs(),
         options.duration.as_secs(),
-        payload.body.len(),
+        options.workers.map_or_else(|| "default (4)".to_owned(), |w| w.to_string()),
         options.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average(),
     );
+    match fsync_latency() {
+        Ok((p50, max)) => println!(
+            "disk: a 4 KiB write + fsync in the temporary folder takes {} ms (p50), {} ms (max) of 50",
+            millis(p50),
+            millis(max)
+        ),
+        Err(error) => println!("disk: could not measure fsync latency: {error:#}"),
+    }
     let mut results = Vec::new();
     for &target in &options.targets {
         println!("\n==> {}", target.label());
@@ -287,7 +308,11 @@ async fn bench_previewd(options: &Options, target: Target, payload: &Arc<Payload
     let database = fresh(backend).await?;
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let child = Command::new(&options.previewd)
+    let mut command = Command::new(&options.previewd);
+    if let Some(workers) = options.workers {
+        command.env("PREVIEWD_QUEUE__WORKERS", workers.to_string());
+    }
+    let child = command
         .arg("serve")
         .env_remove("RUST_LOG")
         .env("PREVIEWD_LISTEN", addr.to_string())
@@ -517,6 +542,24 @@ async fn connection(
         }
     }
     log
+}
+
+/// Median and maximum time of 50 rounds of (4 KiB write, fsync) to a file in the temporary
+/// folder, where the SQLite file goes: the floor under every durable commit.
+fn fsync_latency() -> anyhow::Result<(Duration, Duration)> {
+    use std::io::{Seek, Write};
+    let mut file = tempfile::tempfile()?;
+    let block = [7u8; 4096];
+    let mut times = Vec::with_capacity(50);
+    for _ in 0..50 {
+        let started = Instant::now();
+        file.rewind()?;
+        file.write_all(&block)?;
+        file.sync_all()?;
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    Ok((times[times.len() / 2], times[times.len() - 1]))
 }
 
 /// User + system CPU seconds of process `pid`, from `/proc/<pid>/stat` (Linux).

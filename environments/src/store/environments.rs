@@ -5,6 +5,25 @@ use super::{Backend, Store, StoreError, begin_write, with_pool};
 use crate::model::{EnvironmentState, PrNumber, PullRequest, RepoId};
 use crate::time::{Millis, now_ms};
 
+/// Appends one row to an environment's history inside transaction `$tx` (either backend).
+macro_rules! insert_transition {
+    ($tx:ident, $environment:expr, $from:expr, $to:expr, $head_sha:expr, $reason:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($environment)
+        .bind($from)
+        .bind($to.as_str())
+        .bind($head_sha)
+        .bind($reason)
+        .bind($at)
+        .execute(&mut *$tx)
+        .await
+        .map_err(StoreError::query("recording an environment transition"))?
+    };
+}
+
 /// A stored environment.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EnvironmentRecord {
@@ -124,19 +143,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::query("writing an environment"))?;
-                sqlx::query(
-                    "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(record.id)
-                .bind(before.map(|(_, state)| state))
-                .bind(to.as_str())
-                .bind(&pr.head_sha.0)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("recording an environment transition"))?;
+                insert_transition!(tx, record.id, before.map(|(_, state)| state), to, &pr.head_sha.0, reason, now);
                 tx.commit().await.map_err(StoreError::query("committing an environment"))?;
                 Ok(record)
             }};
@@ -306,19 +313,7 @@ impl Store {
                 .await
                 .map_err(StoreError::query("changing an environment's state"))?;
                 if from != to.as_str() || reason.is_some() {
-                    sqlx::query(
-                        "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(id)
-                    .bind(&from)
-                    .bind(to.as_str())
-                    .bind(head_sha)
-                    .bind(reason)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("recording an environment transition"))?;
+                    insert_transition!(tx, id, Some(&from), to, head_sha, reason, now);
                 }
                 tx.commit().await.map_err(StoreError::query("committing an environment transition"))?;
                 Ok(true)
