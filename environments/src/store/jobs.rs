@@ -80,11 +80,11 @@ pub enum JobFate {
     LeaseLost,
 }
 
+/// Only queued jobs are claimed, so the sub-select walks the `(state, run_at)` index instead of
+/// scanning the queue; jobs whose lease ran out are put back in the queue first.
 const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
      lease_owner = $1, lease_until = $2, updated_at = $3 \
-     WHERE id IN (SELECT id FROM jobs \
-        WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3) \
-        ORDER BY run_at, id LIMIT $4";
+     WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 ORDER BY run_at, id LIMIT $4";
 
 impl Store {
     /// Queues one job.
@@ -141,6 +141,15 @@ impl Store {
         .await
         .map(drop)
         .map_err(StoreError::query("expiring abandoned jobs"))?);
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE state = 'running' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("requeueing jobs whose lease ran out"))?);
         let returning = " RETURNING id, kind, payload, attempts, max_attempts";
         match &self.backend {
             Backend::Sqlite(pool) => {
