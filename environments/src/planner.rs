@@ -4,7 +4,18 @@
 
 use crate::model::{CloseReason, EnvironmentState, PullRequest};
 
-const FORK_REASON: &str = "pull requests from forks get no environment: their code would see the environment's secrets";
+/// Whether the policy lets a pull request have an environment now (the trigger mode, drafts,
+/// forks and commands: `spec::trigger_allows`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Allowed,
+    /// Not now, and why. `announce` says the author should be told on the pull request (a fork,
+    /// say); otherwise previewd stays silent (a pull request without the trigger label).
+    Refused {
+        reason: String,
+        announce: bool,
+    },
+}
 
 /// What happened to a pull request, in previewd's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,29 +45,35 @@ pub enum Plan {
 }
 
 /// Decides the environment's next desired state from its current one (`None` if previewd has
-/// never seen the pull request) and the event.
-pub fn plan(current: Option<EnvironmentState>, event: &PrEvent) -> Plan {
+/// never seen the pull request), the event, and whether the policy lets it have one.
+pub fn plan(current: Option<EnvironmentState>, event: &PrEvent, gate: &Gate) -> Plan {
     use EnvironmentState::*;
     match event {
-        PrEvent::Opened(pr) | PrEvent::Pushed(pr) => {
-            if pr.from_fork {
-                let reason = Some(FORK_REASON.to_owned());
-                return match current {
-                    None | Some(Pending | Deleted | Rejected) => Plan::Record { state: Rejected, reason },
-                    Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
-                    Some(Provisioning | Ready | Failed) => Plan::Record { state: Deleting, reason },
-                };
-            }
+        PrEvent::Opened(_) | PrEvent::Pushed(_) => match gate {
             // A push to a pull request previewd never saw (it started late, or missed the opening
             // delivery) is as good as an opening. A pull request reopened while its environment
             // is being torn down wants it back: the reconciler waits until the old namespace is
             // gone, then provisions.
-            Plan::Record { state: Pending, reason: None }
-        }
+            Gate::Allowed => Plan::Record { state: Pending, reason: None },
+            Gate::Refused { reason, announce } => match current {
+                // The trigger label was removed, a fork pushed an unapproved commit, ...
+                Some(Pending | Provisioning | Ready | Failed) => {
+                    Plan::Record { state: Deleting, reason: Some(reason.clone()) }
+                }
+                Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
+                None | Some(Deleted | Rejected) if *announce => {
+                    Plan::Record { state: Rejected, reason: Some(reason.clone()) }
+                }
+                None | Some(Deleted | Rejected) => {
+                    Plan::Nothing { why: "the pull request does not ask for an environment" }
+                }
+            },
+        },
         PrEvent::Closed(_, reason) => match current {
             None => Plan::Nothing { why: "no environment was ever created for this pull request" },
             Some(Deleted) => Plan::Nothing { why: "the environment is already gone" },
             Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
+            Some(Rejected) => Plan::Nothing { why: "the pull request never had an environment" },
             Some(_) => Plan::Record { state: Deleting, reason: Some(reason.to_string()) },
         },
     }
@@ -66,6 +83,12 @@ pub fn plan(current: Option<EnvironmentState>, event: &PrEvent) -> Plan {
 mod tests {
     use super::*;
     use crate::model::{CommitSha, PrNumber, Repo, RepoId};
+
+    const OK: Gate = Gate::Allowed;
+
+    fn fork_refused() -> Gate {
+        Gate::Refused { reason: "forks get no environment".into(), announce: true }
+    }
 
     fn pr(fork: bool) -> PullRequest {
         PullRequest {
@@ -83,7 +106,7 @@ mod tests {
     #[test]
     fn opening_creates_a_pending_environment() {
         assert_eq!(
-            plan(None, &PrEvent::Opened(pr(false))),
+            plan(None, &PrEvent::Opened(pr(false)), &OK),
             Plan::Record { state: EnvironmentState::Pending, reason: None }
         );
     }
@@ -91,7 +114,7 @@ mod tests {
     #[test]
     fn push_to_a_ready_environment_makes_it_pending_again() {
         assert_eq!(
-            plan(Some(EnvironmentState::Ready), &PrEvent::Pushed(pr(false))),
+            plan(Some(EnvironmentState::Ready), &PrEvent::Pushed(pr(false)), &OK),
             Plan::Record { state: EnvironmentState::Pending, reason: None }
         );
     }
@@ -99,14 +122,14 @@ mod tests {
     #[test]
     fn reopening_during_teardown_wants_the_environment_back() {
         assert_eq!(
-            plan(Some(EnvironmentState::Deleting), &PrEvent::Opened(pr(false))),
+            plan(Some(EnvironmentState::Deleting), &PrEvent::Opened(pr(false)), &OK),
             Plan::Record { state: EnvironmentState::Pending, reason: None }
         );
     }
 
     #[test]
     fn forks_are_rejected_with_a_reason() {
-        let Plan::Record { state, reason } = plan(None, &PrEvent::Opened(pr(true))) else {
+        let Plan::Record { state, reason } = plan(None, &PrEvent::Opened(pr(true)), &fork_refused()) else {
             panic!("expected a rejection");
         };
         assert_eq!(state, EnvironmentState::Rejected);
@@ -114,18 +137,28 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_refusal_records_nothing_but_tears_down_a_live_environment() {
+        let quiet = Gate::Refused { reason: "add the label `preview`".into(), announce: false };
+        assert!(matches!(plan(None, &PrEvent::Opened(pr(false)), &quiet), Plan::Nothing { .. }));
+        assert_eq!(
+            plan(Some(EnvironmentState::Ready), &PrEvent::Pushed(pr(false)), &quiet),
+            Plan::Record { state: EnvironmentState::Deleting, reason: Some("add the label `preview`".into()) }
+        );
+    }
+
+    #[test]
     fn closing_tears_down_a_live_environment_and_says_why() {
         assert_eq!(
-            plan(Some(EnvironmentState::Ready), &PrEvent::Closed(pr(false), CloseReason::Merged)),
+            plan(Some(EnvironmentState::Ready), &PrEvent::Closed(pr(false), CloseReason::Merged), &OK),
             Plan::Record { state: EnvironmentState::Deleting, reason: Some("pull request merged".into()) }
         );
     }
 
     #[test]
     fn closing_an_unknown_or_gone_environment_does_nothing() {
-        assert!(matches!(plan(None, &PrEvent::Closed(pr(false), CloseReason::Closed)), Plan::Nothing { .. }));
+        assert!(matches!(plan(None, &PrEvent::Closed(pr(false), CloseReason::Closed), &OK), Plan::Nothing { .. }));
         assert!(matches!(
-            plan(Some(EnvironmentState::Deleted), &PrEvent::Closed(pr(false), CloseReason::Closed)),
+            plan(Some(EnvironmentState::Deleted), &PrEvent::Closed(pr(false), CloseReason::Closed), &OK),
             Plan::Nothing { .. }
         ));
     }
@@ -138,8 +171,10 @@ mod tests {
                 PrEvent::Pushed(pr(false)),
                 PrEvent::Closed(pr(false), CloseReason::Merged),
             ] {
-                if let Plan::Record { state, .. } = plan(Some(current), &event) {
-                    assert!(current.can_become(state), "{current} -> {state} planned but not allowed");
+                for gate in [OK, fork_refused(), Gate::Refused { reason: "no label".into(), announce: false }] {
+                    if let Plan::Record { state, .. } = plan(Some(current), &event, &gate) {
+                        assert!(current.can_become(state), "{current} -> {state} planned but not allowed");
+                    }
                 }
             }
         }

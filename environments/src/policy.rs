@@ -88,6 +88,16 @@ pub struct Policy {
     /// How each preview's hostname comes to resolve, and how previewd checks that it does.
     #[serde(default)]
     pub dns: DnsPolicy,
+    /// The repositories previewd serves: owners (`acme`) and repositories (`acme/web`), matched
+    /// without regard to case. Deliveries from others are recorded and ignored. Empty serves
+    /// every repository the App is installed on (or the token can see).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Checks (check run names or commit status contexts) that must succeed on a head commit
+    /// before it is deployed: usually the CI job that builds the pull request's image. While
+    /// they run the environment waits; if one fails, the previous commit stays deployed.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
 }
 
 /// Environment lifetimes.
@@ -563,6 +573,7 @@ pub struct Override {
     pub drafts: Option<bool>,
     pub templates: TemplatesOverride,
     pub secrets: SecretsOverride,
+    pub required_checks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -636,6 +647,7 @@ pub struct EffectivePolicy {
     pub ingress: IngressPolicy,
     pub egress_cidrs: Vec<String>,
     pub secrets: SecretsPolicy,
+    pub required_checks: Vec<String>,
 }
 
 impl EffectivePolicy {
@@ -706,6 +718,17 @@ impl Policy {
             &self.resources.quota.caps,
             &mut p,
         );
+        for (i, entry) in self.allow.iter().enumerate() {
+            let parts: Vec<&str> = entry.split('/').collect();
+            if parts.len() > 2 || parts.iter().any(|part| part.trim().is_empty() || part.contains(' ')) {
+                p.push(format!("allow[{i}]"), format!("{entry:?} is neither `owner` nor `owner/name`"));
+            }
+        }
+        for (i, check) in self.required_checks.iter().enumerate() {
+            if check.trim().is_empty() {
+                p.push(format!("required_checks[{i}]"), "must not be empty");
+            }
+        }
         if self.keep_label.trim().is_empty() {
             p.push("keep_label", "must not be empty");
         }
@@ -864,6 +887,13 @@ impl Policy {
         self.effective(over, owner, name)
     }
 
+    /// Whether previewd serves repository `owner/name` (policy `allow`).
+    pub fn allows_repository(&self, owner: &str, name: &str) -> bool {
+        let full = format!("{owner}/{name}");
+        self.allow.is_empty()
+            || self.allow.iter().any(|entry| entry.eq_ignore_ascii_case(owner) || entry.eq_ignore_ascii_case(&full))
+    }
+
     /// Every template set the policy names, overrides included, to check against the templates
     /// that exist.
     pub fn template_names(&self) -> BTreeSet<&str> {
@@ -904,6 +934,7 @@ impl Policy {
             },
             drafts: o.drafts.unwrap_or(self.drafts),
             keep_label: self.keep_label.clone(),
+            required_checks: o.required_checks.clone().unwrap_or_else(|| self.required_checks.clone()),
             templates: Templates {
                 default: o.templates.default.clone().unwrap_or_else(|| self.templates.default.clone()),
                 available: o.templates.available.clone().unwrap_or_else(|| self.templates.available.clone()),

@@ -15,34 +15,61 @@ use crate::render::{Ownership, RenderError, Renderer};
 use crate::repo_config::RepoConfig;
 use crate::spec::{self, EnvironmentSpec, LimitDecision, LiveCounts};
 use crate::store::{ReconcileRecord, Store, StoreError};
-use crate::time::now_ms;
+use crate::time::{now_ms, rfc3339};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where an environment's `.preview.yaml` comes from: the repository at the head SHA (the
-/// GitHub adapter in the service), or a fixed file for demos and tests.
-pub trait RepoConfigSource: Send + Sync + 'static {
+/// The code host, as the reconciler needs it: the repository's `.preview.yaml` at the head
+/// commit, and the results of the checks that must pass before a commit is deployed. The
+/// service implements it over GitHub; [`FixedRepoConfig`] serves demos and tests.
+pub trait Forge: Send + Sync + 'static {
     /// The file's text, or `None` if the repository has no such file at that commit.
     fn fetch<'a>(
         &'a self,
         repo: &'a Repo,
         sha: &'a CommitSha,
     ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+
+    /// Where the checks named `required` stand on commit `sha`.
+    fn checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a CommitSha,
+        required: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<Checks, String>> + Send + 'a>>;
 }
 
-/// The same `.preview.yaml` for every pull request.
+/// Required checks that have not passed on a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Not reported yet, or still running.
+    pub waiting: Vec<String>,
+    /// Finished without success: (name, conclusion).
+    pub failed: Vec<(String, String)>,
+}
+
+/// The same `.preview.yaml` for every pull request, and no checks to wait for.
 pub struct FixedRepoConfig(pub String);
 
-impl RepoConfigSource for FixedRepoConfig {
+impl Forge for FixedRepoConfig {
     fn fetch<'a>(
         &'a self,
         _repo: &'a Repo,
         _sha: &'a CommitSha,
     ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
         Box::pin(async move { Ok(Some(self.0.clone())) })
+    }
+
+    fn checks<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+        _required: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<Checks, String>> + Send + 'a>> {
+        Box::pin(async { Ok(Checks::default()) })
     }
 }
 
@@ -55,6 +82,8 @@ pub enum ReconcileError {
     Cluster(#[from] ClusterError),
     #[error("could not read the repository's configuration: {0}")]
     ConfigSource(String),
+    #[error("could not read the checks of the head commit: {0}")]
+    Checks(String),
     #[error(transparent)]
     Dns(#[from] DnsError),
     #[error("another reconcile of this environment is running")]
@@ -98,7 +127,7 @@ pub struct Engine {
     pub cluster: Cluster,
     pub renderer: Renderer,
     pub policy: Policy,
-    pub configs: Arc<dyn RepoConfigSource>,
+    pub forge: Arc<dyn Forge>,
     /// Publishes, verifies and releases the environments' hostnames (policy `dns`).
     pub dns: Dns,
     pub settings: EngineSettings,
@@ -262,13 +291,74 @@ impl Engine {
             }
         }
 
-        let text = self.configs.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
+        if !policy.required_checks.is_empty() && env.state()? == EnvironmentState::Pending {
+            let checks = self
+                .forge
+                .checks(&pr.repo, &pr.head_sha, &policy.required_checks)
+                .await
+                .map_err(ReconcileError::Checks)?;
+            let short = &env.head_sha[..env.head_sha.len().min(7)];
+            if let Some((name, conclusion)) = checks.failed.first() {
+                let reason = format!("check `{name}` ended `{conclusion}` on {short}");
+                return match env.deployed_sha.as_deref() {
+                    // The previous commit stays deployed until a push passes its checks.
+                    Some(deployed) => {
+                        let reason = format!("{reason}; {} stays deployed", &deployed[..deployed.len().min(7)]);
+                        if env.reason.as_deref() != Some(reason.as_str()) {
+                            self.store
+                                .transition(
+                                    env.id,
+                                    &env.head_sha,
+                                    EnvironmentState::Pending,
+                                    Some(&reason),
+                                    None,
+                                    env.url.as_deref(),
+                                    None,
+                                )
+                                .await?;
+                        }
+                        Ok(Step::Done(Outcome::Settled(EnvironmentState::Pending)))
+                    }
+                    None => self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await,
+                };
+            }
+            if !checks.waiting.is_empty() {
+                let reason = format!(
+                    "waiting for {} on {short}: {}",
+                    plural(checks.waiting.len(), "check"),
+                    checks.waiting.join(", ")
+                );
+                if env.reason.as_deref() != Some(reason.as_str()) {
+                    self.store
+                        .transition(
+                            env.id,
+                            &env.head_sha,
+                            EnvironmentState::Pending,
+                            Some(&reason),
+                            None,
+                            env.url.as_deref(),
+                            None,
+                        )
+                        .await?;
+                }
+                // Check deliveries wake it sooner; this is the safety net for missed ones.
+                return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))));
+            }
+        }
+
+        let text = self.forge.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
         let Some(text) = text else {
             let reason = crate::repo_config::RepoConfigError::Missing.to_string();
             return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
         };
         let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
-        let ttl = RepoConfig::from_yaml(&text).ok().and_then(|c| c.ttl).unwrap_or(policy.ttl.default);
+        // The keep label lets the environment live as long as the policy allows.
+        let keep = pr.labels.iter().any(|l| l.eq_ignore_ascii_case(&policy.keep_label));
+        let ttl = if keep {
+            policy.ttl.max
+        } else {
+            RepoConfig::from_yaml(&text).ok().and_then(|c| c.ttl).unwrap_or(policy.ttl.default)
+        };
         // An extension (a command, the admin API) may have moved the expiry past the TTL.
         let expires_at = spec::expires_at(last_activity, ttl, policy.ttl.max).max(env.expires_at.unwrap_or(0));
         let (spec, manifests) = match render_environment(
@@ -434,26 +524,8 @@ fn template_reason(error: &RenderError) -> String {
     )
 }
 
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) 
         renderer: Renderer::load(templates).unwrap(),
         dns,
         policy,
-        configs: Arc::new(FixedRepoConfig(repo_config.to_owned())),
+        forge: Arc::new(FixedRepoConfig(repo_config.to_owned())),
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(60),
             teardown_timeout: Duration::from_secs(60),

@@ -69,6 +69,101 @@ pub struct Config {
     /// How long running jobs may take to finish after SIGTERM/SIGINT before they are handed
     /// back to the queue.
     pub shutdown_grace_seconds: u64,
+    pub github: GitHubConfig,
+}
+
+/// Environment variables whose values are secrets, taken verbatim (not parsed as numbers or
+/// lists) and never echoed.
+const GITHUB_PRIVATE_KEY_ENV: &str = "PREVIEWD_GITHUB__PRIVATE_KEY";
+const GITHUB_TOKEN_ENV: &str = "PREVIEWD_GITHUB__TOKEN";
+
+/// Access to GitHub. Without credentials previewd reports nothing on pull requests and reads
+/// `.preview.yaml` from `repo_config_file` instead of the repositories.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// The REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GitHub
+    /// Enterprise Server.
+    pub api_url: String,
+    /// The GitHub App's id. With `private_key_file` (or `PREVIEWD_GITHUB__PRIVATE_KEY`),
+    /// previewd acts as the App through per-installation tokens.
+    pub app_id: Option<u64>,
+    /// The App's private key (PEM file).
+    pub private_key_file: Option<PathBuf>,
+    /// The App's private key as PEM text (environment variable only).
+    #[serde(default, skip_serializing)]
+    pub private_key: Option<SecretString>,
+    /// A personal access token file, instead of an App: for small setups (no check runs, no
+    /// redelivery of deliveries missed while previewd was down).
+    pub token_file: Option<PathBuf>,
+    /// The token as text (environment variable only).
+    #[serde(default, skip_serializing)]
+    pub token: Option<SecretString>,
+    /// The file in each repository that configures its previews, read at the head commit.
+    pub repo_config_path: String,
+    /// How often open pull requests are listed to catch missed deliveries, and failed
+    /// deliveries redelivered (App only).
+    pub resync_interval_seconds: u64,
+    /// Failed deliveries younger than this are redelivered. GitHub keeps deliveries for
+    /// redelivery for 3 days.
+    pub redelivery_window_hours: u64,
+    /// Timeout of each call to GitHub.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        GitHubConfig {
+            api_url: "https://api.github.com".to_owned(),
+            app_id: None,
+            private_key_file: None,
+            private_key: None,
+            token_file: None,
+            token: None,
+            repo_config_path: ".preview.yaml".to_owned(),
+            resync_interval_seconds: 300,
+            redelivery_window_hours: 72,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+impl GitHubConfig {
+    /// Whether credentials are configured.
+    pub fn enabled(&self) -> bool {
+        self.app_id.is_some() || self.token.is_some() || self.token_file.is_some()
+    }
+
+    /// The credentials, read from their files. `None` when GitHub access is off.
+    pub fn credentials(&self) -> Result<Option<crate::github::client::Credentials>, ConfigError> {
+        use crate::github::client::Credentials;
+        let read = |path: &PathBuf, setting: &'static str, env: &'static str| {
+            std::fs::read_to_string(path).map(|text| SecretString::from(text.trim().to_owned())).map_err(|e| {
+                ConfigError::Invalid { setting, env, problem: format!("cannot read {}: {e}", path.display()) }
+            })
+        };
+        if let Some(id) = self.app_id {
+            let key = match (&self.private_key, &self.private_key_file) {
+                (Some(key), _) => key.clone(),
+                (None, Some(path)) => read(path, "github.private_key_file", "PREVIEWD_GITHUB__PRIVATE_KEY_FILE")?,
+                (None, None) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "github.private_key_file",
+                        env: GITHUB_PRIVATE_KEY_ENV,
+                        problem: "github.app_id is set, so the App's private key is required".to_owned(),
+                    });
+                }
+            };
+            return Ok(Some(Credentials::App { id, private_key: key }));
+        }
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Ok(Some(Credentials::Token(token.clone()))),
+            (None, Some(path)) => {
+                Ok(Some(Credentials::Token(read(path, "github.token_file", "PREVIEWD_GITHUB__TOKEN_FILE")?)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The job queue's settings.
@@ -125,6 +220,7 @@ impl Default for Config {
             instance: "previewd".to_owned(),
             engine: EngineConfig::default(),
             shutdown_grace_seconds: 30,
+            github: GitHubConfig::default(),
         }
     }
 }
@@ -169,6 +265,7 @@ impl Config {
         }
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("PREVIEWD_")).collect();
         let mut secrets_from_env = None;
+        let (mut private_key_from_env, mut token_from_env) = (None, None);
         let mut settings = Vec::new();
         for (key, value) in env {
             let key = &key["PREVIEWD_".len()..];
@@ -178,6 +275,10 @@ impl Config {
             }
             if key == &WEBHOOK_SECRETS_ENV["PREVIEWD_".len()..] {
                 secrets_from_env = Some(value);
+            } else if key == &GITHUB_PRIVATE_KEY_ENV["PREVIEWD_".len()..] {
+                private_key_from_env = Some(SecretString::from(value));
+            } else if key == &GITHUB_TOKEN_ENV["PREVIEWD_".len()..] {
+                token_from_env = Some(SecretString::from(value));
             } else {
                 settings.push((key.to_owned(), value));
             }
@@ -197,6 +298,12 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(|s| SecretString::from(s.to_owned()))
                 .collect();
+        }
+        if private_key_from_env.is_some() {
+            config.github.private_key = private_key_from_env;
+        }
+        if token_from_env.is_some() {
+            config.github.token = token_from_env;
         }
         config.validate()?;
         Ok(config)
@@ -257,6 +364,34 @@ impl Config {
                 "engine",
                 "PREVIEWD_ENGINE__*",
                 "rollout_timeout_seconds, teardown_timeout_seconds and resync_interval_seconds must be at least 1",
+            );
+        }
+        let g = &self.github;
+        if g.app_id.is_some() && (g.token.is_some() || g.token_file.is_some()) {
+            return invalid(
+                "github.app_id",
+                "PREVIEWD_GITHUB__APP_ID",
+                "set either a GitHub App (github.app_id) or a token (github.token_file), not both",
+            );
+        }
+        if g.app_id.is_none() && (g.private_key.is_some() || g.private_key_file.is_some()) {
+            return invalid("github.app_id", "PREVIEWD_GITHUB__APP_ID", "a private key is set but no App id");
+        }
+        if !(g.api_url.starts_with("https://") || g.api_url.starts_with("http://")) {
+            return invalid("github.api_url", "PREVIEWD_GITHUB__API_URL", "must be an http(s) URL");
+        }
+        if g.enabled() && self.repo_config_file.is_some() {
+            return invalid(
+                "repo_config_file",
+                "PREVIEWD_REPO_CONFIG_FILE",
+                "is for running without GitHub access; with it, each repository's github.repo_config_path is read",
+            );
+        }
+        if g.resync_interval_seconds == 0 || g.request_timeout_seconds == 0 || g.repo_config_path.trim().is_empty() {
+            return invalid(
+                "github",
+                "PREVIEWD_GITHUB__*",
+                "resync_interval_seconds and request_timeout_seconds must be at least 1, repo_config_path not empty",
             );
         }
         if q.poll_interval_ms < 10 {
@@ -404,6 +539,37 @@ mod tests {
     fn missing_file_is_named() {
         let message = error(Some(Path::new("does/not/exist.toml")), &[("PREVIEWD_WEBHOOK_SECRETS", "s")]);
         assert!(message.contains("does/not/exist.toml"), "{message}");
+    }
+
+    #[test]
+    fn github_secrets_are_verbatim_and_exclusive() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("PREVIEWD_WEBHOOK_SECRETS", "s"),
+                ("PREVIEWD_GITHUB__APP_ID", "42"),
+                ("PREVIEWD_GITHUB__PRIVATE_KEY", "-----BEGIN KEY-----\n123\n-----END KEY-----"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.github.app_id, Some(42));
+        assert!(config.github.private_key.as_ref().unwrap().expose_secret().starts_with("-----BEGIN KEY-----"));
+        assert!(!format!("{config:?}").contains("123"));
+        let message = error(
+            None,
+            &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_GITHUB__APP_ID", "42"), ("PREVIEWD_GITHUB__TOKEN", "t")],
+        );
+        assert!(message.contains("not both"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_GITHUB__APP_ID", "42")]);
+        assert!(!message.contains("private key"), "the key is checked when credentials are read: {message}");
+        let config =
+            Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_GITHUB__APP_ID", "42")]))
+                .unwrap();
+        let problem = config.github.credentials().err().unwrap().to_string();
+        assert!(
+            problem.contains("private key is required") && problem.contains("PREVIEWD_GITHUB__PRIVATE_KEY"),
+            "{problem}"
+        );
     }
 
     #[test]

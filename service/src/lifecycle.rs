@@ -3,12 +3,14 @@
 //! and removes namespaces previewd owns that no environment claims (orphans).
 
 use crate::config::Config;
+use crate::github::forge::GitHubForge;
+use crate::github::report::GitHubSide;
 use crate::worker::JobError;
 use anyhow::Context as _;
 use previewd_environments::cluster::Cluster;
 use previewd_environments::model::EnvironmentState;
 use previewd_environments::policy::Policy;
-use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
+use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Forge, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
 use previewd_environments::store::{NewJob, Store};
 use previewd_environments::time::{millis, now_ms};
@@ -31,17 +33,31 @@ pub fn reconcile_job(id: i64, max_attempts: i64, run_at: Option<i64>) -> NewJob 
     NewJob { kind: RECONCILE.to_owned(), payload, max_attempts, run_at }
 }
 
-/// Builds the engine from the settings, or `None` when no policy file is configured (previewd
-/// then records deliveries and desired states but creates no environments).
-pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Result<Option<Arc<Engine>>> {
+/// Reads and checks the policy file, or `None` when none is configured (previewd then records
+/// deliveries and desired states but creates no environments).
+pub fn load_policy(config: &Config) -> anyhow::Result<Option<Policy>> {
     let Some(policy_file) = &config.policy_file else {
         tracing::warn!("no policy_file configured: deliveries are recorded, but no environments are created");
         return Ok(None);
     };
     let text = std::fs::read_to_string(policy_file)
         .with_context(|| format!("cannot read the policy file {} (setting policy_file)", policy_file.display()))?;
-    let name = policy_file.display().to_string();
-    let policy = Policy::from_yaml(&text, &name)?;
+    Ok(Some(Policy::from_yaml(&text, &policy_file.display().to_string())?))
+}
+
+/// Builds the engine from the settings and the policy. `.preview.yaml` and check results come
+/// from GitHub when `github` is given, else from the `repo_config_file` setting.
+pub async fn engine(
+    config: &Config,
+    store: Store,
+    owner: String,
+    policy: Option<Policy>,
+    github: Option<Arc<GitHubSide>>,
+) -> anyhow::Result<Option<Arc<Engine>>> {
+    let Some(policy) = policy else {
+        return Ok(None);
+    };
+    let name = config.policy_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let renderer = Renderer::load(&config.templates_dir).with_context(|| {
         format!("loading templates from {} (setting templates_dir)", config.templates_dir.display())
     })?;
@@ -53,13 +69,18 @@ pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Res
             sets.join(", ")
         );
     }
-    let Some(repo_config_file) = &config.repo_config_file else {
-        anyhow::bail!(
-            "setting repo_config_file is required with policy_file until previewd reads .preview.yaml from GitHub"
-        );
+    let forge: Arc<dyn Forge> = match (github, &config.repo_config_file) {
+        (Some(side), _) => Arc::new(GitHubForge(side)),
+        (None, Some(repo_config_file)) => {
+            let text = std::fs::read_to_string(repo_config_file)
+                .with_context(|| format!("cannot read {} (setting repo_config_file)", repo_config_file.display()))?;
+            Arc::new(FixedRepoConfig(text))
+        }
+        (None, None) => anyhow::bail!(
+            "with policy_file, previewd needs GitHub access (github.app_id or github.token_file) to read each \
+             repository's configuration, or repo_config_file to use one file for every pull request"
+        ),
     };
-    let repo_config = std::fs::read_to_string(repo_config_file)
-        .with_context(|| format!("cannot read {} (setting repo_config_file)", repo_config_file.display()))?;
     let dns = previewd_environments::dns::Dns::from_policy_and_env(&policy.dns)
         .with_context(|| format!("policy file {name}: dns"))?;
     let client = match &config.kubeconfig {
@@ -81,7 +102,7 @@ pub async fn engine(config: &Config, store: Store, owner: String) -> anyhow::Res
         cluster: Cluster::new(client),
         renderer,
         policy,
-        configs: Arc::new(FixedRepoConfig(repo_config)),
+        forge,
         dns,
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(config.engine.rollout_timeout_seconds),

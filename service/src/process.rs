@@ -1,17 +1,26 @@
 //! What queued jobs do: the handler behind every job kind.
 //!
-//! A `github_event` job runs pull request events through the engine's planner, which changes
-//! the environment's desired state in the store, and then queues a reconcile of that
-//! environment. Other events are accepted and logged; their handling (commands, installations,
-//! waiting for CI) builds on this. A `reconcile_environment` job runs the reconciler.
+//! - `github_event`: a delivery previewd acts on. Pull request events go through the policy's
+//!   trigger rules and the planner, which set the environment's desired state, and a reconcile
+//!   is queued; commands are checked against the author's permission and carried out;
+//!   installation events change which repositories previewd serves; CI results wake
+//!   environments waiting for their checks.
+//! - `reconcile_environment`: the reconciler.
+//! - `report_environment`: the environment's state shown on its pull request.
 
+use crate::github::client::GitHubError;
+use crate::github::commands::{self, Command};
 use crate::github::events::{Event, PrAction};
+use crate::github::report::{GitHubSide, ReportError};
 use crate::lifecycle::{RECONCILE, reconcile_job, run_reconcile};
 use crate::worker::{JobError, JobHandler};
-use previewd_environments::model::CloseReason;
-use previewd_environments::planner::{Plan, PrEvent, plan};
+use previewd_environments::model::{
+    CloseReason, CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, Repo,
+};
+use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::reconcile::Engine;
-use previewd_environments::store::{ClaimedJob, Store, StoreError};
+use previewd_environments::spec::{self, Commands};
+use previewd_environments::store::{ClaimedJob, REPORT_JOB, ReconcileRecord, Store, StoreError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +32,8 @@ pub struct JobRunner {
     store: Store,
     /// `None` when no policy is configured: desired states are recorded, nothing is reconciled.
     engine: Option<Arc<Engine>>,
+    /// `None` without GitHub credentials: nothing is reported or asked of GitHub.
+    github: Option<Arc<GitHubSide>>,
     max_attempts: i64,
 }
 
@@ -30,43 +41,212 @@ fn transient(error: StoreError) -> JobError {
     JobError::Transient(error.to_string())
 }
 
+fn github_failed(error: GitHubError) -> JobError {
+    match error.retry_after() {
+        Some(after) => JobError::RetryAfter(error.to_string(), after),
+        None if error.is_transient() => JobError::Transient(error.to_string()),
+        None => JobError::Permanent(error.to_string()),
+    }
+}
+
+fn report_failed(error: ReportError) -> JobError {
+    match error {
+        ReportError::GitHub(error) => github_failed(error),
+        ReportError::Store(error) => transient(error),
+        ReportError::Busy => JobError::Transient(error.to_string()),
+        // A template that renders at start but not with these values: the platform team's to fix.
+        ReportError::Texts(error) => JobError::Permanent(error.to_string()),
+    }
+}
+
+/// What started a change of a pull request's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activity {
+    /// Opened, reopened, ready for review, pushed: the TTL starts again.
+    Renewing,
+    /// Labels, draft state or description changed: the decision is revisited, the TTL kept.
+    Revisit,
+}
+
 impl JobRunner {
-    pub fn new(store: Store, engine: Option<Arc<Engine>>, max_attempts: i64) -> Self {
-        JobRunner { store, engine, max_attempts }
+    pub fn new(store: Store, engine: Option<Arc<Engine>>, github: Option<Arc<GitHubSide>>, max_attempts: i64) -> Self {
+        JobRunner { store, engine, github, max_attempts }
+    }
+
+    /// Whether the policy's allow-list lets previewd serve `repo`.
+    fn serves(&self, repo: &Repo) -> bool {
+        let allowed = self.engine.as_ref().is_none_or(|e| e.policy.allows_repository(&repo.owner, &repo.name));
+        if !allowed {
+            tracing::info!(repo = %repo.full_name(), "delivery ignored: the repository is not in the policy's `allow` list");
+        }
+        allowed
     }
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
         match event {
-            Event::PullRequest { action, pull_request, merged, .. } => {
-                let event = match action {
-                    PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview => PrEvent::Opened(pull_request),
-                    PrAction::Synchronize => PrEvent::Pushed(pull_request),
+            Event::PullRequest { action, pull_request, merged, installation, .. } => {
+                if !self.serves(&pull_request.repo) {
+                    return Ok(());
+                }
+                self.store.upsert_repository(&pull_request.repo, installation, true).await.map_err(transient)?;
+                match action {
                     PrAction::Closed => {
-                        PrEvent::Closed(pull_request, if merged { CloseReason::Merged } else { CloseReason::Closed })
+                        let reason = if merged { CloseReason::Merged } else { CloseReason::Closed };
+                        self.closed(&pull_request, reason).await
+                    }
+                    PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview | PrAction::Synchronize => {
+                        self.consider(&pull_request, Activity::Renewing).await
                     }
                     PrAction::Labeled | PrAction::Unlabeled | PrAction::ConvertedToDraft | PrAction::Edited => {
-                        tracing::info!(?action, "pull request change recorded; no environment change for it yet");
-                        return Ok(());
+                        self.consider(&pull_request, Activity::Revisit).await
                     }
-                };
-                self.apply(&event).await
+                }
             }
-            other => {
-                tracing::info!(event = ?other, "event recorded; no environment change for it yet");
-                Ok(())
+            Event::Command { repo, number, comment_id, author, body, installation } => {
+                if !self.serves(&repo) {
+                    return Ok(());
+                }
+                self.store.upsert_repository(&repo, installation, true).await.map_err(transient)?;
+                self.command(&repo, number, comment_id, &author, &body).await
             }
+            Event::Installation { action, installation, account, repositories } => {
+                self.installation(&action, installation, &account, &repositories, &[]).await
+            }
+            Event::InstallationRepositories { action, installation, added, removed } => {
+                self.installation(&action, installation, "", &added, &removed).await
+            }
+            Event::Ci { repo, head_sha, name, conclusion, .. } => self.ci(&repo, &head_sha, &name, &conclusion).await,
         }
     }
 
-    async fn apply(&self, event: &PrEvent) -> Result<(), JobError> {
-        let pr = event.pull_request();
+    async fn installation(
+        &self,
+        action: &str,
+        installation: InstallationId,
+        account: &str,
+        added: &[Repo],
+        removed: &[Repo],
+    ) -> Result<(), JobError> {
+        if matches!(action, "deleted" | "suspend") {
+            let count = self.store.deactivate_installation(installation).await.map_err(transient)?;
+            tracing::info!(%installation, account, action, repositories = count, "installation gone: its repositories are no longer served");
+            return Ok(());
+        }
+        for repo in added.iter().filter(|r| self.serves(r)) {
+            self.store.upsert_repository(repo, Some(installation), true).await.map_err(transient)?;
+        }
+        for repo in removed {
+            self.store.upsert_repository(repo, Some(installation), false).await.map_err(transient)?;
+        }
+        tracing::info!(%installation, account, action, added = added.len(), removed = removed.len(), "installation repositories updated");
+        Ok(())
+    }
+
+    /// A CI result: environments waiting on that commit are reconciled now instead of at their
+    /// next poll.
+    async fn ci(&self, repo: &Repo, head_sha: &CommitSha, name: &str, conclusion: &str) -> Result<(), JobError> {
+        let waiting = self.store.environments_in(&[EnvironmentState::Pending]).await.map_err(transient)?;
+        for env in waiting.iter().filter(|e| e.repo_id == repo.id.0 && e.head_sha == head_sha.0) {
+            tracing::info!(environment = env.id, check = name, conclusion, "CI result for a waiting environment");
+            self.queue_reconcile(env.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn queue_reconcile(&self, id: i64) -> Result<(), JobError> {
+        if self.engine.is_some() {
+            self.store.enqueue_unique_job(&reconcile_job(id, self.max_attempts, None)).await.map_err(transient)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn closed(&self, pr: &PullRequest, reason: CloseReason) -> Result<(), JobError> {
+        self.apply(pr, &PrEvent::Closed(pr.clone(), reason), &Gate::Allowed, Activity::Renewing).await.map(drop)
+    }
+
+    /// Whether the policy lets `pr` have an environment, given what commands said about it
+    /// (stored, or `granted` by the command being carried out).
+    fn gate(&self, pr: &PullRequest, current: Option<&ReconcileRecord>, granted: Commands) -> Gate {
+        let Some(engine) = &self.engine else {
+            return Gate::Allowed;
+        };
+        let policy = engine.policy.for_repository(&pr.repo.owner, &pr.repo.name);
+        let commands = Commands {
+            deploy: granted.deploy || current.is_some_and(|e| e.requested),
+            approve_fork: granted.approve_fork
+                || current.is_some_and(|e| e.approved_sha.as_deref() == Some(pr.head_sha.0.as_str())),
+        };
+        match spec::trigger_allows(&policy, pr, commands) {
+            Ok(()) => Gate::Allowed,
+            Err(reason) => Gate::Refused { reason, announce: pr.from_fork },
+        }
+    }
+
+    /// Revisits `pr`'s environment after a change of the pull request.
+    async fn consider(&self, pr: &PullRequest, activity: Activity) -> Result<(), JobError> {
+        self.consider_with(pr, activity, Commands::default()).await.map(drop)
+    }
+
+    /// [`Self::consider`] with what a command grants; the environment's id if it has one.
+    async fn consider_with(
+        &self,
+        pr: &PullRequest,
+        activity: Activity,
+        granted: Commands,
+    ) -> Result<Option<i64>, JobError> {
+        let current = self.store.reconcile_record_for(pr.repo.id, pr.number).await.map_err(transient)?;
+        let gate = self.gate(pr, current.as_ref(), granted);
+        let state = current.as_ref().map(ReconcileRecord::state).transpose().map_err(transient)?;
+        // Labels or the description changed on a live environment of the same commit: keep
+        // it, but store the labels (the keep label changes its expiry).
+        if activity == Activity::Revisit
+            && gate == Gate::Allowed
+            && let Some(env) = &current
+            && state.is_some_and(EnvironmentState::is_live)
+            && env.head_sha == pr.head_sha.0
+        {
+            let state = state.unwrap_or(EnvironmentState::Pending);
+            self.store.record_environment(pr, state, env.reason.as_deref()).await.map_err(transient)?;
+            self.queue_reconcile(env.id).await?;
+            return Ok(Some(env.id));
+        }
+        // A new environment only for a repository that configures previews.
+        if gate == Gate::Allowed
+            && !state.is_some_and(EnvironmentState::is_live)
+            && let Some(side) = &self.github
+            && self.engine.is_some()
+        {
+            let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
+            let file = side.github.repo_file(who, &pr.repo, &side.repo_config_path, &pr.head_sha).await;
+            if file.map_err(github_failed)?.is_none() {
+                tracing::info!(
+                    repo = %pr.repo.full_name(),
+                    pr = %pr.number,
+                    head_sha = %pr.head_sha,
+                    file = side.repo_config_path,
+                    "no environment: the repository has no preview configuration at the head commit"
+                );
+                return Ok(None);
+            }
+        }
+        let event = PrEvent::Pushed(pr.clone());
+        self.apply(pr, &event, &gate, activity).await
+    }
+
+    async fn apply(
+        &self,
+        pr: &PullRequest,
+        event: &PrEvent,
+        gate: &Gate,
+        activity: Activity,
+    ) -> Result<Option<i64>, JobError> {
         let current = self.store.environment(pr.repo.id, pr.number).await.map_err(transient)?;
         let current_state =
             current.as_ref().map(|env| env.state()).transpose().map_err(|e| JobError::Permanent(e.to_string()))?;
-        match plan(current_state, event) {
+        match plan(current_state, event, gate) {
             Plan::Record { state, reason } => {
                 let record = self.store.record_environment(pr, state, reason.as_deref()).await.map_err(transient)?;
-                if matches!(event, PrEvent::Opened(_) | PrEvent::Pushed(_)) {
+                if state == EnvironmentState::Pending && activity == Activity::Renewing {
                     // Activity renews the TTL; the reconcile computes the new expiry.
                     self.store.touch_environment(record.id, None).await.map_err(transient)?;
                 }
@@ -76,22 +256,178 @@ impl JobRunner {
                     head_sha = %pr.head_sha,
                     from = ?current_state,
                     to = %state,
+                    reason,
                     environment = record.id,
                     "environment desired state changed"
                 );
-                if self.engine.is_some() {
-                    self.store
-                        .enqueue_unique_job(&reconcile_job(record.id, self.max_attempts, None))
-                        .await
-                        .map_err(transient)?;
-                }
+                self.queue_reconcile(record.id).await?;
+                Ok(Some(record.id))
             }
             Plan::Nothing { why } => {
                 tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, why, "environment unchanged");
+                Ok(current.map(|c| c.id))
+            }
+        }
+    }
+
+    /// A `/preview` command: understood, allowed, then carried out; acknowledged with a
+    /// reaction and its outcome shown in the sticky comment.
+    async fn command(
+        &self,
+        repo: &Repo,
+        number: PrNumber,
+        comment_id: i64,
+        author: &str,
+        body: &str,
+    ) -> Result<(), JobError> {
+        let Some(side) = &self.github else {
+            tracing::info!(repo = %repo.full_name(), pr = %number, "command ignored: no GitHub access is configured");
+            return Ok(());
+        };
+        let Some(parsed) = commands::parse(body) else {
+            return Ok(());
+        };
+        let who = side.installation_for(repo).await.map_err(report_failed)?;
+        let command = match parsed {
+            Ok(command) => command,
+            Err(problem) => {
+                tracing::info!(repo = %repo.full_name(), pr = %number, author, problem, "malformed command");
+                let reply = side.texts.help(&problem).map_err(|e| JobError::Permanent(e.to_string()))?;
+                side.github.react(who, repo, comment_id, "confused").await.map_err(github_failed)?;
+                side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
+                return Ok(());
+            }
+        };
+        let permission = side.github.permission(who, repo, author).await.map_err(github_failed)?;
+        if permission != crate::github::api::Permission::Write {
+            tracing::info!(repo = %repo.full_name(), pr = %number, author, command = command.text(), "command refused: no write access");
+            let reply = side.texts.refused(author, &command.text()).map_err(|e| JobError::Permanent(e.to_string()))?;
+            side.github.react(who, repo, comment_id, "confused").await.map_err(github_failed)?;
+            side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
+            return Ok(());
+        }
+        tracing::info!(repo = %repo.full_name(), pr = %number, author, command = command.text(), "command accepted");
+        self.carry_out(side, repo, number, author, &command).await?;
+        side.github.react(who, repo, comment_id, "+1").await.map_err(github_failed)?;
+        Ok(())
+    }
+
+    async fn carry_out(
+        &self,
+        side: &GitHubSide,
+        repo: &Repo,
+        number: PrNumber,
+        author: &str,
+        command: &Command,
+    ) -> Result<(), JobError> {
+        let current = self.store.reconcile_record_for(repo.id, number).await.map_err(transient)?;
+        let live = current.as_ref().and_then(|e| e.state().ok()).is_some_and(EnvironmentState::is_live);
+        match command {
+            Command::Deploy | Command::Approve => {
+                let who = side.installation_for(repo).await.map_err(report_failed)?;
+                let pr = side.github.pull(who, repo, number).await.map_err(github_failed)?.to_model();
+                let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+                let (granted, note) = match command {
+                    Command::Deploy => {
+                        (Commands { deploy: true, approve_fork: false }, format!("@{author} asked for an environment"))
+                    }
+                    _ => (Commands { deploy: false, approve_fork: true }, format!("@{author} approved commit {short}")),
+                };
+                match self.consider_with(&pr, Activity::Renewing, granted).await? {
+                    Some(id) => {
+                        let approved = granted.approve_fork.then_some(&pr.head_sha);
+                        let requested = granted.deploy.then_some(true);
+                        self.store.set_command_state(id, requested, approved, Some(&note)).await.map_err(transient)?;
+                    }
+                    None => {
+                        let problem = format!(
+                            "this repository has no `{}` at commit {short}, so it has no previews",
+                            side.repo_config_path
+                        );
+                        let reply = side.texts.help(&problem).map_err(|e| JobError::Permanent(e.to_string()))?;
+                        side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
+                    }
+                }
+            }
+            Command::Redeploy => match current.filter(|_| live) {
+                Some(env) => {
+                    let pr = env.pull_request();
+                    self.store.record_environment(&pr, EnvironmentState::Pending, None).await.map_err(transient)?;
+                    self.store.touch_environment(env.id, None).await.map_err(transient)?;
+                    let note = format!("@{author} asked for a redeploy");
+                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
+                    self.queue_reconcile(env.id).await?;
+                }
+                None => {
+                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "redeploy")
+                        .await?
+                }
+            },
+            Command::Extend(by) => match (current.filter(|_| live), &self.engine) {
+                (Some(env), Some(engine)) => {
+                    let until = engine.extend(env.id, *by).await.map_err(|e| JobError::Transient(e.to_string()))?;
+                    let note = format!(
+                        "@{author} extended the environment to {}",
+                        previewd_environments::time::rfc3339(until)
+                    );
+                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
+                    // The namespace carries the expiry too.
+                    self.queue_reconcile(env.id).await?;
+                }
+                _ => {
+                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "extend")
+                        .await?
+                }
+            },
+            Command::Destroy => match current.filter(|_| live) {
+                Some(env) => {
+                    let reason = format!("destroyed by @{author} with `/preview destroy`");
+                    self.store
+                        .record_environment(&env.pull_request(), EnvironmentState::Deleting, Some(&reason))
+                        .await
+                        .map_err(transient)?;
+                    self.store.set_command_state(env.id, Some(false), None, None).await.map_err(transient)?;
+                    self.queue_reconcile(env.id).await?;
+                }
+                None => {
+                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "destroy")
+                        .await?
+                }
+            },
+            Command::Status => {
+                if let Some(env) = current {
+                    self.store.queue_report(env.id).await.map_err(transient)?;
+                }
             }
         }
         Ok(())
     }
+
+    async fn note_without_environment(&self, id: Option<i64>, author: &str, what: &str) -> Result<(), JobError> {
+        if let Some(id) = id {
+            let note = format!("@{author}: there is no live environment to {what}");
+            self.store.set_command_state(id, None, None, Some(&note)).await.map_err(transient)?;
+        }
+        Ok(())
+    }
+
+    async fn report(&self, payload: &str) -> Result<(), JobError> {
+        #[derive(serde::Deserialize)]
+        struct ReportJob {
+            environment: i64,
+        }
+        let Some(side) = &self.github else {
+            // Without GitHub access there is nobody to tell.
+            return Ok(());
+        };
+        let job: ReportJob =
+            serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad report payload: {e}")))?;
+        side.report(job.environment).await.map_err(report_failed)
+    }
+}
+
+async fn current_id(repo: &Repo, number: PrNumber, store: &Store) -> Result<Option<i64>, JobError> {
+    Ok(store.environment(repo.id, number).await.map_err(transient)?.map(|e| e.id))
 }
 
 impl JobHandler for JobRunner {
@@ -109,6 +445,7 @@ impl JobHandler for JobRunner {
                         Err(JobError::Permanent("no policy_file configured: environments are not reconciled".into()))
                     }
                 },
+                REPORT_JOB => self.report(&job.payload).await,
                 other => Err(JobError::Permanent(format!("no handler for job kind `{other}`"))),
             }
         })

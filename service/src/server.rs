@@ -2,13 +2,18 @@
 //! down in order.
 
 use crate::config::Config;
+use crate::github::client::GitHub;
+use crate::github::report::GitHubSide;
+use crate::github::resync::Resync;
 use crate::github::signature::WebhookSecrets;
+use crate::github::texts::Texts;
 use crate::http::{AppState, router};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::process::JobRunner;
 use crate::worker::{Shutdown, WorkerSettings, spawn_workers};
 use anyhow::Context;
+use previewd_environments::policy::Policy;
 use previewd_environments::store::{Store, redact_url};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +45,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let (intake, intake_writer) = Intake::start(store.clone(), jobs_queued.clone());
     let process = uuid::Uuid::new_v4().to_string();
     let max_attempts = i64::from(config.queue.max_attempts);
-    let engine = crate::lifecycle::engine(&config, store.clone(), process.clone()).await?;
+    let policy = crate::lifecycle::load_policy(&config)?;
+    let github = github_side(&config, &store, &process, policy.as_ref())?;
+    let engine = crate::lifecycle::engine(&config, store.clone(), process.clone(), policy, github.clone()).await?;
     let workers = TaskTracker::new();
+    if let Some(side) = &github {
+        let resync = Resync {
+            side: side.clone(),
+            policy: side.policy.clone(),
+            interval: Duration::from_secs(config.github.resync_interval_seconds),
+            redelivery_window: Duration::from_secs(config.github.redelivery_window_hours.saturating_mul(3600)),
+            max_attempts,
+        };
+        workers.spawn(resync.run(shutdown.stop.clone()));
+    }
     if let Some(engine) = &engine {
         workers.spawn(crate::lifecycle::run_periodic(
             engine.clone(),
@@ -54,7 +71,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         &workers,
         process,
         store.clone(),
-        Arc::new(JobRunner::new(store.clone(), engine, max_attempts)),
+        Arc::new(JobRunner::new(store.clone(), engine, github, max_attempts)),
         WorkerSettings {
             workers: config.queue.workers,
             lease: config.lease(),
@@ -102,6 +119,39 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     store.close().await;
     tracing::info!("previewd stopped");
     Ok(())
+}
+
+/// previewd's GitHub side, or `None` without credentials (nothing is reported on pull
+/// requests; `repo_config_file` stands in for the repositories' own configuration).
+fn github_side(
+    config: &Config,
+    store: &Store,
+    process: &str,
+    policy: Option<&Policy>,
+) -> anyhow::Result<Option<Arc<GitHubSide>>> {
+    let Some(credentials) = config.github.credentials()? else {
+        tracing::warn!("no GitHub credentials configured: nothing is reported on pull requests");
+        return Ok(None);
+    };
+    let texts_dir = config.templates_dir.join("github");
+    let texts = Texts::load(&texts_dir)
+        .with_context(|| format!("loading pull request texts from {} (setting templates_dir)", texts_dir.display()))?;
+    let timeout = Duration::from_secs(config.github.request_timeout_seconds);
+    let github = GitHub::new(&config.github.api_url, credentials, timeout).context("setting up GitHub access")?;
+    tracing::info!(
+        api_url = config.github.api_url,
+        mode = if github.is_app() { "app" } else { "token" },
+        "GitHub access configured"
+    );
+    Ok(Some(Arc::new(GitHubSide {
+        github: Arc::new(github),
+        texts,
+        store: store.clone(),
+        policy: policy.cloned().map(Arc::new),
+        instance: config.instance.clone(),
+        owner: process.to_owned(),
+        repo_config_path: config.github.repo_config_path.clone(),
+    })))
 }
 
 async fn wait_for_signal() {

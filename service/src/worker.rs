@@ -19,6 +19,10 @@ pub enum JobError {
     /// Worth another attempt (a service was unreachable, say).
     #[error("{0}")]
     Transient(String),
+    /// Worth another attempt, but not before this long (a rate limit's reset time): the usual
+    /// backoff applies if it is longer.
+    #[error("{0}")]
+    RetryAfter(String, Duration),
     /// Retrying cannot help (the payload cannot be understood); the job goes straight to the
     /// dead-letter state.
     #[error("{0}")]
@@ -151,6 +155,9 @@ impl Worker {
     async fn fail(&self, job: &ClaimedJob, error: &JobError) -> &'static str {
         let retry_at = match error {
             JobError::Transient(_) => Some(now_ms().saturating_add(millis(self.backoff(job.attempts)))),
+            JobError::RetryAfter(_, after) => {
+                Some(now_ms().saturating_add(millis(self.backoff(job.attempts).max(*after))))
+            }
             JobError::Permanent(_) => None,
         };
         match self.store.fail_job(job, &self.owner, &error.to_string(), retry_at).await {

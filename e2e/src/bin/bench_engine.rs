@@ -187,7 +187,7 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
         cluster: Cluster::new(previewd_client().await?),
         renderer: Renderer::load(&templates).with_context(|| format!("loading {}", templates.display()))?,
         policy,
-        configs: Arc::new(FixedRepoConfig(PREVIEW_YAML.to_owned())),
+        forge: Arc::new(FixedRepoConfig(PREVIEW_YAML.to_owned())),
         dns,
         settings: EngineSettings {
             rollout_timeout: options.timeout,

@@ -149,6 +149,19 @@ impl Store {
         .map_err(StoreError::query("reading a delivery")))
     }
 
+    /// Whether a delivery with GitHub's delivery id (`X-GitHub-Delivery`, the `guid` of the
+    /// App's delivery log) was stored, from any hook.
+    pub async fn delivery_seen(&self, delivery_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = super::with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE delivery_id = $1 LIMIT 1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("looking up a delivery"))?);
+        Ok(found.is_some())
+    }
+
     /// Number of stored deliveries, for tests and the demo.
     pub async fn count_deliveries(&self) -> Result<i64, StoreError> {
         super::with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")

@@ -2,12 +2,34 @@
 //! row (time, head SHA, reason) in the same transaction.
 
 use super::{Backend, Store, StoreError, begin_write, with_pool};
-use crate::model::{EnvironmentState, PrNumber, PullRequest, RepoId};
+use crate::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, RepoId};
 use crate::time::{Millis, now_ms};
 
-/// Appends one row to an environment's history inside transaction `$tx` (either backend).
+/// Queues a report of environment `$environment` inside transaction `$tx`, unless one is already
+/// waiting: the outbox through which every change reaches the pull request. Written in the same
+/// transaction as the change, so no change goes unreported after a crash.
+macro_rules! queue_report {
+    ($tx:ident, $environment:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
+             SELECT $1, $2, 'queued', 0, $3, $4, $4, $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state = 'queued')",
+        )
+        .bind(super::REPORT_JOB)
+        .bind(super::report_payload($environment))
+        .bind(super::REPORT_MAX_ATTEMPTS)
+        .bind($at)
+        .execute(&mut *$tx)
+        .await
+        .map_err(StoreError::query("queueing a report"))?
+    };
+}
+
+/// Appends one row to an environment's history inside transaction `$tx` (either backend), and
+/// queues a report of the change.
 macro_rules! insert_transition {
     ($tx:ident, $environment:expr, $from:expr, $to:expr, $head_sha:expr, $reason:expr, $at:expr) => {
+        queue_report!($tx, $environment, $at);
         sqlx::query(
             "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -121,12 +143,13 @@ impl Store {
                 .map_err(StoreError::query("reading an environment"))?;
                 let record: EnvironmentRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO environments (repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, \
-                        state, reason, created_at, updated_at, from_fork) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                        state, reason, created_at, updated_at, from_fork, labels, draft) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) \
                      ON CONFLICT (repo_id, pr_number) DO UPDATE SET repo_owner = excluded.repo_owner, \
                         repo_name = excluded.repo_name, head_sha = excluded.head_sha, head_branch = excluded.head_branch, \
                         author = excluded.author, state = excluded.state, reason = excluded.reason, \
-                        updated_at = excluded.updated_at, from_fork = excluded.from_fork \
+                        updated_at = excluded.updated_at, from_fork = excluded.from_fork, \
+                        labels = excluded.labels, draft = excluded.draft \
                      RETURNING {ENVIRONMENT_COLUMNS}"
                 )))
                 .bind(pr.repo.id.0)
@@ -140,6 +163,8 @@ impl Store {
                 .bind(reason)
                 .bind(now)
                 .bind(pr.from_fork)
+                .bind(serde_json::to_string(&pr.labels).unwrap_or_else(|_| "[]".to_owned()))
+                .bind(pr.draft)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::query("writing an environment"))?;
@@ -172,13 +197,24 @@ pub struct ReconcileRecord {
     pub url: Option<String>,
     pub expires_at: Option<Millis>,
     pub last_activity_at: Option<Millis>,
+    /// When the warning before the current expiry was given.
+    pub warned_at: Option<Millis>,
     pub from_fork: bool,
+    /// The pull request's labels as a JSON array of names.
+    pub labels: String,
+    pub draft: bool,
+    /// The head SHA the environment last became Ready with.
+    pub deployed_sha: Option<String>,
+    /// A fork's head SHA approved by someone with write access.
+    pub approved_sha: Option<String>,
+    /// Someone asked for the environment with `/preview deploy`.
+    pub requested: bool,
+    /// The outcome of the last command, for the pull request comment.
+    pub note: Option<String>,
 }
 
 impl ReconcileRecord {
-    /// The pull request as stored. Draft and labels are not stored: the planner has already
-    /// decided on them when the environment was recorded. Fork is, because it decides which
-    /// secrets the environment may receive.
+    /// The pull request as last recorded.
     pub fn pull_request(&self) -> PullRequest {
         PullRequest {
             repo: crate::model::Repo {
@@ -191,9 +227,14 @@ impl ReconcileRecord {
             head_branch: self.head_branch.clone(),
             author: self.author.clone(),
             from_fork: self.from_fork,
-            draft: false,
-            labels: vec![],
+            draft: self.draft,
+            labels: serde_json::from_str(&self.labels).unwrap_or_default(),
         }
+    }
+
+    /// Whether the fork's current head SHA was approved.
+    pub fn approved(&self) -> bool {
+        self.approved_sha.as_deref() == Some(self.head_sha.as_str())
     }
 
     pub fn state(&self) -> Result<EnvironmentState, StoreError> {
@@ -203,7 +244,8 @@ impl ReconcileRecord {
 }
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
-     reason, name, url, expires_at, last_activity_at, from_fork";
+     reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
+     note";
 
 impl Store {
     /// Takes the environment's reconcile lease for `owner`, if nobody else holds a live one.
@@ -261,6 +303,74 @@ impl Store {
         .map_err(StoreError::query("listing environments by state")))
     }
 
+    /// The environment of a pull request as the reconciler sees it.
+    pub async fn reconcile_record_for(
+        &self,
+        repo: RepoId,
+        pr: PrNumber,
+    ) -> Result<Option<ReconcileRecord>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE repo_id = $1 AND pr_number = $2"
+        )))
+        .bind(repo.0)
+        .bind(pr.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading an environment")))
+    }
+
+    /// Sets what commands decided about an environment (`None` leaves a field as it is) and
+    /// reports it on the pull request.
+    pub async fn set_command_state(
+        &self,
+        id: i64,
+        requested: Option<bool>,
+        approved_sha: Option<&CommitSha>,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        macro_rules! run {
+            ($kind:tt $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool, "recording a command")?;
+                sqlx::query(
+                    "UPDATE environments SET requested = COALESCE($1, requested), \
+                     approved_sha = COALESCE($2, approved_sha), note = COALESCE($3, note) WHERE id = $4",
+                )
+                .bind(requested)
+                .bind(approved_sha.map(|s| s.0.as_str()))
+                .bind(note)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("recording a command"))?;
+                queue_report!(tx, id, now);
+                tx.commit().await.map_err(StoreError::query("committing a command"))?;
+                Ok(())
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => run!(sqlite pool),
+            Backend::Postgres(pool) => run!(postgres pool),
+        }
+    }
+
+    /// Queues a report of environment `id` (a status request, a resync).
+    pub async fn queue_report(&self, id: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        macro_rules! run {
+            ($kind:tt $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool, "queueing a report")?;
+                queue_report!(tx, id, now);
+                tx.commit().await.map_err(StoreError::query("queueing a report"))?;
+                Ok(())
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => run!(sqlite pool),
+            Backend::Postgres(pool) => run!(postgres pool),
+        }
+    }
+
     /// Live environments (holding cluster resources) other than `except`: (owner, repo id) of each.
     pub async fn live_environments(&self, except: i64) -> Result<Vec<(String, i64)>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(
@@ -300,7 +410,8 @@ impl Store {
                 let Some((from,)) = before else { return Ok(false) };
                 sqlx::query(
                     "UPDATE environments SET state = $1, reason = $2, name = COALESCE($3, name), url = $4, \
-                     expires_at = COALESCE($5, expires_at), updated_at = $6 WHERE id = $7",
+                     expires_at = COALESCE($5, expires_at), updated_at = $6, \
+                     deployed_sha = CASE WHEN $1 = 'Ready' THEN head_sha ELSE deployed_sha END WHERE id = $7",
                 )
                 .bind(to.as_str())
                 .bind(reason)
@@ -314,6 +425,8 @@ impl Store {
                 .map_err(StoreError::query("changing an environment's state"))?;
                 if from != to.as_str() || reason.is_some() {
                     insert_transition!(tx, id, Some(&from), to, head_sha, reason, now);
+                } else {
+                    queue_report!(tx, id, now);
                 }
                 tx.commit().await.map_err(StoreError::query("committing an environment transition"))?;
                 Ok(true)
@@ -341,24 +454,41 @@ impl Store {
 
     /// Sets a new expiry (an extension); a new warning is due before it.
     pub async fn set_expiry(&self, id: i64, expires_at: Millis) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE environments SET expires_at = $1, warned_at = NULL WHERE id = $2")
-            .bind(expires_at)
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(drop)
-            .map_err(StoreError::query("extending an environment")))
+        self.update_and_report(
+            id,
+            "UPDATE environments SET expires_at = $1, warned_at = NULL WHERE id = $2",
+            expires_at,
+        )
+        .await
     }
 
-    /// Records that the expiry warning for the current expiry was emitted.
+    /// Records that the expiry warning for the current expiry was given.
     pub async fn mark_warned(&self, id: i64) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE environments SET warned_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(drop)
-            .map_err(StoreError::query("recording an expiry warning")))
+        self.update_and_report(id, "UPDATE environments SET warned_at = $1 WHERE id = $2", now_ms()).await
+    }
+
+    /// Runs `sql` (binding `value` as `$1` and the id as `$2`) and queues a report of the
+    /// environment in the same transaction.
+    async fn update_and_report(&self, id: i64, sql: &'static str, value: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        macro_rules! run {
+            ($kind:tt $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool, "updating an environment")?;
+                sqlx::query(sql)
+                    .bind(value)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("updating an environment"))?;
+                queue_report!(tx, id, now);
+                tx.commit().await.map_err(StoreError::query("updating an environment"))?;
+                Ok(())
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => run!(sqlite pool),
+            Backend::Postgres(pool) => run!(postgres pool),
+        }
     }
 
     /// Live environments whose expiry is before `at` and that were not warned yet.

@@ -10,10 +10,29 @@
 mod deliveries;
 mod environments;
 mod jobs;
+mod reports;
+mod repositories;
 
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
+pub use reports::{ReportRecord, ReportedObject};
+pub use repositories::RepositoryRecord;
+
+/// Job kind queued, in the same transaction, with every change of an environment: the outbox
+/// through which changes reach the pull request. The service reports the environment's state
+/// when it runs one (or completes it at once when no GitHub access is configured).
+pub const REPORT_JOB: &str = "report_environment";
+
+/// Attempts of a report job. Reports wait out GitHub outages: with the queue's backoff capped
+/// at ten minutes, this covers most of a day.
+pub const REPORT_MAX_ATTEMPTS: i64 = 150;
+
+/// The payload of the report job of environment `id`. The same text for the same environment,
+/// so that a waiting report absorbs the next change instead of adding a job.
+pub fn report_payload(id: i64) -> String {
+    format!("{{\"environment\":{id}}}")
+}
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};

@@ -33,14 +33,14 @@ pub enum Event {
         action: String,
         installation: InstallationId,
         account: String,
-        /// `owner/name` of the repositories the delivery lists, if any.
-        repositories: Vec<String>,
+        /// The repositories the delivery lists, if any.
+        repositories: Vec<Repo>,
     },
     InstallationRepositories {
         action: String,
         installation: InstallationId,
-        added: Vec<String>,
-        removed: Vec<String>,
+        added: Vec<Repo>,
+        removed: Vec<Repo>,
     },
     /// A finished CI signal for a commit (`check_suite`, `check_run`, `workflow_run`, `status`),
     /// used to wait until the pull request's image is built.
@@ -134,7 +134,8 @@ pub fn classify(event: &str, body: &[u8]) -> Result<Classified, PayloadError> {
         "issue_comment" => Ok(issue_comment(parse(event, body)?)),
         "installation" => {
             let p: wire::InstallationEvent = parse(event, body)?;
-            let repositories = p.repositories.unwrap_or_default().into_iter().map(|r| r.full_name).collect();
+            let repositories =
+                p.repositories.unwrap_or_default().into_iter().filter_map(wire::RepoName::repo).collect();
             Ok(Classified::Act {
                 action: Some(p.action.clone()),
                 event: Box::new(Event::Installation {
@@ -147,7 +148,7 @@ pub fn classify(event: &str, body: &[u8]) -> Result<Classified, PayloadError> {
         }
         "installation_repositories" => {
             let p: wire::InstallationRepositoriesEvent = parse(event, body)?;
-            let names = |repos: Vec<wire::RepoName>| repos.into_iter().map(|r| r.full_name).collect();
+            let names = |repos: Vec<wire::RepoName>| repos.into_iter().filter_map(wire::RepoName::repo).collect();
             Ok(Classified::Act {
                 action: Some(p.action.clone()),
                 event: Box::new(Event::InstallationRepositories {
@@ -334,7 +335,16 @@ mod wire {
 
     #[derive(Deserialize)]
     pub struct RepoName {
+        pub id: i64,
         pub full_name: String,
+    }
+
+    impl RepoName {
+        /// `None` for a malformed `full_name` (GitHub always sends `owner/name`).
+        pub fn repo(self) -> Option<super::Repo> {
+            let (owner, name) = self.full_name.split_once('/')?;
+            Some(super::Repo { id: super::RepoId(self.id), owner: owner.to_owned(), name: name.to_owned() })
+        }
     }
 
     #[derive(Deserialize)]

@@ -1,0 +1,124 @@
+//! What previewd has said on GitHub about each environment: the sticky comment, and the
+//! deployment and check run of the head SHA. Reports compare against it to edit instead of
+//! duplicating and to skip calls that would change nothing.
+
+use super::{Store, StoreError, with_pool};
+use crate::time::{millis, now_ms};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReportRecord {
+    pub comment_id: Option<i64>,
+    /// SHA-256 of the comment's last text.
+    pub comment_digest: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub deployment_sha: Option<String>,
+    pub deployment_state: Option<String>,
+    pub check_run_id: Option<i64>,
+    pub check_run_sha: Option<String>,
+    pub check_run_state: Option<String>,
+}
+
+/// A deployment or check run: its id, the head SHA it belongs to and the last state sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedObject {
+    Deployment,
+    CheckRun,
+}
+
+impl Store {
+    /// The report state of environment `id` (empty if nothing was reported yet).
+    pub async fn report_record(&self, id: i64) -> Result<ReportRecord, StoreError> {
+        let row: Option<ReportRecord> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT comment_id, comment_digest, deployment_id, deployment_sha, deployment_state, \
+             check_run_id, check_run_sha, check_run_state FROM github_reports WHERE environment_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading a report"))?);
+        Ok(row.unwrap_or_default())
+    }
+
+    /// Takes the report lease of environment `id` for `owner` unless another live one holds it.
+    pub async fn lock_report(&self, id: i64, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(millis(lease));
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO github_reports (environment_id) VALUES ($1) ON CONFLICT (environment_id) DO NOTHING",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("preparing a report"))?);
+        let taken = with_pool!(self, pool => sqlx::query(
+            "UPDATE github_reports SET lock_owner = $1, lock_until = $2 \
+             WHERE environment_id = $3 AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(StoreError::query("locking a report"))?
+        .rows_affected());
+        Ok(taken == 1)
+    }
+
+    pub async fn unlock_report(&self, id: i64, owner: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE github_reports SET lock_owner = NULL, lock_until = NULL WHERE environment_id = $1 AND lock_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("unlocking a report")))
+    }
+
+    pub async fn save_comment(&self, id: i64, comment_id: i64, digest: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE github_reports SET comment_id = $1, comment_digest = $2 WHERE environment_id = $3",
+        )
+        .bind(comment_id)
+        .bind(digest)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("recording a comment")))
+    }
+
+    /// Records the deployment or check run `object_id` of `sha` and the state last sent for it.
+    pub async fn save_reported(
+        &self,
+        id: i64,
+        what: ReportedObject,
+        object_id: i64,
+        sha: &str,
+        state: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sql = match what {
+            ReportedObject::Deployment => {
+                "UPDATE github_reports SET deployment_id = $1, deployment_sha = $2, deployment_state = $3 \
+                 WHERE environment_id = $4"
+            }
+            ReportedObject::CheckRun => {
+                "UPDATE github_reports SET check_run_id = $1, check_run_sha = $2, check_run_state = $3 \
+                 WHERE environment_id = $4"
+            }
+        };
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(object_id)
+            .bind(sha)
+            .bind(state)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("recording a deployment or check run")))
+    }
+}
