@@ -204,6 +204,83 @@ previewd_e2e::each_backend! {
         assert_eq!(history[2].reason.as_deref(), Some("pull request merged"));
         assert_eq!(store.environments().await.unwrap().len(), 1);
     }
+
+    async fn every_change_queues_one_report_in_the_same_transaction(db) {
+        let store = store(&db.url).await;
+        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        // Further changes while a report waits are absorbed by it.
+        store.transition(env.id, &"a".repeat(40), EnvironmentState::Provisioning, None, Some("n"), None, None).await.unwrap();
+        store.mark_warned(env.id).await.unwrap();
+        store.set_expiry(env.id, now_ms() + 1000).await.unwrap();
+        let reports = |jobs: Vec<previewd_environments::store::ClaimedJob>| {
+            jobs.into_iter().filter(|j| j.kind == previewd_environments::store::REPORT_JOB).collect::<Vec<_>>()
+        };
+        let claimed = reports(store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap());
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].payload, previewd_environments::store::report_payload(env.id));
+        // A change while the report runs queues the next one.
+        store.transition(env.id, &"a".repeat(40), EnvironmentState::Ready, None, None, Some("https://x"), None).await.unwrap();
+        let next = reports(store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap());
+        assert_eq!(next.len(), 1);
+    }
+
+    async fn labels_draft_and_command_state_round_trip(db) {
+        let store = store(&db.url).await;
+        let mut labelled = pr('a');
+        labelled.labels = vec!["preview:keep".into(), "bug".into()];
+        labelled.draft = true;
+        let env = store.record_environment(&labelled, EnvironmentState::Pending, None).await.unwrap();
+        let sha = CommitSha("a".repeat(40));
+        store.set_command_state(env.id, Some(true), Some(&sha), Some("@dev approved")).await.unwrap();
+        let record = store.reconcile_record(env.id).await.unwrap().unwrap();
+        assert_eq!(record.pull_request(), labelled);
+        assert!(record.requested && record.approved());
+        assert_eq!(record.note.as_deref(), Some("@dev approved"));
+        // A later push is not approved; the deployed SHA is the one that became Ready.
+        store.transition(env.id, &sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
+        store.transition(env.id, &sha.0, EnvironmentState::Ready, None, None, Some("https://x"), None).await.unwrap();
+        store.record_environment(&pr('b'), EnvironmentState::Pending, None).await.unwrap();
+        let record = store.reconcile_record_for(RepoId(42), PrNumber(7)).await.unwrap().unwrap();
+        assert!(!record.approved());
+        assert_eq!(record.deployed_sha.as_deref(), Some(sha.0.as_str()));
+    }
+
+    async fn repositories_follow_their_installation(db) {
+        use previewd_environments::model::InstallationId;
+        let store = store(&db.url).await;
+        let repo = Repo { id: RepoId(42), owner: "octo".into(), name: "app".into() };
+        let other = Repo { id: RepoId(43), owner: "octo".into(), name: "site".into() };
+        store.upsert_repository(&repo, Some(InstallationId(9)), true).await.unwrap();
+        store.upsert_repository(&other, Some(InstallationId(9)), true).await.unwrap();
+        // A delivery without an installation keeps the one recorded; a rename keeps the row.
+        let renamed = Repo { name: "app2".into(), ..repo.clone() };
+        store.upsert_repository(&renamed, None, true).await.unwrap();
+        let row = store.repository(RepoId(42)).await.unwrap().unwrap();
+        assert_eq!((row.name.as_str(), row.installation()), ("app2", Some(InstallationId(9))));
+        store.set_pulls_etag(RepoId(42), Some("W/\"1\"")).await.unwrap();
+        assert_eq!(store.repository(RepoId(42)).await.unwrap().unwrap().pulls_etag.as_deref(), Some("W/\"1\""));
+        assert_eq!(store.active_repositories().await.unwrap().len(), 2);
+        assert_eq!(store.deactivate_installation(InstallationId(9)).await.unwrap(), 2);
+        assert!(store.active_repositories().await.unwrap().is_empty());
+    }
+
+    async fn one_report_of_an_environment_runs_at_a_time(db) {
+        use previewd_environments::store::ReportedObject;
+        let store = store(&db.url).await;
+        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        assert!(store.lock_report(env.id, "one", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.lock_report(env.id, "two", Duration::from_secs(60)).await.unwrap());
+        store.save_comment(env.id, 5, "digest").await.unwrap();
+        store.save_reported(env.id, ReportedObject::Deployment, 6, &"a".repeat(40), Some("queued")).await.unwrap();
+        store.save_reported(env.id, ReportedObject::CheckRun, 7, &"a".repeat(40), None).await.unwrap();
+        store.unlock_report(env.id, "one").await.unwrap();
+        assert!(store.lock_report(env.id, "two", Duration::from_secs(60)).await.unwrap());
+        let record = store.report_record(env.id).await.unwrap();
+        assert_eq!((record.comment_id, record.comment_digest.as_deref()), (Some(5), Some("digest")));
+        assert_eq!((record.deployment_id, record.deployment_state.as_deref()), (Some(6), Some("queued")));
+        assert_eq!((record.check_run_id, record.check_run_state), (Some(7), None));
+        assert!(store.delivery_seen("nope").await.is_ok_and(|seen| !seen));
+    }
 }
 
 async fn job_retry_at(store: &Store, id: i64) -> i64 {
