@@ -9,3 +9,4 @@ pub mod database;
 pub mod dns;
 pub mod fixtures;
 pub mod github;
+pub mod standin;

@@ -406,7 +406,7 @@ impl GitHub {
 
     /// Asks GitHub to send delivery `id` again.
     pub async fn redeliver(&self, id: i64) -> Result<(), GitHubError> {
-        self.post(As::App, &format!("/app/hook/deliveries/{id}/attempts"), &json!({})).await.map(drop)
+        self.post_empty(As::App, &format!("/app/hook/deliveries/{id}/attempts")).await.map(drop)
     }
 }
 

@@ -110,10 +110,11 @@ pub enum As {
 
 /// The GitHub client. Cheap to share behind an `Arc`.
 pub struct GitHub {
-    root: Octocrab,
+    root: Arc<Octocrab>,
     app: bool,
-    /// One client per installation: each caches its own installation token.
-    installations: Mutex<HashMap<i64, Octocrab>>,
+    /// One client per installation: each caches its own installation token. Shared, never
+    /// cloned: a cloned octocrab client copies the token cache instead of sharing it.
+    installations: Mutex<HashMap<i64, Arc<Octocrab>>>,
     /// Content-creating calls of one installation go one at a time (GitHub's secondary limits
     /// punish concurrent mutations).
     serial: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
@@ -144,7 +145,7 @@ impl GitHub {
         };
         let root = builder.build().map_err(|e| bad_url(e.to_string()))?;
         Ok(GitHub {
-            root,
+            root: Arc::new(root),
             app,
             installations: Mutex::new(HashMap::new()),
             serial: Mutex::new(HashMap::new()),
@@ -157,7 +158,7 @@ impl GitHub {
         self.app
     }
 
-    fn client(&self, who: As) -> Result<Octocrab, GitHubError> {
+    fn client(&self, who: As) -> Result<Arc<Octocrab>, GitHubError> {
         match (who, self.app) {
             (_, false) | (As::App, true) => Ok(self.root.clone()),
             (As::Installation(None), true) => Err(GitHubError::NoInstallation("this repository".to_owned())),
@@ -170,6 +171,7 @@ impl GitHub {
                     self.root.installation(octocrab::models::InstallationId(id.0.unsigned_abs())).map_err(|e| {
                         GitHubError::Transport { call: format!("installation {id}"), message: e.to_string() }
                     })?;
+                let client = Arc::new(client);
                 clients.insert(id.0, client.clone());
                 Ok(client)
             }
@@ -188,6 +190,11 @@ impl GitHub {
 
     pub async fn post(&self, who: As, path: &str, body: &serde_json::Value) -> Result<Reply, GitHubError> {
         self.send(who, Method::POST, path, Some(body), None).await
+    }
+
+    /// A POST without a body (GitHub refuses bodies where its API defines none).
+    pub async fn post_empty(&self, who: As, path: &str) -> Result<Reply, GitHubError> {
+        self.send(who, Method::POST, path, None, None).await
     }
 
     pub async fn patch(&self, who: As, path: &str, body: &serde_json::Value) -> Result<Reply, GitHubError> {

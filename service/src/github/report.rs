@@ -76,11 +76,14 @@ impl GitHubSide {
 
     /// Makes the pull request show environment `id` as it is now.
     pub async fn report(&self, id: i64) -> Result<(), ReportError> {
-        if !self.store.lock_report(id, &self.owner, Duration::from_secs(300)).await? {
+        // The holder is this attempt, not this process: two workers of one process must not
+        // report the same environment at once either.
+        let holder = format!("{}/{}", self.owner, uuid::Uuid::new_v4().simple());
+        if !self.store.lock_report(id, &holder, Duration::from_secs(300)).await? {
             return Err(ReportError::Busy);
         }
         let result = self.report_locked(id).await;
-        if let Err(error) = self.store.unlock_report(id, &self.owner).await {
+        if let Err(error) = self.store.unlock_report(id, &holder).await {
             tracing::warn!(error = %error, environment = id, "could not release the report lease; it expires by itself");
         }
         result

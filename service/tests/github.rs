@@ -1,0 +1,571 @@
+//! previewd and GitHub: deliveries sent by the GitHub stand-in (GitHub's published example
+//! payloads, adjusted and signed), environments in the real cluster, and what previewd says on
+//! the pull request through the stand-in, whose every request is checked against GitHub's
+//! OpenAPI description.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{SECRET, TestServer, config, eventually};
+use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
+use previewd_e2e::database::{Backend, TestDatabase, fresh};
+use previewd_e2e::fixtures::example;
+use previewd_e2e::standin::GitHubStandIn;
+use previewd_environments::model::{PrNumber, RepoId};
+use previewd_environments::store::ReconcileRecord;
+use serde_json::{Value, json};
+use std::path::Path;
+
+const INSTALLATION: i64 = 77;
+const OWNER: &str = "acme";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures").join(name)).unwrap()
+}
+
+fn sha(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+/// A `.preview.yaml` the cluster can run without platform secrets.
+fn preview_yaml() -> String {
+    fixture("preview.yaml").replace("secrets: [db-readonly]", "secrets: []")
+}
+
+struct World {
+    github: GitHubStandIn,
+    server: TestServer,
+    repo_id: i64,
+    repo: String,
+    namespaces: Vec<TestNamespace>,
+    _dir: tempfile::TempDir,
+}
+
+struct Options<'a> {
+    /// Repository name; policy overrides exist for `labelled` and `forks-welcome`.
+    repo: &'a str,
+    /// Extra policy YAML appended to the fixture policy.
+    policy_extra: &'a str,
+    resync_seconds: &'a str,
+    /// A personal access token instead of the App.
+    token: bool,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { repo: "app", policy_extra: "", resync_seconds: "3600", token: false }
+    }
+}
+
+async fn world(db: &TestDatabase, options: Options<'_>) -> World {
+    let github = GitHubStandIn::start().await.unwrap();
+    let app = github.app().await.unwrap();
+    let (_, least_privilege) = kubeconfig_paths().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = fixture("policy.yaml").replace("previewd-platform-secrets", SOURCE_NAMESPACE) + options.policy_extra;
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let key_file = dir.path().join("app.pem");
+    std::fs::write(&key_file, &app.private_key_pem).unwrap();
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").display().to_string();
+    let instance = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let app_id = app.app_id.to_string();
+    let mut env = vec![
+        ("PREVIEWD_POLICY_FILE", policy_file.to_str().unwrap().to_owned()),
+        ("PREVIEWD_TEMPLATES_DIR", templates),
+        ("PREVIEWD_KUBECONFIG", least_privilege.to_str().unwrap().to_owned()),
+        ("PREVIEWD_INSTANCE", instance),
+        ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
+        ("PREVIEWD_GITHUB__RESYNC_INTERVAL_SECONDS", options.resync_seconds.to_owned()),
+        ("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", "2".to_owned()),
+    ];
+    if options.token {
+        env.push(("PREVIEWD_GITHUB__TOKEN", "ghp_test_token".to_owned()));
+    } else {
+        env.push(("PREVIEWD_GITHUB__APP_ID", app_id));
+        env.push(("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", key_file.to_str().unwrap().to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start_with(config(db, &env)).await;
+    github
+        .configure(json!({
+            "webhook_url": format!("{}/webhooks/github", server.base),
+            "webhook_secret": SECRET,
+            "pats": [{"token": "ghp_test_token", "login": "preview-bot"}],
+        }))
+        .await
+        .unwrap();
+    // A repository id of its own, so parallel tests never share a namespace.
+    let repo_id = 3_000_000
+        + i64::from(u16::from_be_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]));
+    github.add_repo(repo_id, OWNER, options.repo, Some(INSTALLATION)).await.unwrap();
+    github.set_permission(OWNER, options.repo, "writer", "write").await.unwrap();
+    github.set_permission(OWNER, options.repo, "reader", "read").await.unwrap();
+    World { github, server, repo_id, repo: options.repo.to_owned(), namespaces: Vec::new(), _dir: dir }
+}
+
+impl World {
+    /// A `pull_request` delivery built from GitHub's published example.
+    fn pull_request(&self, action: &str, number: i64, head: &str, extra: Value) -> Value {
+        let mut p = example("pull_request", "opened").unwrap();
+        p["action"] = action.into();
+        p["number"] = number.into();
+        let repository = json!({
+            "id": self.repo_id, "name": self.repo, "full_name": format!("{OWNER}/{}", self.repo),
+        });
+        for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
+            let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
+            for (k, v) in repository.as_object().unwrap() {
+                target[k] = v.clone();
+            }
+            target["owner"]["login"] = OWNER.into();
+        }
+        p["pull_request"]["number"] = number.into();
+        p["pull_request"]["head"]["sha"] = head.into();
+        p["pull_request"]["head"]["ref"] = format!("feature-{number}").into();
+        p["pull_request"]["user"]["login"] = "dev".into();
+        p["pull_request"]["draft"] = false.into();
+        p["pull_request"]["labels"] = json!([]);
+        p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc="});
+        if let Some(pull) = extra.get("pull_request").and_then(Value::as_object) {
+            for (k, v) in pull {
+                p["pull_request"][k] = v.clone();
+            }
+        }
+        p
+    }
+
+    /// Opens pull request `number` at `head` (on the stand-in and by delivery).
+    async fn open(&mut self, number: i64, head: &str, with_config: bool) {
+        if with_config {
+            self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        }
+        self.github
+            .open_pull(json!({"owner": OWNER, "repo": self.repo, "number": number, "head_sha": head, "user": "dev"}))
+            .await
+            .unwrap();
+        let delivered =
+            self.github.deliver("pull_request", &self.pull_request("opened", number, head, json!({}))).await.unwrap();
+        assert_eq!(delivered.status_code, 202, "{delivered:?}");
+    }
+
+    async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
+        self.server.store.reconcile_record_for(RepoId(self.repo_id), PrNumber(number)).await.unwrap()
+    }
+
+    /// Waits until pull request `number`'s environment is in `state` (failing on `Failed` unless asked).
+    async fn wait_state(&mut self, number: i64, state: &str) -> ReconcileRecord {
+        let env = eventually(&format!("the environment of #{number} is {state}"), || async {
+            let env = self.environment(number).await?;
+            if state != "Failed" {
+                assert_ne!(env.state, "Failed", "{:?}", env.reason);
+            }
+            (env.state == state).then_some(env)
+        })
+        .await;
+        if let Some(name) = &env.name
+            && !self.namespaces.iter().any(|n| n.name() == name)
+        {
+            self.namespaces.push(TestNamespace::adopt(name).await.unwrap());
+        }
+        env
+    }
+
+    /// previewd's comments on pull request `number`.
+    async fn bot_comments(&self, number: i64) -> Vec<Value> {
+        let comments = self.github.comments(number).await.unwrap();
+        comments
+            .into_iter()
+            .filter(|c| c["user"].as_str().is_some_and(|u| u.ends_with("[bot]") || u == "preview-bot"))
+            .collect()
+    }
+
+    /// Waits until previewd's one comment on `number` contains `text`; returns it.
+    async fn comment_saying(&self, number: i64, text: &str) -> Value {
+        eventually(&format!("the comment on #{number} says {text:?}"), || async {
+            let comments = self.bot_comments(number).await;
+            assert!(comments.len() <= 1, "more than one sticky comment: {comments:#?}");
+            comments.into_iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(text)))
+        })
+        .await
+    }
+
+    /// Deployment statuses of `sha`, in order.
+    async fn deployment_states(&self, sha: &str) -> Vec<String> {
+        let deployments = self.github.deployments().await.unwrap();
+        let mine: Vec<&Value> = deployments.iter().filter(|d| d["sha"] == sha).collect();
+        assert!(mine.len() <= 1, "more than one deployment of {sha}: {mine:#?}");
+        mine.first()
+            .map(|d| {
+                d["statuses"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap().to_owned()).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn finish(self) {
+        self.github.assert_no_violations().await.unwrap();
+        self.server.stop().await;
+    }
+}
+
+previewd_e2e::each_backend! {
+    async fn the_pull_request_shows_its_environment_from_opening_to_merge(db) {
+        let mut w = world(&db, Options::default()).await;
+        w.open(1, &sha('a'), true).await;
+        let ready = w.wait_state(1, "Ready").await;
+        let url = ready.url.clone().unwrap();
+        let comment = w.comment_saying(1, &url).await;
+        let body = comment["body"].as_str().unwrap();
+        assert!(body.contains("aaaaaaa") && body.contains("Expires") && body.contains("/preview extend 2h"), "{body}");
+        eventually("the deployment is successful", || async {
+            let states = w.deployment_states(&sha('a')).await;
+            (states.last().map(String::as_str) == Some("success")).then_some(())
+        })
+        .await;
+        let state = w.github.state().await.unwrap();
+        let deployment = state["deployments"].as_array().unwrap().iter().find(|d| d["sha"] == sha('a')).unwrap().clone();
+        assert_eq!(deployment["environment"], "preview/pr-1");
+        assert_eq!(deployment["transient_environment"], true);
+        assert_eq!(deployment["production_environment"], false);
+        assert_eq!(deployment["statuses"].as_array().unwrap().last().unwrap()["environment_url"], url.as_str());
+        let run = eventually("the check run succeeded", || async {
+            let state = w.github.state().await.ok()?;
+            state["check_runs"].as_array()?.iter().find(|r| r["head_sha"] == sha('a') && r["conclusion"] == "success").cloned()
+        })
+        .await;
+        assert_eq!(run["name"], "preview/pr-1");
+        assert!(run["output"]["summary"].as_str().unwrap().contains(&url));
+
+        // A push: the same comment is edited to the new commit, a new deployment is made.
+        w.github.put_file(OWNER, &w.repo, &sha('b'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        w.github.update_pull(OWNER, &w.repo, 1, json!({"head_sha": sha('b')})).await.unwrap();
+        let pushed = w.pull_request("synchronize", 1, &sha('b'), json!({}));
+        assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+        eventually("the new commit is deployed", || async {
+            let env = w.environment(1).await?;
+            (env.state == "Ready" && env.deployed_sha.as_deref() == Some(sha('b').as_str())).then_some(())
+        })
+        .await;
+        w.comment_saying(1, "bbbbbbb").await;
+        eventually("the new deployment is successful", || async {
+            (w.deployment_states(&sha('b')).await.last().map(String::as_str) == Some("success")).then_some(())
+        })
+        .await;
+
+        // Merged: torn down, the deployment inactive, the comment says why.
+        w.github.update_pull(OWNER, &w.repo, 1, json!({"state": "closed", "merged": true})).await.unwrap();
+        let mut closed = w.pull_request("closed", 1, &sha('b'), json!({"pull_request": {"merged": true, "state": "closed"}}));
+        closed["pull_request"]["merged"] = true.into();
+        assert_eq!(w.github.deliver("pull_request", &closed).await.unwrap().status_code, 202);
+        w.wait_state(1, "Deleted").await;
+        w.comment_saying(1, "pull request merged").await;
+        eventually("the deployment is inactive", || async {
+            (w.deployment_states(&sha('b')).await.last().map(String::as_str) == Some("inactive")).then_some(())
+        })
+        .await;
+        assert_eq!(w.bot_comments(1).await.len(), 1, "one sticky comment, edited in place");
+        // One installation token served every call.
+        let state = w.github.state().await.unwrap();
+        assert_eq!(state["tokens_issued"][INSTALLATION.to_string()], 1, "{}", state["tokens_issued"]);
+        w.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_repository_without_preview_configuration_gets_nothing_and_no_comment() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    w.open(2, &sha('c'), false).await;
+    // The delivery's job finishes without creating anything.
+    eventually("the delivery is processed", || async {
+        let requests = w.github.requests().await.ok()?;
+        requests.iter().any(|r| r["path"].as_str().is_some_and(|p| p.contains("/contents/.preview.yaml"))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(w.environment(2).await.is_none());
+    assert!(w.bot_comments(2).await.is_empty());
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_fails_the_environment_with_the_message_on_the_pull_request() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    w.github
+        .put_file(OWNER, &w.repo, &sha('d'), ".preview.yaml", Some("image: registry.preview.test/a:1\nport: 99999\n"))
+        .await
+        .unwrap();
+    w.open(3, &sha('d'), false).await;
+    let failed = w.wait_state(3, "Failed").await;
+    let reason = failed.reason.unwrap();
+    assert!(reason.contains("port"), "{reason}");
+    let comment = w.comment_saying(3, "failed").await;
+    assert!(comment["body"].as_str().unwrap().contains("port"));
+    eventually("the deployment failed", || async {
+        (w.deployment_states(&sha('d')).await.last().map(String::as_str) == Some("failure")).then_some(())
+    })
+    .await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn commands_need_write_access_and_unknown_ones_get_help() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    w.open(4, &sha('e'), true).await;
+    let ready = w.wait_state(4, "Ready").await;
+    let before = ready.expires_at.unwrap();
+
+    // A writer extends the environment.
+    let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", "/preview extend 2h").await.unwrap();
+    let payload = issue_comment(&w, 4, comment, "writer", "/preview extend 2h");
+    assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
+    let extended = eventually("the expiry moved", || async {
+        let env = w.environment(4).await?;
+        (env.expires_at? >= before + 2 * 3_600_000 - 5_000).then_some(env)
+    })
+    .await;
+    assert!(extended.note.unwrap().contains("@writer extended"));
+    w.comment_saying(4, "@writer extended").await;
+    eventually("the command got a reaction", || async {
+        let state = w.github.state().await.ok()?;
+        state["reactions"].as_array()?.iter().any(|r| r["comment_id"] == comment && r["content"] == "+1").then_some(())
+    })
+    .await;
+
+    // A reader cannot destroy it, and is told so.
+    let comment = w.github.comment_as(OWNER, &w.repo, 4, "reader", "/preview destroy").await.unwrap();
+    let payload = issue_comment(&w, 4, comment, "reader", "/preview destroy");
+    assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
+    eventually("the reader is told", || async {
+        let comments = w.github.comments(4).await.ok()?;
+        comments
+            .iter()
+            .any(|c| c["body"].as_str().is_some_and(|b| b.contains("@reader") && b.contains("write access")))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(w.environment(4).await.unwrap().state, "Ready");
+
+    // Nonsense gets a short help.
+    let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", "/preview launch").await.unwrap();
+    let payload = issue_comment(&w, 4, comment, "writer", "/preview launch");
+    assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
+    eventually("the help is posted", || async {
+        let comments = w.github.comments(4).await.ok()?;
+        comments
+            .iter()
+            .any(|c| {
+                c["body"].as_str().is_some_and(|b| b.contains("`launch` is not") && b.contains("/preview redeploy"))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // A writer destroys it.
+    let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", "/preview destroy").await.unwrap();
+    let payload = issue_comment(&w, 4, comment, "writer", "/preview destroy");
+    assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
+    let gone = w.wait_state(4, "Deleted").await;
+    assert!(gone.reason.unwrap().contains("destroyed by @writer"));
+    w.comment_saying(4, "destroyed by @writer").await;
+    w.finish().await;
+}
+
+/// An `issue_comment` delivery built from GitHub's published example.
+fn issue_comment(w: &World, number: i64, comment_id: i64, login: &str, body: &str) -> Value {
+    let mut p = example("issue_comment", "created").unwrap();
+    p["repository"]["id"] = w.repo_id.into();
+    p["repository"]["name"] = w.repo.clone().into();
+    p["repository"]["full_name"] = format!("{OWNER}/{}", w.repo).into();
+    p["repository"]["owner"]["login"] = OWNER.into();
+    p["issue"]["number"] = number.into();
+    p["issue"]["pull_request"] = json!({"url": "https://api.github.com/repos/acme/app/pulls/1"});
+    p["comment"]["id"] = comment_id.into();
+    p["comment"]["body"] = body.into();
+    p["comment"]["user"]["login"] = login.into();
+    p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc="});
+    p
+}
+
+#[tokio::test]
+async fn a_fork_waits_for_approval_and_its_next_push_needs_another() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { repo: "forks-welcome", ..Options::default() }).await;
+    w.github.put_file(OWNER, &w.repo, &sha('f'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 5, "head_sha": sha('f'), "user": "stranger", "fork": true}))
+        .await
+        .unwrap();
+    let mut opened = w.pull_request("opened", 5, &sha('f'), json!({}));
+    opened["pull_request"]["head"]["repo"]["id"] = (w.repo_id + 1).into();
+    opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
+    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    let rejected = w.wait_state(5, "Rejected").await;
+    assert!(rejected.reason.unwrap().contains("/preview approve"));
+    w.comment_saying(5, "/preview approve").await;
+
+    let comment = w.github.comment_as(OWNER, &w.repo, 5, "writer", "/preview approve").await.unwrap();
+    let payload = issue_comment(&w, 5, comment, "writer", "/preview approve");
+    assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
+    let ready = w.wait_state(5, "Ready").await;
+    assert!(ready.from_fork && ready.approved());
+    w.comment_saying(5, "Preview environment ready").await;
+
+    // A new push is not approved: the environment goes away until someone approves again.
+    w.github.update_pull(OWNER, &w.repo, 5, json!({"head_sha": sha('9')})).await.unwrap();
+    let mut pushed = opened.clone();
+    pushed["action"] = "synchronize".into();
+    pushed["pull_request"]["head"]["sha"] = sha('9').into();
+    assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+    w.wait_state(5, "Deleted").await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_github_outage_delays_reports_but_not_environments() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    // Comments and deployments fail for a while; then a secondary rate limit.
+    w.github
+        .fault(json!({"method": "POST", "path_regex": "/(comments|deployments)$", "status": 502, "count": 4}))
+        .await
+        .unwrap();
+    w.github
+        .fault(
+            json!({"method": "POST", "path_regex": "/comments$", "status": 403, "count": 1, "retry_after_seconds": 1}),
+        )
+        .await
+        .unwrap();
+    w.open(6, &sha('6'), true).await;
+    let ready = w.wait_state(6, "Ready").await;
+    // The report arrives once GitHub is back.
+    w.comment_saying(6, ready.url.as_deref().unwrap()).await;
+    let requests = w.github.requests().await.unwrap();
+    let failed: Vec<&Value> = requests.iter().filter(|r| r["status"] == 502 || r["status"] == 403).collect();
+    assert_eq!(failed.len(), 5, "every fault was hit: {failed:#?}");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn the_resync_finds_missed_openings_and_closings() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { resync_seconds: "1", ..Options::default() }).await;
+    // Opened on GitHub, but the delivery never arrived.
+    w.github.put_file(OWNER, &w.repo, &sha('7'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 7, "head_sha": sha('7'), "user": "dev"}))
+        .await
+        .unwrap();
+    w.wait_state(7, "Ready").await;
+    // Closed on GitHub, and that delivery is lost too.
+    w.github.update_pull(OWNER, &w.repo, 7, json!({"state": "closed"})).await.unwrap();
+    let gone = w.wait_state(7, "Deleted").await;
+    assert_eq!(gone.reason.as_deref(), Some("pull request closed without merge"));
+    // Unchanged listings are conditional requests answered 304.
+    eventually("an unchanged listing is answered 304", || async {
+        let requests = w.github.requests().await.ok()?;
+        requests
+            .iter()
+            .any(|r| {
+                r["path"].as_str().is_some_and(|p| p.ends_with("/pulls"))
+                    && r["status"] == 304
+                    && r["if_none_match"] == true
+            })
+            .then_some(())
+    })
+    .await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn deliveries_that_failed_while_previewd_was_away_are_redelivered() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { resync_seconds: "1", ..Options::default() }).await;
+    let webhook = format!("{}/webhooks/github", w.server.base);
+    // previewd "down": GitHub's delivery fails.
+    w.github.configure(json!({"webhook_url": "http://127.0.0.1:9/webhooks/github"})).await.unwrap();
+    w.github.put_file(OWNER, &w.repo, &sha('8'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    let opened = w.pull_request("opened", 8, &sha('8'), json!({}));
+    let failed = w.github.deliver("pull_request", &opened).await.unwrap();
+    assert_ne!(failed.status_code, 202);
+    w.github.configure(json!({"webhook_url": webhook})).await.unwrap();
+    // The pull request is not listed as open, so only the redelivery can create the environment.
+    w.wait_state(8, "Ready").await;
+    let state = w.github.state().await.unwrap();
+    let attempts: Vec<&Value> =
+        state["deliveries"].as_array().unwrap().iter().filter(|d| d["guid"] == failed.guid.as_str()).collect();
+    assert!(attempts.iter().any(|d| d["redelivery"] == true && d["status_code"] == 202), "{attempts:#?}");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn with_a_token_previewd_comments_and_deploys_without_check_runs() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { token: true, ..Options::default() }).await;
+    w.open(9, &sha('9'), true).await;
+    let ready = w.wait_state(9, "Ready").await;
+    let comment = w.comment_saying(9, ready.url.as_deref().unwrap()).await;
+    assert_eq!(comment["user"], "preview-bot");
+    eventually("the deployment is successful", || async {
+        (w.deployment_states(&sha('9')).await.last().map(String::as_str) == Some("success")).then_some(())
+    })
+    .await;
+    assert!(w.github.state().await.unwrap()["check_runs"].as_array().unwrap().is_empty());
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_commit_is_deployed_once_its_required_checks_pass() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { policy_extra: "\nrequired_checks: [build]\n", ..Options::default() }).await;
+    w.open(10, &sha('1'), true).await;
+    let waiting = eventually("the environment waits for its check", || async {
+        let env = w.environment(10).await?;
+        env.reason.as_deref().is_some_and(|r| r.contains("waiting for 1 check")).then_some(env)
+    })
+    .await;
+    assert_eq!(waiting.state, "Pending");
+    w.comment_saying(10, "waiting for 1 check").await;
+    w.github.add_check_run(OWNER, &w.repo, &sha('1'), "build", Some("success")).await.unwrap();
+    let mut finished = example("check_run", "completed").unwrap();
+    finished["repository"] = w.pull_request("opened", 10, &sha('1'), json!({}))["repository"].clone();
+    finished["check_run"]["head_sha"] = sha('1').into();
+    finished["check_run"]["name"] = "build".into();
+    finished["check_run"]["conclusion"] = "success".into();
+    assert_eq!(w.github.deliver("check_run", &finished).await.unwrap().status_code, 202);
+    w.wait_state(10, "Ready").await;
+
+    // A push whose build fails leaves the previous commit deployed.
+    w.github.put_file(OWNER, &w.repo, &sha('2'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github.add_check_run(OWNER, &w.repo, &sha('2'), "build", Some("failure")).await.unwrap();
+    let pushed = w.pull_request("synchronize", 10, &sha('2'), json!({}));
+    assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+    let held = eventually("the failed check is reported", || async {
+        let env = w.environment(10).await?;
+        env.reason.as_deref().is_some_and(|r| r.contains("`build` ended `failure`")).then_some(env)
+    })
+    .await;
+    assert_eq!(held.deployed_sha.as_deref(), Some(sha('1').as_str()));
+    assert!(held.reason.unwrap().contains("1111111 stays deployed"));
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn in_label_mode_the_label_gives_and_takes_the_environment() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { repo: "labelled", ..Options::default() }).await;
+    w.open(11, &sha('3'), true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(w.environment(11).await.is_none(), "no label, no environment");
+    assert!(w.bot_comments(11).await.is_empty(), "and no comment either");
+    let labelled = w.pull_request("labeled", 11, &sha('3'), json!({"pull_request": {"labels": [{"name": "preview"}]}}));
+    assert_eq!(w.github.deliver("pull_request", &labelled).await.unwrap().status_code, 202);
+    w.wait_state(11, "Ready").await;
+    let unlabelled = w.pull_request("unlabeled", 11, &sha('3'), json!({}));
+    assert_eq!(w.github.deliver("pull_request", &unlabelled).await.unwrap().status_code, 202);
+    let gone = w.wait_state(11, "Deleted").await;
+    assert!(gone.reason.unwrap().contains("labelled `preview`"));
+    w.finish().await;
+}
