@@ -111,7 +111,9 @@ impl EnvironmentState {
             // A reopened pull request, or a rejected one whose slot freed up, starts over.
             (Deleted | Rejected | Deleting, Pending) => true,
             (Pending, Provisioning) | (Pending | Deleted, Rejected) => true,
-            (Provisioning, Ready | Failed) => true,
+            // A configuration that cannot be rendered fails before provisioning starts; a
+            // ready environment fails when repairing its drift fails.
+            (Provisioning | Pending | Ready, Failed) | (Provisioning, Ready) => true,
             // A new head SHA makes a provisioned (or provisioning) environment wait for the
             // reconciler again; a reconcile may also retry a failed one directly.
             (Provisioning | Ready | Failed, Pending) | (Ready | Failed, Provisioning) => true,

@@ -88,6 +88,8 @@ pub enum ReconcileError {
     Dns(#[from] DnsError),
     #[error("another reconcile of this environment is running")]
     Busy,
+    #[error("the environment changed under {0} reconcile passes in a row; trying again later")]
+    Unsettled(u32),
 }
 
 /// What a reconcile ended with.
@@ -196,6 +198,9 @@ pub fn render_environment(
     Ok((spec, manifests))
 }
 
+/// Passes one reconcile makes before giving up on an environment that keeps changing.
+const MAX_PASSES: u32 = 20;
+
 enum Step {
     Done(Outcome),
     /// The head SHA moved while reconciling: go again with the new one.
@@ -216,7 +221,7 @@ impl Engine {
     }
 
     async fn reconcile_locked(&self, id: i64) -> Result<Outcome, ReconcileError> {
-        loop {
+        for _ in 0..MAX_PASSES {
             let Some(env) = self.store.reconcile_record(id).await? else {
                 return Ok(Outcome::Settled(EnvironmentState::Deleted));
             };
@@ -233,6 +238,7 @@ impl Engine {
                 Step::Again => continue,
             }
         }
+        Err(ReconcileError::Unsettled(MAX_PASSES))
     }
 
     /// Moves to `to` unless a newer push arrived; `Again` in that case.

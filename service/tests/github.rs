@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{SECRET, TestServer, config, eventually};
+use common::{SECRET, TestServer, config, eventually, eventually_within};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::database::{Backend, TestDatabase, fresh};
 use previewd_e2e::fixtures::example;
@@ -15,6 +15,7 @@ use previewd_environments::model::{PrNumber, RepoId};
 use previewd_environments::store::ReconcileRecord;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::time::Duration;
 
 const INSTALLATION: i64 = 77;
 const OWNER: &str = "acme";
@@ -155,14 +156,15 @@ impl World {
 
     /// Waits until pull request `number`'s environment is in `state` (failing on `Failed` unless asked).
     async fn wait_state(&mut self, number: i64, state: &str) -> ReconcileRecord {
-        let env = eventually(&format!("the environment of #{number} is {state}"), || async {
-            let env = self.environment(number).await?;
-            if state != "Failed" {
-                assert_ne!(env.state, "Failed", "{:?}", env.reason);
-            }
-            (env.state == state).then_some(env)
-        })
-        .await;
+        let env =
+            eventually_within(Duration::from_secs(90), &format!("the environment of #{number} is {state}"), || async {
+                let env = self.environment(number).await?;
+                if state != "Failed" {
+                    assert_ne!(env.state, "Failed", "{:?}", env.reason);
+                }
+                (env.state == state).then_some(env)
+            })
+            .await;
         if let Some(name) = &env.name
             && !self.namespaces.iter().any(|n| n.name() == name)
         {
@@ -171,12 +173,13 @@ impl World {
         env
     }
 
-    /// previewd's comments on pull request `number`.
+    /// previewd's sticky comments on pull request `number` (replies to commands are not).
     async fn bot_comments(&self, number: i64) -> Vec<Value> {
         let comments = self.github.comments(number).await.unwrap();
         comments
             .into_iter()
             .filter(|c| c["user"].as_str().is_some_and(|u| u.ends_with("[bot]") || u == "preview-bot"))
+            .filter(|c| c["body"].as_str().is_some_and(|b| b.contains("<!-- previewd:")))
             .collect()
     }
 

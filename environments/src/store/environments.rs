@@ -384,8 +384,9 @@ impl Store {
     }
 
     /// Moves environment `id` to `to` if its head SHA is still `head_sha` (a newer push since
-    /// the reconcile began wins, and the reconciler runs again for it), recording the
-    /// transition. Returns whether it moved.
+    /// the reconcile began wins, and the reconciler runs again for it) and the state machine
+    /// allows the move from its current state, recording the transition. Returns whether it
+    /// moved.
     #[allow(clippy::too_many_arguments)]
     pub async fn transition(
         &self,
@@ -408,6 +409,15 @@ impl Store {
                     .await
                     .map_err(StoreError::query("reading an environment"))?;
                 let Some((from,)) = before else { return Ok(false) };
+                // An event may have changed the state since the reconcile read it (a `closed`
+                // or `/preview destroy` while provisioning, a reopening while tearing down): a
+                // move the state machine does not allow from there is not made, and the
+                // reconciler reads the environment again.
+                let current = EnvironmentState::parse(&from)
+                    .ok_or_else(|| StoreError::Corrupt(format!("environment {id} has unknown state `{from}`")))?;
+                if !current.can_become(to) {
+                    return Ok(false);
+                }
                 sqlx::query(
                     "UPDATE environments SET state = $1, reason = $2, name = COALESCE($3, name), url = $4, \
                      expires_at = COALESCE($5, expires_at), updated_at = $6, \
