@@ -615,7 +615,7 @@ async function control(method, path, body) {
       return [200, {}];
     }
     case "POST /pulls": {
-      const p = { state: "open", merged: false, draft: false, labels: [], fork: false, head_ref: "feature", ...body };
+      const p = { state: "open", merged: false, draft: false, labels: [], fork: false, head_ref: "feature", user: "dev", ...body };
       state.pulls = state.pulls.filter((x) => !(x.owner === p.owner && x.repo === p.repo && x.number === p.number)).concat([p]);
       bumpPulls(p.owner, p.repo);
       return [201, pullJson({}, p)];
