@@ -685,3 +685,103 @@ async fn deliveries_are_signed_like_githubs_and_listed_for_the_app() {
     assert!(again["id"].as_i64().unwrap() > lost.id);
     standin.assert_no_violations().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_operation_the_stand_in_implements_answers_in_githubs_shape() {
+    let (standin, gh) = standin().await;
+    let token = gh.installation_token(&standin).await;
+    let t = Some(token.as_str());
+    let jwt = format!("Bearer {}", standin.app().await.unwrap().jwt(-30, 540).unwrap());
+    let j = Some(jwt.as_str());
+    standin.put_file("acme", "web", &sha('e'), "deploy/values.yaml", Some("a: 1\n")).await.unwrap();
+    standin.open_pull(json!({"owner": "acme", "repo": "web", "number": 9, "head_sha": sha('e'), "fork": true, "user": "stranger"})).await.unwrap();
+    standin.add_status("acme", "web", &sha('e'), "ci/test", "pending").await.unwrap();
+    let comment = standin.comment_as("acme", "web", 9, "stranger", "/preview").await.unwrap();
+    let (url, _rx) = receiver(200).await;
+    standin.configure(json!({"webhook_url": url})).await.unwrap();
+    let delivery = standin.deliver("ping", &json!({"zen": "Practicality beats purity."})).await.unwrap();
+    let run = gh
+        .call(
+            Method::POST,
+            "/repos/acme/web/check-runs",
+            t,
+            Some(json!({"name": "p", "head_sha": sha('e'), "status": "queued"})),
+        )
+        .await;
+    let run = run.body["id"].as_i64().unwrap();
+    let deployment = gh
+        .call(
+            Method::POST,
+            "/repos/acme/web/deployments",
+            t,
+            Some(json!({"ref": sha('e'), "environment": "pr-9", "required_contexts": []})),
+        )
+        .await;
+    let deployment = deployment.body["id"].as_i64().unwrap();
+    let status = gh
+        .call(
+            Method::POST,
+            &format!("/repos/acme/web/deployments/{deployment}/statuses"),
+            t,
+            Some(json!({"state": "queued"})),
+        )
+        .await;
+    let status = status.body["id"].as_i64().unwrap();
+    let calls: Vec<(Method, String, Option<&str>, Option<Value>, u16)> = vec![
+        (Method::GET, "/app".into(), j, None, 200),
+        (Method::GET, "/app/installations".into(), j, None, 200),
+        (Method::GET, format!("/app/installations/{INSTALLATION}"), j, None, 200),
+        (Method::GET, "/app/hook/deliveries".into(), j, None, 200),
+        (Method::GET, format!("/app/hook/deliveries/{}", delivery.id), j, None, 200),
+        (Method::GET, "/repos/acme/web/contents/deploy?ref=".to_owned() + &sha('e'), t, None, 200),
+        (Method::GET, "/repos/acme/web/pulls/9".into(), t, None, 200),
+        (Method::GET, "/repos/acme/web/pulls?state=all".into(), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/issues/comments/{comment}"), t, None, 200),
+        (
+            Method::POST,
+            format!("/repos/acme/web/issues/comments/{comment}/reactions"),
+            t,
+            Some(json!({"content": "+1"})),
+            201,
+        ),
+        (Method::GET, format!("/repos/acme/web/issues/comments/{comment}/reactions"), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/check-runs/{run}"), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/commits/{}/check-runs", sha('e')), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/commits/{}/status", sha('e')), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/commits/{}/statuses", sha('e')), t, None, 200),
+        (
+            Method::POST,
+            format!("/repos/acme/web/statuses/{}", sha('e')),
+            t,
+            Some(json!({"state": "success", "context": "previewd"})),
+            201,
+        ),
+        (Method::GET, format!("/repos/acme/web/deployments/{deployment}"), t, None, 200),
+        (Method::GET, format!("/repos/acme/web/deployments/{deployment}/statuses/{status}"), t, None, 200),
+        (
+            Method::POST,
+            format!("/repos/acme/web/deployments/{deployment}/statuses"),
+            t,
+            Some(json!({"state": "inactive"})),
+            201,
+        ),
+        (Method::DELETE, format!("/repos/acme/web/deployments/{deployment}"), t, None, 204),
+        (Method::DELETE, format!("/repos/acme/web/issues/comments/{comment}"), t, None, 204),
+    ];
+    for (method, path, auth, body, status) in calls {
+        let answer = gh.call(method.clone(), &path, auth, body).await;
+        assert_eq!(answer.status.as_u16(), status, "{method} {path}: {}", answer.body);
+    }
+    // check_responses is on: every answer above was checked against its response schema.
+    standin.assert_no_violations().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_documented_operation_the_stand_in_lacks_is_recorded_too() {
+    let (standin, gh) = standin().await;
+    let answer = gh.call(Method::GET, "/repos/acme/web/branches", Some(&format!("token {PAT}")), None).await;
+    assert_eq!(answer.status, 501);
+    let violations = standin.violations().await.unwrap();
+    assert_eq!(violations[0]["kind"], "unimplemented", "{violations:#?}");
+    assert_eq!(violations[0]["operation"], "repos/list-branches");
+}
