@@ -727,7 +727,9 @@ async fn every_operation_the_stand_in_implements_answers_in_githubs_shape() {
         )
         .await;
     let status = status.body["id"].as_i64().unwrap();
-    let calls: Vec<(Method, String, Option<&str>, Option<Value>, u16)> = vec![
+    // (method, path, authorization, body, expected status)
+    type Call<'a> = (Method, String, Option<&'a str>, Option<Value>, u16);
+    let calls: Vec<Call> = vec![
         (Method::GET, "/app".into(), j, None, 200),
         (Method::GET, "/app/installations".into(), j, None, 200),
         (Method::GET, format!("/app/installations/{INSTALLATION}"), j, None, 200),
