@@ -93,12 +93,15 @@ let baseUrl = "";
 // ---------------------------------------------------------------------------------------------
 // Shapes: the description's examples with the stand-in's values laid over them.
 
-// The example with its api.github.com URLs pointing at the stand-in.
+// The example (a copy) with its api.github.com URLs pointing at the stand-in.
+const examples = new Map();
 function ex(entry, status) {
-  return retarget(example(entry, status));
+  return exOf(entry.method, entry.template, status, entry);
 }
-function exOf(method, template, status) {
-  return retarget(exampleOf(method, template, status));
+function exOf(method, template, status, entry = null) {
+  const key = `${method} ${template} ${status}`;
+  if (!examples.has(key)) examples.set(key, retarget(entry ? example(entry, status) : exampleOf(method, template, status)));
+  return structuredClone(examples.get(key));
 }
 function retarget(value) {
   if (typeof value === "string") return value.startsWith("https://api.github.com") ? baseUrl + value.slice(22) : value;
@@ -163,12 +166,18 @@ function appJson(which = app) {
   });
 }
 
+let repoExample = null;
+function repoTemplate() {
+  repoExample ??= exOf("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200).head?.repo ?? {};
+  return structuredClone(repoExample);
+}
+
 // A repository shaped like the description's "repository" examples; `fork` makes the fork of
 // `r` that `forkOwner` owns.
 function repoJson(r, fork = null) {
   const owner = fork ?? r.owner;
   const name = `${owner}/${r.name}`;
-  const template = exOf("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200).head?.repo ?? {};
+  const template = repoTemplate();
   const rename = (value) =>
     typeof value === "string" ? value.replaceAll("octocat/Hello-World", name) : value;
   for (const key of Object.keys(template)) template[key] = rename(template[key]);
