@@ -1220,7 +1220,7 @@ async function control(method, parts, body) {
   const route = `${method} /${parts[0] ?? ""}`;
   switch (route) {
     case "GET /app":
-      return [200, { app_id: app.id, slug: app.slug, name: app.name, bot_login: botLogin, private_key_pem: app.privateKeyPem, public_key_pem: app.publicKeyPem }];
+      return [200, { app_id: app.id, slug: app.slug, name: app.name, bot_login: botLogin, private_key_pem: app.privateKeyPem, public_key_pem: app.publicKeyPem, description_version: specVersion }];
     case "GET /config":
       return [200, config];
     case "PUT /config": {
@@ -1499,7 +1499,6 @@ const port = portArg > 0 ? Number(process.argv[portArg + 1]) : 0;
 server.listen(port, "127.0.0.1", () => {
   baseUrl = `http://127.0.0.1:${server.address().port}`;
   process.stdout.write(`${baseUrl}\n`);
-  process.stderr.write(`github-standin: GitHub REST API description ${specVersion}, listening on ${baseUrl}\n`);
 });
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(0));
 // With --exit-with-stdin (the Rust handle passes it) the stand-in ends when its parent's end of
