@@ -9,4 +9,5 @@ pub mod database;
 pub mod dns;
 pub mod fixtures;
 pub mod github;
+pub mod previewd;
 pub mod standin;

@@ -106,7 +106,8 @@ pub enum Outcome {
 pub struct EngineSettings {
     pub rollout_timeout: Duration,
     pub teardown_timeout: Duration,
-    /// How long a reconcile may hold an environment before another replica may take over.
+    /// How long a reconcile holds an environment without renewing it (it renews every third of
+    /// this): after a crash, another replica takes over this long later at most.
     pub lock_lease: Duration,
     /// This installation's name, on every object's labels.
     pub instance: String,
@@ -117,7 +118,7 @@ impl Default for EngineSettings {
         EngineSettings {
             rollout_timeout: Duration::from_secs(300),
             teardown_timeout: Duration::from_secs(120),
-            lock_lease: Duration::from_secs(600),
+            lock_lease: Duration::from_secs(15),
             instance: "previewd".to_owned(),
         }
     }
@@ -210,11 +211,28 @@ enum Step {
 impl Engine {
     /// Reconciles environment `id`.
     pub async fn reconcile(&self, id: i64) -> Result<Outcome, ReconcileError> {
-        if !self.store.lock_environment(id, &self.owner, self.settings.lock_lease).await? {
+        // The holder is this attempt, not the process: two workers of one process must not
+        // reconcile one environment at once either. The lease is short and renewed while the
+        // reconcile runs, so a process killed mid-reconcile holds the environment for one lease
+        // at most.
+        let holder = format!("{}/{}", self.owner, uuid::Uuid::new_v4().simple());
+        let lease = self.settings.lock_lease;
+        if !self.store.lock_environment(id, &holder, lease).await? {
             return Err(ReconcileError::Busy);
         }
-        let result = self.reconcile_locked(id).await;
-        if let Err(error) = self.store.unlock_environment(id, &self.owner).await {
+        let renew = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(error) = self.store.lock_environment(id, &holder, lease).await {
+                    tracing::warn!(error = %error, environment = id, "could not renew the environment lease");
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.reconcile_locked(id) => result,
+            () = renew => unreachable!("the renewal loop never ends"),
+        };
+        if let Err(error) = self.store.unlock_environment(id, &holder).await {
             tracing::warn!(error = %error, environment = id, "could not release the environment lease; it expires by itself");
         }
         result
@@ -256,7 +274,9 @@ impl Engine {
         if !moved {
             return Ok(Step::Again);
         }
-        tracing::info!(environment = env.id, state = %to, reason, "environment state changed");
+        if env.state != to.as_str() || env.reason.as_deref() != reason {
+            tracing::info!(environment = env.id, state = %to, reason, "environment state changed");
+        }
         Ok(Step::Done(Outcome::Settled(to)))
     }
 

@@ -125,14 +125,18 @@ pub async fn run_reconcile(engine: &Engine, payload: &str, max_attempts: i64) ->
         }
         Ok(Outcome::RequeueAfter(after)) => {
             let at = now_ms().saturating_add(millis(after));
+            // Not `enqueue_unique_job`: this job is still running, and would count as the
+            // identical job that makes the new one unnecessary.
             engine
                 .store
-                .enqueue_unique_job(&reconcile_job(job.environment, max_attempts, Some(at)))
+                .enqueue_job(&reconcile_job(job.environment, max_attempts, Some(at)))
                 .await
                 .map_err(|e| JobError::Transient(e.to_string()))?;
             Ok(())
         }
-        Err(error @ ReconcileError::Busy) => Err(JobError::Transient(error.to_string())),
+        // Another reconcile holds the environment (or a crashed one's lease has not run out):
+        // waiting a while costs less than burning attempts.
+        Err(error @ ReconcileError::Busy) => Err(JobError::RetryAfter(error.to_string(), Duration::from_secs(5))),
         Err(error) => Err(JobError::Transient(error.to_string())),
     }
 }

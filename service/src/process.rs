@@ -53,7 +53,7 @@ fn report_failed(error: ReportError) -> JobError {
     match error {
         ReportError::GitHub(error) => github_failed(error),
         ReportError::Store(error) => transient(error),
-        ReportError::Busy => JobError::Transient(error.to_string()),
+        ReportError::Busy => JobError::RetryAfter(error.to_string(), std::time::Duration::from_secs(2)),
         // A template that renders at start but not with these values: the platform team's to fix.
         ReportError::Texts(error) => JobError::Permanent(error.to_string()),
     }

@@ -337,11 +337,16 @@ previewd_e2e::each_backend! {
         server.deliver("pull_request", "d-m", &example("pull_request", "opened").unwrap()).await;
         server.send("pull_request", "d-u", "1", b"{}".to_vec(), None, "application/json").await;
         server.finished_jobs("d-m").await;
-        let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        // The delivery's job, and the report of the environment it recorded (the outbox).
+        let metrics = eventually("both jobs are done", || async {
+            let text = server.client.get(format!("{}/metrics", server.base)).send().await.ok()?.text().await.ok()?;
+            text.contains("previewd_jobs{state=\"done\"} 2").then_some(text)
+        })
+        .await;
         for expected in [
             "previewd_webhook_deliveries_total{event=\"pull_request\",outcome=\"queued\"} 1",
             "previewd_webhook_deliveries_total{event=\"unknown\",outcome=\"unauthorized\"} 1",
-            "previewd_jobs{state=\"done\"} 1",
+            "previewd_job_attempts_total{kind=\"report_environment\",outcome=\"ok\"} 1",
             "previewd_jobs{state=\"queued\"} 0",
             "previewd_job_attempts_total{kind=\"github_event\",outcome=\"ok\"} 1",
             "previewd_job_duration_seconds_count{kind=\"github_event\"} 1",

@@ -402,13 +402,19 @@ impl Store {
         macro_rules! run {
             ($kind:tt $pool:expr) => {{
                 let mut tx = begin_write!($kind $pool, "changing an environment's state")?;
-                let before: Option<(String,)> = sqlx::query_as("SELECT state FROM environments WHERE id = $1 AND head_sha = $2")
-                    .bind(id)
-                    .bind(head_sha)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("reading an environment"))?;
-                let Some((from,)) = before else { return Ok(false) };
+                let before: Option<(String, Option<String>, Option<String>, Option<Millis>)> = sqlx::query_as(
+                    "SELECT state, reason, url, expires_at FROM environments WHERE id = $1 AND head_sha = $2",
+                )
+                .bind(id)
+                .bind(head_sha)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query("reading an environment"))?;
+                let Some((from, old_reason, old_url, old_expiry)) = before else { return Ok(false) };
+                // What the pull request shows changes only with these.
+                let visible = old_reason.as_deref() != reason
+                    || old_url.as_deref() != url
+                    || expires_at.is_some_and(|at| old_expiry != Some(at));
                 // An event may have changed the state since the reconcile read it (a `closed`
                 // or `/preview destroy` while provisioning, a reopening while tearing down): a
                 // move the state machine does not allow from there is not made, and the
@@ -433,9 +439,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::query("changing an environment's state"))?;
-                if from != to.as_str() || reason.is_some() {
+                if from != to.as_str() || old_reason.as_deref() != reason {
                     insert_transition!(tx, id, Some(&from), to, head_sha, reason, now);
-                } else {
+                } else if visible {
                     queue_report!(tx, id, now);
                 }
                 tx.commit().await.map_err(StoreError::query("committing an environment transition"))?;

@@ -79,10 +79,23 @@ impl GitHubSide {
         // The holder is this attempt, not this process: two workers of one process must not
         // report the same environment at once either.
         let holder = format!("{}/{}", self.owner, uuid::Uuid::new_v4().simple());
-        if !self.store.lock_report(id, &holder, Duration::from_secs(300)).await? {
+        // Short and renewed, so a process killed mid-report blocks the next one briefly.
+        let lease = Duration::from_secs(15);
+        if !self.store.lock_report(id, &holder, lease).await? {
             return Err(ReportError::Busy);
         }
-        let result = self.report_locked(id).await;
+        let renew = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(error) = self.store.lock_report(id, &holder, lease).await {
+                    tracing::warn!(error = %error, environment = id, "could not renew the report lease");
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.report_locked(id) => result,
+            () = renew => unreachable!("the renewal loop never ends"),
+        };
         if let Err(error) = self.store.unlock_report(id, &holder).await {
             tracing::warn!(error = %error, environment = id, "could not release the report lease; it expires by itself");
         }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark: the previewd binary (release build, embedded SQLite) against the local
+# Kubernetes control plane and the GitHub stand-in. Prints, from a signed `pull_request`
+# delivery accepted to the `success` deployment status sent to GitHub, p50/p99/max for pull
+# requests opened one after another (20) and all at once (50), and from `closed` accepted to the
+# namespace gone. See e2e/bench/README.md.
+#
+#   e2e/bench/story.sh                        the defaults
+#   e2e/bench/story.sh -- --sequential 10 --burst 20
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+bench_args=()
+if [ "${1:-}" = "--" ]; then shift; bench_args=("$@"); fi
+
+started_cluster=""
+cleanup() {
+  if [ -n "$started_cluster" ]; then e2e/controlplane/cluster.sh down >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+step "building previewd and the benchmark (release)"
+cargo build --release --locked -p previewd -p previewd-e2e --bin previewd --bin bench_story
+npm ci --prefix e2e --no-audit --no-fund --loglevel=error
+
+step "Kubernetes control plane"
+if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
+e2e/controlplane/cluster.sh up >&2
+eval "$(e2e/controlplane/cluster.sh env)"
+
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+
+step "benchmark"
+BENCH_PREVIEWD_BIN="$target_dir/release/previewd" "$target_dir/release/bench_story" ${bench_args[@]+"${bench_args[@]}"}

@@ -1,0 +1,240 @@
+//! The end-to-end benchmark (`e2e/bench/story.sh`): the `previewd` binary on the embedded
+//! SQLite store, the local control plane and the GitHub stand-in. It measures, from a signed
+//! `pull_request` delivery accepted (previewd's 202) to the `success` deployment status
+//! arriving at the stand-in:
+//!   - p50/p99/max over environments opened one after another (`--sequential`, 20);
+//!   - the same for pull requests opened all at once (`--burst`, 50);
+//! and from a `closed` delivery accepted to the namespace gone, for the burst.
+//! Times are observed by polling every 25 ms, so they carry up to 25 ms of granularity.
+//! DNS is the wildcard provider (no verification): this measures previewd, GitHub reporting and
+//! the cluster; `e2e/bench/engine.sh` breaks the cluster's share down.
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use previewd_e2e::fixtures::example;
+use previewd_e2e::previewd::Previewd;
+use previewd_e2e::standin::GitHubStandIn;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "bench-secret";
+const OWNER: &str = "bench";
+const REPO: &str = "web";
+const REPO_ID: i64 = 9_100_001;
+const INSTALLATION: i64 = 5;
+
+fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args.get(i + 1).context("a number after the flag")?.parse().context(name.to_owned()),
+        None => Ok(default),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    println!(
+        "{what:<48} n={:<3} p50 {:>6.2}s  p99 {:>6.2}s  max {:>6.2}s",
+        times.len(),
+        percentile(&times, 50.0).as_secs_f64(),
+        percentile(&times, 99.0).as_secs_f64(),
+        times.last().copied().unwrap_or_default().as_secs_f64()
+    );
+}
+
+fn sha(n: usize) -> String {
+    format!("{n:0>40x}")
+}
+
+fn payload(action: &str, number: usize) -> anyhow::Result<Value> {
+    let mut p = example("pull_request", "opened")?;
+    p["action"] = action.into();
+    p["number"] = number.into();
+    for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
+        let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
+        target["id"] = REPO_ID.into();
+        target["name"] = REPO.into();
+        target["full_name"] = format!("{OWNER}/{REPO}").into();
+        target["owner"]["login"] = OWNER.into();
+    }
+    p["pull_request"]["number"] = number.into();
+    p["pull_request"]["head"]["sha"] = sha(number).into();
+    p["pull_request"]["draft"] = false.into();
+    p["pull_request"]["labels"] = json!([]);
+    p["pull_request"]["merged"] = false.into();
+    p["installation"] = json!({"id": INSTALLATION});
+    Ok(p)
+}
+
+/// The numbers of the pull requests whose deployment of their head has a `success` status.
+async fn successful(github: &GitHubStandIn) -> anyhow::Result<Vec<usize>> {
+    let deployments = github.deployments().await?;
+    Ok(deployments
+        .iter()
+        .filter(|d| d["statuses"].as_array().is_some_and(|s| s.iter().any(|s| s["state"] == "success")))
+        .filter_map(|d| d["environment"].as_str()?.strip_prefix("preview/pr-")?.parse().ok())
+        .collect())
+}
+
+/// Opens `numbers` at once; the time from each delivery's 202 to its success status.
+async fn open(github: &GitHubStandIn, numbers: &[usize]) -> anyhow::Result<Vec<Duration>> {
+    let preview = std::fs::read_to_string(root().join("e2e/fixtures/preview.yaml"))?
+        .replace("secrets: [db-readonly]", "secrets: []");
+    for &n in numbers {
+        github.put_file(OWNER, REPO, &sha(n), ".preview.yaml", Some(&preview)).await?;
+        github.open_pull(json!({"owner": OWNER, "repo": REPO, "number": n, "head_sha": sha(n)})).await?;
+    }
+    let sends = numbers.iter().map(|&n| async move {
+        let delivered = github.deliver("pull_request", &payload("opened", n)?).await?;
+        if delivered.status_code != 202 {
+            bail!("delivery answered {}", delivered.status_code);
+        }
+        Ok::<_, anyhow::Error>((n, Instant::now()))
+    });
+    let accepted: Vec<(usize, Instant)> = futures::future::try_join_all(sends).await?;
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while times.len() < numbers.len() {
+        let done = successful(github).await?;
+        let now = Instant::now();
+        for (n, at) in &accepted {
+            if done.contains(n) && times.iter().all(|(m, _)| m != n) {
+                times.push((*n, now - *at));
+            }
+        }
+        if now > deadline {
+            bail!("only {} of {} environments succeeded within 10 minutes", times.len(), numbers.len());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(times.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Closes `numbers` at once; the time from each delivery's 202 until its namespace is gone.
+async fn close(
+    github: &GitHubStandIn,
+    namespaces: &kube::Api<Namespace>,
+    numbers: &[usize],
+) -> anyhow::Result<Vec<Duration>> {
+    let before: Vec<(usize, String)> = {
+        let list = namespaces.list(&kube::api::ListParams::default().labels("previewd.dev/instance=bench")).await?;
+        list.items
+            .into_iter()
+            .filter_map(|ns| {
+                let pr: usize = ns.metadata.labels.as_ref()?.get("previewd.dev/pull-request")?.parse().ok()?;
+                Some((pr, ns.metadata.name?))
+            })
+            .filter(|(pr, _)| numbers.contains(pr))
+            .collect()
+    };
+    let sends = numbers.iter().map(|&n| async move {
+        let mut closed = payload("closed", n)?;
+        closed["pull_request"]["state"] = "closed".into();
+        github.update_pull(OWNER, REPO, n as i64, json!({"state": "closed"})).await?;
+        let delivered = github.deliver("pull_request", &closed).await?;
+        if delivered.status_code != 202 {
+            bail!("delivery answered {}", delivered.status_code);
+        }
+        Ok::<_, anyhow::Error>((n, Instant::now()))
+    });
+    let accepted: Vec<(usize, Instant)> = futures::future::try_join_all(sends).await?;
+    let mut times: Vec<(usize, Duration)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while times.len() < before.len() {
+        for (n, name) in &before {
+            if times.iter().any(|(m, _)| m == n) {
+                continue;
+            }
+            if namespaces.get_opt(name).await?.is_none() {
+                let at = accepted.iter().find(|(m, _)| m == n).map(|(_, at)| *at).context("accepted")?;
+                times.push((*n, at.elapsed()));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {} namespaces were gone within 10 minutes", times.len(), before.len());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(times.into_iter().map(|(_, t)| t).collect())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sequential = arg("--sequential", 20)?;
+    let burst = arg("--burst", 50)?;
+    let binary = PathBuf::from(std::env::var("BENCH_PREVIEWD_BIN").context("BENCH_PREVIEWD_BIN")?);
+    let kubeconfig = PathBuf::from(
+        std::env::var("PREVIEWD_TEST_KUBECONFIG")
+            .context("PREVIEWD_TEST_KUBECONFIG (eval e2e/controlplane/cluster.sh env)")?,
+    );
+    let admin = previewd_e2e::cluster::admin_client().await?;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(admin);
+
+    let dir = tempfile::tempdir()?;
+    let github = GitHubStandIn::start().await?;
+    let app = github.app().await?;
+    std::fs::write(dir.path().join("app.pem"), &app.private_key_pem)?;
+    let policy = std::fs::read_to_string(root().join("e2e/fixtures/policy.yaml"))?
+        .replace("previewd-platform-secrets", previewd_e2e::cluster::SOURCE_NAMESPACE)
+        .replace("global: 50", "global: 200")
+        .replace("per_organization: 20", "per_organization: 200")
+        .replace("per_repository: 5", "per_repository: 200");
+    std::fs::write(dir.path().join("policy.yaml"), policy)?;
+    let s = |p: PathBuf| p.display().to_string();
+    let env: Vec<(String, String)> = [
+        ("PREVIEWD_DATABASE_URL", format!("sqlite://{}", dir.path().join("previewd.db").display())),
+        ("PREVIEWD_WEBHOOK_SECRETS", SECRET.to_owned()),
+        ("PREVIEWD_POLICY_FILE", s(dir.path().join("policy.yaml"))),
+        ("PREVIEWD_TEMPLATES_DIR", s(root().join("templates"))),
+        ("PREVIEWD_KUBECONFIG", s(kubeconfig)),
+        ("PREVIEWD_INSTANCE", "bench".to_owned()),
+        ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
+        ("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string()),
+        ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", s(dir.path().join("app.pem"))),
+        ("PREVIEWD_LOG_FILTER", "warn".to_owned()),
+        ("PREVIEWD_QUEUE__WORKERS", "16".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut previewd = Previewd::start(&binary, &env, &dir.path().join("previewd.log")).await?;
+    github
+        .configure(json!({"webhook_url": format!("{}/webhooks/github", previewd.base), "webhook_secret": SECRET}))
+        .await?;
+    github.add_repo(REPO_ID, OWNER, REPO, Some(INSTALLATION)).await?;
+
+    println!("previewd end to end: delivery accepted → `success` deployment status; closed → namespace gone");
+    let mut one_by_one = Vec::new();
+    for n in 1..=sequential {
+        one_by_one.extend(open(&github, &[n]).await?);
+    }
+    report(&format!("opened one after another ({sequential})"), one_by_one);
+    let numbers: Vec<usize> = (1000..1000 + burst).collect();
+    let started = Instant::now();
+    let at_once = open(&github, &numbers).await?;
+    let total = started.elapsed();
+    report(&format!("opened all at once ({burst})"), at_once);
+    println!("{:<48} {:.2}s", "  all of them ready and reported", total.as_secs_f64());
+    let started = Instant::now();
+    let closed = close(&github, &namespaces, &numbers).await?;
+    report(&format!("closed all at once ({burst}): namespace gone"), closed);
+    println!("{:<48} {:.2}s", "  all namespaces gone", started.elapsed().as_secs_f64());
+    let sequential_numbers: Vec<usize> = (1..=sequential).collect();
+    close(&github, &namespaces, &sequential_numbers).await?;
+    github.assert_no_violations().await?;
+    previewd.stop().await?;
+    Ok(())
+}
