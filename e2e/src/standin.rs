@@ -54,9 +54,11 @@ pub struct Delivered {
     pub status: String,
 }
 
-/// The name the brief of the stand-in gives [`Delivered`].
+/// Another name of [`Delivered`], for callers that read "the result of a delivery".
 pub type DeliveryResult = Delivered;
 
+/// A running stand-in. Tests end with [`GitHubStandIn::assert_no_violations`]: a request that
+/// GitHub would not accept is answered 422 and only shows up there or in previewd's retries.
 pub struct GitHubStandIn {
     url: String,
     http: reqwest::Client,
