@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams};
 use previewd_e2e::fixtures::example;
-use previewd_e2e::github::sign;
+use previewd_e2e::standin::GitHubStandIn;
 use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,6 +57,13 @@ async fn main() -> anyhow::Result<()> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
 
+    // GitHub is played by the stand-in the tests use: previewd reads `.preview.yaml` from it and
+    // reports there, exactly as it would on github.com.
+    let github = GitHubStandIn::start().await?;
+    let app = github.app().await?;
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, &app.private_key_pem)?;
+
     say(&format!("starting `previewd serve` on {base}, embedded SQLite store {}", database.display()));
     let child = Command::new(&binary)
         .arg("serve")
@@ -64,11 +71,13 @@ async fn main() -> anyhow::Result<()> {
         .env("PREVIEWD_DATABASE_URL", format!("sqlite://{}", database.display()))
         .env("PREVIEWD_WEBHOOK_SECRETS", SECRET)
         .env("PREVIEWD_POLICY_FILE", root.join("e2e/demo/policy.yaml"))
-        .env("PREVIEWD_REPO_CONFIG_FILE", root.join("e2e/demo/preview.yaml"))
         .env("PREVIEWD_TEMPLATES_DIR", root.join("templates"))
         .env("PREVIEWD_KUBECONFIG", &previewd_kubeconfig)
         .env("PREVIEWD_INSTANCE", "demo")
         .env("PREVIEWD_LOG_FILTER", "warn")
+        .env("PREVIEWD_GITHUB__API_URL", github.url())
+        .env("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string())
+        .env("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", &key)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
@@ -77,11 +86,23 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     wait_ready(&http, &base, &mut previewd.0).await?;
 
-    let opened = example("pull_request", "opened")?;
+    let mut opened = example("pull_request", "opened")?;
+    opened["installation"] = serde_json::json!({"id": 1});
     let repo = opened["repository"]["full_name"].as_str().unwrap_or("?").to_owned();
+    let (repo_owner, repo_name) = repo.split_once('/').context("owner/name")?;
     let number = opened["number"].as_i64().unwrap_or(0);
+    let head = opened["pull_request"]["head"]["sha"].as_str().unwrap_or_default().to_owned();
+    github
+        .configure(serde_json::json!({"webhook_url": format!("{base}/webhooks/github"), "webhook_secret": SECRET}))
+        .await?;
+    github.add_repo(opened["repository"]["id"].as_i64().unwrap_or(1), repo_owner, repo_name, Some(1)).await?;
+    let preview = std::fs::read_to_string(root.join("e2e/demo/preview.yaml"))?;
+    github.put_file(repo_owner, repo_name, &head, ".preview.yaml", Some(&preview)).await?;
+    github
+        .open_pull(serde_json::json!({"owner": repo_owner, "repo": repo_name, "number": number, "head_sha": head}))
+        .await?;
     say(&format!("GitHub: pull request {repo}#{number} opened (signed delivery from GitHub's published example)"));
-    deliver(&http, &base, "pull_request", &opened).await?;
+    deliver(&github, "pull_request", &opened).await?;
 
     let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display())).await?;
     say("previewd provisions the environment");
@@ -93,16 +114,18 @@ async fn main() -> anyhow::Result<()> {
     let client = viewer(&viewer_kubeconfig).await?;
     show_objects(&client, &name).await?;
     say(&format!("preview URL: {}", url.unwrap_or_default()));
-    println!("    (the sticky pull request comment and GitHub deployment status come with the GitHub integration)");
+    show_github(&github, number, "Ready").await?;
 
     say(&format!("GitHub: pull request {repo}#{number} merged"));
     let mut closed = opened.clone();
     closed["action"] = "closed".into();
     closed["pull_request"]["state"] = "closed".into();
     closed["pull_request"]["merged"] = true.into();
-    deliver(&http, &base, "pull_request", &closed).await?;
+    github.update_pull(repo_owner, repo_name, number, serde_json::json!({"state": "closed", "merged": true})).await?;
+    deliver(&github, "pull_request", &closed).await?;
     say("previewd tears the environment down");
     follow(&mut db, number, &["Deleted"], &mut shown).await?;
+    show_github(&github, number, "torn down").await?;
     let namespaces: Api<Namespace> = Api::all(client);
     let gone = namespaces.get_opt(&name).await?.is_none();
     println!("    namespace {name}: {}", if gone { "gone" } else { "still there" });
@@ -127,24 +150,47 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn deliver(http: &reqwest::Client, base: &str, event: &str, payload: &serde_json::Value) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(payload)?;
-    let response = http
-        .post(format!("{base}/webhooks/github"))
-        .header("X-GitHub-Event", event)
-        .header("X-GitHub-Delivery", uuid::Uuid::new_v4().to_string())
-        .header("X-GitHub-Hook-ID", "1")
-        .header("X-Hub-Signature-256", sign(SECRET, &body))
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    println!("    previewd answered {status}: {}", response.text().await?);
-    if !status.is_success() {
+async fn deliver(github: &GitHubStandIn, event: &str, payload: &serde_json::Value) -> anyhow::Result<()> {
+    let delivered = github.deliver(event, payload).await?;
+    println!("    previewd answered {}", delivered.status_code);
+    if delivered.status_code != 202 {
         bail!("previewd refused the delivery");
     }
     Ok(())
+}
+
+/// Waits until previewd's comment on the pull request mentions `until`, then prints it and the
+/// deployment statuses as GitHub would show them.
+async fn show_github(github: &GitHubStandIn, number: i64, until: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let comments = github.comments(number).await?;
+        let sticky = comments.iter().filter_map(|c| c["body"].as_str()).find(|b| b.contains("<!-- previewd:"));
+        if let Some(body) = sticky.filter(|b| b.contains(until) || (until == "Ready" && b.contains("ready"))) {
+            break body.to_owned();
+        }
+        if Instant::now() > deadline {
+            bail!("previewd's pull request comment did not say {until:?} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    say("the pull request comment, as GitHub shows it");
+    for line in body.lines().filter(|l| !l.starts_with("<!--")) {
+        println!("    | {line}");
+    }
+    for deployment in github.deployments().await? {
+        let states: Vec<String> = deployment["statuses"]
+            .as_array()
+            .map(|s| s.iter().map(|s| s["state"].as_str().unwrap_or("?").to_owned()).collect())
+            .unwrap_or_default();
+        println!(
+            "    GitHub deployment to {} of {}: {}",
+            deployment["environment"].as_str().unwrap_or("?"),
+            &deployment["sha"].as_str().unwrap_or("?")[..7],
+            states.join(" → ")
+        );
+    }
+    github.assert_no_violations().await
 }
 
 /// id, state, reason, name, url
