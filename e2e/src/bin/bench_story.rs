@@ -4,6 +4,7 @@
 //! arriving at the stand-in:
 //!   - p50/p99/max over environments opened one after another (`--sequential`, 20);
 //!   - the same for pull requests opened all at once (`--burst`, 50);
+//!
 //! and from a `closed` delivery accepted to the namespace gone, for the burst.
 //! Times are observed by polling every 25 ms, so they carry up to 25 ms of granularity.
 //! DNS is the wildcard provider (no verification): this measures previewd, GitHub reporting and
