@@ -8,6 +8,7 @@
 #   cluster.sh down     stop every process `up` started and remove the state
 #   cluster.sh status   show components and health; exit 1 when not healthy
 #   cluster.sh env      print `export` lines for the kubeconfigs and tools
+#   cluster.sh restart-apiserver [S]  stop kube-apiserver for S seconds (5), then start it again
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -537,6 +538,25 @@ cmd_status() {
   return "$ok"
 }
 
+# Stops kube-apiserver, keeps it down for $1 seconds (default 5), and starts it again with the
+# same command line: etcd, the controllers and the data stay. For the test that previewd resumes
+# its work after an API server outage.
+cmd_restart_apiserver() {
+  local down=${1:-5} pid args=()
+  [[ -f $STATE/ports.env ]] || die "no cluster at $STATE; run \`$0 up\` first"
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  pid=$(live_pid kube-apiserver) || die "kube-apiserver is not running"
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  kill -TERM "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  log "kube-apiserver stopped; starting it again in ${down}s"
+  sleep "$down"
+  start kube-apiserver "${args[@]}"
+  wait_for kube-apiserver 60 "the API server to be ready again" api_ready
+  log "kube-apiserver is back: $(api_server_url)"
+}
+
 cmd_env() {
   printf 'export %s=%q\n' \
     PREVIEWD_TEST_KUBECONFIG_ADMIN "$ADMIN_KUBECONFIG" \
@@ -553,5 +573,6 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) die "usage: $0 build|up|down|status|env" ;;
+  restart-apiserver) cmd_restart_apiserver "${2:-5}" ;;
+  *) die "usage: $0 build|up|down|status|env|restart-apiserver [seconds down]" ;;
 esac

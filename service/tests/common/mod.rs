@@ -2,6 +2,8 @@
 //! that signs deliveries the way GitHub does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod story;
+
 use previewd::config::Config;
 use previewd::server;
 use previewd::worker::Shutdown;

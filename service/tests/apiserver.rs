@@ -1,0 +1,36 @@
+//! previewd resumes its work after the Kubernetes API server was away. In a test binary of its
+//! own: cargo runs test binaries one after another, so no other test sees the outage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::story::*;
+use previewd_e2e::database::{Backend, fresh};
+
+#[tokio::test]
+async fn work_resumes_after_the_api_server_comes_back() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut s = story(&db, |p| p).await;
+    s.open(30, &sha('a')).await;
+    s.wait_state(30, "Ready").await;
+
+    // The API server goes away for 8 seconds; a pull request opened meanwhile waits for it.
+    let restart = tokio::process::Command::new("bash")
+        .arg(previewd_e2e::cluster::cluster_script())
+        .args(["restart-apiserver", "8"])
+        .status();
+    let restart = tokio::spawn(restart);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    s.open(31, &sha('b')).await;
+    let status = restart.await.unwrap().unwrap();
+    assert!(status.success(), "cluster.sh restart-apiserver failed");
+
+    let ready = s.wait_state(31, "Ready").await;
+    s.wait_deployment(&sha('b'), "success").await;
+    s.comment_says(31, &[ready.url.as_deref().unwrap()]).await;
+    // The one that was Ready before is still Ready, and closing it still works.
+    assert_eq!(s.environment(30).await.unwrap().state, "Ready");
+    s.close(30, &sha('a')).await;
+    s.wait_state(30, "Deleted").await;
+    s.finish().await;
+}

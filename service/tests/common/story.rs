@@ -1,0 +1,284 @@
+//! The end-to-end harness: the `previewd` binary, the GitHub stand-in, the cluster, BIND and a
+//! store, for `story.rs` and `apiserver.rs`.
+
+use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
+use previewd_e2e::database::TestDatabase;
+use previewd_e2e::fixtures::example;
+use previewd_e2e::previewd::Previewd;
+use previewd_e2e::standin::GitHubStandIn;
+use previewd_environments::model::{PrNumber, RepoId};
+use previewd_environments::store::{ReconcileRecord, Store};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+pub const SECRET: &str = "story-webhook-secret";
+pub const INSTALLATION: i64 = 91;
+pub const OWNER: &str = "acme";
+
+pub fn sha(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures").join(name)).unwrap()
+}
+
+pub fn preview_yaml() -> String {
+    fixture("preview.yaml").replace("secrets: [db-readonly]", "secrets: []")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`; fails after `limit` with `what`.
+pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct Story {
+    pub github: GitHubStandIn,
+    pub previewd: Previewd,
+    pub store: Store,
+    pub repo_id: i64,
+    pub repo: String,
+    pub dns: previewd_e2e::dns::TestDnsServer,
+    pub namespaces: Vec<TestNamespace>,
+    pub env: Vec<(String, String)>,
+    pub dir: tempfile::TempDir,
+    /// The `.preview.yaml` pull requests get.
+    pub preview: String,
+}
+
+/// The policy of the fixtures with DNS published to the local BIND server, and `change` applied.
+pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) -> String) -> String {
+    let dns_block = format!(
+        "dns:\n  provider: rfc2136\n  target: {{ a: 192.0.2.10 }}\n  ttl: 30\n  verify_timeout: 20s\n  \
+         resolvers: [\"{server}\"]\n  rfc2136:\n    server: \"{server}\"\n    zone: {zone}\n    key_name: {key}\n    \
+         key_secret_env: STORY_TSIG_SECRET\n",
+        server = dns.server,
+        zone = dns.zone,
+        key = dns.tsig_name
+    );
+    let base = fixture("policy.yaml").replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+    let start = base.find("dns:\n").unwrap();
+    let end = base[start..].find("\n\n").map_or(base.len(), |e| start + e + 1);
+    change(format!("{}{}{}", &base[..start], dns_block, &base[end..]))
+}
+
+pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) -> Story {
+    let github = GitHubStandIn::start().await.unwrap();
+    let app = github.app().await.unwrap();
+    let dns = previewd_e2e::dns::server().unwrap();
+    let (_, least_privilege) = kubeconfig_paths().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), policy(&dns, change_policy)).unwrap();
+    std::fs::write(dir.path().join("app.pem"), &app.private_key_pem).unwrap();
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let path = |p: &Path| p.display().to_string();
+    let env: Vec<(String, String)> = [
+        ("PREVIEWD_DATABASE_URL", db.url.clone()),
+        ("PREVIEWD_WEBHOOK_SECRETS", SECRET.to_owned()),
+        ("PREVIEWD_POLICY_FILE", path(&dir.path().join("policy.yaml"))),
+        ("PREVIEWD_TEMPLATES_DIR", path(&templates)),
+        ("PREVIEWD_KUBECONFIG", path(&least_privilege)),
+        ("PREVIEWD_INSTANCE", format!("story-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
+        ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
+        ("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string()),
+        ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", path(&dir.path().join("app.pem"))),
+        ("PREVIEWD_GITHUB__RESYNC_INTERVAL_SECONDS", "3600".to_owned()),
+        ("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", "1".to_owned()),
+        ("PREVIEWD_QUEUE__POLL_INTERVAL_MS", "100".to_owned()),
+        ("PREVIEWD_QUEUE__BACKOFF_INITIAL_MS", "100".to_owned()),
+        ("PREVIEWD_QUEUE__BACKOFF_MAX_SECONDS", "2".to_owned()),
+        ("PREVIEWD_QUEUE__LEASE_SECONDS", "5".to_owned()),
+        ("PREVIEWD_LOG_FILTER", "info".to_owned()),
+        ("STORY_TSIG_SECRET", dns.tsig_secret.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &env, &dir.path().join("previewd.log"))
+        .await
+        .unwrap();
+    github
+        .configure(json!({"webhook_url": format!("{}/webhooks/github", previewd.base), "webhook_secret": SECRET}))
+        .await
+        .unwrap();
+    let repo_id = 5_000_000
+        + i64::from(u16::from_be_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]));
+    let repo = format!("shop{}", repo_id % 1000);
+    github.add_repo(repo_id, OWNER, &repo, Some(INSTALLATION)).await.unwrap();
+    github.set_permission(OWNER, &repo, "writer", "write").await.unwrap();
+    github.set_permission(OWNER, &repo, "reader", "read").await.unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    Story { github, previewd, store, repo_id, repo, dns, namespaces: Vec::new(), env, dir, preview: preview_yaml() }
+}
+
+impl Drop for Story {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("previewd's log (last lines):\n{}", self.previewd.log_tail(80));
+        }
+    }
+}
+
+impl Story {
+    pub fn pull_request(&self, action: &str, number: i64, head: &str) -> Value {
+        let mut p = example("pull_request", "opened").unwrap();
+        p["action"] = action.into();
+        p["number"] = number.into();
+        for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
+            let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
+            target["id"] = self.repo_id.into();
+            target["name"] = self.repo.clone().into();
+            target["full_name"] = format!("{OWNER}/{}", self.repo).into();
+            target["owner"]["login"] = OWNER.into();
+        }
+        p["pull_request"]["number"] = number.into();
+        p["pull_request"]["head"]["sha"] = head.into();
+        p["pull_request"]["head"]["ref"] = format!("feature-{number}").into();
+        p["pull_request"]["user"]["login"] = "dev".into();
+        p["pull_request"]["draft"] = false.into();
+        p["pull_request"]["labels"] = json!([]);
+        p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uOTE="});
+        p
+    }
+
+    pub fn comment_payload(&self, number: i64, comment_id: i64, login: &str, body: &str) -> Value {
+        let mut p = example("issue_comment", "created").unwrap();
+        p["repository"]["id"] = self.repo_id.into();
+        p["repository"]["name"] = self.repo.clone().into();
+        p["repository"]["full_name"] = format!("{OWNER}/{}", self.repo).into();
+        p["repository"]["owner"]["login"] = OWNER.into();
+        p["issue"]["number"] = number.into();
+        p["issue"]["pull_request"] =
+            json!({"url": format!("https://api.github.com/repos/{OWNER}/{}/pulls/{number}", self.repo)});
+        p["comment"]["id"] = comment_id.into();
+        p["comment"]["body"] = body.into();
+        p["comment"]["user"]["login"] = login.into();
+        p["installation"] = json!({"id": INSTALLATION});
+        p
+    }
+
+    pub async fn deliver(&self, event: &str, payload: &Value) -> previewd_e2e::standin::Delivered {
+        let delivered = self.github.deliver(event, payload).await.unwrap();
+        assert_eq!(delivered.status_code, 202, "{delivered:?}");
+        delivered
+    }
+
+    /// A pull request on GitHub with a `.preview.yaml` at its head, opened by delivery.
+    pub async fn open(&self, number: i64, head: &str) {
+        self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&self.preview)).await.unwrap();
+        self.github
+            .open_pull(json!({"owner": OWNER, "repo": self.repo, "number": number, "head_sha": head}))
+            .await
+            .unwrap();
+        self.deliver("pull_request", &self.pull_request("opened", number, head)).await;
+    }
+
+    pub async fn push(&self, number: i64, head: &str) {
+        self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        self.github.update_pull(OWNER, &self.repo, number, json!({"head_sha": head})).await.unwrap();
+        self.deliver("pull_request", &self.pull_request("synchronize", number, head)).await;
+    }
+
+    pub async fn close(&self, number: i64, head: &str) {
+        self.github.update_pull(OWNER, &self.repo, number, json!({"state": "closed"})).await.unwrap();
+        let mut closed = self.pull_request("closed", number, head);
+        closed["pull_request"]["state"] = "closed".into();
+        closed["pull_request"]["merged"] = false.into();
+        self.deliver("pull_request", &closed).await;
+    }
+
+    pub async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
+        self.store.reconcile_record_for(RepoId(self.repo_id), PrNumber(number)).await.unwrap()
+    }
+
+    pub async fn wait(&mut self, number: i64, what: &str, check: impl Fn(&ReconcileRecord) -> bool) -> ReconcileRecord {
+        let env = until(Duration::from_secs(120), &format!("#{number}: {what}"), || async {
+            let env = self.environment(number).await?;
+            check(&env).then_some(env)
+        })
+        .await;
+        if let Some(name) = &env.name
+            && !self.namespaces.iter().any(|n| n.name() == name)
+        {
+            self.namespaces.push(TestNamespace::adopt(name).await.unwrap());
+        }
+        env
+    }
+
+    pub async fn wait_state(&mut self, number: i64, state: &str) -> ReconcileRecord {
+        self.wait(number, &format!("state {state}"), |e| e.state == state).await
+    }
+
+    /// previewd's sticky comments on `number`.
+    pub async fn sticky(&self, number: i64) -> Vec<Value> {
+        let comments = self.github.comments(number).await.unwrap();
+        comments.into_iter().filter(|c| c["body"].as_str().is_some_and(|b| b.contains("<!-- previewd:"))).collect()
+    }
+
+    /// Waits until the one sticky comment on `number` contains every one of `texts`.
+    pub async fn comment_says(&self, number: i64, texts: &[&str]) -> String {
+        until(Duration::from_secs(60), &format!("the comment on #{number} says {texts:?}"), || async {
+            let comments = self.sticky(number).await;
+            assert!(comments.len() <= 1, "more than one sticky comment: {comments:#?}");
+            let body = comments.first()?["body"].as_str()?.to_owned();
+            texts.iter().all(|t| body.contains(t)).then_some(body)
+        })
+        .await
+    }
+
+    /// The deployments of `sha` and their statuses in order.
+    pub async fn deployment_states(&self, sha: &str) -> Vec<Vec<String>> {
+        let deployments = self.github.deployments().await.unwrap();
+        deployments
+            .iter()
+            .filter(|d| d["sha"] == sha)
+            .map(|d| {
+                d["statuses"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap().to_owned()).collect()
+            })
+            .collect()
+    }
+
+    pub async fn wait_deployment(&self, sha: &str, state: &str) {
+        until(Duration::from_secs(60), &format!("the deployment of {sha} is {state}"), || async {
+            let all = self.deployment_states(sha).await;
+            assert!(all.len() <= 1, "more than one deployment of {sha}: {all:?}");
+            (all.first()?.last()? == state).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn resolves(&self, host: &str, timeout: Duration) -> bool {
+        let policy: previewd_environments::policy::Policy = previewd_environments::policy::Policy::from_yaml(
+            &std::fs::read_to_string(self.dir.path().join("policy.yaml")).unwrap(),
+            "policy",
+        )
+        .unwrap();
+        let mut dns = policy.dns.clone();
+        dns.verify_timeout = timeout;
+        let secret = previewd_environments::dns::SecretBytes::from_base64(&self.dns.tsig_secret).unwrap();
+        previewd_environments::dns::Dns::from_policy(&dns, Some(secret)).unwrap().verify(host).await.is_ok()
+    }
+
+    pub async fn finish(mut self) {
+        if let Err(error) = self.github.assert_no_violations().await {
+            panic!("{error}");
+        }
+        self.previewd.stop().await.unwrap();
+        let log = self.previewd.log();
+        for secret in [SECRET, self.dns.tsig_secret.as_str()] {
+            assert!(!log.contains(secret), "a secret appears in previewd's log");
+        }
+    }
+}
