@@ -538,22 +538,32 @@ cmd_status() {
   return "$ok"
 }
 
-# Stops kube-apiserver, keeps it down for $1 seconds (default 5), and starts it again with the
-# same command line: etcd, the controllers and the data stay. For the test that previewd resumes
-# its work after an API server outage.
-cmd_restart_apiserver() {
-  local down=${1:-5} pid args=()
-  [[ -f $STATE/ports.env ]] || die "no cluster at $STATE; run \`$0 up\` first"
-  # shellcheck disable=SC1091
-  source "$STATE/ports.env"
-  pid=$(live_pid kube-apiserver) || die "kube-apiserver is not running"
+# Stops component $1 and starts it again with the same command line after $2 seconds.
+restart_component() {
+  local name=$1 down=$2 pid args=()
+  pid=$(live_pid "$name") || die "$name is not running"
   mapfile -d '' args <"/proc/$pid/cmdline"
   kill -TERM "$pid"
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  log "kube-apiserver stopped; starting it again in ${down}s"
+  log "$name stopped; starting it again in ${down}s"
   sleep "$down"
-  start kube-apiserver "${args[@]}"
-  wait_for kube-apiserver 60 "the API server to be ready again" api_ready
+  start "$name" "${args[@]}"
+}
+
+# Stops kube-apiserver, keeps it down for $1 seconds (default 5), and starts it again with the
+# same command line: etcd and the data stay. For the test that previewd resumes its work after
+# an API server outage. kube-controller-manager is restarted afterwards too: after a long outage
+# its namespace controller can sit in backoff for many minutes with a namespace emptied but not
+# finalized, which is the cluster's recovery, not previewd's.
+cmd_restart_apiserver() {
+  local down=${1:-5}
+  [[ -f $STATE/ports.env ]] || die "no cluster at $STATE; run \`$0 up\` first"
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  restart_component kube-apiserver "$down"
+  wait_for kube-apiserver 120 "the API server to be ready again" api_ready
+  restart_component kube-controller-manager 0
+  wait_for kube-controller-manager 60 "the controller manager" component_healthy "$KCM_PORT"
   log "kube-apiserver is back: $(api_server_url)"
 }
 
@@ -573,6 +583,6 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  restart-apiserver) cmd_restart_apiserver "${2:-5}" ;;
+  restart-apiserver) cluster_lock; cmd_restart_apiserver "${2:-5}" ;;
   *) die "usage: $0 build|up|down|status|env|restart-apiserver [seconds down]" ;;
 esac
