@@ -160,7 +160,12 @@ previewd_e2e::each_backend! {
         assert_eq!(send(body.clone(), None).await.unwrap().status(), 401);
         assert_eq!(send(body.clone(), Some(previewd_e2e::github::sign("wrong", &body))).await.unwrap().status(), 401);
         let huge = vec![b' '; 26 * 1024 * 1024];
-        assert_eq!(send(huge.clone(), Some(previewd_e2e::github::sign(SECRET, &huge))).await.unwrap().status(), 413);
+        // previewd answers 413 from Content-Length before reading the body and closes the
+        // connection, so the client may see the close before it has finished sending.
+        match send(huge.clone(), Some(previewd_e2e::github::sign(SECRET, &huge))).await {
+            Ok(answer) => assert_eq!(answer.status(), 413),
+            Err(error) => assert!(error.is_request() || error.is_body(), "{error}"),
+        }
         let broken = b"{\"action\": \"opened\",".to_vec();
         assert_eq!(send(broken.clone(), Some(previewd_e2e::github::sign(SECRET, &broken))).await.unwrap().status(), 400);
         assert_eq!(s.store.count_deliveries().await.unwrap(), 0, "refused deliveries leave no trace");

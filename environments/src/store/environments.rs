@@ -383,6 +383,10 @@ impl Store {
         .map_err(StoreError::query("counting live environments")))
     }
 
+    /// `expires_at` only ever moves the expiry later: a reconcile that read the environment
+    /// before an extension was written must not undo it (activity resets it explicitly with
+    /// [`Store::touch_environment`]).
+    ///
     /// Moves environment `id` to `to` if its head SHA is still `head_sha` (a newer push since
     /// the reconcile began wins, and the reconciler runs again for it) and the state machine
     /// allows the move from its current state, recording the transition. Returns whether it
@@ -426,7 +430,8 @@ impl Store {
                 }
                 sqlx::query(
                     "UPDATE environments SET state = $1, reason = $2, name = COALESCE($3, name), url = $4, \
-                     expires_at = COALESCE($5, expires_at), updated_at = $6, \
+                     expires_at = CASE WHEN expires_at IS NULL OR $5 > expires_at THEN COALESCE($5, expires_at) \
+                        ELSE expires_at END, updated_at = $6, \
                      deployed_sha = CASE WHEN $1 = 'Ready' THEN head_sha ELSE deployed_sha END WHERE id = $7",
                 )
                 .bind(to.as_str())
