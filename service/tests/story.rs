@@ -181,6 +181,32 @@ previewd_e2e::each_backend! {
         s.wait_state(42, "Ready").await;
         s.finish().await;
     }
+
+    async fn github_failing_then_a_missed_closing(db) {
+        // 8. GitHub answers 500 for a while: the environment is provisioned anyway and the
+        // reports arrive afterwards. A `closed` delivery that never arrives: the resync finds
+        // the pull request closed and tears the environment down.
+        let mut s = story(&db, |p| p).await;
+        s.github.fault(json!({"path_regex": "^/repos/.*/(comments|deployments|check-runs)", "status": 500, "count": 6})).await.unwrap();
+        s.open(50, &sha('5')).await;
+        let ready = s.wait_state(50, "Ready").await;
+        s.comment_says(50, &[ready.url.as_deref().unwrap()]).await;
+        s.wait_deployment(&sha('5'), "success").await;
+        let failed = s.github.requests().await.unwrap().iter().filter(|r| r["status"] == 500).count();
+        assert_eq!(failed, 6, "every injected failure was met");
+
+        // The closing happens on GitHub only; previewd's resync (every second here) notices.
+        s.previewd.stop().await.unwrap();
+        s.env.retain(|(k, _)| k != "PREVIEWD_GITHUB__RESYNC_INTERVAL_SECONDS");
+        s.env.push(("PREVIEWD_GITHUB__RESYNC_INTERVAL_SECONDS".to_owned(), "1".to_owned()));
+        s.github.update_pull(OWNER, &s.repo, 50, json!({"state": "closed"})).await.unwrap();
+        s.previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &s.env, &s.dir.path().join("restarted.log")).await.unwrap();
+        let gone = s.wait_state(50, "Deleted").await;
+        assert_eq!(gone.reason.as_deref(), Some("pull request closed without merge"));
+        s.wait_deployment(&sha('5'), "inactive").await;
+        s.comment_says(50, &["torn down"]).await;
+        s.finish().await;
+    }
 }
 
 #[tokio::test]
