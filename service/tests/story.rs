@@ -207,6 +207,18 @@ previewd_e2e::each_backend! {
         s.comment_says(50, &["torn down"]).await;
         s.finish().await;
     }
+
+    async fn over_the_limit_with_reject(db) {
+        // 5, with `reject`: the second environment is Rejected with a comment naming the limit.
+        let mut s = story(&db, |p| p.replace("  per_repository: 5\n", "  per_repository: 1\n")).await;
+        s.open(60, &sha('6')).await;
+        s.wait_state(60, "Ready").await;
+        s.open(61, &sha('7')).await;
+        let rejected = s.wait_state(61, "Rejected").await;
+        assert!(rejected.reason.unwrap().contains("repository limit reached"));
+        s.comment_says(61, &["No preview environment", "repository limit reached", "(limit 1)"]).await;
+        s.finish().await;
+    }
 }
 
 #[tokio::test]
