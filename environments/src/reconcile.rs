@@ -280,6 +280,21 @@ impl Engine {
         Ok(Step::Done(Outcome::Settled(to)))
     }
 
+    /// Records why the environment is waiting in `state`, unless that is already what it says.
+    async fn explain(
+        &self,
+        env: &ReconcileRecord,
+        state: EnvironmentState,
+        reason: &str,
+        name: Option<&str>,
+        url: Option<&str>,
+    ) -> Result<(), ReconcileError> {
+        if env.reason.as_deref() != Some(reason) {
+            self.store.transition(env.id, &env.head_sha, state, Some(reason), name, url, None).await?;
+        }
+        Ok(())
+    }
+
     async fn provision(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
         let pr = env.pull_request();
         let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
@@ -299,19 +314,7 @@ impl Engine {
                 }
                 LimitDecision::Queued { reason } => {
                     // Stays Pending; the resync tries again when a slot may have freed.
-                    if env.reason.as_deref() != Some(reason.as_str()) {
-                        self.store
-                            .transition(
-                                env.id,
-                                &env.head_sha,
-                                EnvironmentState::Pending,
-                                Some(&reason),
-                                None,
-                                None,
-                                None,
-                            )
-                            .await?;
-                    }
+                    self.explain(env, EnvironmentState::Pending, &reason, None, None).await?;
                     return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))));
                 }
             }
@@ -330,19 +333,7 @@ impl Engine {
                     // The previous commit stays deployed until a push passes its checks.
                     Some(deployed) => {
                         let reason = format!("{reason}; {} stays deployed", &deployed[..deployed.len().min(7)]);
-                        if env.reason.as_deref() != Some(reason.as_str()) {
-                            self.store
-                                .transition(
-                                    env.id,
-                                    &env.head_sha,
-                                    EnvironmentState::Pending,
-                                    Some(&reason),
-                                    None,
-                                    env.url.as_deref(),
-                                    None,
-                                )
-                                .await?;
-                        }
+                        self.explain(env, EnvironmentState::Pending, &reason, None, env.url.as_deref()).await?;
                         Ok(Step::Done(Outcome::Settled(EnvironmentState::Pending)))
                     }
                     None => self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await,
@@ -354,19 +345,7 @@ impl Engine {
                     plural(checks.waiting.len(), "check"),
                     checks.waiting.join(", ")
                 );
-                if env.reason.as_deref() != Some(reason.as_str()) {
-                    self.store
-                        .transition(
-                            env.id,
-                            &env.head_sha,
-                            EnvironmentState::Pending,
-                            Some(&reason),
-                            None,
-                            env.url.as_deref(),
-                            None,
-                        )
-                        .await?;
-                }
+                self.explain(env, EnvironmentState::Pending, &reason, None, env.url.as_deref()).await?;
                 // Check deliveries wake it sooner; this is the safety net for missed ones.
                 return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))));
             }
@@ -409,11 +388,7 @@ impl Engine {
         // A reopened pull request whose previous namespace is still going away waits for it.
         if self.cluster.namespace_terminating(&name).await? == Some(true) {
             let reason = "waiting for the previous namespace of this pull request to finish terminating";
-            if env.reason.as_deref() != Some(reason) {
-                self.store
-                    .transition(env.id, &env.head_sha, env.state()?, Some(reason), Some(&name), None, None)
-                    .await?;
-            }
+            self.explain(env, env.state()?, reason, Some(&name), None).await?;
             return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(2))));
         }
 

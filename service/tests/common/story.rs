@@ -28,22 +28,6 @@ pub fn preview_yaml() -> String {
     fixture("preview.yaml").replace("secrets: [db-readonly]", "secrets: []")
 }
 
-/// Polls `check` every 50 ms until it returns `Some`; fails after `limit` with `what`.
-pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub struct Story {
     pub github: GitHubStandIn,
     pub previewd: Previewd,
@@ -204,7 +188,7 @@ impl Story {
     }
 
     pub async fn wait(&mut self, number: i64, what: &str, check: impl Fn(&ReconcileRecord) -> bool) -> ReconcileRecord {
-        let env = until(Duration::from_secs(120), &format!("#{number}: {what}"), || async {
+        let env = super::eventually_within(Duration::from_secs(120), &format!("#{number}: {what}"), || async {
             let env = self.environment(number).await?;
             check(&env).then_some(env)
         })
@@ -229,12 +213,16 @@ impl Story {
 
     /// Waits until the one sticky comment on `number` contains every one of `texts`.
     pub async fn comment_says(&self, number: i64, texts: &[&str]) -> String {
-        until(Duration::from_secs(60), &format!("the comment on #{number} says {texts:?}"), || async {
-            let comments = self.sticky(number).await;
-            assert!(comments.len() <= 1, "more than one sticky comment: {comments:#?}");
-            let body = comments.first()?["body"].as_str()?.to_owned();
-            texts.iter().all(|t| body.contains(t)).then_some(body)
-        })
+        super::eventually_within(
+            Duration::from_secs(60),
+            &format!("the comment on #{number} says {texts:?}"),
+            || async {
+                let comments = self.sticky(number).await;
+                assert!(comments.len() <= 1, "more than one sticky comment: {comments:#?}");
+                let body = comments.first()?["body"].as_str()?.to_owned();
+                texts.iter().all(|t| body.contains(t)).then_some(body)
+            },
+        )
         .await
     }
 
@@ -251,7 +239,7 @@ impl Story {
     }
 
     pub async fn wait_deployment(&self, sha: &str, state: &str) {
-        until(Duration::from_secs(60), &format!("the deployment of {sha} is {state}"), || async {
+        super::eventually_within(Duration::from_secs(60), &format!("the deployment of {sha} is {state}"), || async {
             let all = self.deployment_states(sha).await;
             assert!(all.len() <= 1, "more than one deployment of {sha}: {all:?}");
             (all.first()?.last()? == state).then_some(())
