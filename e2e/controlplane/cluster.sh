@@ -229,8 +229,19 @@ cert_kubeconfig() {
 start() {
   local name=$1 bin=$2
   shift 2
+  # setsid execs in place (a background job of a script is no process group leader), so
+  # the pid is the component's own.
   setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 8>&- 9>&- &
-  echo $! >"$PIDS/$name"
+  local pid=$! deadline=$((SECONDS + 10))
+  echo "$pid" >"$PIDS/$name"
+  # Until the forked shell has exec'd, /proc shows this script's command line, and
+  # live_pid would call a healthy component gone (on a busy CI machine that window once
+  # failed a whole run with "etcd exited" and an empty log). Wait for the exec here.
+  until live_pid "$name" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || return 0 # it really exited; wait_for reports it
+    ((SECONDS < deadline)) || die "$name (pid $pid) did not start $bin within 10s"
+    sleep 0.05
+  done
 }
 
 # The pid of a component if that process is still the one `up` started (its command line
@@ -269,10 +280,13 @@ show_log() {
 
 # fail_start COMPONENT WHAT: report a failed start with the logs, stop what started.
 fail_start() {
-  local name=$1 what=$2 c
+  local name=$1 what=$2 c rc
   for c in "${COMPONENTS[@]}"; do
     if [[ -f $PIDS/$c ]] && ! live_pid "$c" >/dev/null; then
-      log "$c exited"
+      rc=0
+      wait "$(<"$PIDS/$c")" 2>/dev/null || rc=$?
+      # 127: not a child of this run (restart-apiserver), so its status is unknown.
+      if ((rc == 127)); then log "$c exited"; else log "$c exited with status $rc"; fi
       [[ $c == "$name" ]] || show_log "$c"
     fi
   done
