@@ -920,6 +920,19 @@ const handlers = {
     return [204, null];
   },
 
+  // GitHub answers with the labels left on the issue, or 404 when the label is not on it.
+  "DELETE /repos/{owner}/{repo}/issues/{issue_number}/labels/{name}": (c) => {
+    const [r, denied] = repoAccess(c.auth, c.params);
+    if (denied) return denied;
+    const p = state.pulls.find((x) => same(x.owner, r.owner) && same(x.repo, r.name) && x.number === Number(c.params.issue_number));
+    if (!p) return notFound();
+    const index = p.labels.findIndex((l) => same(l, c.params.name));
+    if (index < 0) return [404, { ...notFound("https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue")[1], message: "Label does not exist" }];
+    p.labels.splice(index, 1);
+    p.updated_at = now();
+    return [200, p.labels.map((name) => labelJson(r, name))];
+  },
+
   "GET /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions": (c) => {
     const [r, denied] = repoAccess(c.auth, c.params);
     if (denied) return denied;

@@ -70,6 +70,11 @@ pub struct Policy {
     /// A pull request carrying this label keeps its environment past the TTL.
     #[serde(default = "default_keep_label")]
     pub keep_label: String,
+    /// With `forks: approve`, a writer who adds this label approves the fork's head commit, as
+    /// `/preview approve` does. GitHub lets people with triage access set labels too, so
+    /// previewd checks the permission of whoever added it.
+    #[serde(default = "default_approve_label")]
+    pub approve_label: String,
     /// The template sets environments may be rendered from.
     #[serde(default)]
     pub templates: Templates,
@@ -253,6 +258,9 @@ fn default_container_max() -> ResourceValues {
 fn default_keep_label() -> String {
     "preview:keep".to_owned()
 }
+fn default_approve_label() -> String {
+    "preview:approve".to_owned()
+}
 
 /// Whether pull requests from forks get environments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -261,7 +269,8 @@ pub enum ForkPolicy {
     /// Never: a fork's code would run with the environment's secrets and network access.
     #[default]
     Deny,
-    /// After someone with write access comments `/preview approve` on the pull request. Fork
+    /// After someone with write access comments `/preview approve` on the pull request or adds
+    /// the `approve_label`, for that head commit only. Fork
     /// environments still never receive platform-provided secrets.
     Approve,
 }
@@ -643,6 +652,7 @@ pub struct EffectivePolicy {
     pub trigger: Trigger,
     pub drafts: bool,
     pub keep_label: String,
+    pub approve_label: String,
     pub templates: Templates,
     pub ingress: IngressPolicy,
     pub egress_cidrs: Vec<String>,
@@ -731,6 +741,9 @@ impl Policy {
         }
         if self.keep_label.trim().is_empty() {
             p.push("keep_label", "must not be empty");
+        }
+        if self.approve_label.trim().is_empty() {
+            p.push("approve_label", "must not be empty");
         }
         if !self.ingress.controller_namespace.is_empty()
             && !naming::is_dns1123_label(&self.ingress.controller_namespace)
@@ -934,6 +947,7 @@ impl Policy {
             },
             drafts: o.drafts.unwrap_or(self.drafts),
             keep_label: self.keep_label.clone(),
+            approve_label: self.approve_label.clone(),
             required_checks: o.required_checks.clone().unwrap_or_else(|| self.required_checks.clone()),
             templates: Templates {
                 default: o.templates.default.clone().unwrap_or_else(|| self.templates.default.clone()),
@@ -1163,6 +1177,7 @@ repositories:
         assert!(!policy.drafts);
         assert_eq!(policy.trigger.mode, TriggerMode::EveryPullRequest);
         assert_eq!(policy.keep_label, "preview:keep");
+        assert_eq!(policy.approve_label, "preview:approve");
         assert_eq!(policy.resources.quota.defaults.memory.as_str(), "8Gi");
         assert!(policy.allowed_registries.is_empty());
         assert!(error("ttl: { default: 1h }").contains("missing field `base_domain`"));
@@ -1260,6 +1275,7 @@ repositories:
         has(&problems(&with("secrets: { allowed: [DB] }")), "secrets.allowed[0]", "Secret name");
         has(&problems(&with("ingress: { controller_namespace: 'a b' }")), "ingress.controller_namespace", "namespace");
         has(&problems(&with("keep_label: ''")), "keep_label", "empty");
+        has(&problems(&with("approve_label: ' '")), "approve_label", "empty");
     }
 
     #[test]

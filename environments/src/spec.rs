@@ -525,9 +525,11 @@ pub fn trigger_allows(policy: &EffectivePolicy, pr: &PullRequest, commands: Comm
         match policy.forks {
             ForkPolicy::Deny => return Err(FORK_DENIED.to_owned()),
             ForkPolicy::Approve if !commands.approve_fork => {
-                return Err("pull requests from forks get an environment once someone with write access comments \
-                            `/preview approve`: their code runs in the environment"
-                    .to_owned());
+                return Err(format!(
+                    "pull requests from forks get an environment once someone with write access comments \
+                     `/preview approve` or adds the label `{}`, for each new commit: their code runs in the environment",
+                    policy.approve_label
+                ));
             }
             ForkPolicy::Approve => {}
         }
@@ -840,7 +842,8 @@ repositories:
 
         let fork = PullRequest { from_fork: true, ..pr() };
         assert_eq!(trigger_allows(&policy("app"), &fork, deploy), Err(FORK_DENIED.to_owned()));
-        assert!(trigger_allows(&policy("forkable"), &fork, deploy).unwrap_err().contains("/preview approve"));
+        let waiting = trigger_allows(&policy("forkable"), &fork, deploy).unwrap_err();
+        assert!(waiting.contains("/preview approve") && waiting.contains("`preview:approve`"), "{waiting}");
         assert_eq!(trigger_allows(&policy("forkable"), &fork, Commands { approve_fork: true, ..none }), Ok(()));
 
         let draft = PullRequest { draft: true, ..pr() };

@@ -18,6 +18,7 @@ use previewd_environments::model::{
     CloseReason, CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, Repo,
 };
 use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
+use previewd_environments::policy::ForkPolicy;
 use previewd_environments::reconcile::Engine;
 use previewd_environments::spec::{self, Commands};
 use previewd_environments::store::{ClaimedJob, REPORT_JOB, ReconcileRecord, Store, StoreError};
@@ -84,17 +85,39 @@ impl JobRunner {
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
         match event {
-            Event::PullRequest { action, pull_request, merged, installation, .. } => {
+            Event::PullRequest { action, pull_request, merged, label, sender, installation } => {
                 if !self.serves(&pull_request.repo) {
                     return Ok(());
                 }
                 self.store.upsert_repository(&pull_request.repo, installation, true).await.map_err(transient)?;
+                let approve_label = self.approve_label(&pull_request);
                 match action {
                     PrAction::Closed => {
                         let reason = if merged { CloseReason::Merged } else { CloseReason::Closed };
                         self.closed(&pull_request, reason).await
                     }
-                    PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview | PrAction::Synchronize => {
+                    PrAction::Labeled
+                        if approve_label
+                            .as_deref()
+                            .is_some_and(|a| label.as_deref().is_some_and(|l| same_label(a, l))) =>
+                    {
+                        self.label_approval(
+                            &pull_request,
+                            approve_label.as_deref().unwrap_or_default(),
+                            sender.as_deref(),
+                        )
+                        .await
+                    }
+                    PrAction::Synchronize => {
+                        // An approval holds for one commit: the label goes, so a writer can set it again.
+                        if let Some(approve) = approve_label.as_deref()
+                            && pull_request.labels.iter().any(|l| same_label(l, approve))
+                        {
+                            self.remove_label(&pull_request, approve).await?;
+                        }
+                        self.consider(&pull_request, Activity::Renewing).await
+                    }
+                    PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview => {
                         self.consider(&pull_request, Activity::Renewing).await
                     }
                     PrAction::Labeled | PrAction::Unlabeled | PrAction::ConvertedToDraft | PrAction::Edited => {
@@ -162,6 +185,44 @@ impl JobRunner {
 
     pub(crate) async fn closed(&self, pr: &PullRequest, reason: CloseReason) -> Result<(), JobError> {
         self.apply(pr, &PrEvent::Closed(pr.clone(), reason), &Gate::Allowed, Activity::Renewing).await.map(drop)
+    }
+
+    /// The label that approves `pr`'s head commit, if `pr` is a fork's and its repository lets
+    /// forks in after approval.
+    fn approve_label(&self, pr: &PullRequest) -> Option<String> {
+        let engine = self.engine.as_ref().filter(|_| pr.from_fork && self.github.is_some())?;
+        let policy = engine.policy.for_repository(&pr.repo.owner, &pr.repo.name);
+        (policy.forks == ForkPolicy::Approve).then_some(policy.approve_label)
+    }
+
+    /// The approval label was added to a fork's pull request: an approval of the head commit
+    /// the delivery names (not of a newer one the approver has not seen) if whoever added it
+    /// has write access; otherwise the label is taken off again, with a polite refusal.
+    async fn label_approval(&self, pr: &PullRequest, label: &str, sender: Option<&str>) -> Result<(), JobError> {
+        let (Some(side), Some(sender)) = (&self.github, sender) else {
+            return self.consider(pr, Activity::Revisit).await;
+        };
+        let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
+        let permission = side.github.permission(who, &pr.repo, sender).await.map_err(github_failed)?;
+        if permission != crate::github::api::Permission::Write {
+            tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, sender, label, "approval label refused: no write access");
+            let reply = side.texts.refused(sender, label).map_err(|e| JobError::Permanent(e.to_string()))?;
+            self.remove_label(pr, label).await?;
+            side.github.create_comment(who, &pr.repo, pr.number, &reply).await.map_err(github_failed)?;
+            return Ok(());
+        }
+        tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, head_sha = %pr.head_sha, sender, label, "fork commit approved by label");
+        let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+        let note = format!("@{sender} approved commit {short} with the label `{label}`");
+        self.grant(side, pr, Commands { deploy: false, approve_fork: true }, &note).await
+    }
+
+    async fn remove_label(&self, pr: &PullRequest, label: &str) -> Result<(), JobError> {
+        let Some(side) = &self.github else { return Ok(()) };
+        let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
+        side.github.remove_label(who, &pr.repo, pr.number, label).await.map_err(github_failed)?;
+        tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, label, "label removed: it approved an earlier commit");
+        Ok(())
     }
 
     /// Whether the policy lets `pr` have an environment, given what commands said about it
@@ -333,21 +394,7 @@ impl JobRunner {
                     }
                     _ => (Commands { deploy: false, approve_fork: true }, format!("@{author} approved commit {short}")),
                 };
-                match self.consider_with(&pr, Activity::Renewing, granted).await? {
-                    Some(id) => {
-                        let approved = granted.approve_fork.then_some(&pr.head_sha);
-                        let requested = granted.deploy.then_some(true);
-                        self.store.set_command_state(id, requested, approved, Some(&note)).await.map_err(transient)?;
-                    }
-                    None => {
-                        let problem = format!(
-                            "this repository has no `{}` at commit {short}, so it has no previews",
-                            side.repo_config_path
-                        );
-                        let reply = side.texts.help(&problem).map_err(|e| JobError::Permanent(e.to_string()))?;
-                        side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
-                    }
-                }
+                self.grant(side, &pr, granted, &note).await?;
             }
             Command::Redeploy => match current.filter(|_| live) {
                 Some(env) => {
@@ -403,6 +450,29 @@ impl JobRunner {
         Ok(())
     }
 
+    /// Carries out what a writer granted `pr` (an environment asked for, or its head commit
+    /// approved) and records it with `note` for the comment.
+    async fn grant(&self, side: &GitHubSide, pr: &PullRequest, granted: Commands, note: &str) -> Result<(), JobError> {
+        match self.consider_with(pr, Activity::Renewing, granted).await? {
+            Some(id) => {
+                let approved = granted.approve_fork.then_some(&pr.head_sha);
+                let requested = granted.deploy.then_some(true);
+                self.store.set_command_state(id, requested, approved, Some(note)).await.map_err(transient)?;
+            }
+            None => {
+                let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+                let problem = format!(
+                    "this repository has no `{}` at commit {short}, so it has no previews",
+                    side.repo_config_path
+                );
+                let reply = side.texts.help(&problem).map_err(|e| JobError::Permanent(e.to_string()))?;
+                let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
+                side.github.create_comment(who, &pr.repo, pr.number, &reply).await.map_err(github_failed)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn note_without_environment(&self, id: Option<i64>, author: &str, what: &str) -> Result<(), JobError> {
         if let Some(id) = id {
             let note = format!("@{author}: there is no live environment to {what}");
@@ -424,6 +494,11 @@ impl JobRunner {
             serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad report payload: {e}")))?;
         side.report(job.environment).await.map_err(report_failed)
     }
+}
+
+/// GitHub compares label names without regard to case.
+fn same_label(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 async fn current_id(repo: &Repo, number: PrNumber, store: &Store) -> Result<Option<i64>, JobError> {

@@ -47,6 +47,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let max_attempts = i64::from(config.queue.max_attempts);
     let policy = crate::lifecycle::load_policy(&config)?;
     let github = github_side(&config, &store, &process, policy.as_ref())?;
+    let intake_policy = policy.clone().map(Arc::new);
     let engine = crate::lifecycle::engine(&config, store.clone(), process.clone(), policy, github.clone()).await?;
     let workers = TaskTracker::new();
     if let Some(side) = &github {
@@ -90,6 +91,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         secrets: Arc::new(WebhookSecrets::new(config.webhook_secrets.clone())),
         metrics,
         job_max_attempts: max_attempts,
+        policy: intake_policy,
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(

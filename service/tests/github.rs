@@ -292,6 +292,36 @@ async fn a_repository_without_preview_configuration_gets_nothing_and_no_comment(
 }
 
 #[tokio::test]
+async fn deliveries_for_repositories_outside_the_allow_list_are_recorded_and_ignored() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let w =
+        world(&db, Options { repo: "elsewhere", policy_extra: "allow: [acme/app, other-org]\n", ..Options::default() })
+            .await;
+    w.github.put_file(OWNER, &w.repo, &sha('e'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 3, "head_sha": sha('e'), "user": "dev"}))
+        .await
+        .unwrap();
+    let opened = w.github.deliver("pull_request", &w.pull_request("opened", 3, &sha('e'), json!({}))).await.unwrap();
+    let comment = w.github.comment_as(OWNER, &w.repo, 3, "writer", "/preview deploy").await.unwrap();
+    let command =
+        w.github.deliver("issue_comment", &issue_comment(&w, 3, comment, "writer", "/preview deploy")).await.unwrap();
+    for delivered in [&opened, &command] {
+        assert_eq!(delivered.status_code, 202, "acknowledged, so GitHub does not call it failed: {delivered:?}");
+        let row = w.server.store.find_delivery("4242", &delivered.guid).await.unwrap().unwrap();
+        assert_eq!(row.outcome, "not_allowed", "recorded as ignored because of `allow`");
+        assert!(w.server.store.jobs_for_delivery(row.id).await.unwrap().is_empty(), "no work queued");
+    }
+    // Nothing happened on GitHub's side or in the cluster.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(w.environment(3).await.is_none());
+    let reads = w.github.requests().await.unwrap();
+    assert!(!reads.iter().any(|r| r["path"].as_str().is_some_and(|p| p.contains("/elsewhere/"))), "{reads:#?}");
+    assert_eq!(w.github.comments(3).await.unwrap().len(), 1, "only the writer's own comment");
+    w.finish().await;
+}
+
+#[tokio::test]
 async fn an_invalid_configuration_fails_the_environment_with_the_message_on_the_pull_request() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut w = world(&db, Options::default()).await;
@@ -423,6 +453,77 @@ async fn a_fork_waits_for_approval_and_its_next_push_needs_another() {
     pushed["pull_request"]["head"]["sha"] = sha('9').into();
     assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
     w.wait_state(5, "Deleted").await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_writers_label_approves_a_fork_commit_and_a_push_takes_it_off() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options { repo: "forks-welcome", ..Options::default() }).await;
+    w.github.put_file(OWNER, &w.repo, &sha('f'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 6, "head_sha": sha('f'), "user": "stranger", "fork": true}))
+        .await
+        .unwrap();
+    let mut opened = w.pull_request("opened", 6, &sha('f'), json!({}));
+    opened["pull_request"]["head"]["repo"]["id"] = (w.repo_id + 1).into();
+    opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
+    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    w.wait_state(6, "Rejected").await;
+    w.comment_saying(6, "`preview:approve`").await;
+    let labels_on_github = async |w: &World| {
+        let state = w.github.state().await.unwrap();
+        let pull = state["pulls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["number"] == 6 && p["repo"] == w.repo)
+            .unwrap()
+            .clone();
+        pull["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let labelled = |by: &str, head: char| {
+        let mut p = opened.clone();
+        p["action"] = "labeled".into();
+        p["label"] = json!({"name": "preview:approve"});
+        p["sender"]["login"] = by.into();
+        p["pull_request"]["head"]["sha"] = sha(head).into();
+        p["pull_request"]["labels"] = json!([{"name": "preview:approve"}]);
+        p
+    };
+
+    // Someone without write access sets the label: refused, and the label is taken off.
+    w.github.update_pull(OWNER, &w.repo, 6, json!({"labels": ["preview:approve"]})).await.unwrap();
+    assert_eq!(w.github.deliver("pull_request", &labelled("reader", 'f')).await.unwrap().status_code, 202);
+    eventually("the reader's label is refused", || async {
+        let comments = w.github.comments(6).await.ok()?;
+        comments
+            .iter()
+            .any(|c| {
+                c["body"].as_str().is_some_and(|b| b.contains("Sorry @reader, `preview:approve` needs write access"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(labels_on_github(&w).await.is_empty(), "the label is off again");
+    assert_eq!(w.environment(6).await.unwrap().state, "Rejected");
+
+    // A writer sets it: the commit the delivery names is approved.
+    w.github.update_pull(OWNER, &w.repo, 6, json!({"labels": ["preview:approve"]})).await.unwrap();
+    assert_eq!(w.github.deliver("pull_request", &labelled("writer", 'f')).await.unwrap().status_code, 202);
+    let ready = w.wait_state(6, "Ready").await;
+    assert!(ready.from_fork && ready.approved());
+    assert_eq!(ready.approved_sha.as_deref(), Some(sha('f').as_str()));
+    w.comment_saying(6, "@writer approved commit fffffff with the label `preview:approve`").await;
+
+    // A push: the approval was for the previous commit; the label goes and so does the environment.
+    w.github.update_pull(OWNER, &w.repo, 6, json!({"head_sha": sha('9')})).await.unwrap();
+    let mut pushed = labelled("stranger", '9');
+    pushed["action"] = "synchronize".into();
+    pushed.as_object_mut().unwrap().remove("label");
+    assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+    w.wait_state(6, "Deleted").await;
+    assert!(labels_on_github(&w).await.is_empty(), "previewd took the label off");
     w.finish().await;
 }
 

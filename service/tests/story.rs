@@ -102,8 +102,20 @@ previewd_e2e::each_backend! {
         assert!(rejected.reason.unwrap().contains("forks"));
         s.comment_says(6, &["No preview environment", "forks"]).await;
 
-        s.close(4, &sha('4')).await;
-        s.wait_state(4, "Deleted").await;
+        // 3, merged: the first is merged; its namespace and record go, the deployment turns
+        // inactive, the comment says why, and the waiting one takes the slot.
+        let first = s.environment(4).await.unwrap();
+        let name = first.name.clone().unwrap();
+        let host = format!("{name}.{}", s.dns.zone);
+        assert!(s.resolves(&host, Duration::from_secs(5)).await, "{host} resolves");
+        s.merge(4, &sha('4')).await;
+        let gone = s.wait_state(4, "Deleted").await;
+        assert_eq!(gone.reason.as_deref(), Some("pull request merged"));
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin_client().await.unwrap());
+        assert!(namespaces.get_opt(&name).await.unwrap().is_none(), "the namespace is gone");
+        assert!(!s.resolves(&host, Duration::from_millis(500)).await, "the record is gone");
+        s.wait_deployment(&sha('4'), "inactive").await;
+        s.comment_says(4, &["torn down", "merged"]).await;
         s.wait_state(5, "Ready").await;
         s.comment_says(5, &["Preview environment ready"]).await;
         s.finish().await;

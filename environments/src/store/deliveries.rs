@@ -15,6 +15,8 @@ pub enum DeliveryOutcome {
     Ignored,
     /// An event previewd acts on; a job was queued for it.
     Queued,
+    /// An event for a repository outside the policy's `allow` list; nothing was queued.
+    NotAllowed,
 }
 
 impl DeliveryOutcome {
@@ -23,6 +25,7 @@ impl DeliveryOutcome {
             Self::Ping => "ping",
             Self::Ignored => "ignored",
             Self::Queued => "queued",
+            Self::NotAllowed => "not_allowed",
         }
     }
 }

@@ -234,6 +234,15 @@ impl GitHub {
         self.post(who, &call, &json!({ "content": content })).await.map(drop)
     }
 
+    /// Removes `label` from pull request `number`; a label already gone is no error.
+    pub async fn remove_label(&self, who: As, repo: &Repo, number: PrNumber, label: &str) -> Result<(), GitHubError> {
+        let call = format!("{}/issues/{number}/labels/{}", repo_path(repo), encode_segment(label));
+        match self.delete(who, &call).await {
+            Ok(_) | Err(GitHubError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Deployments of `sha` to `environment`, newest first.
     pub async fn deployments(
         &self,
@@ -424,9 +433,20 @@ fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
+/// One path segment: a label may hold spaces, `/` or `:`, and `+` means no space in a path.
+fn encode_segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_encoded_as_one_path_segment() {
+        assert_eq!(encode_segment("preview:approve"), "preview%3Aapprove");
+        assert_eq!(encode_segment("needs review/ok+1"), "needs%20review%2Fok%2B1");
+    }
 
     #[test]
     fn descriptions_are_cut_to_githubs_limit() {

@@ -201,6 +201,10 @@ impl GitHub {
         self.send(who, Method::PATCH, path, Some(body), None).await
     }
 
+    pub async fn delete(&self, who: As, path: &str) -> Result<Reply, GitHubError> {
+        self.send(who, Method::DELETE, path, None, None).await
+    }
+
     /// Every page of a listing whose items are the answer itself (`[...]`) or its `items_key`.
     pub async fn list<T: DeserializeOwned>(
         &self,
@@ -267,6 +271,7 @@ impl GitHub {
             }
             Method::POST => client._post(path, body).await.map_err(transport)?,
             Method::PATCH => client._patch(path, body).await.map_err(transport)?,
+            Method::DELETE => client._delete(path, body).await.map_err(transport)?,
             _ => client._put(path, body).await.map_err(transport)?,
         };
         let (parts, body) = response.into_parts();

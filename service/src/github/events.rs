@@ -18,6 +18,10 @@ pub enum Event {
         merged: bool,
         /// The label added or removed, for `labeled`/`unlabeled`.
         label: Option<String>,
+        /// Who caused the delivery (for a label, who set it). Absent in jobs queued by older
+        /// versions and in events previewd synthesises itself.
+        #[serde(default)]
+        sender: Option<String>,
         installation: Option<InstallationId>,
     },
     /// A comment on a pull request that contains a `/preview` command.
@@ -53,6 +57,17 @@ pub enum Event {
         conclusion: String,
         installation: Option<InstallationId>,
     },
+}
+
+impl Event {
+    /// The one repository the event is about; installation events list several, or none.
+    pub fn repo(&self) -> Option<&Repo> {
+        match self {
+            Event::PullRequest { pull_request, .. } => Some(&pull_request.repo),
+            Event::Command { repo, .. } | Event::Ci { repo, .. } => Some(repo),
+            Event::Installation { .. } | Event::InstallationRepositories { .. } => None,
+        }
+    }
 }
 
 /// The `pull_request` actions previewd follows.
@@ -251,6 +266,7 @@ fn pull_request(p: wire::PullRequestEvent) -> Result<Classified, PayloadError> {
             pull_request,
             merged: pr.merged.unwrap_or(false),
             label: p.label.map(|l| l.name),
+            sender: p.sender.map(|u| u.login),
             installation: p.installation.map(|i| InstallationId(i.id)),
         }),
     })
@@ -364,6 +380,7 @@ mod wire {
         pub pull_request: PullRequest,
         pub repository: Repository,
         pub label: Option<Label>,
+        pub sender: Option<User>,
         pub installation: Option<InstallationRef>,
     }
 

@@ -138,6 +138,7 @@ impl Resync {
                 pull_request: pr,
                 merged: false,
                 label: None,
+                sender: None,
                 installation,
             };
             self.queue(&event).await?;
@@ -165,6 +166,7 @@ impl Resync {
                 pull_request: env.pull_request(),
                 merged,
                 label: None,
+                sender: None,
                 installation,
             };
             self.queue(&event).await?;

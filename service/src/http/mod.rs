@@ -8,6 +8,7 @@ use crate::intake::Intake;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::routing::{get, post};
+use previewd_environments::policy::Policy;
 use previewd_environments::store::Store;
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Attempts a delivery's job gets before the dead-letter state (`queue.max_attempts`).
     pub job_max_attempts: i64,
+    /// The policy, for its `allow` list: a delivery for a repository outside it is recorded as
+    /// `not_allowed` and queues no work. `None` without a policy (intake-only mode).
+    pub policy: Option<Arc<Policy>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use previewd_environments::model::Repo;
 use previewd_environments::store::{DeliveryOutcome, NewDelivery, NewJob, Recorded};
 use previewd_environments::time::now_ms;
 use serde_json::json;
@@ -118,6 +119,19 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
             Classified::Ignored { action, why } => {
                 tracing::info!(action = action.as_deref(), why, "delivery ignored");
                 (DeliveryOutcome::Ignored, action, None)
+            }
+            Classified::Act { action, event }
+                if event.repo().is_some_and(|repo| {
+                    app.policy.as_ref().is_some_and(|p| !p.allows_repository(&repo.owner, &repo.name))
+                }) =>
+            {
+                let repo = event.repo().map(Repo::full_name);
+                tracing::info!(
+                    action = action.as_deref(),
+                    repo,
+                    "delivery ignored: the repository is not in the policy's `allow` list"
+                );
+                (DeliveryOutcome::NotAllowed, action, None)
             }
             Classified::Act { action, event } => {
                 let payload = serde_json::to_string(&event).map_err(|e| {

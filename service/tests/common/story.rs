@@ -175,12 +175,23 @@ impl Story {
         self.deliver("pull_request", &self.pull_request("synchronize", number, head)).await;
     }
 
+    /// Closed without merge, on GitHub and by delivery.
     pub async fn close(&self, number: i64, head: &str) {
         self.github.update_pull(OWNER, &self.repo, number, json!({"state": "closed"})).await.unwrap();
+        self.deliver("pull_request", &self.closed(number, head, false)).await;
+    }
+
+    /// Merged, on GitHub and by delivery.
+    pub async fn merge(&self, number: i64, head: &str) {
+        self.github.update_pull(OWNER, &self.repo, number, json!({"merged": true})).await.unwrap();
+        self.deliver("pull_request", &self.closed(number, head, true)).await;
+    }
+
+    fn closed(&self, number: i64, head: &str, merged: bool) -> Value {
         let mut closed = self.pull_request("closed", number, head);
         closed["pull_request"]["state"] = "closed".into();
-        closed["pull_request"]["merged"] = false.into();
-        self.deliver("pull_request", &closed).await;
+        closed["pull_request"]["merged"] = merged.into();
+        closed
     }
 
     pub async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
