@@ -10,11 +10,13 @@
 #   e2e/dns.sh status  exit 0 when the server answers for the zone
 #   e2e/dns.sh down    stop it and remove its folder
 #
-# Settings: PREVIEWD_DNS_PORT (default 53530), PREVIEWD_DNS_DIR (default $TMPDIR/previewd-dns;
-# outside $HOME because named runs as the `bind` user when this runs as root).
+# Settings: PREVIEWD_DNS_PORT (default 19353: below the kernel's ephemeral range, where an
+# outgoing connection could hold the port when named starts, and below the control plane's
+# 20000-31999), PREVIEWD_DNS_DIR (default $TMPDIR/previewd-dns; outside $HOME because named runs
+# as the `bind` user when this runs as root).
 set -euo pipefail
 
-port=${PREVIEWD_DNS_PORT:-53530}
+port=${PREVIEWD_DNS_PORT:-19353}
 dir=${PREVIEWD_DNS_DIR:-${TMPDIR:-/tmp}/previewd-dns}
 zone=preview.test
 key_name=previewd
@@ -60,11 +62,28 @@ print_env() {
   echo "export PREVIEWD_TEST_DNS_TSIG_SECRET=$(secret)"
 }
 
+# Over UDP and TCP: previewd sends its updates over TCP, and a named whose TCP listener failed
+# still answers over UDP.
 answers() {
   command -v dig >/dev/null || return 1
-  local out
-  out=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" SOA "$zone" 2>/dev/null) || return 1
-  [ -n "$out" ]
+  local out transport
+  for transport in +notcp +tcp; do
+    out=$(dig +short +time=1 +tries=1 "$transport" @127.0.0.1 -p "$port" SOA "$zone" 2>/dev/null) || return 1
+    [ -n "$out" ] || return 1
+  done
+}
+
+# Stops the named this script started, if it still runs.
+stop_named() {
+  [ -f "$dir/named.pid" ] || return 0
+  local pid
+  pid=$(cat "$dir/named.pid")
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
 }
 
 write_config() {
@@ -122,6 +141,8 @@ up() {
     print_env
     return
   fi
+  # One that runs but does not answer on both transports is replaced.
+  stop_named
   write_config
   local user_args=()
   if [ "$(id -u)" -eq 0 ] && id bind >/dev/null 2>&1; then user_args=(-u bind); fi
@@ -142,16 +163,7 @@ up() {
 }
 
 down() {
-  if [ -f "$dir/named.pid" ]; then
-    local pid
-    pid=$(cat "$dir/named.pid")
-    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-      for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-    fi
-  fi
+  stop_named
   rm -rf "$dir"
 }
 

@@ -7,11 +7,12 @@
 #   e2e/postgres.sh status  exit 0 when the server answers
 #   e2e/postgres.sh down    stop it and remove its data
 #
-# Settings: PREVIEWD_PG_PORT (default 54329), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
+# Settings: PREVIEWD_PG_PORT (default 19432: below the kernel's ephemeral range and the control
+# plane's 20000-31999, so no other socket holds it when the server starts), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
 # outside $HOME because the server runs as the `postgres` user when this runs as root).
 set -euo pipefail
 
-port=${PREVIEWD_PG_PORT:-54329}
+port=${PREVIEWD_PG_PORT:-19432}
 dir=${PREVIEWD_PG_DIR:-${TMPDIR:-/tmp}/previewd-postgres}
 url="postgres://previewd@127.0.0.1:${port}/postgres"
 
@@ -56,6 +57,12 @@ up() {
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_owner "$bin/initdb" -D "$dir/data" -U previewd -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || {
       say "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  # A server of this data folder that does not answer on $port (started on another port, or
+  # hung) is stopped first.
+  if as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    say "stopping the server of $dir that does not answer on port $port"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
   fi
   if ! as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null; then

@@ -7,7 +7,7 @@
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 
-/// The server's address (`127.0.0.1:53530`).
+/// The server's address (`127.0.0.1:19353`).
 pub const SERVER_ENV: &str = "PREVIEWD_TEST_DNS_SERVER";
 /// The zone it is authoritative for (`preview.test`).
 pub const ZONE_ENV: &str = "PREVIEWD_TEST_DNS_ZONE";
