@@ -401,9 +401,32 @@ cmd_up() {
     log "cluster is up (reused): $(api_server_url)"
     return 0
   fi
-  local start=$SECONDS
   if [[ -d $STATE ]]; then
     log "cluster at $STATE is not healthy; starting it anew"
+  fi
+  # A start that fails (a component exits or never gets healthy) has printed its logs; it is
+  # tried once more with new ports before the run gives up, so one unlucky start on a busy
+  # machine does not fail a whole test run.
+  local attempt rc
+  for attempt in 1 2; do
+    set +e
+    (
+      set -e
+      start_cluster
+    )
+    rc=$?
+    set -e
+    ((rc == 0)) && return 0
+    ((attempt == 2)) && exit "$rc"
+    log "starting the cluster failed; trying once more with new ports"
+  done
+}
+
+# Starts every component from a clean state folder; exits non-zero, with the logs printed, when
+# one does not come up.
+start_cluster() {
+  local start=$SECONDS
+  if [[ -d $STATE ]]; then
     stop_all
     rm -rf "$STATE"
   fi
