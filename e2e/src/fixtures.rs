@@ -42,3 +42,61 @@ pub fn example(event: &str, action: &str) -> anyhow::Result<serde_json::Value> {
         .find(|e| e.get("action").and_then(|a| a.as_str()) == Some(action))
         .with_context(|| format!("no published `{event}` example with action `{action}`"))
 }
+
+/// The repository a scenario's deliveries are about: the fields of GitHub's examples a scenario
+/// adjusts, so every test, benchmark and the demo build deliveries the same way.
+#[derive(Debug, Clone)]
+pub struct TestRepo {
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    pub installation: i64,
+}
+
+impl TestRepo {
+    /// A `pull_request` delivery from GitHub's published `opened` example: `action` on pull
+    /// request `number` of this repository at commit `head`, from branch `feature-<number>` of
+    /// the same repository, by `dev`, not a draft, without labels, not merged.
+    pub fn pull_request(&self, action: &str, number: i64, head: &str) -> anyhow::Result<serde_json::Value> {
+        let mut p = example("pull_request", "opened")?;
+        p["action"] = action.into();
+        p["number"] = number.into();
+        for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
+            let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
+            self.describe(target);
+        }
+        let pull = &mut p["pull_request"];
+        pull["number"] = number.into();
+        pull["head"]["sha"] = head.into();
+        pull["head"]["ref"] = format!("feature-{number}").into();
+        pull["user"]["login"] = "dev".into();
+        pull["draft"] = false.into();
+        pull["labels"] = serde_json::json!([]);
+        pull["merged"] = false.into();
+        p["installation"]["id"] = self.installation.into();
+        Ok(p)
+    }
+
+    /// An `issue_comment` `created` delivery from GitHub's published example: `login` commented
+    /// `body` (comment `comment_id`) on pull request `number`.
+    pub fn comment(&self, number: i64, comment_id: i64, login: &str, body: &str) -> anyhow::Result<serde_json::Value> {
+        let mut p = example("issue_comment", "created")?;
+        self.describe(&mut p["repository"]);
+        p["issue"]["number"] = number.into();
+        p["issue"]["pull_request"] = serde_json::json!({
+            "url": format!("https://api.github.com/repos/{}/{}/pulls/{number}", self.owner, self.name)
+        });
+        p["comment"]["id"] = comment_id.into();
+        p["comment"]["body"] = body.into();
+        p["comment"]["user"]["login"] = login.into();
+        p["installation"]["id"] = self.installation.into();
+        Ok(p)
+    }
+
+    fn describe(&self, repository: &mut serde_json::Value) {
+        repository["id"] = self.id.into();
+        repository["name"] = self.name.clone().into();
+        repository["full_name"] = format!("{}/{}", self.owner, self.name).into();
+        repository["owner"]["login"] = self.owner.clone().into();
+    }
+}

@@ -9,5 +9,6 @@ pub mod database;
 pub mod dns;
 pub mod fixtures;
 pub mod github;
+pub mod measure;
 pub mod previewd;
 pub mod standin;

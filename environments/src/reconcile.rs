@@ -14,7 +14,7 @@ use crate::policy::Policy;
 use crate::render::{Ownership, RenderError, Renderer};
 use crate::repo_config::RepoConfig;
 use crate::spec::{self, EnvironmentSpec, LimitDecision, LiveCounts};
-use crate::store::{ReconcileRecord, Store, StoreError};
+use crate::store::{Lease, ReconcileRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 use serde::Serialize;
 use std::future::Future;
@@ -211,31 +211,15 @@ enum Step {
 impl Engine {
     /// Reconciles environment `id`.
     pub async fn reconcile(&self, id: i64) -> Result<Outcome, ReconcileError> {
-        // The holder is this attempt, not the process: two workers of one process must not
-        // reconcile one environment at once either. The lease is short and renewed while the
-        // reconcile runs, so a process killed mid-reconcile holds the environment for one lease
-        // at most.
-        let holder = format!("{}/{}", self.owner, uuid::Uuid::new_v4().simple());
-        let lease = self.settings.lock_lease;
-        if !self.store.lock_environment(id, &holder, lease).await? {
-            return Err(ReconcileError::Busy);
-        }
-        let renew = async {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                if let Err(error) = self.store.lock_environment(id, &holder, lease).await {
-                    tracing::warn!(error = %error, environment = id, "could not renew the environment lease");
-                }
-            }
-        };
-        let result = tokio::select! {
-            result = self.reconcile_locked(id) => result,
-            () = renew => unreachable!("the renewal loop never ends"),
-        };
-        if let Err(error) = self.store.unlock_environment(id, &holder).await {
-            tracing::warn!(error = %error, environment = id, "could not release the environment lease; it expires by itself");
-        }
-        result
+        // Short and renewed, so a process killed mid-reconcile holds the environment briefly.
+        let leased = self.store.while_leased(
+            Lease::Reconcile,
+            id,
+            &self.owner,
+            self.settings.lock_lease,
+            self.reconcile_locked(id),
+        );
+        leased.await?.unwrap_or(Err(ReconcileError::Busy))
     }
 
     async fn reconcile_locked(&self, id: i64) -> Result<Outcome, ReconcileError> {

@@ -11,7 +11,7 @@ use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRe
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
-use previewd_environments::store::Store;
+use previewd_environments::store::{Lease, Store};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +178,7 @@ previewd_e2e::each_backend! {
         let id = pending(&engine, &pr).await;
         // The crashed process had moved it to Provisioning and held its lease.
         engine.store.transition(id, &pr.head_sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
-        assert!(engine.store.lock_environment(id, "crashed", Duration::ZERO).await.unwrap());
+        assert!(engine.store.take_lease(Lease::Reconcile, id, "crashed", Duration::ZERO).await.unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
@@ -190,7 +190,7 @@ previewd_e2e::each_backend! {
     async fn one_reconcile_per_environment_at_a_time(db) {
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         let id = pending(&engine, &pr('g')).await;
-        assert!(engine.store.lock_environment(id, "other-replica", Duration::from_secs(60)).await.unwrap());
+        assert!(engine.store.take_lease(Lease::Reconcile, id, "other-replica", Duration::from_secs(60)).await.unwrap());
         assert!(matches!(engine.reconcile(id).await, Err(ReconcileError::Busy)));
         assert_eq!(state(&engine, id).await.0, "Pending", "nothing happened");
     }

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
-use previewd_environments::store::{DeliveryOutcome, JobFate, JobState, NewDelivery, NewJob, Recorded, Store};
+use previewd_environments::store::{DeliveryOutcome, JobFate, JobState, Lease, NewDelivery, NewJob, Recorded, Store};
 use previewd_environments::time::now_ms;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -268,13 +268,13 @@ previewd_e2e::each_backend! {
         use previewd_environments::store::ReportedObject;
         let store = store(&db.url).await;
         let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
-        assert!(store.lock_report(env.id, "one", Duration::from_secs(60)).await.unwrap());
-        assert!(!store.lock_report(env.id, "two", Duration::from_secs(60)).await.unwrap());
+        assert!(store.take_lease(Lease::Report, env.id, "one", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.take_lease(Lease::Report, env.id, "two", Duration::from_secs(60)).await.unwrap());
         store.save_comment(env.id, 5, "digest").await.unwrap();
         store.save_reported(env.id, ReportedObject::Deployment, 6, &"a".repeat(40), Some("queued")).await.unwrap();
         store.save_reported(env.id, ReportedObject::CheckRun, 7, &"a".repeat(40), None).await.unwrap();
-        store.unlock_report(env.id, "one").await.unwrap();
-        assert!(store.lock_report(env.id, "two", Duration::from_secs(60)).await.unwrap());
+        store.release_lease(Lease::Report, env.id, "one").await.unwrap();
+        assert!(store.take_lease(Lease::Report, env.id, "two", Duration::from_secs(60)).await.unwrap());
         let record = store.report_record(env.id).await.unwrap();
         assert_eq!((record.comment_id, record.comment_digest.as_deref()), (Some(5), Some("digest")));
         assert_eq!((record.deployment_id, record.deployment_state.as_deref()), (Some(6), Some("queued")));

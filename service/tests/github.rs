@@ -9,7 +9,7 @@ mod common;
 use common::{SECRET, TestServer, config, eventually, eventually_within};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::database::{Backend, TestDatabase, fresh};
-use previewd_e2e::fixtures::example;
+use previewd_e2e::fixtures::{TestRepo, example};
 use previewd_e2e::standin::GitHubStandIn;
 use previewd_environments::model::{PrNumber, RepoId};
 use previewd_environments::store::ReconcileRecord;
@@ -106,28 +106,14 @@ async fn world(db: &TestDatabase, options: Options<'_>) -> World {
 }
 
 impl World {
-    /// A `pull_request` delivery built from GitHub's published example.
+    fn target(&self) -> TestRepo {
+        TestRepo { id: self.repo_id, owner: OWNER.to_owned(), name: self.repo.clone(), installation: INSTALLATION }
+    }
+
+    /// A `pull_request` delivery built from GitHub's published example, with the `pull_request`
+    /// fields of `extra` laid over it.
     fn pull_request(&self, action: &str, number: i64, head: &str, extra: Value) -> Value {
-        let mut p = example("pull_request", "opened").unwrap();
-        p["action"] = action.into();
-        p["number"] = number.into();
-        let repository = json!({
-            "id": self.repo_id, "name": self.repo, "full_name": format!("{OWNER}/{}", self.repo),
-        });
-        for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
-            let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
-            for (k, v) in repository.as_object().unwrap() {
-                target[k] = v.clone();
-            }
-            target["owner"]["login"] = OWNER.into();
-        }
-        p["pull_request"]["number"] = number.into();
-        p["pull_request"]["head"]["sha"] = head.into();
-        p["pull_request"]["head"]["ref"] = format!("feature-{number}").into();
-        p["pull_request"]["user"]["login"] = "dev".into();
-        p["pull_request"]["draft"] = false.into();
-        p["pull_request"]["labels"] = json!([]);
-        p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc="});
+        let mut p = self.target().pull_request(action, number, head).unwrap();
         if let Some(pull) = extra.get("pull_request").and_then(Value::as_object) {
             for (k, v) in pull {
                 p["pull_request"][k] = v.clone();
@@ -408,18 +394,7 @@ async fn commands_need_write_access_and_unknown_ones_get_help() {
 
 /// An `issue_comment` delivery built from GitHub's published example.
 fn issue_comment(w: &World, number: i64, comment_id: i64, login: &str, body: &str) -> Value {
-    let mut p = example("issue_comment", "created").unwrap();
-    p["repository"]["id"] = w.repo_id.into();
-    p["repository"]["name"] = w.repo.clone().into();
-    p["repository"]["full_name"] = format!("{OWNER}/{}", w.repo).into();
-    p["repository"]["owner"]["login"] = OWNER.into();
-    p["issue"]["number"] = number.into();
-    p["issue"]["pull_request"] = json!({"url": "https://api.github.com/repos/acme/app/pulls/1"});
-    p["comment"]["id"] = comment_id.into();
-    p["comment"]["body"] = body.into();
-    p["comment"]["user"]["login"] = login.into();
-    p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc="});
-    p
+    w.target().comment(number, comment_id, login, body).unwrap()
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, admin_client, previewd_client};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
+use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
 use previewd_environments::cluster::Cluster;
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
@@ -50,7 +51,6 @@ use sqlx::Connection;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -693,15 +693,6 @@ impl Figures {
     }
 }
 
-/// Nearest rank: the smallest value with at least `p` of the values at or below it.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -863,42 +854,4 @@ fn print_cpu(scenarios: &[(String, CpuUse)]) {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-/// User + system CPU seconds of process `pid`, from `/proc/<pid>/stat` (Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// Busy and total jiffies of the whole machine, from `/proc/stat`.
-fn machine_jiffies() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let values: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let total: f64 = values.iter().take(8).sum();
-    // idle + iowait
-    let idle = values.get(3)? + values.get(4).unwrap_or(&0.0);
-    Some((total - idle, total))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
 }

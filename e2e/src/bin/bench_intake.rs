@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
 use previewd_e2e::fixtures::example;
 use previewd_e2e::github::sign;
+use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies};
 use sqlx::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -562,46 +563,8 @@ fn fsync_latency() -> anyhow::Result<(Duration, Duration)> {
     Ok((times[times.len() / 2], times[times.len() - 1]))
 }
 
-/// User + system CPU seconds of process `pid`, from `/proc/<pid>/stat` (Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks())
-}
-
 fn cpu_seconds_self() -> Option<f64> {
     cpu_seconds(std::process::id())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// Busy and total jiffies of the whole machine, from `/proc/stat`.
-fn machine_jiffies() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let values: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let total: f64 = values.iter().take(8).sum();
-    // idle + iowait
-    let idle = values.get(3)? + values.get(4).unwrap_or(&0.0);
-    Some((total - idle, total))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 fn millis(d: Duration) -> String {

@@ -12,7 +12,8 @@
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use previewd_e2e::fixtures::example;
+use previewd_e2e::fixtures::TestRepo;
+use previewd_e2e::measure::percentile;
 use previewd_e2e::previewd::Previewd;
 use previewd_e2e::standin::GitHubStandIn;
 use serde_json::{Value, json};
@@ -33,21 +34,13 @@ fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn report(what: &str, mut times: Vec<Duration>) {
     times.sort();
     println!(
         "{what:<48} n={:<3} p50 {:>6.2}s  p99 {:>6.2}s  max {:>6.2}s",
         times.len(),
-        percentile(&times, 50.0).as_secs_f64(),
-        percentile(&times, 99.0).as_secs_f64(),
+        percentile(&times, 0.50).as_secs_f64(),
+        percentile(&times, 0.99).as_secs_f64(),
         times.last().copied().unwrap_or_default().as_secs_f64()
     );
 }
@@ -57,23 +50,8 @@ fn sha(n: usize) -> String {
 }
 
 fn payload(action: &str, number: usize) -> anyhow::Result<Value> {
-    let mut p = example("pull_request", "opened")?;
-    p["action"] = action.into();
-    p["number"] = number.into();
-    for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
-        let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
-        target["id"] = REPO_ID.into();
-        target["name"] = REPO.into();
-        target["full_name"] = format!("{OWNER}/{REPO}").into();
-        target["owner"]["login"] = OWNER.into();
-    }
-    p["pull_request"]["number"] = number.into();
-    p["pull_request"]["head"]["sha"] = sha(number).into();
-    p["pull_request"]["draft"] = false.into();
-    p["pull_request"]["labels"] = json!([]);
-    p["pull_request"]["merged"] = false.into();
-    p["installation"] = json!({"id": INSTALLATION});
-    Ok(p)
+    let repo = TestRepo { id: REPO_ID, owner: OWNER.to_owned(), name: REPO.to_owned(), installation: INSTALLATION };
+    repo.pull_request(action, i64::try_from(number)?, &sha(number))
 }
 
 /// The numbers of the pull requests whose deployment of their head has a `success` status.

@@ -248,38 +248,6 @@ const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, 
      note";
 
 impl Store {
-    /// Takes the environment's reconcile lease for `owner`, if nobody else holds a live one.
-    pub async fn lock_environment(&self, id: i64, owner: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let until = now.saturating_add(crate::time::millis(lease));
-        let updated = with_pool!(self, pool => sqlx::query(
-            "UPDATE environments SET lock_owner = $1, lock_until = $2 \
-             WHERE id = $3 AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("locking an environment"))?
-        .rows_affected());
-        Ok(updated == 1)
-    }
-
-    /// Gives the lease back.
-    pub async fn unlock_environment(&self, id: i64, owner: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query(
-            "UPDATE environments SET lock_owner = NULL, lock_until = NULL WHERE id = $1 AND lock_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(StoreError::query("unlocking an environment")))
-    }
-
     /// The environment as the reconciler sees it.
     pub async fn reconcile_record(&self, id: i64) -> Result<Option<ReconcileRecord>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(

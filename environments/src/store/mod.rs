@@ -10,12 +10,14 @@
 mod deliveries;
 mod environments;
 mod jobs;
+mod leases;
 mod reports;
 mod repositories;
 
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
+pub use leases::Lease;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
 

@@ -3,8 +3,6 @@
 //! duplicating and to skip calls that would change nothing.
 
 use super::{Store, StoreError, with_pool};
-use crate::time::{millis, now_ms};
-use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReportRecord {
@@ -38,45 +36,6 @@ impl Store {
         .await
         .map_err(StoreError::query("reading a report"))?);
         Ok(row.unwrap_or_default())
-    }
-
-    /// Takes the report lease of environment `id` for `owner` unless another live one holds it.
-    pub async fn lock_report(&self, id: i64, owner: &str, lease: Duration) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let until = now.saturating_add(millis(lease));
-        with_pool!(self, pool => sqlx::query(
-            "INSERT INTO github_reports (environment_id) VALUES ($1) ON CONFLICT (environment_id) DO NOTHING",
-        )
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(StoreError::query("preparing a report"))?);
-        let taken = with_pool!(self, pool => sqlx::query(
-            "UPDATE github_reports SET lock_owner = $1, lock_until = $2 \
-             WHERE environment_id = $3 AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("locking a report"))?
-        .rows_affected());
-        Ok(taken == 1)
-    }
-
-    pub async fn unlock_report(&self, id: i64, owner: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query(
-            "UPDATE github_reports SET lock_owner = NULL, lock_until = NULL WHERE environment_id = $1 AND lock_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(StoreError::query("unlocking a report")))
     }
 
     pub async fn save_comment(&self, id: i64, comment_id: i64, digest: &str) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use super::commands::HELP;
 use super::texts::{CommentContext, Texts};
 use previewd_environments::model::{EnvironmentState, PrNumber, Repo, RepoId};
 use previewd_environments::policy::Policy;
-use previewd_environments::store::{ReconcileRecord, ReportRecord, ReportedObject, Store, StoreError};
+use previewd_environments::store::{Lease, ReconcileRecord, ReportRecord, ReportedObject, Store, StoreError};
 use previewd_environments::time::{now_ms, rfc3339};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -76,30 +76,10 @@ impl GitHubSide {
 
     /// Makes the pull request show environment `id` as it is now.
     pub async fn report(&self, id: i64) -> Result<(), ReportError> {
-        // The holder is this attempt, not this process: two workers of one process must not
-        // report the same environment at once either.
-        let holder = format!("{}/{}", self.owner, uuid::Uuid::new_v4().simple());
         // Short and renewed, so a process killed mid-report blocks the next one briefly.
         let lease = Duration::from_secs(15);
-        if !self.store.lock_report(id, &holder, lease).await? {
-            return Err(ReportError::Busy);
-        }
-        let renew = async {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                if let Err(error) = self.store.lock_report(id, &holder, lease).await {
-                    tracing::warn!(error = %error, environment = id, "could not renew the report lease");
-                }
-            }
-        };
-        let result = tokio::select! {
-            result = self.report_locked(id) => result,
-            () = renew => unreachable!("the renewal loop never ends"),
-        };
-        if let Err(error) = self.store.unlock_report(id, &holder).await {
-            tracing::warn!(error = %error, environment = id, "could not release the report lease; it expires by itself");
-        }
-        result
+        let leased = self.store.while_leased(Lease::Report, id, &self.owner, lease, self.report_locked(id));
+        leased.await?.unwrap_or(Err(ReportError::Busy))
     }
 
     async fn report_locked(&self, id: i64) -> Result<(), ReportError> {

@@ -3,7 +3,7 @@
 
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::database::TestDatabase;
-use previewd_e2e::fixtures::example;
+use previewd_e2e::fixtures::TestRepo;
 use previewd_e2e::previewd::Previewd;
 use previewd_e2e::standin::GitHubStandIn;
 use previewd_environments::model::{PrNumber, RepoId};
@@ -116,41 +116,16 @@ impl Drop for Story {
 }
 
 impl Story {
+    fn target(&self) -> TestRepo {
+        TestRepo { id: self.repo_id, owner: OWNER.to_owned(), name: self.repo.clone(), installation: INSTALLATION }
+    }
+
     pub fn pull_request(&self, action: &str, number: i64, head: &str) -> Value {
-        let mut p = example("pull_request", "opened").unwrap();
-        p["action"] = action.into();
-        p["number"] = number.into();
-        for path in [&["repository"][..], &["pull_request", "base", "repo"], &["pull_request", "head", "repo"]] {
-            let target = path.iter().fold(&mut p, |v, k| &mut v[*k]);
-            target["id"] = self.repo_id.into();
-            target["name"] = self.repo.clone().into();
-            target["full_name"] = format!("{OWNER}/{}", self.repo).into();
-            target["owner"]["login"] = OWNER.into();
-        }
-        p["pull_request"]["number"] = number.into();
-        p["pull_request"]["head"]["sha"] = head.into();
-        p["pull_request"]["head"]["ref"] = format!("feature-{number}").into();
-        p["pull_request"]["user"]["login"] = "dev".into();
-        p["pull_request"]["draft"] = false.into();
-        p["pull_request"]["labels"] = json!([]);
-        p["installation"] = json!({"id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uOTE="});
-        p
+        self.target().pull_request(action, number, head).unwrap()
     }
 
     pub fn comment_payload(&self, number: i64, comment_id: i64, login: &str, body: &str) -> Value {
-        let mut p = example("issue_comment", "created").unwrap();
-        p["repository"]["id"] = self.repo_id.into();
-        p["repository"]["name"] = self.repo.clone().into();
-        p["repository"]["full_name"] = format!("{OWNER}/{}", self.repo).into();
-        p["repository"]["owner"]["login"] = OWNER.into();
-        p["issue"]["number"] = number.into();
-        p["issue"]["pull_request"] =
-            json!({"url": format!("https://api.github.com/repos/{OWNER}/{}/pulls/{number}", self.repo)});
-        p["comment"]["id"] = comment_id.into();
-        p["comment"]["body"] = body.into();
-        p["comment"]["user"]["login"] = login.into();
-        p["installation"] = json!({"id": INSTALLATION});
-        p
+        self.target().comment(number, comment_id, login, body).unwrap()
     }
 
     pub async fn deliver(&self, event: &str, payload: &Value) -> previewd_e2e::standin::Delivered {
