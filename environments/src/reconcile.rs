@@ -412,17 +412,7 @@ impl Engine {
                 // Stays Provisioning with the DNS reason; the retry comes back here.
                 let reason = format!("{}: {error}", error.reason());
                 tracing::warn!(environment = env.id, host = spec.host, reason, "DNS not ready; retrying");
-                self.store
-                    .transition(
-                        env.id,
-                        &env.head_sha,
-                        EnvironmentState::Provisioning,
-                        Some(&reason),
-                        Some(&name),
-                        None,
-                        None,
-                    )
-                    .await?;
+                self.explain(env, EnvironmentState::Provisioning, &reason, Some(&name), None).await?;
                 Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))))
             }
             Err(error) => {
