@@ -279,7 +279,9 @@ impl JobRunner {
         {
             let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
             let file = side.github.repo_file(who, &pr.repo, &side.repo_config_path, &pr.head_sha).await;
-            if file.map_err(github_failed)?.is_none() {
+            let present = file.map_err(github_failed)?.is_some();
+            self.store.record_repo_config(pr.repo.id, &pr.head_sha.0, present).await.map_err(transient)?;
+            if !present {
                 tracing::info!(
                     repo = %pr.repo.full_name(),
                     pr = %pr.number,

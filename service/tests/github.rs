@@ -224,6 +224,8 @@ previewd_e2e::each_backend! {
         .await;
         assert_eq!(run["name"], "preview/pr-1");
         assert!(run["output"]["summary"].as_str().unwrap().contains(&url));
+        let repository = w.server.store.repository(RepoId(w.repo_id)).await.unwrap().unwrap();
+        assert_eq!((repository.config_state.as_deref(), repository.config_sha), (Some("present"), Some(sha('a'))));
 
         // A push: the same comment is edited to the new commit, a new deployment is made.
         w.github.put_file(OWNER, &w.repo, &sha('b'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
@@ -274,6 +276,10 @@ async fn a_repository_without_preview_configuration_gets_nothing_and_no_comment(
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(w.environment(2).await.is_none());
     assert!(w.bot_comments(2).await.is_empty());
+    // Recorded, so an operator can tell "no previews here" from "never heard of it".
+    let repository = w.server.store.repository(RepoId(w.repo_id)).await.unwrap().unwrap();
+    assert_eq!(repository.config_state.as_deref(), Some("absent"));
+    assert_eq!(repository.config_sha.as_deref(), Some(sha('c').as_str()));
     w.finish().await;
 }
 

@@ -15,6 +15,10 @@ pub struct RepositoryRecord {
     pub active: bool,
     /// The `ETag` of the last listing of its open pull requests.
     pub pulls_etag: Option<String>,
+    /// `present` or `absent`: whether the preview file was at `config_sha`, the head commit of
+    /// the last pull request previewd considered.
+    pub config_state: Option<String>,
+    pub config_sha: Option<String>,
 }
 
 impl RepositoryRecord {
@@ -27,7 +31,7 @@ impl RepositoryRecord {
     }
 }
 
-const COLUMNS: &str = "repo_id, owner, name, installation_id, active, pulls_etag";
+const COLUMNS: &str = "repo_id, owner, name, installation_id, active, pulls_etag, config_state, config_sha";
 
 impl Store {
     /// Records that previewd serves `repo` (through `installation`, when a GitHub App); a
@@ -88,6 +92,21 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("listing repositories")))
+    }
+
+    /// Records whether `repo` has its preview file at commit `sha`.
+    pub async fn record_repo_config(&self, repo: RepoId, sha: &str, present: bool) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE repositories SET config_state = $1, config_sha = $2, config_checked_at = $3 WHERE repo_id = $4",
+        )
+        .bind(if present { "present" } else { "absent" })
+        .bind(sha)
+        .bind(now_ms())
+        .bind(repo.0)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("recording a repository's preview configuration")))
     }
 
     pub async fn set_pulls_etag(&self, repo: RepoId, etag: Option<&str>) -> Result<(), StoreError> {
