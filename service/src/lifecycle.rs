@@ -177,7 +177,12 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
     for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Deleting]).await? {
         engine.store.enqueue_unique_job(&reconcile_job(env.id, max_attempts, None)).await?;
     }
-    // Orphans: namespaces labelled as previewd's that no environment holds.
+    // Orphans: namespaces labelled as previewd's that no environment holds. The namespaces are
+    // listed before the environments are read: a reconcile records the name before it creates
+    // the namespace, so every namespace listed here that is being created has its holder in the
+    // read that follows. The other order deleted namespaces a worker (of this or another
+    // replica) had just created.
+    let owned = engine.cluster.owned_namespaces(&engine.settings.instance).await?;
     let held: Vec<String> = engine
         .store
         .environments_in(&[Pending, Provisioning, Ready, Failed, Deleting])
@@ -185,7 +190,7 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|env| env.name)
         .collect();
-    for namespace in engine.cluster.owned_namespaces(&engine.settings.instance).await? {
+    for namespace in owned {
         if !held.contains(&namespace) && engine.cluster.namespace_terminating(&namespace).await? == Some(false) {
             tracing::warn!(namespace, "deleting a namespace previewd owns but no live environment holds");
             engine.cluster.teardown(&namespace, Duration::ZERO).await?;

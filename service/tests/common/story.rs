@@ -173,12 +173,30 @@ impl Story {
         self.store.reconcile_record_for(RepoId(self.repo_id), PrNumber(number)).await.unwrap()
     }
 
+    /// Waits up to two minutes until `number`'s environment passes `check`; a timeout names
+    /// the state and reason it was last seen in, and the transitions it went through.
     pub async fn wait(&mut self, number: i64, what: &str, check: impl Fn(&ReconcileRecord) -> bool) -> ReconcileRecord {
-        let env = super::eventually_within(Duration::from_secs(120), &format!("#{number}: {what}"), || async {
-            let env = self.environment(number).await?;
-            check(&env).then_some(env)
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let env = loop {
+            let env = self.environment(number).await;
+            if let Some(env) = env.as_ref().filter(|e| check(e)) {
+                break env.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let history = match &env {
+                    Some(e) => format!("{:#?}", self.store.transitions(e.id).await.unwrap()),
+                    None => String::new(),
+                };
+                panic!(
+                    "timed out waiting until #{number}: {what}; last seen: {}\n{history}",
+                    env.map_or("no environment".to_owned(), |e| format!(
+                        "state {} reason {:?} head {} deployed {:?}",
+                        e.state, e.reason, e.head_sha, e.deployed_sha
+                    ))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         if let Some(name) = &env.name
             && !self.namespaces.iter().any(|n| n.name() == name)
         {
