@@ -43,6 +43,18 @@ impl fmt::Display for CommitSha {
         f.write_str(&self.0)
     }
 }
+/// The first seven characters of a commit SHA, as GitHub shows commits to people.
+pub fn short_sha(sha: &str) -> &str {
+    sha.char_indices().nth(7).map_or(sha, |(end, _)| &sha[..end])
+}
+
+impl CommitSha {
+    /// [`short_sha`] of this commit.
+    pub fn short(&self) -> &str {
+        short_sha(&self.0)
+    }
+}
+
 impl fmt::Display for InstallationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -158,5 +170,17 @@ impl fmt::Display for CloseReason {
             Self::Merged => "pull request merged",
             Self::Closed => "pull request closed without merge",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_shas_are_seven_characters_or_what_there_is() {
+        assert_eq!(short_sha("0123456789abcdef"), "0123456");
+        assert_eq!(CommitSha("abc".into()).short(), "abc");
+        assert_eq!(short_sha("ééééééééé"), "ééééééé");
     }
 }

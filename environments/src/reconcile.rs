@@ -8,7 +8,7 @@
 
 use crate::cluster::{Cluster, ClusterError, Teardown};
 use crate::dns::{Dns, DnsError};
-use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo};
+use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo, short_sha};
 use crate::naming;
 use crate::policy::Policy;
 use crate::render::{Ownership, RenderError, Renderer};
@@ -310,13 +310,13 @@ impl Engine {
                 .checks(&pr.repo, &pr.head_sha, &policy.required_checks)
                 .await
                 .map_err(ReconcileError::Checks)?;
-            let short = &env.head_sha[..env.head_sha.len().min(7)];
+            let short = short_sha(&env.head_sha);
             if let Some((name, conclusion)) = checks.failed.first() {
                 let reason = format!("check `{name}` ended `{conclusion}` on {short}");
                 return match env.deployed_sha.as_deref() {
                     // The previous commit stays deployed until a push passes its checks.
                     Some(deployed) => {
-                        let reason = format!("{reason}; {} stays deployed", &deployed[..deployed.len().min(7)]);
+                        let reason = format!("{reason}; {} stays deployed", short_sha(deployed));
                         self.explain(env, EnvironmentState::Pending, &reason, None, env.url.as_deref()).await?;
                         Ok(Step::Done(Outcome::Settled(EnvironmentState::Pending)))
                     }

@@ -212,7 +212,7 @@ impl JobRunner {
             return Ok(());
         }
         tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, head_sha = %pr.head_sha, sender, label, "fork commit approved by label");
-        let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+        let short = pr.head_sha.short();
         let note = format!("@{sender} approved commit {short} with the label `{label}`");
         self.grant(side, pr, Commands { deploy: false, approve_fork: true }, &note).await
     }
@@ -389,7 +389,7 @@ impl JobRunner {
             Command::Deploy | Command::Approve => {
                 let who = side.installation_for(repo).await.map_err(report_failed)?;
                 let pr = side.github.pull(who, repo, number).await.map_err(github_failed)?.to_model();
-                let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+                let short = pr.head_sha.short();
                 let (granted, note) = match command {
                     Command::Deploy => {
                         (Commands { deploy: true, approve_fork: false }, format!("@{author} asked for an environment"))
@@ -462,7 +462,7 @@ impl JobRunner {
                 self.store.set_command_state(id, requested, approved, Some(note)).await.map_err(transient)?;
             }
             None => {
-                let short = &pr.head_sha.0[..pr.head_sha.0.len().min(7)];
+                let short = pr.head_sha.short();
                 let problem = format!(
                     "this repository has no `{}` at commit {short}, so it has no previews",
                     side.repo_config_path
