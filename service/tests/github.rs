@@ -314,6 +314,44 @@ async fn deliveries_for_repositories_outside_the_allow_list_are_recorded_and_ign
 }
 
 #[tokio::test]
+async fn the_keep_label_keeps_the_environment_up_to_the_policys_maximum() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    w.github.put_file(OWNER, &w.repo, &sha('8'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 9, "head_sha": sha('8'), "user": "dev"}))
+        .await
+        .unwrap();
+    let labelled =
+        w.pull_request("opened", 9, &sha('8'), json!({"pull_request": {"labels": [{"name": "preview:keep"}]}}));
+    assert_eq!(w.github.deliver("pull_request", &labelled).await.unwrap().status_code, 202);
+    let ready = w.wait_state(9, "Ready").await;
+    // The fixture's `.preview.yaml` asks for 24h; the label gives the policy's `ttl.max`, 7d.
+    let left = ready.expires_at.unwrap() - previewd_environments::time::now_ms();
+    assert!(left > 6 * 24 * 3_600_000 && left <= 7 * 24 * 3_600_000, "expires in {left} ms");
+    w.comment_saying(9, "The `preview:keep` label keeps it up to the policy's maximum.").await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_deployment_github_refuses_does_not_keep_the_comment_from_the_pull_request() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    // GitHub refuses a deployment of a commit it does not know (422 `No ref found`), as it
+    // would after a force-push; the stand-in knows only hexadecimal SHAs.
+    let unknown = "k".repeat(40);
+    w.open(10, &unknown, true).await;
+    let ready = w.wait_state(10, "Ready").await;
+    w.comment_saying(10, ready.url.as_deref().unwrap()).await;
+    assert!(w.deployment_states(&unknown).await.is_empty(), "no deployment could be made");
+    let refused = w.github.requests().await.unwrap();
+    assert!(refused.iter().any(|r| r["method"] == "POST"
+        && r["path"].as_str().is_some_and(|p| p.ends_with("/deployments"))
+        && r["status"] == 422));
+    w.finish().await;
+}
+
+#[tokio::test]
 async fn an_invalid_configuration_fails_the_environment_with_the_message_on_the_pull_request() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut w = world(&db, Options::default()).await;

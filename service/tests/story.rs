@@ -220,6 +220,28 @@ previewd_e2e::each_backend! {
         s.finish().await;
     }
 
+    async fn dns_unreachable_then_back(db) {
+        // The DNS server cannot be reached: the environment stays Provisioning, and the pull
+        // request says why (deployment `in_progress`, the reason in the comment). Once DNS is
+        // back (here: previewd restarted with a reachable server), it becomes Ready.
+        let real = std::env::var("PREVIEWD_TEST_DNS_SERVER").unwrap();
+        let mut s = story(&db, |p| p.replace(&real, "127.0.0.1:9")).await;
+        s.open(70, &sha('7')).await;
+        let waiting = s.wait(70, "waiting for DNS", |e| e.reason.as_deref().is_some_and(|r| r.contains("DnsUnreachable"))).await;
+        assert_eq!(waiting.state, "Provisioning");
+        s.wait_deployment(&sha('7'), "in_progress").await;
+        s.comment_says(70, &["being provisioned", "could not be reached"]).await;
+
+        s.previewd.stop().await.unwrap();
+        let policy = s.dir.path().join("policy.yaml");
+        std::fs::write(&policy, std::fs::read_to_string(&policy).unwrap().replace("127.0.0.1:9", &real)).unwrap();
+        s.previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &s.env, &s.dir.path().join("restarted.log")).await.unwrap();
+        let ready = s.wait_state(70, "Ready").await;
+        s.wait_deployment(&sha('7'), "success").await;
+        s.comment_says(70, &[ready.url.as_deref().unwrap()]).await;
+        s.finish().await;
+    }
+
     async fn over_the_limit_with_reject(db) {
         // 5, with `reject`: the second environment is Rejected with a comment naming the limit.
         let mut s = story(&db, |p| p.replace("  per_repository: 5\n", "  per_repository: 1\n")).await;

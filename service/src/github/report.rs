@@ -31,6 +31,17 @@ pub enum ReportError {
     Busy,
 }
 
+impl ReportError {
+    /// Whether the same report may succeed later (GitHub back, a limit reset, the store back).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReportError::GitHub(error) => error.is_transient(),
+            ReportError::Store(_) | ReportError::Busy => true,
+            ReportError::Texts(_) => false,
+        }
+    }
+}
+
 /// Everything previewd's GitHub side needs.
 pub struct GitHubSide {
     pub github: Arc<GitHub>,
@@ -90,12 +101,23 @@ impl GitHubSide {
         let repo = env.pull_request().repo;
         let who = self.installation_for(&repo).await?;
         let record = self.store.report_record(id).await?;
-        self.report_deployment(&env, state, &repo, who, &record).await?;
-        if self.github.is_app() {
-            self.report_check_run(&env, state, &repo, who, &record).await?;
+        // Each part stands alone: GitHub refusing one (a deployment of a commit it no longer
+        // has, an App without the deployments permission) must not keep the others, above all
+        // the comment, from the pull request.
+        let deployment = self.report_deployment(&env, state, &repo, who, &record).await;
+        let check_run =
+            if self.github.is_app() { self.report_check_run(&env, state, &repo, who, &record).await } else { Ok(()) };
+        let comment = self.report_comment(&env, state, &repo, who, &record).await;
+        let mut failed = Vec::new();
+        for (part, result) in [("deployment", deployment), ("check run", check_run), ("comment", comment)] {
+            if let Err(error) = result {
+                tracing::warn!(environment = id, part, error = %error, "reporting on the pull request failed");
+                failed.push(error);
+            }
         }
-        self.report_comment(&env, state, &repo, who, &record).await?;
-        Ok(())
+        // A failure worth retrying decides the job's fate before one that is not.
+        failed.sort_by_key(|e| !e.is_retryable());
+        failed.into_iter().next().map_or(Ok(()), Err)
     }
 
     fn comment_text(&self, env: &ReconcileRecord, state: EnvironmentState) -> Result<String, ReportError> {
@@ -187,7 +209,7 @@ impl GitHubSide {
         use EnvironmentState::*;
         let (status, description) = match state {
             Pending => ("queued", env.reason.clone().unwrap_or_else(|| "waiting to be provisioned".to_owned())),
-            Provisioning => ("in_progress", "provisioning".to_owned()),
+            Provisioning => ("in_progress", env.reason.clone().unwrap_or_else(|| "provisioning".to_owned())),
             Ready => ("success", "ready".to_owned()),
             Failed => ("failure", env.reason.clone().unwrap_or_else(|| "failed".to_owned())),
             // The last deployment goes inactive; nothing new is deployed.
