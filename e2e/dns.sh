@@ -73,12 +73,15 @@ answers() {
   done
 }
 
-# Stops the named this script started, if it still runs.
+# Stops the named this script started, if it still runs. A pid file left from another boot may
+# name an unrelated process now, so the pid is only signalled when it is our named.
 stop_named() {
   [ -f "$dir/named.pid" ] || return 0
   local pid
   pid=$(cat "$dir/named.pid")
-  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/named.conf" || return 0
+  if kill "$pid" 2>/dev/null; then
     for _ in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1

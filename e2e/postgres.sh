@@ -59,10 +59,17 @@ up() {
       say "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
   fi
   # A server of this data folder that does not answer on $port (started on another port, or
-  # hung) is stopped first.
-  if as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+  # hung) is stopped first. Only when its pid is really that server: a postmaster.pid left from
+  # another boot may name an unrelated process now, which pg_ctl would signal.
+  local pid=""
+  if [ -f "$dir/data/postmaster.pid" ]; then pid=$(head -n 1 "$dir/data/postmaster.pid"); fi
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/data"; then
     say "stopping the server of $dir that does not answer on port $port"
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+  elif [ -n "$pid" ]; then
+    # Left by a server that is gone; the server would refuse to start if the pid is alive now.
+    rm -f "$dir/data/postmaster.pid"
   fi
   if ! as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null; then
