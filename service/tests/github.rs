@@ -136,6 +136,20 @@ impl World {
         assert_eq!(delivered.status_code, 202, "{delivered:?}");
     }
 
+    /// Opens pull request `number` at `head` from a fork by `stranger`; returns the delivery.
+    async fn open_fork(&self, number: i64, head: &str) -> Value {
+        self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        self.github
+            .open_pull(json!({"owner": OWNER, "repo": self.repo, "number": number, "head_sha": head, "user": "stranger", "fork": true}))
+            .await
+            .unwrap();
+        let mut opened = self.pull_request("opened", number, head, json!({}));
+        opened["pull_request"]["head"]["repo"]["id"] = (self.repo_id + 1).into();
+        opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
+        assert_eq!(self.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+        opened
+    }
+
     async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
         self.server.store.reconcile_record_for(RepoId(self.repo_id), PrNumber(number)).await.unwrap()
     }
@@ -445,15 +459,7 @@ fn issue_comment(w: &World, number: i64, comment_id: i64, login: &str, body: &st
 async fn a_fork_waits_for_approval_and_its_next_push_needs_another() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut w = world(&db, Options { repo: "forks-welcome", ..Options::default() }).await;
-    w.github.put_file(OWNER, &w.repo, &sha('f'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
-    w.github
-        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 5, "head_sha": sha('f'), "user": "stranger", "fork": true}))
-        .await
-        .unwrap();
-    let mut opened = w.pull_request("opened", 5, &sha('f'), json!({}));
-    opened["pull_request"]["head"]["repo"]["id"] = (w.repo_id + 1).into();
-    opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
-    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    let opened = w.open_fork(5, &sha('f')).await;
     let rejected = w.wait_state(5, "Rejected").await;
     assert!(rejected.reason.unwrap().contains("/preview approve"));
     w.comment_saying(5, "/preview approve").await;
@@ -479,15 +485,7 @@ async fn a_fork_waits_for_approval_and_its_next_push_needs_another() {
 async fn a_writers_label_approves_a_fork_commit_and_a_push_takes_it_off() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut w = world(&db, Options { repo: "forks-welcome", ..Options::default() }).await;
-    w.github.put_file(OWNER, &w.repo, &sha('f'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
-    w.github
-        .open_pull(json!({"owner": OWNER, "repo": w.repo, "number": 6, "head_sha": sha('f'), "user": "stranger", "fork": true}))
-        .await
-        .unwrap();
-    let mut opened = w.pull_request("opened", 6, &sha('f'), json!({}));
-    opened["pull_request"]["head"]["repo"]["id"] = (w.repo_id + 1).into();
-    opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
-    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    let opened = w.open_fork(6, &sha('f')).await;
     w.wait_state(6, "Rejected").await;
     w.comment_saying(6, "`preview:approve`").await;
     let labels_on_github = async |w: &World| {
