@@ -15,6 +15,8 @@
 # 20000-31999), PREVIEWD_DNS_DIR (default $TMPDIR/previewd-dns; outside $HOME because named runs
 # as the `bind` user when this runs as root).
 set -euo pipefail
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 port=${PREVIEWD_DNS_PORT:-19353}
 dir=${PREVIEWD_DNS_DIR:-${TMPDIR:-/tmp}/previewd-dns}
@@ -76,11 +78,8 @@ answers() {
 # Stops the named this script started, if it still runs. A pid file left from another boot may
 # name an unrelated process now, so the pid is only signalled when it is our named.
 stop_named() {
-  [ -f "$dir/named.pid" ] || return 0
   local pid
-  pid=$(cat "$dir/named.pid")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/named.conf" || return 0
+  pid=$(pid_running_with "$dir/named.pid" "$dir/named.conf") || return 0
   if kill "$pid" 2>/dev/null; then
     for _ in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break

@@ -11,6 +11,8 @@
 # plane's 20000-31999, so no other socket holds it when the server starts), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
 # outside $HOME because the server runs as the `postgres` user when this runs as root).
 set -euo pipefail
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 port=${PREVIEWD_PG_PORT:-19432}
 dir=${PREVIEWD_PG_DIR:-${TMPDIR:-/tmp}/previewd-postgres}
@@ -61,13 +63,10 @@ up() {
   # A server of this data folder that does not answer on $port (started on another port, or
   # hung) is stopped first. Only when its pid is really that server: a postmaster.pid left from
   # another boot may name an unrelated process now, which pg_ctl would signal.
-  local pid=""
-  if [ -f "$dir/data/postmaster.pid" ]; then pid=$(head -n 1 "$dir/data/postmaster.pid"); fi
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/data"; then
+  if pid_running_with "$dir/data/postmaster.pid" "$dir/data" >/dev/null; then
     say "stopping the server of $dir that does not answer on port $port"
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
-  elif [ -n "$pid" ]; then
+  elif [ -f "$dir/data/postmaster.pid" ]; then
     # Left by a server that is gone; the server would refuse to start if the pid is alive now.
     rm -f "$dir/data/postmaster.pid"
   fi

@@ -12,6 +12,32 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# within SECONDS WHAT COMMAND...: runs COMMAND, and fails the run with WHAT if it has not
+# finished in SECONDS. Before it is stopped, the processes still running are printed, so a hang
+# is a named failure with evidence rather than a CI job killed at its own limit. The limits are
+# far above the slowest run measured (see README.md), so they never fail a slow but working run.
+within() {
+  local limit=$1 what=$2 rc=0 began=$SECONDS watchdog
+  shift 2
+  (
+    sleep "$limit" </dev/null >/dev/null 2>&1 # holds no pipe of the run open after it ends
+    printf '\nerror: %s did not finish within %ss; processes still running:\n' "$what" "$limit" >&2
+    # Kernel threads (children of pid 2) left out.
+    timeout -s KILL 20 ps -eo pid,ppid,etimes,stat,wchan:24,args --forest |
+      awk 'NR == 1 || ($1 != 2 && $2 != 2)' >&2 || true
+  ) &
+  watchdog=$!
+  timeout --kill-after=30 "$((limit + 5))" "$@" || rc=$?
+  kill "$watchdog" 2>/dev/null || true
+  wait "$watchdog" 2>/dev/null || true
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    echo "error: stopped $what after ${limit}s" >&2
+    exit 1
+  fi
+  printf '    (%s: %ss)\n' "$what" "$((SECONDS - began))" >&2
+  return "$rc"
+}
+
 cargo_args=()
 if [ "${1:-}" = "--" ]; then shift; cargo_args=("$@"); fi
 
@@ -26,25 +52,28 @@ cleanup() {
 trap cleanup EXIT
 
 step "formatting (cargo fmt --check)"
-cargo fmt --all --check
+within 600 "cargo fmt" cargo fmt --all --check
 
 step "lints (cargo clippy --all-targets -- -D warnings)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+within 2400 "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "test fixtures (npm ci in e2e/)"
-npm ci --prefix e2e --no-audit --no-fund --loglevel=error
+within 900 "npm ci" npm ci --prefix e2e --no-audit --no-fund --loglevel=error
 
 step "Postgres"
 if ! e2e/postgres.sh status >/dev/null 2>&1; then started_pg=1; fi
-eval "$(e2e/postgres.sh up)"
+pg_env=$(within 900 "e2e/postgres.sh up" e2e/postgres.sh up)
+eval "$pg_env"
 
 step "DNS server (BIND 9 on a loopback port)"
 if ! e2e/dns.sh status >/dev/null 2>&1; then started_dns=1; fi
-eval "$(e2e/dns.sh up)"
+dns_env=$(within 900 "e2e/dns.sh up" e2e/dns.sh up)
+eval "$dns_env"
 
 step "Kubernetes control plane (the first run builds it from source)"
 if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
-e2e/controlplane/cluster.sh up >&2
+within 3600 "building the control plane" e2e/controlplane/cluster.sh build >&2
+within 600 "starting the control plane" e2e/controlplane/cluster.sh up >&2
 eval "$(e2e/controlplane/cluster.sh env)"
 
 step "Helm chart (helm lint, helm template: default and production-like values)"
@@ -54,6 +83,6 @@ for values in "" charts/previewd/ci/production-values.yaml; do
 done
 
 step "tests"
-cargo test --workspace --locked "${cargo_args[@]}"
+within 3600 "cargo test" cargo test --workspace --locked "${cargo_args[@]}"
 
 step "all checks and tests passed"

@@ -17,6 +17,9 @@ STATE=${PREVIEWD_CLUSTER_DIR:-$CACHE_ROOT/cluster}
 # Bump when the build commands change, so cached binaries are rebuilt.
 RECIPE=1
 
+# shellcheck source=../lib/pidfile.sh
+. "$HERE/../lib/pidfile.sh"
+
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
@@ -126,7 +129,8 @@ CONTROLLERS+=,daemonset-controller,job-controller,cronjob-controller,ttl-after-f
 CONTROLLERS+=,disruption-controller,clusterrole-aggregation-controller
 CONTROLLERS+=,validatingadmissionpolicy-status-controller
 
-kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+# Every call is bounded: a check that hangs would stop wait_for from ever reaching its deadline.
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s "$@"; }
 
 # A port nothing listens on now, below Linux's ephemeral range (32768+) so that outgoing
 # connections do not take it before the component binds it; not repeated within a run.
@@ -136,7 +140,9 @@ free_port() {
   for _ in $(seq 200); do
     p=$((20000 + RANDOM % 12000))
     [[ $TAKEN == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    # Bounded: a loopback port that drops packets instead of refusing would block connect().
+    # shellcheck disable=SC2016
+    if ! timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$p" 2>/dev/null; then
       TAKEN+="$p "
       echo "$p"
       return 0
@@ -227,46 +233,57 @@ cert_kubeconfig() {
 # start NAME BINARY ARGS...: runs a component detached from this shell (its own session,
 # no inherited lock descriptors) so it outlives `up`, with its pid and log in the state.
 start() {
-  local name=$1 bin=$2
+  local name=$1 bin=$2 launcher deadline=$((SECONDS + 10))
   shift 2
-  # setsid execs in place (a background job of a script is no process group leader), so
-  # the pid is the component's own.
-  setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 8>&- 9>&- &
-  local pid=$! deadline=$((SECONDS + 10))
-  echo "$pid" >"$PIDS/$name"
-  # Until the forked shell has exec'd, /proc shows this script's command line, and
-  # live_pid would call a healthy component gone (on a busy CI machine that window once
-  # failed a whole run with "etcd exited" and an empty log). Wait for the exec here.
-  until live_pid "$name" >/dev/null; do
-    kill -0 "$pid" 2>/dev/null || return 0 # it really exited; wait_for reports it
-    ((SECONDS < deadline)) || die "$name (pid $pid) did not start $bin within 10s"
+  rm -f "$PIDS/$name"
+  # The component's shell writes its own pid, then execs the component in place: $! would not
+  # do, because setsid forks when it happens to lead a process group, and then $! is a
+  # launcher that exits at once (a CI run once saw a healthy etcd "exit" with an empty log).
+  # The command line names the pid file (in $STATE) before and after the exec, so live_pid
+  # never sees a starting component as gone.
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo "$$" >"$1.tmp" && mv "$1.tmp" "$1" && shift && exec "$@"' \
+    "$name" "$PIDS/$name" "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 8>&- 9>&- &
+  launcher=$!
+  until [[ -s $PIDS/$name ]]; do
+    if ! kill -0 "$launcher" 2>/dev/null || exited "$launcher"; then
+      show_log "$name"
+      die "$name could not be launched ($bin)"
+    fi
+    ((SECONDS < deadline)) || die "$name (launcher pid $launcher) did not start $bin within 10s"
     sleep 0.05
   done
 }
 
+# stop_pid NAME PID: SIGTERM, up to 15 s to exit, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2 deadline=$((SECONDS + 15))
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while ! exited "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if ! exited "$pid"; then
+    log "$name (pid $pid) did not stop in 15s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
 # The pid of a component if that process is still the one `up` started (its command line
 # names this state folder), else nothing.
-live_pid() {
-  local f="$PIDS/$1" pid
-  [[ -f $f ]] || return 1
-  pid=$(<"$f")
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$STATE" || return 1
-  echo "$pid"
+live_pid() { pid_running_with "$PIDS/$1" "$STATE"; }
+
+# True when PID has exited: no such process, or a zombie waiting to be reaped.
+exited() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  [[ ${stat%% *} == Z ]]
 }
 
 stop_all() {
-  local i name pid deadline
+  local i name pid
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     name=${COMPONENTS[i]}
     pid=$(live_pid "$name") || continue
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name (pid $pid) did not stop in 15s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$name" "$pid"
   done
   rm -f "$PIDS"/*
 }
@@ -280,13 +297,19 @@ show_log() {
 
 # fail_start COMPONENT WHAT: report a failed start with the logs, stop what started.
 fail_start() {
-  local name=$1 what=$2 c rc
+  local name=$1 what=$2 c rc pid
   for c in "${COMPONENTS[@]}"; do
     if [[ -f $PIDS/$c ]] && ! live_pid "$c" >/dev/null; then
-      rc=0
-      wait "$(<"$PIDS/$c")" 2>/dev/null || rc=$?
-      # 127: not a child of this run (restart-apiserver), so its status is unknown.
-      if ((rc == 127)); then log "$c exited"; else log "$c exited with status $rc"; fi
+      pid=$(<"$PIDS/$c")
+      if ! exited "$pid"; then
+        # Never `wait` for a process that still runs: that would block for ever.
+        log "$c: pid $pid still runs but no longer looks like $c"
+      else
+        rc=0
+        wait "$pid" 2>/dev/null || rc=$?
+        # 127: not a child of this run (restart-apiserver), so its status is unknown.
+        if ((rc == 127)); then log "$c exited"; else log "$c exited with status $rc"; fi
+      fi
       [[ $c == "$name" ]] || show_log "$c"
     fi
   done
@@ -321,7 +344,7 @@ api_get() {
     "https://127.0.0.1:$API_PORT$1"
 }
 api_ready() { [[ $(api_get /readyz) == ok ]]; }
-etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+etcd_healthy() { [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health") == *'"health":"true"'* ]]; }
 component_healthy() { [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$1/healthz") == ok ]]; }
 
 # All fake nodes Ready, without taints (the node lifecycle controller removes the
@@ -379,7 +402,7 @@ healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
   api_ready && nodes_ready &&
-    "$K8S_BIN/kubectl" --kubeconfig "$PREVIEWD_KUBECONFIG" auth can-i create namespaces >/dev/null 2>&1
+    "$K8S_BIN/kubectl" --kubeconfig "$PREVIEWD_KUBECONFIG" --request-timeout=20s auth can-i create namespaces >/dev/null 2>&1
 }
 
 # Serialises up and down (tests start `up` from parallel processes). The lock is held on
@@ -580,8 +603,7 @@ restart_component() {
   local name=$1 down=$2 pid args=()
   pid=$(live_pid "$name") || die "$name is not running"
   mapfile -d '' args <"/proc/$pid/cmdline"
-  kill -TERM "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  stop_pid "$name" "$pid"
   log "$name stopped; starting it again in ${down}s"
   sleep "$down"
   start "$name" "${args[@]}"
