@@ -15,7 +15,7 @@
 # 20000-31999), PREVIEWD_DNS_DIR (default $TMPDIR/previewd-dns; outside $HOME because named runs
 # as the `bind` user when this runs as root).
 set -euo pipefail
-# shellcheck source=lib/pidfile.sh
+# shellcheck source=SCRIPTDIR/lib/pidfile.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 port=${PREVIEWD_DNS_PORT:-19353}

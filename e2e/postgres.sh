@@ -11,7 +11,7 @@
 # plane's 20000-31999, so no other socket holds it when the server starts), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
 # outside $HOME because the server runs as the `postgres` user when this runs as root).
 set -euo pipefail
-# shellcheck source=lib/pidfile.sh
+# shellcheck source=SCRIPTDIR/lib/pidfile.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 port=${PREVIEWD_PG_PORT:-19432}

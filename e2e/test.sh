@@ -83,6 +83,6 @@ for values in "" charts/previewd/ci/production-values.yaml; do
 done
 
 step "tests"
-within 3600 "cargo test" cargo test --workspace --locked "${cargo_args[@]}"
+within 3600 "cargo test" cargo test --workspace --locked --no-fail-fast "${cargo_args[@]}"
 
 step "all checks and tests passed"

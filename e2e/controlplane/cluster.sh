@@ -17,7 +17,7 @@ STATE=${PREVIEWD_CLUSTER_DIR:-$CACHE_ROOT/cluster}
 # Bump when the build commands change, so cached binaries are rebuilt.
 RECIPE=1
 
-# shellcheck source=../lib/pidfile.sh
+# shellcheck source=SCRIPTDIR/../lib/pidfile.sh
 . "$HERE/../lib/pidfile.sh"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -245,12 +245,12 @@ start() {
   setsid bash -c 'echo "$$" >"$1.tmp" && mv "$1.tmp" "$1" && shift && exec "$@"' \
     "$name" "$PIDS/$name" "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 8>&- 9>&- &
   launcher=$!
+  # A component that fails right after its exec is wait_for's to report, with its status.
   until [[ -s $PIDS/$name ]]; do
-    if ! kill -0 "$launcher" 2>/dev/null || exited "$launcher"; then
+    if ((SECONDS >= deadline)); then
       show_log "$name"
-      die "$name could not be launched ($bin)"
+      die "$name (launcher pid $launcher) did not write its pid file within 10s"
     fi
-    ((SECONDS < deadline)) || die "$name (launcher pid $launcher) did not start $bin within 10s"
     sleep 0.05
   done
 }
@@ -259,8 +259,8 @@ start() {
 stop_pid() {
   local name=$1 pid=$2 deadline=$((SECONDS + 15))
   kill -TERM "$pid" 2>/dev/null || return 0
-  while ! exited "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-  if ! exited "$pid"; then
+  while ! pid_exited "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if ! pid_exited "$pid"; then
     log "$name (pid $pid) did not stop in 15s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -269,14 +269,6 @@ stop_pid() {
 # The pid of a component if that process is still the one `up` started (its command line
 # names this state folder), else nothing.
 live_pid() { pid_running_with "$PIDS/$1" "$STATE"; }
-
-# True when PID has exited: no such process, or a zombie waiting to be reaped.
-exited() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  stat=${stat##*) }
-  [[ ${stat%% *} == Z ]]
-}
 
 stop_all() {
   local i name pid
@@ -301,7 +293,7 @@ fail_start() {
   for c in "${COMPONENTS[@]}"; do
     if [[ -f $PIDS/$c ]] && ! live_pid "$c" >/dev/null; then
       pid=$(<"$PIDS/$c")
-      if ! exited "$pid"; then
+      if ! pid_exited "$pid"; then
         # Never `wait` for a process that still runs: that would block for ever.
         log "$c: pid $pid still runs but no longer looks like $c"
       else

@@ -2,26 +2,52 @@
 # Pid files of the test services (sourced by e2e/postgres.sh, e2e/dns.sh and
 # e2e/controlplane/cluster.sh).
 #
-# Their state folders outlive the machine: a cache restored on a new machine, or /tmp kept over a
-# reboot, brings pid files whose numbers now name unrelated processes. Reading such a process's
-# /proc entry is not harmless either (a process stuck with its memory map locked blocks the read),
-# so a pid file written before this boot is stale without looking at the process at all.
+# Their state folders outlive the process that wrote them: a cache restored on a new machine, a
+# container started again on the same host, or /tmp kept over a reboot bring pid files whose
+# numbers now name unrelated processes. Reading such a process's /proc/<pid>/cmdline is not
+# harmless either (a process stuck with its memory map locked blocks the read), so a pid counts
+# only when cheaper facts agree first: the file was written after the machine booted, and the
+# process it names had started by the time the file was written (a pid reused later started
+# after; a minute of slack covers clock steps, which shift the computed start time).
 
-# written_this_boot FILE: true when FILE was last written after the machine booted.
-written_this_boot() {
-  local btime mtime
-  btime=$(awk '$1 == "btime" { print $2 }' /proc/stat)
-  mtime=$(stat -c %Y "$1" 2>/dev/null) || return 1
-  [[ -n $btime ]] && ((mtime >= btime))
+# boot_epoch: when the machine booted, in seconds since the epoch.
+boot_epoch() { awk '$1 == "btime" { print $2 }' /proc/stat; }
+
+# stat_fields PID: the fields of /proc/PID/stat after the command name (which is in parentheses
+# and may hold spaces), so field N of proc(5) is at index N-3.
+stat_fields() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  echo "${stat##*) }"
+}
+
+# started_epoch PID: when process PID started, in seconds since the epoch (rounded down).
+started_epoch() {
+  local fields
+  read -r -a fields <<<"$(stat_fields "$1")" && ((${#fields[@]} > 19)) || return 1
+  # Field 22: start time in clock ticks after boot.
+  echo $(($(boot_epoch) + fields[19] / $(getconf CLK_TCK)))
+}
+
+# pid_exited PID: true when PID has exited: no such process, or a zombie not yet reaped.
+pid_exited() {
+  local fields
+  read -r -a fields <<<"$(stat_fields "$1")" && ((${#fields[@]} > 0)) || return 0
+  [[ ${fields[0]} == Z ]]
 }
 
 # pid_running_with PIDFILE NEEDLE: prints the pid named by PIDFILE when that process runs now,
-# was started this boot and has NEEDLE (a path of its own state folder) in its command line.
+# wrote (or was about to write) that file, and has NEEDLE, a path of its own state folder, in
+# its command line.
 pid_running_with() {
-  local file=$1 needle=$2 pid cmdline
-  [[ -f $file ]] && written_this_boot "$file" || return 1
+  local file=$1 needle=$2 pid written started cmdline
+  [[ -f $file ]] || return 1
+  written=$(stat -c %Y "$file" 2>/dev/null) || return 1
+  ((written >= $(boot_epoch))) || return 1
   pid=$(head -n 1 "$file" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  started=$(started_epoch "$pid") || return 1
+  ((started <= written + 60)) || return 1
   # A substitution, not a pipe into `grep -q`: under pipefail a writer's SIGPIPE after grep has
   # matched would turn a running process into a false "no".
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1

@@ -337,19 +337,25 @@ previewd_e2e::each_backend! {
         server.deliver("pull_request", "d-m", &example("pull_request", "opened").unwrap()).await;
         server.send("pull_request", "d-u", "1", b"{}".to_vec(), None, "application/json").await;
         server.finished_jobs("d-m").await;
-        // The delivery's job, and the report of the environment it recorded (the outbox).
-        let metrics = eventually("both jobs are done", || async {
+        // The delivery's job, and the report of the environment it recorded (the outbox). A
+        // worker counts an attempt after the job's completion is committed, so a scrape can see
+        // a job done before its attempt is counted: wait for both.
+        let settled = [
+            "previewd_jobs{state=\"done\"} 2",
+            "previewd_job_attempts_total{kind=\"github_event\",outcome=\"ok\"} 1",
+            "previewd_job_attempts_total{kind=\"report_environment\",outcome=\"ok\"} 1",
+        ];
+        let metrics = eventually("both jobs are done and counted", || async {
             let text = server.client.get(format!("{}/metrics", server.base)).send().await.ok()?.text().await.ok()?;
-            text.contains("previewd_jobs{state=\"done\"} 2").then_some(text)
+            settled.iter().all(|line| text.contains(line)).then_some(text)
         })
         .await;
         for expected in [
             "previewd_webhook_deliveries_total{event=\"pull_request\",outcome=\"queued\"} 1",
             "previewd_webhook_deliveries_total{event=\"unknown\",outcome=\"unauthorized\"} 1",
-            "previewd_job_attempts_total{kind=\"report_environment\",outcome=\"ok\"} 1",
             "previewd_jobs{state=\"queued\"} 0",
-            "previewd_job_attempts_total{kind=\"github_event\",outcome=\"ok\"} 1",
             "previewd_job_duration_seconds_count{kind=\"github_event\"} 1",
+            "previewd_job_duration_seconds_count{kind=\"report_environment\"} 1",
             "previewd_webhook_intake_seconds_count 2",
         ] {
             assert!(metrics.contains(expected), "missing `{expected}` in:\n{metrics}");
