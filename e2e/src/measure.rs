@@ -3,13 +3,13 @@
 //! machine was.
 
 use std::process::Command;
-use std::time::Duration;
 
 /// Nearest rank over `sorted`: the smallest value with at least the fraction `p` (0.5 for the
-/// median) of the values at or below it; zero for no values.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// median) of the values at or below it; the default (zero) for no values. Generic so that a
+/// benchmark may keep compact samples (microseconds as `u32`) and convert once.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -57,6 +57,7 @@ pub fn load_average() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn nearest_rank() {
@@ -64,6 +65,7 @@ mod tests {
         assert_eq!(percentile(&values, 0.5), Duration::from_millis(50));
         assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&values[..1], 0.99), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        assert_eq!(percentile::<Duration>(&[], 0.5), Duration::ZERO);
+        assert_eq!(percentile(&[10_u32, 20, 30], 0.5), 20);
     }
 }

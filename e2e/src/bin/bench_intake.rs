@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
 use previewd_e2e::fixtures::example;
 use previewd_e2e::github::sign;
-use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies};
+use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
 use sqlx::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -391,13 +391,7 @@ struct Run {
 impl Run {
     fn into_figures(self, target: Target, kept: i64, jobs: Option<(i64, i64)>) -> Figures {
         let measured = self.latencies.len();
-        let percentile = |p: f64| {
-            if measured == 0 {
-                return Duration::ZERO;
-            }
-            let rank = ((p * measured as f64).ceil() as usize).clamp(1, measured);
-            Duration::from_micros(u64::from(self.latencies[rank - 1]))
-        };
+        let percentile = |p: f64| Duration::from_micros(u64::from(percentile(&self.latencies, p)));
         Figures {
             target,
             per_second: measured as f64 / self.window.as_secs_f64().max(f64::EPSILON),
