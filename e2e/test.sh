@@ -54,6 +54,9 @@ trap cleanup EXIT
 step "formatting (cargo fmt --check)"
 within 600 "cargo fmt" cargo fmt --all --check
 
+step "test scripts' own checks (e2e/lib/pidfile_test.sh)"
+within 120 "pidfile_test.sh" e2e/lib/pidfile_test.sh >&2
+
 step "lints (cargo clippy --all-targets -- -D warnings)"
 within 2400 "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 

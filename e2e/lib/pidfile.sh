@@ -10,8 +10,10 @@
 # process it names had started by the time the file was written (a pid reused later started
 # after; a minute of slack covers clock steps, which shift the computed start time).
 
-# boot_epoch: when the machine booted, in seconds since the epoch.
-boot_epoch() { awk '$1 == "btime" { print $2 }' /proc/stat; }
+# When the machine booted, in seconds since the epoch, and the unit of /proc start times: read
+# once, because the scripts check their pids in polling loops.
+PIDFILE_BOOT_EPOCH=$(awk '$1 == "btime" { print $2 }' /proc/stat)
+PIDFILE_CLK_TCK=$(getconf CLK_TCK)
 
 # stat_fields PID: the fields of /proc/PID/stat after the command name (which is in parentheses
 # and may hold spaces), so field N of proc(5) is at index N-3.
@@ -26,7 +28,7 @@ started_epoch() {
   local fields
   read -r -a fields <<<"$(stat_fields "$1")" && ((${#fields[@]} > 19)) || return 1
   # Field 22: start time in clock ticks after boot.
-  echo $(($(boot_epoch) + fields[19] / $(getconf CLK_TCK)))
+  echo $((PIDFILE_BOOT_EPOCH + fields[19] / PIDFILE_CLK_TCK))
 }
 
 # pid_exited PID: true when PID has exited: no such process, or a zombie not yet reaped.
@@ -43,7 +45,7 @@ pid_running_with() {
   local file=$1 needle=$2 pid written started cmdline
   [[ -f $file ]] || return 1
   written=$(stat -c %Y "$file" 2>/dev/null) || return 1
-  ((written >= $(boot_epoch))) || return 1
+  ((written >= PIDFILE_BOOT_EPOCH)) || return 1
   pid=$(head -n 1 "$file" 2>/dev/null) || return 1
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   started=$(started_epoch "$pid") || return 1
