@@ -77,11 +77,16 @@ step "Kubernetes control plane (the first run builds it from source)"
 if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
 within 3600 "building the control plane" e2e/controlplane/cluster.sh build >&2
 # One more try after a hang, with the processes printed: a start takes 10 s, so a hang is an
-# accident of this machine (a second one fails the run).
-if ! within 600 "starting the control plane" e2e/controlplane/cluster.sh up >&2; then
+# accident of this machine (a second one fails the run). A start that fails has been retried by
+# `up` itself and ends the run.
+rc=0
+within 600 "starting the control plane" e2e/controlplane/cluster.sh up >&2 || rc=$?
+if [ "$rc" = 124 ]; then
   echo "starting the control plane again" >&2
   e2e/controlplane/cluster.sh down >&2 || true
   within 600 "starting the control plane (second try)" e2e/controlplane/cluster.sh up >&2
+elif [ "$rc" != 0 ]; then
+  exit "$rc"
 fi
 eval "$(e2e/controlplane/cluster.sh env)"
 
