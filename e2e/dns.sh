@@ -80,12 +80,7 @@ answers() {
 stop_named() {
   local pid
   pid=$(pid_running_with "$dir/named.pid" "$dir/named.conf") || return 0
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-  fi
+  stop_pid named "$pid"
 }
 
 write_config() {

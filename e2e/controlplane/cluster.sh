@@ -255,17 +255,6 @@ start() {
   done
 }
 
-# stop_pid NAME PID: SIGTERM, up to 15 s to exit, then SIGKILL.
-stop_pid() {
-  local name=$1 pid=$2 deadline=$((SECONDS + 15))
-  kill -TERM "$pid" 2>/dev/null || return 0
-  while ! pid_exited "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-  if ! pid_exited "$pid"; then
-    log "$name (pid $pid) did not stop in 15s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-}
-
 # The pid of a component if that process is still the one `up` started (its command line
 # names this state folder), else nothing.
 live_pid() { pid_running_with "$PIDS/$1" "$STATE"; }

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Pid files of the test services (sourced by e2e/postgres.sh, e2e/dns.sh and
+# Pid files of the test services, and stopping them (sourced by e2e/postgres.sh, e2e/dns.sh and
 # e2e/controlplane/cluster.sh).
 #
 # Their state folders outlive the process that wrote them: a cache restored on a new machine, a
@@ -55,4 +55,15 @@ pid_running_with() {
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $cmdline == *"$needle"* ]] || return 1
   echo "$pid"
+}
+
+# stop_pid NAME PID: SIGTERM, up to 15 s to exit, then SIGKILL; so stopping never hangs.
+stop_pid() {
+  local name=$1 pid=$2 deadline=$((SECONDS + 15))
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while ! pid_exited "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if ! pid_exited "$pid"; then
+    echo "$name (pid $pid) did not stop in 15s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
 }
