@@ -16,6 +16,15 @@ pub struct Previewd {
     child: Option<tokio::process::Child>,
 }
 
+/// Resident memory of the process, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_bytes: u64,
+    /// `VmHWM`: the most it has been resident at once.
+    pub peak_rss_bytes: u64,
+}
+
 /// A free loopback port.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -87,15 +96,37 @@ impl Previewd {
 
     /// SIGTERM, then waits for it to exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-            }
-            tokio::time::timeout(Duration::from_secs(60), child.wait())
-                .await
-                .context("previewd did not stop within 60 s of SIGTERM")??;
+        self.terminate(Duration::from_secs(60)).await.map(drop)
+    }
+
+    /// SIGTERM, then waits up to `limit` for it to exit; its exit status, `None` if it was not
+    /// running.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(mut child) = self.child.take() else { return Ok(None) };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }
-        Ok(())
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .with_context(|| format!("previewd did not stop within {} s of SIGTERM", limit.as_secs_f64()))??;
+        Ok(Some(status))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Its memory now and at its peak, from `/proc/<pid>/status` (Linux).
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        let pid = self.pid().context("previewd is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/<pid>/status")?;
+        let kib = |field: &str| -> anyhow::Result<u64> {
+            let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} line"))?;
+            let value = line[field.len()..].trim().trim_end_matches("kB").trim();
+            Ok(value.parse::<u64>().with_context(|| format!("reading {line}"))? * 1024)
+        };
+        Ok(Memory { rss_bytes: kib("VmRSS:")?, peak_rss_bytes: kib("VmHWM:")? })
     }
 
     /// The last `lines` lines of its log.

@@ -223,6 +223,12 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
     let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
     assert_eq!(paths.as_array().unwrap().len(), 1, "only the webhook endpoint is exposed");
     assert_eq!(paths[0]["path"], "/webhooks/github");
+    // The edge refuses what previewd would refuse (25 MiB), beside the values' own annotations.
+    let annotations = &ingress["metadata"]["annotations"];
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/proxy-body-size"], "25m");
+    assert_eq!(annotations["cert-manager.io/cluster-issuer"], "letsencrypt");
+    // A byte count as an integer, not in the float notation Helm gives large numbers.
+    assert_eq!(env["PREVIEWD_HTTP__MAX_INFLIGHT_BODY_BYTES"], "134217728");
 
     // The policy's source namespace is the one the Role is in.
     let config = one(&docs, "ConfigMap");

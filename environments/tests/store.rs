@@ -17,6 +17,7 @@ fn delivery(hook: &str, id: &str, job: bool) -> NewDelivery {
     NewDelivery {
         hook_id: hook.into(),
         delivery_id: id.into(),
+        body_sha256: None,
         event: "pull_request".into(),
         action: Some("opened".into()),
         outcome: if job { DeliveryOutcome::Queued } else { DeliveryOutcome::Ignored },
@@ -57,13 +58,13 @@ previewd_e2e::each_backend! {
     async fn a_delivery_is_recorded_once_per_hook(db) {
         let store = store(&db.url).await;
         let first = store
-            .record_deliveries(&[delivery("1", "guid-a", true), delivery("2", "guid-a", true), delivery("1", "guid-a", true)])
+            .record_deliveries(&[delivery("1", "guid-a", true), delivery("2", "guid-a", true), delivery("1", "guid-a", true)], 0)
             .await
             .unwrap();
         assert!(matches!(first[0], Recorded::New { .. }));
         assert!(matches!(first[1], Recorded::New { .. }), "another hook may share the delivery id");
         assert_eq!(first[2], Recorded::Duplicate, "repeated inside the batch");
-        let again = store.record_deliveries(&[delivery("1", "guid-a", true)]).await.unwrap();
+        let again = store.record_deliveries(&[delivery("1", "guid-a", true)], 0).await.unwrap();
         assert_eq!(again, vec![Recorded::Duplicate]);
         assert_eq!(store.count_deliveries().await.unwrap(), 2);
         let Recorded::New { delivery: row } = first[0] else { unreachable!() };
@@ -73,9 +74,54 @@ previewd_e2e::each_backend! {
         assert_eq!((stored.event.as_str(), stored.outcome.as_str()), ("pull_request", "queued"));
     }
 
+    async fn a_body_is_recorded_once_within_the_window_whatever_its_delivery_id(db) {
+        let store = store(&db.url).await;
+        let with_body = |hook: &str, id: &str, body: &str| NewDelivery {
+            body_sha256: Some(format!("{body:0>64}")),
+            ..delivery(hook, id, true)
+        };
+        let first = store
+            .record_deliveries(
+                &[with_body("1", "guid-a", "a"), with_body("1", "guid-b", "a"), with_body("1", "guid-c", "c")],
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(first[0], Recorded::New { .. }));
+        assert_eq!(first[1], Recorded::Replay { of: "guid-a".into() }, "replayed inside the batch");
+        assert!(matches!(first[2], Recorded::New { .. }));
+        let again = store
+            .record_deliveries(
+                &[
+                    with_body("1", "guid-a", "a"),
+                    with_body("2", "guid-a", "a"),
+                    with_body("7", "guid-z", "a"),
+                    with_body("1", "guid-d", "c"),
+                ],
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again[0], Recorded::Duplicate, "GitHub's redelivery");
+        assert_eq!(again[1], Recorded::Duplicate, "the same delivery to another hook");
+        assert_eq!(again[2], Recorded::Replay { of: "guid-a".into() }, "new delivery id and hook id");
+        assert_eq!(again[3], Recorded::Replay { of: "guid-c".into() });
+        assert_eq!(store.count_deliveries().await.unwrap(), 2);
+        assert_eq!(counts(&store).await[0], (JobState::Queued, 2));
+        // Rows without a digest (stored before it existed) stop nothing.
+        let old = store.record_deliveries(&[delivery("1", "guid-old", true)], 0).await.unwrap();
+        assert!(matches!(old[0], Recorded::New { .. }));
+        // Past the window the digest is forgotten: the body counts as new again.
+        let later = store.record_deliveries(&[with_body("1", "guid-e", "a")], now_ms() + 1).await.unwrap();
+        assert!(matches!(later[0], Recorded::New { .. }), "{later:?}");
+        let forgotten = store.find_delivery("1", "guid-a").await.unwrap().unwrap();
+        assert_eq!(forgotten.body_sha256, None);
+        assert_eq!(store.find_delivery("1", "guid-e").await.unwrap().unwrap().body_sha256, Some(format!("{:0>64}", "a")));
+    }
+
     async fn ignored_deliveries_queue_no_job(db) {
         let store = store(&db.url).await;
-        store.record_deliveries(&[delivery("1", "x", false)]).await.unwrap();
+        store.record_deliveries(&[delivery("1", "x", false)], 0).await.unwrap();
         assert_eq!(counts(&store).await[0], (JobState::Queued, 0));
         assert_eq!(store.count_deliveries().await.unwrap(), 1);
     }

@@ -66,10 +66,11 @@ pub struct Config {
     /// sharing a cluster need different names; each only ever deletes its own namespaces.
     pub instance: String,
     pub engine: EngineConfig,
-    /// How long running jobs may take to finish after SIGTERM/SIGINT before they are handed
-    /// back to the queue.
+    /// How long previewd takes at most to stop after SIGTERM/SIGINT: requests in flight get
+    /// the first half of it, running jobs all of it before they are handed back to the queue.
     pub shutdown_grace_seconds: u64,
     pub github: GitHubConfig,
+    pub http: HttpConfig,
 }
 
 /// Environment variables whose values are secrets, taken verbatim (not parsed as numbers or
@@ -166,6 +167,38 @@ impl GitHubConfig {
     }
 }
 
+/// What the HTTP server, which faces the internet, lets one client hold: a stranger can open
+/// connections and send bytes without knowing the webhook secret, so every connection and every
+/// body is bounded in time and all bodies together in memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long a client may take to send a request's headers. The same timer runs while a
+    /// keep-alive connection waits for its next request, so it is also the idle timeout.
+    pub header_timeout_seconds: u64,
+    /// How long a client may take to send a webhook body once its headers are in. GitHub gives
+    /// up on a delivery after 10 seconds, so a slower body is not GitHub's.
+    pub body_timeout_seconds: u64,
+    /// Webhook body bytes held in memory at once, over all requests. A body that does not fit
+    /// is refused with 503 and `Retry-After`, before it is read when its declared length does
+    /// not fit. The default holds five deliveries of the largest size (25 MiB) in the chart's
+    /// 512 MiB memory limit, with room for the rest of previewd.
+    pub max_inflight_body_bytes: u64,
+    /// Connections open at once; further ones wait in the listen backlog until one closes.
+    pub max_connections: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            max_inflight_body_bytes: 128 * 1024 * 1024,
+            max_connections: 256,
+        }
+    }
+}
+
 /// The job queue's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +254,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             shutdown_grace_seconds: 30,
             github: GitHubConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -397,6 +431,38 @@ impl Config {
         if q.poll_interval_ms < 10 {
             return invalid("queue.poll_interval_ms", "PREVIEWD_QUEUE__POLL_INTERVAL_MS", "must be at least 10");
         }
+        self.validate_http()
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.to_owned() });
+        let h = &self.http;
+        if !(1..=3600).contains(&h.header_timeout_seconds) {
+            return invalid(
+                "http.header_timeout_seconds",
+                "PREVIEWD_HTTP__HEADER_TIMEOUT_SECONDS",
+                "must be between 1 and 3600",
+            );
+        }
+        if !(1..=3600).contains(&h.body_timeout_seconds) {
+            return invalid(
+                "http.body_timeout_seconds",
+                "PREVIEWD_HTTP__BODY_TIMEOUT_SECONDS",
+                "must be between 1 and 3600",
+            );
+        }
+        let max_body = crate::http::MAX_BODY_BYTES as u64;
+        if !(max_body..=1 << 40).contains(&h.max_inflight_body_bytes) {
+            return invalid(
+                "http.max_inflight_body_bytes",
+                "PREVIEWD_HTTP__MAX_INFLIGHT_BODY_BYTES",
+                &format!("must be between {max_body} (one delivery of the largest size) and 1 TiB"),
+            );
+        }
+        if !(1..=65_536).contains(&h.max_connections) {
+            return invalid("http.max_connections", "PREVIEWD_HTTP__MAX_CONNECTIONS", "must be between 1 and 65536");
+        }
         Ok(())
     }
 
@@ -406,6 +472,14 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.header_timeout_seconds)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.body_timeout_seconds)
     }
 }
 
@@ -574,5 +648,17 @@ mod tests {
     fn secrets_never_appear_in_debug_output() {
         let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "hunter2")])).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s")])).unwrap();
+        assert_eq!((config.http.header_timeout_seconds, config.http.body_timeout_seconds), (10, 10));
+        assert_eq!(config.http.max_inflight_body_bytes, 128 * 1024 * 1024);
+        let message =
+            error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_HTTP__MAX_INFLIGHT_BODY_BYTES", "1000")]);
+        assert!(message.contains("http.max_inflight_body_bytes") && message.contains("one delivery"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_HTTP__HEADER_TIMEOUT_SECONDS", "0")]);
+        assert!(message.contains("PREVIEWD_HTTP__HEADER_TIMEOUT_SECONDS"), "{message}");
     }
 }

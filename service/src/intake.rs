@@ -6,7 +6,9 @@
 //! handler answers GitHub only after its delivery's transaction committed.
 
 use previewd_environments::store::{NewDelivery, Recorded, Store};
+use previewd_environments::time::{millis, now_ms};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -39,10 +41,12 @@ pub struct Intake {
 impl Intake {
     /// Starts the writer task. It ends once every `Intake` handle is dropped and the deliveries
     /// already handed over are recorded. `jobs_queued` is notified after a commit that queued
-    /// jobs, so idle workers start at once instead of at their next poll.
-    pub fn start(store: Store, jobs_queued: Arc<Notify>) -> (Intake, JoinHandle<()>) {
+    /// jobs, so idle workers start at once instead of at their next poll. A body received
+    /// again within `replay_window` is not recorded twice (`github.redelivery_window_hours`:
+    /// GitHub redelivers within it, so a legitimate copy cannot come later).
+    pub fn start(store: Store, jobs_queued: Arc<Notify>, replay_window: Duration) -> (Intake, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = tokio::spawn(write_batches(store, rx, jobs_queued));
+        let writer = tokio::spawn(write_batches(store, rx, jobs_queued, replay_window));
         (Intake { tx }, writer)
     }
 
@@ -54,11 +58,17 @@ impl Intake {
     }
 }
 
-async fn write_batches(store: Store, mut rx: mpsc::Receiver<Pending>, jobs_queued: Arc<Notify>) {
+async fn write_batches(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    jobs_queued: Arc<Notify>,
+    replay_window: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) = batch.drain(..).map(|p| (p.delivery, p.reply)).unzip();
-        match store.record_deliveries(&deliveries).await {
+        let window_start = now_ms().saturating_sub(millis(replay_window));
+        match store.record_deliveries(&deliveries, window_start).await {
             Ok(answers) => {
                 let queued =
                     deliveries.iter().zip(&answers).any(|(d, a)| d.job.is_some() && matches!(a, Recorded::New { .. }));

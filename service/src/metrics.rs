@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 pub struct DeliveryLabels {
     /// `X-GitHub-Event`, or `unknown` before the delivery is authenticated.
     pub event: String,
-    /// queued, ignored, ping, duplicate, unauthorized, too_large, malformed, unavailable
+    /// queued, ignored, ping, duplicate, replay, unauthorized, too_large, busy, body_timeout,
+    /// malformed, unavailable
     pub outcome: &'static str,
 }
 
@@ -40,6 +41,10 @@ pub struct Metrics {
     pub job_attempts: Family<JobLabels, Counter>,
     pub job_seconds: Family<KindLabels, Histogram>,
     pub jobs: Family<StateLabels, Gauge>,
+    pub http_connections: Gauge,
+    pub http_header_timeouts: Counter,
+    /// Set at scrape time from the body budget.
+    pub webhook_body_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,7 +70,31 @@ impl Default for Metrics {
         registry.register("job_duration_seconds", "Time a job attempt took, by kind", job_seconds.clone());
         let jobs = Family::<StateLabels, Gauge>::default();
         registry.register("jobs", "Jobs in the queue by state (queue depth is state=\"queued\")", jobs.clone());
-        Metrics { registry, deliveries, intake_seconds, job_attempts, job_seconds, jobs }
+        let http_connections = Gauge::default();
+        registry.register("http_connections", "HTTP connections open", http_connections.clone());
+        let http_header_timeouts = Counter::default();
+        registry.register(
+            "http_header_timeouts",
+            "HTTP connections closed because request headers did not arrive within http.header_timeout_seconds",
+            http_header_timeouts.clone(),
+        );
+        let webhook_body_bytes = Gauge::default();
+        registry.register(
+            "webhook_body_bytes",
+            "Webhook body bytes held in memory now (bounded by http.max_inflight_body_bytes)",
+            webhook_body_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            deliveries,
+            intake_seconds,
+            job_attempts,
+            job_seconds,
+            jobs,
+            http_connections,
+            http_header_timeouts,
+            webhook_body_bytes,
+        }
     }
 }
 

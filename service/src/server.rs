@@ -7,7 +7,7 @@ use crate::github::report::GitHubSide;
 use crate::github::resync::Resync;
 use crate::github::signature::WebhookSecrets;
 use crate::github::texts::Texts;
-use crate::http::{AppState, router};
+use crate::http::{AppState, BodyBudget, ServeSettings, router};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::process::JobRunner;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// Serves until SIGTERM or SIGINT.
@@ -34,15 +35,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     run(config, listener, shutdown).await
 }
 
-/// Runs previewd on `listener` until `shutdown.stop` is cancelled: stop accepting requests,
-/// record what was received, let running jobs finish within the grace period, then hand back
-/// the rest.
+/// Runs previewd on `listener` until `shutdown.stop` is cancelled, then ends within the grace
+/// period whatever clients do: stop accepting connections, give requests in flight the first
+/// half of the grace period and close their connections, record what was received, let running
+/// jobs finish within the rest, then hand back what still runs.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await.context("migrating the database")?;
     let metrics = Arc::new(Metrics::default());
     let jobs_queued = Arc::new(Notify::new());
-    let (intake, intake_writer) = Intake::start(store.clone(), jobs_queued.clone());
+    let redelivery_window = Duration::from_secs(config.github.redelivery_window_hours.saturating_mul(3600));
+    let (intake, intake_writer) = Intake::start(store.clone(), jobs_queued.clone(), redelivery_window);
     let process = uuid::Uuid::new_v4().to_string();
     let max_attempts = i64::from(config.queue.max_attempts);
     let policy = crate::lifecycle::load_policy(&config)?;
@@ -55,7 +58,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             side: side.clone(),
             policy: side.policy.clone(),
             interval: Duration::from_secs(config.github.resync_interval_seconds),
-            redelivery_window: Duration::from_secs(config.github.redelivery_window_hours.saturating_mul(3600)),
+            redelivery_window,
             max_attempts,
         };
         workers.spawn(resync.run(shutdown.stop.clone()));
@@ -89,9 +92,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         store: store.clone(),
         intake,
         secrets: Arc::new(WebhookSecrets::new(config.webhook_secrets.clone())),
-        metrics,
+        metrics: metrics.clone(),
         job_max_attempts: max_attempts,
         policy: intake_policy,
+        bodies: BodyBudget::new(
+            usize::try_from(config.http.max_inflight_body_bytes).unwrap_or(usize::MAX),
+            config.body_timeout(),
+        ),
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(
@@ -101,19 +108,35 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         workers = config.queue.workers,
         "previewd is serving"
     );
+    let grace = config.shutdown_grace();
     let stop = shutdown.stop.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("HTTP server failed")?;
+    // The grace period counts from the signal.
+    let stopped_at = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            Instant::now()
+        }
+    });
+    let settings = ServeSettings {
+        header_timeout: config.header_timeout(),
+        max_connections: usize::try_from(config.http.max_connections).unwrap_or(usize::MAX),
+        drain: grace / 2,
+    };
+    crate::http::serve(listener, router(state), settings, metrics, stop).await;
+    let deadline = stopped_at.await.unwrap_or_else(|_| Instant::now()) + grace;
     tracing::info!("no longer accepting requests; finishing work in progress");
     // Every Intake handle lived in the router, which is gone now: the writer records what it
-    // was handed and stops.
-    if let Err(error) = intake_writer.await {
-        tracing::error!(error = %error, "the delivery writer stopped abnormally");
+    // was handed and stops. A delivery is answered 2xx only after its commit, so one that is
+    // not committed in time was not acknowledged and GitHub shows it as failed.
+    match tokio::time::timeout_at(deadline, intake_writer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(error = %error, "the delivery writer stopped abnormally"),
+        Err(_) => tracing::error!(
+            "deliveries were still being stored at the end of the grace period; they were not acknowledged"
+        ),
     }
-    let grace = config.shutdown_grace();
-    if tokio::time::timeout(grace, workers.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, workers.wait()).await.is_err() {
         tracing::warn!(grace_seconds = grace.as_secs(), "jobs still running after the grace period; handing them back");
         shutdown.abandon.cancel();
         workers.wait().await;

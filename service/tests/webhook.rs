@@ -55,6 +55,11 @@ async fn raw_exchange(server: &TestServer, head: Vec<u8>, body: Vec<u8>) -> Stri
     String::from_utf8_lossy(&answer[..len]).into_owned()
 }
 
+fn hex_sha256(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
 fn repo_and_number(payload: &Value) -> (RepoId, PrNumber) {
     (RepoId(payload["repository"]["id"].as_i64().unwrap()), PrNumber(payload["number"].as_i64().unwrap()))
 }
@@ -250,11 +255,47 @@ previewd_e2e::each_backend! {
         assert_eq!(again.status(), 200);
         assert_eq!(again.json::<Value>().await.unwrap()["status"], "duplicate");
         assert_eq!(server.finished_jobs("d-re").await.len(), 1);
-        // Another hook subscribed to the same event shares the delivery id: that is new.
+        // Another hook subscribed to the same event shares the delivery id. With the same body
+        // it is the same event: acknowledged, not processed again. With another body it is new.
         let body = serde_json::to_vec(&payload).unwrap();
+        let other_hook = server.send("pull_request", "d-re", "2", body.clone(), signed(&body), "application/json").await;
+        assert_eq!(other_hook.status(), 200);
+        assert_eq!(other_hook.json::<Value>().await.unwrap()["status"], "duplicate");
+        let mut other = payload.clone();
+        other["pull_request"]["title"] = json!("seen by the organisation's hook");
+        let body = serde_json::to_vec(&other).unwrap();
         let other_hook = server.send("pull_request", "d-re", "2", body.clone(), signed(&body), "application/json").await;
         assert_eq!(other_hook.status(), 202);
         assert_eq!(server.store.count_deliveries().await.unwrap(), 2);
+        server.stop().await;
+    }
+
+    async fn a_body_replayed_under_new_delivery_ids_is_a_duplicate_and_queues_no_second_job(db) {
+        let server = TestServer::start(&db).await;
+        let payload = example("pull_request", "opened").unwrap();
+        let body = serde_json::to_vec(&payload).unwrap();
+        let original = server.send("pull_request", "d-orig", "1", body.clone(), signed(&body), "application/json").await;
+        assert_eq!(original.status(), 202);
+        server.finished_jobs("d-orig").await;
+        // The captured body, signed as GitHub signed it, under fresh delivery ids and hook ids:
+        // neither header is covered by the signature.
+        for (delivery, hook) in [("d-replay-1", "1"), ("d-replay-2", "1"), ("d-replay-3", "99")] {
+            let replay = server.send("pull_request", delivery, hook, body.clone(), signed(&body), "application/json").await;
+            assert_eq!(replay.status(), 200, "{delivery}");
+            assert_eq!(replay.json::<Value>().await.unwrap(), json!({"delivery": delivery, "status": "duplicate"}));
+            assert!(server.store.find_delivery(hook, delivery).await.unwrap().is_none(), "a replay is not stored");
+        }
+        // GitHub's own redelivery (same hook, same delivery id) is answered as before.
+        let redelivery = server.send("pull_request", "d-orig", "1", body.clone(), signed(&body), "application/json").await;
+        assert_eq!((redelivery.status().as_u16(), redelivery.json::<Value>().await.unwrap()["status"].clone()), (200, json!("duplicate")));
+        assert_eq!(server.store.count_deliveries().await.unwrap(), 1);
+        let jobs: i64 = server.store.job_counts().await.unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(jobs, 2, "one job for the delivery and the report it caused, none for the replays");
+        let stored = server.store.find_delivery("1", "d-orig").await.unwrap().unwrap();
+        assert_eq!(stored.body_sha256.as_deref(), Some(hex_sha256(&body).as_str()));
+        let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        let replays = "previewd_webhook_deliveries_total{event=\"pull_request\",outcome=\"replay\"} 3";
+        assert!(metrics.contains(replays), "missing `{replays}` in:\n{metrics}");
         server.stop().await;
     }
 

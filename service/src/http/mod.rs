@@ -1,6 +1,8 @@
 //! previewd's HTTP surface: the GitHub webhook endpoint and the operations endpoints.
 
+mod body;
 mod ops;
+mod serve;
 mod webhook;
 
 use crate::github::signature::WebhookSecrets;
@@ -12,7 +14,8 @@ use previewd_environments::policy::Policy;
 use previewd_environments::store::Store;
 use std::sync::Arc;
 
-pub use webhook::MAX_BODY_BYTES;
+pub use body::{BodyBudget, MAX_BODY_BYTES};
+pub use serve::{ServeSettings, serve};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -26,6 +29,8 @@ pub struct AppState {
     /// The policy, for its `allow` list: a delivery for a repository outside it is recorded as
     /// `not_allowed` and queues no work. `None` without a policy (intake-only mode).
     pub policy: Option<Arc<Policy>>,
+    /// Memory and time allowed for webhook bodies (`http.*` settings).
+    pub bodies: BodyBudget,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -38,6 +38,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             }
         }
     }
+    app.metrics.webhook_body_bytes.set(i64::try_from(app.bodies.held()).unwrap_or(i64::MAX));
     match app.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
             .into_response(),

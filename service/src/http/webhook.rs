@@ -2,40 +2,66 @@
 //! here; the work is done later by the job queue.
 
 use super::AppState;
+use super::body::BodyError;
 use crate::github::events::{Classified, classify};
 use crate::process::GITHUB_EVENT;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use previewd_environments::model::Repo;
 use previewd_environments::store::{DeliveryOutcome, NewDelivery, NewJob, Recorded};
 use previewd_environments::time::now_ms;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// GitHub caps webhook payloads at 25 MB; previewd accepts up to 25 MiB.
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 /// A refused delivery: the status and a JSON body `{"error": ..., "message": ...}`.
 struct Refusal {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// For 503 `busy`: when the client may try again (`Retry-After`).
+    retry_after: Option<Duration>,
+    /// The body was not read whole: the connection is closed after the answer, since the rest
+    /// of the body would have to be read first to keep it.
+    close: bool,
 }
 
 impl Refusal {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Refusal { status, code, message: message.into() }
+        Refusal { status, code, message: message.into(), retry_after: None, close: false }
+    }
+
+    /// A body that was not read whole.
+    fn body(error: BodyError) -> Self {
+        let (status, code) = match &error {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BodyError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            BodyError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            BodyError::Read(_) => (StatusCode::BAD_REQUEST, "malformed"),
+        };
+        let retry_after = match &error {
+            BodyError::Busy { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        Refusal { status, code, message: error.to_string(), retry_after, close: true }
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response();
+        if let Some(after) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -59,28 +85,18 @@ type Refused = (Refusal, String);
 async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, Refused> {
     // Before authentication the event header is not trusted, not even as a metric label.
     let unknown = || "unknown".to_owned();
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("webhook bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )
-    };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        tracing::warn!(content_length = declared, "webhook refused: body too large");
-        return Err((too_large(), unknown()));
-    }
-    let raw = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let raw = match app.bodies.read(body, declared).await {
         Ok(raw) => raw,
         Err(error) => {
-            let refusal = if is_length_limit(&error) {
-                too_large()
-            } else {
-                Refusal::new(StatusCode::BAD_REQUEST, "malformed", format!("could not read the body: {error}"))
-            };
-            tracing::warn!(reason = refusal.code, "webhook refused while reading the body");
+            let refusal = Refusal::body(error);
+            tracing::warn!(
+                reason = refusal.code,
+                content_length = declared,
+                message = %refusal.message,
+                "webhook refused while reading the body"
+            );
             return Err((refusal, unknown()));
         }
     };
@@ -152,6 +168,7 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
         let delivery = NewDelivery {
             hook_id,
             delivery_id: delivery_id.clone(),
+            body_sha256: Some(hex::encode(Sha256::digest(&*raw))),
             event: event.clone(),
             action,
             outcome,
@@ -169,6 +186,17 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
                 tracing::info!("delivery already received; acknowledged without processing it again");
                 let body = Json(json!({ "delivery": delivery_id, "status": "duplicate" }));
                 Ok(((StatusCode::OK, body).into_response(), event, "duplicate"))
+            }
+            Ok(Recorded::Replay { of }) => {
+                // The signature covers the body only: a captured body sent again under a new
+                // delivery id is signed as well as the original. It is answered like a
+                // duplicate, so the sender learns nothing, and logged for the operator.
+                tracing::warn!(
+                    original_delivery = %of,
+                    "delivery refused as a replay: the same body was received within the redelivery window under another delivery id"
+                );
+                let body = Json(json!({ "delivery": delivery_id, "status": "duplicate" }));
+                Ok(((StatusCode::OK, body).into_response(), event, "replay"))
             }
             Err(error) => Err((Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()), event)),
         }
@@ -193,15 +221,4 @@ fn json_body<'a>(headers: &HeaderMap, raw: &'a [u8]) -> Result<Cow<'a, [u8]>, Re
         .ok_or_else(|| {
             Refusal::new(StatusCode::BAD_REQUEST, "malformed", "form-encoded delivery without a `payload` field")
         })
-}
-
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
