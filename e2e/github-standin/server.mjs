@@ -671,6 +671,19 @@ function contextsOn(r, sha) {
 const handlers = {
   "GET /app": (c) => (c.auth.kind === "jwt" ? [200, appJson()] : needsJwt()),
 
+  // The user a token belongs to: a personal access token's. An App's JWT or installation token
+  // is no user, and GitHub says so.
+  "GET /user": (c) => {
+    if (c.auth.kind === "pat") {
+      const base = ex(c.entry, 200);
+      return [200, Object.assign(base, user(c.auth.login), { user_view_type: "private", created_at: "2024-01-01T00:00:00Z", updated_at: "2024-01-01T00:00:00Z" })];
+    }
+    if (c.auth.kind === "jwt" || c.auth.kind === "installation") {
+      return [403, { message: "Resource not accessible by integration", documentation_url: "https://docs.github.com/rest/users/users#get-the-authenticated-user", status: "403" }];
+    }
+    return [401, { message: "Requires authentication", documentation_url: "https://docs.github.com/rest/users/users#get-the-authenticated-user", status: "401" }];
+  },
+
   "POST /app/installations/{installation_id}/access_tokens": (c) => {
     if (c.auth.kind !== "jwt") return needsJwt();
     const installation = Number(c.params.installation_id);

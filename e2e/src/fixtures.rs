@@ -43,6 +43,16 @@ pub fn example(event: &str, action: &str) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("no published `{event}` example with action `{action}`"))
 }
 
+/// Now as GitHub writes times in payloads (`2019-05-15T15:20:33Z`: UTC, whole seconds).
+pub fn github_now() -> String {
+    github_time(previewd_environments::time::now_ms())
+}
+
+/// `ms` (milliseconds since the epoch) as GitHub writes times in payloads.
+pub fn github_time(ms: i64) -> String {
+    previewd_environments::time::rfc3339(ms)
+}
+
 /// The repository a scenario's deliveries are about: the fields of GitHub's examples a scenario
 /// adjusts, so every test, benchmark and the demo build deliveries the same way.
 #[derive(Debug, Clone)]
@@ -73,6 +83,9 @@ impl TestRepo {
         pull["draft"] = false.into();
         pull["labels"] = serde_json::json!([]);
         pull["merged"] = false.into();
+        // GitHub's time of the change is the time of the delivery: a test that orders events
+        // in GitHub's time (a push after a comment) sets it itself.
+        pull["updated_at"] = github_now().into();
         p["installation"]["id"] = self.installation.into();
         Ok(p)
     }
@@ -89,6 +102,8 @@ impl TestRepo {
         p["comment"]["id"] = comment_id.into();
         p["comment"]["body"] = body.into();
         p["comment"]["user"]["login"] = login.into();
+        p["comment"]["created_at"] = github_now().into();
+        p["comment"]["updated_at"] = github_now().into();
         p["installation"]["id"] = self.installation.into();
         Ok(p)
     }

@@ -693,6 +693,7 @@ async fn every_operation_the_stand_in_implements_answers_in_githubs_shape() {
     let t = Some(token.as_str());
     let jwt = format!("Bearer {}", standin.app().await.unwrap().jwt(-30, 540).unwrap());
     let j = Some(jwt.as_str());
+    let pat = format!("token {PAT}");
     standin.put_file("acme", "web", &sha('e'), "deploy/values.yaml", Some("a: 1\n")).await.unwrap();
     standin.open_pull(json!({"owner": "acme", "repo": "web", "number": 9, "head_sha": sha('e'), "fork": true, "user": "stranger"})).await.unwrap();
     standin.add_status("acme", "web", &sha('e'), "ci/test", "pending").await.unwrap();
@@ -731,6 +732,7 @@ async fn every_operation_the_stand_in_implements_answers_in_githubs_shape() {
     type Call<'a> = (Method, String, Option<&'a str>, Option<Value>, u16);
     let calls: Vec<Call> = vec![
         (Method::GET, "/app".into(), j, None, 200),
+        (Method::GET, "/user".into(), Some(pat.as_str()), None, 200),
         (Method::GET, "/app/installations".into(), j, None, 200),
         (Method::GET, format!("/app/installations/{INSTALLATION}"), j, None, 200),
         (Method::GET, "/app/hook/deliveries".into(), j, None, 200),
@@ -775,6 +777,34 @@ async fn every_operation_the_stand_in_implements_answers_in_githubs_shape() {
         assert_eq!(answer.status.as_u16(), status, "{method} {path}: {}", answer.body);
     }
     // check_responses is on: every answer above was checked against its response schema.
+    standin.assert_no_violations().await.unwrap();
+}
+
+/// How previewd knows its own comments: an App's are by `<slug>[bot]` (the slug from `GET /app`),
+/// a token's by its user (`GET /user`), which an App's credentials are not.
+#[tokio::test]
+async fn the_app_s_slug_and_a_token_s_user_name_who_writes() {
+    let (standin, gh) = standin().await;
+    let app = standin.app().await.unwrap();
+    let jwt = format!("Bearer {}", app.jwt(-30, 540).unwrap());
+    let answer = gh.call(Method::GET, "/app", Some(&jwt), None).await;
+    assert_eq!(answer.body["slug"], app.slug.as_str());
+    assert_eq!(app.bot_login, format!("{}[bot]", app.slug));
+    let answer = gh.call(Method::GET, "/user", Some(&format!("token {PAT}")), None).await;
+    assert_eq!((answer.status.as_u16(), answer.body["login"].as_str()), (200, Some("preview-bot")), "{}", answer.body);
+    assert_eq!(answer.body["type"], "User");
+    let token = gh.installation_token(&standin).await;
+    let answer = gh.call(Method::GET, "/user", Some(&token), None).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.body["message"], "Resource not accessible by integration");
+    assert_eq!(gh.call(Method::GET, "/user", None, None).await.status, 401);
+    // What each writes shows as that login.
+    standin.open_pull(json!({"owner": "acme", "repo": "web", "number": 3, "head_sha": sha('3')})).await.unwrap();
+    for (auth, login) in [(token.clone(), app.bot_login.clone()), (format!("token {PAT}"), "preview-bot".to_owned())] {
+        let body = json!({"body": "hello"});
+        let answer = gh.call(Method::POST, "/repos/acme/web/issues/3/comments", Some(&auth), Some(body)).await;
+        assert_eq!(answer.body["user"]["login"], login.as_str(), "{}", answer.body);
+    }
     standin.assert_no_violations().await.unwrap();
 }
 

@@ -327,6 +327,59 @@ previewd_e2e::each_backend! {
         assert_eq!((record.check_run_id, record.check_run_state), (Some(7), None));
         assert!(store.delivery_seen("nope").await.is_ok_and(|seen| !seen));
     }
+
+    async fn a_pull_requests_head_keeps_the_earliest_time_github_named_it(db) {
+        let store = store(&db.url).await;
+        let (repo, number) = (RepoId(42), PrNumber(7));
+        let a = CommitSha("a".repeat(40));
+        let b = CommitSha("b".repeat(40));
+        assert_eq!(store.seen_head(repo, number).await.unwrap(), None);
+        store.observe_head(repo, number, &a, 2_000).await.unwrap();
+        // A later delivery naming the same head (a label, say) does not move its time.
+        store.observe_head(repo, number, &a, 5_000).await.unwrap();
+        // An earlier one that arrives late does.
+        store.observe_head(repo, number, &a, 1_000).await.unwrap();
+        let seen = store.seen_head(repo, number).await.unwrap().unwrap();
+        assert_eq!((seen.head_sha.as_str(), seen.head_at), (a.0.as_str(), 1_000));
+        // A push: the new head, from its own time.
+        store.observe_head(repo, number, &b, 6_000).await.unwrap();
+        // The push's delivery overtook an older one about the previous head: that one is stale.
+        store.observe_head(repo, number, &a, 3_000).await.unwrap();
+        let seen = store.seen_head(repo, number).await.unwrap().unwrap();
+        assert_eq!((seen.head_sha.as_str(), seen.head_at), (b.0.as_str(), 6_000));
+        // Other pull requests are apart.
+        assert_eq!(store.seen_head(repo, PrNumber(8)).await.unwrap(), None);
+    }
+
+    async fn one_reply_per_pull_request_per_interval_whoever_asks(db) {
+        let store = store(&db.url).await;
+        let (repo, number, minute) = (RepoId(42), PrNumber(7), Duration::from_secs(60));
+        let now = now_ms();
+        // Ten workers at once: one gets it.
+        let claims = futures_claims(&store, repo, number, now, minute).await;
+        assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+        assert!(!store.claim_reply(repo, number, now + 30_000, minute).await.unwrap());
+        assert!(store.claim_reply(repo, PrNumber(8), now, minute).await.unwrap(), "another pull request");
+        assert!(store.claim_reply(repo, number, now + 60_000, minute).await.unwrap(), "the interval is over");
+        // The head recorded for the pull request is kept.
+        store.observe_head(repo, PrNumber(9), &CommitSha("c".repeat(40)), 1).await.unwrap();
+        assert!(store.claim_reply(repo, PrNumber(9), now, minute).await.unwrap());
+        assert!(store.seen_head(repo, PrNumber(9)).await.unwrap().is_some());
+    }
+}
+
+async fn futures_claims(store: &Store, repo: RepoId, number: PrNumber, now: i64, interval: Duration) -> Vec<bool> {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_reply(repo, number, now, interval).await.unwrap() })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for task in tasks {
+        claims.push(task.await.unwrap());
+    }
+    claims
 }
 
 async fn job_retry_at(store: &Store, id: i64) -> i64 {

@@ -2,21 +2,21 @@
 //!
 //! - `github_event`: a delivery previewd acts on. Pull request events go through the policy's
 //!   trigger rules and the planner, which set the environment's desired state, and a reconcile
-//!   is queued; commands are checked against the author's permission and carried out;
+//!   is queued; commands are checked against the author's permission and carried out
+//!   (`commands`);
 //!   installation events change which repositories previewd serves; CI results wake
 //!   environments waiting for their checks.
 //! - `reconcile_environment`: the reconciler.
 //! - `report_environment`: the environment's state shown on its pull request.
 
+mod commands;
+
 use crate::github::client::GitHubError;
-use crate::github::commands::{self, Command};
 use crate::github::events::{Event, PrAction};
 use crate::github::report::{GitHubSide, ReportError};
 use crate::lifecycle::{RECONCILE, reconcile_job, run_reconcile};
 use crate::worker::{JobError, JobHandler};
-use previewd_environments::model::{
-    CloseReason, CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, Repo,
-};
+use previewd_environments::model::{CloseReason, CommitSha, EnvironmentState, InstallationId, PullRequest, Repo};
 use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::ForkPolicy;
 use previewd_environments::reconcile::Engine;
@@ -85,11 +85,17 @@ impl JobRunner {
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
         match event {
-            Event::PullRequest { action, pull_request, merged, label, sender, installation } => {
+            Event::PullRequest { action, pull_request, merged, label, sender, updated_at, installation } => {
                 if !self.serves(&pull_request.repo) {
                     return Ok(());
                 }
                 self.store.upsert_repository(&pull_request.repo, installation, true).await.map_err(transient)?;
+                // GitHub's time of the change, which no push of this head came after: what
+                // `/preview approve` compares with the comment's time.
+                if let Some(at) = updated_at {
+                    let (repo, number) = (pull_request.repo.id, pull_request.number);
+                    self.store.observe_head(repo, number, &pull_request.head_sha, at).await.map_err(transient)?;
+                }
                 let approve_label = self.approve_label(&pull_request);
                 match action {
                     PrAction::Closed => {
@@ -125,12 +131,12 @@ impl JobRunner {
                     }
                 }
             }
-            Event::Command { repo, number, comment_id, author, body, installation } => {
+            Event::Command { repo, number, comment_id, author, body, created_at, installation } => {
                 if !self.serves(&repo) {
                     return Ok(());
                 }
                 self.store.upsert_repository(&repo, installation, true).await.map_err(transient)?;
-                self.command(&repo, number, comment_id, &author, &body).await
+                self.command(&repo, number, comment_id, &author, &body, created_at).await
             }
             Event::Installation { action, installation, account, repositories } => {
                 self.installation(&action, installation, &account, &repositories, &[]).await
@@ -193,28 +199,6 @@ impl JobRunner {
         let engine = self.engine.as_ref().filter(|_| pr.from_fork && self.github.is_some())?;
         let policy = engine.policy.for_repository(&pr.repo.owner, &pr.repo.name);
         (policy.forks == ForkPolicy::Approve).then_some(policy.approve_label)
-    }
-
-    /// The approval label was added to a fork's pull request: an approval of the head commit
-    /// the delivery names (not of a newer one the approver has not seen) if whoever added it
-    /// has write access; otherwise the label is taken off again, with a polite refusal.
-    async fn label_approval(&self, pr: &PullRequest, label: &str, sender: Option<&str>) -> Result<(), JobError> {
-        let (Some(side), Some(sender)) = (&self.github, sender) else {
-            return self.consider(pr, Activity::Revisit).await;
-        };
-        let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
-        let permission = side.github.permission(who, &pr.repo, sender).await.map_err(github_failed)?;
-        if permission != crate::github::api::Permission::Write {
-            tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, sender, label, "approval label refused: no write access");
-            let reply = side.texts.refused(sender, label).map_err(|e| JobError::Permanent(e.to_string()))?;
-            self.remove_label(pr, label).await?;
-            side.github.create_comment(who, &pr.repo, pr.number, &reply).await.map_err(github_failed)?;
-            return Ok(());
-        }
-        tracing::info!(repo = %pr.repo.full_name(), pr = %pr.number, head_sha = %pr.head_sha, sender, label, "fork commit approved by label");
-        let short = pr.head_sha.short();
-        let note = format!("@{sender} approved commit {short} with the label `{label}`");
-        self.grant(side, pr, Commands { deploy: false, approve_fork: true }, &note).await
     }
 
     async fn remove_label(&self, pr: &PullRequest, label: &str) -> Result<(), JobError> {
@@ -333,125 +317,6 @@ impl JobRunner {
         }
     }
 
-    /// A `/preview` command: understood, allowed, then carried out; acknowledged with a
-    /// reaction and its outcome shown in the sticky comment.
-    async fn command(
-        &self,
-        repo: &Repo,
-        number: PrNumber,
-        comment_id: i64,
-        author: &str,
-        body: &str,
-    ) -> Result<(), JobError> {
-        let Some(side) = &self.github else {
-            tracing::info!(repo = %repo.full_name(), pr = %number, "command ignored: no GitHub access is configured");
-            return Ok(());
-        };
-        let Some(parsed) = commands::parse(body) else {
-            return Ok(());
-        };
-        let who = side.installation_for(repo).await.map_err(report_failed)?;
-        let command = match parsed {
-            Ok(command) => command,
-            Err(problem) => {
-                tracing::info!(repo = %repo.full_name(), pr = %number, author, problem, "malformed command");
-                let reply = side.texts.help(&problem).map_err(|e| JobError::Permanent(e.to_string()))?;
-                side.github.react(who, repo, comment_id, "confused").await.map_err(github_failed)?;
-                side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
-                return Ok(());
-            }
-        };
-        let permission = side.github.permission(who, repo, author).await.map_err(github_failed)?;
-        if permission != crate::github::api::Permission::Write {
-            tracing::info!(repo = %repo.full_name(), pr = %number, author, command = command.text(), "command refused: no write access");
-            let reply = side.texts.refused(author, &command.text()).map_err(|e| JobError::Permanent(e.to_string()))?;
-            side.github.react(who, repo, comment_id, "confused").await.map_err(github_failed)?;
-            side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
-            return Ok(());
-        }
-        tracing::info!(repo = %repo.full_name(), pr = %number, author, command = command.text(), "command accepted");
-        self.carry_out(side, repo, number, author, &command).await?;
-        side.github.react(who, repo, comment_id, "+1").await.map_err(github_failed)?;
-        Ok(())
-    }
-
-    async fn carry_out(
-        &self,
-        side: &GitHubSide,
-        repo: &Repo,
-        number: PrNumber,
-        author: &str,
-        command: &Command,
-    ) -> Result<(), JobError> {
-        let current = self.store.reconcile_record_for(repo.id, number).await.map_err(transient)?;
-        let live = current.as_ref().and_then(|e| e.state().ok()).is_some_and(EnvironmentState::is_live);
-        match command {
-            Command::Deploy | Command::Approve => {
-                let who = side.installation_for(repo).await.map_err(report_failed)?;
-                let pr = side.github.pull(who, repo, number).await.map_err(github_failed)?.to_model();
-                let short = pr.head_sha.short();
-                let (granted, note) = match command {
-                    Command::Deploy => {
-                        (Commands { deploy: true, approve_fork: false }, format!("@{author} asked for an environment"))
-                    }
-                    _ => (Commands { deploy: false, approve_fork: true }, format!("@{author} approved commit {short}")),
-                };
-                self.grant(side, &pr, granted, &note).await?;
-            }
-            Command::Redeploy => match current.filter(|_| live) {
-                Some(env) => {
-                    let pr = env.pull_request();
-                    self.store.record_environment(&pr, EnvironmentState::Pending, None).await.map_err(transient)?;
-                    self.store.touch_environment(env.id, None).await.map_err(transient)?;
-                    let note = format!("@{author} asked for a redeploy");
-                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
-                    self.queue_reconcile(env.id).await?;
-                }
-                None => {
-                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "redeploy")
-                        .await?
-                }
-            },
-            Command::Extend(by) => match (current.filter(|_| live), &self.engine) {
-                (Some(env), Some(engine)) => {
-                    let until = engine.extend(env.id, *by).await.map_err(|e| JobError::Transient(e.to_string()))?;
-                    let note = format!(
-                        "@{author} extended the environment to {}",
-                        previewd_environments::time::rfc3339(until)
-                    );
-                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
-                    // The namespace carries the expiry too.
-                    self.queue_reconcile(env.id).await?;
-                }
-                _ => {
-                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "extend")
-                        .await?
-                }
-            },
-            Command::Destroy => match current.filter(|_| live) {
-                Some(env) => {
-                    let reason = format!("destroyed by @{author} with `/preview destroy`");
-                    self.store
-                        .record_environment(&env.pull_request(), EnvironmentState::Deleting, Some(&reason))
-                        .await
-                        .map_err(transient)?;
-                    self.store.set_command_state(env.id, Some(false), None, None).await.map_err(transient)?;
-                    self.queue_reconcile(env.id).await?;
-                }
-                None => {
-                    self.note_without_environment(current_id(repo, number, &self.store).await?, author, "destroy")
-                        .await?
-                }
-            },
-            Command::Status => {
-                if let Some(env) = current {
-                    self.store.queue_report(env.id).await.map_err(transient)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Carries out what a writer granted `pr` (an environment asked for, or its head commit
     /// approved) and records it with `note` for the comment.
     async fn grant(&self, side: &GitHubSide, pr: &PullRequest, granted: Commands, note: &str) -> Result<(), JobError> {
@@ -475,14 +340,6 @@ impl JobRunner {
         Ok(())
     }
 
-    async fn note_without_environment(&self, id: Option<i64>, author: &str, what: &str) -> Result<(), JobError> {
-        if let Some(id) = id {
-            let note = format!("@{author}: there is no live environment to {what}");
-            self.store.set_command_state(id, None, None, Some(&note)).await.map_err(transient)?;
-        }
-        Ok(())
-    }
-
     async fn report(&self, payload: &str) -> Result<(), JobError> {
         #[derive(serde::Deserialize)]
         struct ReportJob {
@@ -501,10 +358,6 @@ impl JobRunner {
 /// GitHub compares label names without regard to case.
 fn same_label(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
-}
-
-async fn current_id(repo: &Repo, number: PrNumber, store: &Store) -> Result<Option<i64>, JobError> {
-    Ok(store.environment(repo.id, number).await.map_err(transient)?.map(|e| e.id))
 }
 
 impl JobHandler for JobRunner {

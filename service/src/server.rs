@@ -176,6 +176,7 @@ fn github_side(
         instance: config.instance.clone(),
         owner: process.to_owned(),
         repo_config_path: config.github.repo_config_path.clone(),
+        own_login: tokio::sync::OnceCell::new(),
     })))
 }
 

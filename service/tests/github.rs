@@ -9,10 +9,11 @@ mod common;
 use common::{SECRET, TestServer, config, eventually, eventually_within};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::database::{Backend, TestDatabase, fresh};
-use previewd_e2e::fixtures::{TestRepo, example};
+use previewd_e2e::fixtures::{TestRepo, example, github_time};
 use previewd_e2e::standin::GitHubStandIn;
 use previewd_environments::model::{PrNumber, RepoId};
 use previewd_environments::store::ReconcileRecord;
+use previewd_environments::time::now_ms;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -38,6 +39,10 @@ struct World {
     server: TestServer,
     repo_id: i64,
     repo: String,
+    /// `PREVIEWD_INSTANCE`, part of the sticky comment's marker.
+    instance: String,
+    /// Who previewd writes as: the App's bot, or the token's user.
+    login: String,
     namespaces: Vec<TestNamespace>,
     _dir: tempfile::TempDir,
 }
@@ -75,7 +80,7 @@ async fn world(db: &TestDatabase, options: Options<'_>) -> World {
         ("PREVIEWD_POLICY_FILE", policy_file.to_str().unwrap().to_owned()),
         ("PREVIEWD_TEMPLATES_DIR", templates),
         ("PREVIEWD_KUBECONFIG", least_privilege.to_str().unwrap().to_owned()),
-        ("PREVIEWD_INSTANCE", instance),
+        ("PREVIEWD_INSTANCE", instance.clone()),
         ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
         ("PREVIEWD_GITHUB__RESYNC_INTERVAL_SECONDS", options.resync_seconds.to_owned()),
         ("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", "2".to_owned()),
@@ -96,13 +101,17 @@ async fn world(db: &TestDatabase, options: Options<'_>) -> World {
         }))
         .await
         .unwrap();
-    // A repository id of its own, so parallel tests never share a namespace.
-    let repo_id = 3_000_000
-        + i64::from(u16::from_be_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]));
+    let repo_id = fresh_repo_id(3_000_000);
     github.add_repo(repo_id, OWNER, options.repo, Some(INSTALLATION)).await.unwrap();
     github.set_permission(OWNER, options.repo, "writer", "write").await.unwrap();
     github.set_permission(OWNER, options.repo, "reader", "read").await.unwrap();
-    World { github, server, repo_id, repo: options.repo.to_owned(), namespaces: Vec::new(), _dir: dir }
+    let login = if options.token { "preview-bot".to_owned() } else { app.bot_login.clone() };
+    World { github, server, repo_id, repo: options.repo.to_owned(), instance, login, namespaces: Vec::new(), _dir: dir }
+}
+
+/// A repository id of its own, so parallel tests never share a namespace.
+fn fresh_repo_id(base: i64) -> i64 {
+    base + i64::from(u16::from_be_bytes([uuid::Uuid::new_v4().as_bytes()[0], uuid::Uuid::new_v4().as_bytes()[1]]))
 }
 
 impl World {
@@ -122,8 +131,9 @@ impl World {
         p
     }
 
-    /// Opens pull request `number` at `head` (on the stand-in and by delivery).
-    async fn open(&mut self, number: i64, head: &str, with_config: bool) {
+    /// Opens pull request `number` at `head` (on the stand-in and by delivery); returns the
+    /// delivery's guid.
+    async fn open(&mut self, number: i64, head: &str, with_config: bool) -> String {
         if with_config {
             self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
         }
@@ -134,6 +144,7 @@ impl World {
         let delivered =
             self.github.deliver("pull_request", &self.pull_request("opened", number, head, json!({}))).await.unwrap();
         assert_eq!(delivered.status_code, 202, "{delivered:?}");
+        delivered.guid
     }
 
     /// Opens pull request `number` at `head` from a fork by `stranger`; returns the delivery.
@@ -146,8 +157,76 @@ impl World {
         let mut opened = self.pull_request("opened", number, head, json!({}));
         opened["pull_request"]["head"]["repo"]["id"] = (self.repo_id + 1).into();
         opened["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
+        // Opened a while ago by GitHub's clock, so an approval written now comes after it.
+        opened["pull_request"]["updated_at"] = github_time(now_ms() - 600_000).into();
         assert_eq!(self.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
         opened
+    }
+
+    /// The fork's author pushes `head` to pull request `number` (opened with `opened`), at GitHub
+    /// time `at`: on the stand-in and by delivery. Returns the delivery's guid.
+    async fn push_fork(&self, opened: &Value, number: i64, head: &str, at: i64) -> String {
+        self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        self.github.update_pull(OWNER, &self.repo, number, json!({"head_sha": head})).await.unwrap();
+        let mut pushed = opened.clone();
+        pushed["action"] = "synchronize".into();
+        pushed["pull_request"]["head"]["sha"] = head.into();
+        pushed["pull_request"]["updated_at"] = github_time(at).into();
+        let delivered = self.github.deliver("pull_request", &pushed).await.unwrap();
+        assert_eq!(delivered.status_code, 202, "{delivered:?}");
+        delivered.guid
+    }
+
+    /// `login` writes `body` on pull request `number`, at GitHub time `at` (now if `None`), and
+    /// GitHub delivers it. Returns the comment's id and the delivery's guid.
+    async fn say(&self, number: i64, login: &str, body: &str, at: Option<i64>) -> (i64, String) {
+        let comment = self.github.comment_as(OWNER, &self.repo, number, login, body).await.unwrap();
+        let mut payload = issue_comment(self, number, comment, login, body);
+        if let Some(at) = at {
+            payload["comment"]["created_at"] = github_time(at).into();
+        }
+        let delivered = self.github.deliver("issue_comment", &payload).await.unwrap();
+        assert_eq!(delivered.status_code, 202, "{delivered:?}");
+        (comment, delivered.guid)
+    }
+
+    /// Waits until previewd is done with every job of the deliveries `guids`, none dead.
+    async fn settled(&self, guids: &[String]) {
+        let store = &self.server.store;
+        let jobs = eventually_within(Duration::from_secs(120), "the deliveries are processed", || async {
+            let mut all = Vec::new();
+            for guid in guids {
+                let row = store.find_delivery("4242", guid).await.ok()??;
+                let jobs = store.jobs_for_delivery(row.id).await.ok()?;
+                if !jobs.iter().all(|j| j.state == "done" || j.state == "dead") {
+                    return None;
+                }
+                all.extend(jobs);
+            }
+            Some(all)
+        })
+        .await;
+        let dead: Vec<_> = jobs.iter().filter(|j| j.state == "dead").collect();
+        assert!(dead.is_empty(), "{dead:#?}");
+    }
+
+    /// Waits until a comment on `number` other than previewd's sticky one contains `text`.
+    async fn reply_saying(&self, number: i64, text: &str) -> Value {
+        eventually(&format!("a reply on #{number} says {text:?}"), || async {
+            let comments = self.github.comments(number).await.ok()?;
+            comments.into_iter().find(|c| {
+                c["user"] == self.login.as_str()
+                    && c["body"].as_str().is_some_and(|b| b.contains(text) && !b.contains("<!-- previewd:"))
+            })
+        })
+        .await
+    }
+
+    /// The reactions on comment `id`.
+    async fn reactions(&self, id: i64) -> Vec<String> {
+        let state = self.github.state().await.unwrap();
+        let all = state["reactions"].as_array().unwrap();
+        all.iter().filter(|r| r["comment_id"] == id).map(|r| r["content"].as_str().unwrap().to_owned()).collect()
     }
 
     async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
@@ -156,9 +235,15 @@ impl World {
 
     /// Waits until pull request `number`'s environment is in `state` (failing on `Failed` unless asked).
     async fn wait_state(&mut self, number: i64, state: &str) -> ReconcileRecord {
+        self.wait_state_in(self.repo_id, number, state).await
+    }
+
+    /// [`Self::wait_state`] for a pull request of repository `repo_id`.
+    async fn wait_state_in(&mut self, repo_id: i64, number: i64, state: &str) -> ReconcileRecord {
+        let store = self.server.store.clone();
         let env =
             eventually_within(Duration::from_secs(90), &format!("the environment of #{number} is {state}"), || async {
-                let env = self.environment(number).await?;
+                let env = store.reconcile_record_for(RepoId(repo_id), PrNumber(number)).await.unwrap()?;
                 if state != "Failed" {
                     assert_ne!(env.state, "Failed", "{:?}", env.reason);
                 }
@@ -425,20 +510,21 @@ async fn commands_need_write_access_and_unknown_ones_get_help() {
     .await;
     assert_eq!(w.environment(4).await.unwrap().state, "Ready");
 
-    // Nonsense gets a short help.
-    let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", "/preview launch").await.unwrap();
-    let payload = issue_comment(&w, 4, comment, "writer", "/preview launch");
+    // Nonsense from a writer gets a short help, which does not repeat what they wrote (a reply
+    // must never carry a commenter's text).
+    let nonsense = "/preview l4unch-the-r0ckets <img src=x>";
+    let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", nonsense).await.unwrap();
+    let payload = issue_comment(&w, 4, comment, "writer", nonsense);
     assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
-    eventually("the help is posted", || async {
+    let help = eventually("the help is posted", || async {
         let comments = w.github.comments(4).await.ok()?;
-        comments
-            .iter()
-            .any(|c| {
-                c["body"].as_str().is_some_and(|b| b.contains("`launch` is not") && b.contains("/preview redeploy"))
-            })
-            .then_some(())
+        comments.into_iter().find(|c| {
+            c["body"].as_str().is_some_and(|b| b.contains("not a previewd command") && b.contains("/preview redeploy"))
+        })
     })
     .await;
+    let said = help["body"].as_str().unwrap();
+    assert!(!said.contains("l4unch") && !said.contains("r0ckets") && !said.contains("<img"), "{said}");
 
     // A writer destroys it.
     let comment = w.github.comment_as(OWNER, &w.repo, 4, "writer", "/preview destroy").await.unwrap();
@@ -689,4 +775,170 @@ async fn in_label_mode_the_label_gives_and_takes_the_environment() {
     let gone = w.wait_state(11, "Deleted").await;
     assert!(gone.reason.unwrap().contains("labelled `preview`"));
     w.finish().await;
+}
+
+/// Commands and approvals, on both stores (they keep heads and replies there).
+mod commands {
+    use super::*;
+
+    previewd_e2e::each_backend! {
+        async fn an_approval_holds_for_the_commit_the_approver_saw(db) {
+            let mut w = world(&db, Options { repo: "forks-welcome", ..Options::default() }).await;
+            let t = now_ms();
+            let opened = w.open_fork(12, &sha('f')).await;
+            w.wait_state(12, "Rejected").await;
+
+            // A writer looks at fffffff and approves it, a minute ago by GitHub's clock; before
+            // previewd reads the comment, the fork's author pushes 9999999.
+            let pushed = w.push_fork(&opened, 12, &sha('9'), t - 30_000).await;
+            w.settled(&[pushed]).await;
+            let (comment, approval) = w.say(12, "writer", "/preview approve", Some(t - 60_000)).await;
+            w.settled(&[approval]).await;
+            let reply = w.reply_saying(12, "commit `9999999` was pushed after your approval").await;
+            assert!(reply["body"].as_str().unwrap().contains("@writer"), "{reply}");
+            let env = w.environment(12).await.unwrap();
+            assert_eq!(env.state, "Rejected", "{:?}", env.reason);
+            assert_eq!(env.approved_sha, None, "the push after the comment is not approved");
+            assert_eq!(w.reactions(comment).await, ["confused"]);
+
+            // The writer looks at 9999999 and approves it: that is the commit approved.
+            let (comment, _) = w.say(12, "writer", "/preview approve", None).await;
+            let ready = w.wait_state(12, "Ready").await;
+            assert_eq!((ready.head_sha.as_str(), ready.approved_sha.as_deref()), (sha('9').as_str(), Some(sha('9').as_str())));
+            w.comment_saying(12, "@writer approved commit 9999999").await;
+            eventually("the approval got a 👍", || async { (w.reactions(comment).await == ["+1"]).then_some(()) }).await;
+
+            // The author pushes 8888888 and GitHub has not told previewd yet: an approval now cannot
+            // be tied to it, so it approves nothing...
+            w.github.put_file(OWNER, &w.repo, &sha('8'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+            w.github.update_pull(OWNER, &w.repo, 12, json!({"head_sha": sha('8')})).await.unwrap();
+            let (_, approval) = w.say(12, "writer", "/preview approve", None).await;
+            w.settled(&[approval]).await;
+            w.reply_saying(12, "commit `8888888` may be newer than your approval").await;
+            let env = w.environment(12).await.unwrap();
+            assert_eq!((env.head_sha.as_str(), env.approved_sha.as_deref()), (sha('9').as_str(), Some(sha('9').as_str())));
+
+            // ...but naming the commit approves it.
+            w.say(12, "writer", "/preview approve 8888888", None).await;
+            let deployed = eventually_within(Duration::from_secs(90), "8888888 is deployed", || async {
+                let env = w.environment(12).await?;
+                (env.state == "Ready" && env.deployed_sha.as_deref() == Some(sha('8').as_str())).then_some(env)
+            })
+            .await;
+            assert_eq!(deployed.approved_sha.as_deref(), Some(sha('8').as_str()));
+            w.finish().await;
+        }
+
+        async fn a_flood_of_commands_from_someone_without_write_access_gets_one_reply_at_most(db) {
+            let mut w = world(&db, Options::default()).await;
+            // No preview configuration: nothing else previewd does writes to GitHub.
+            let opened = w.open(13, &sha('c'), false).await;
+            w.settled(&[opened]).await;
+            // Writes to the repository (the App's own token requests are not about it).
+            let writes = |requests: &[Value]| {
+                let on_repo = |r: &&Value| r["path"].as_str().is_some_and(|p| p.starts_with("/repos/"));
+                requests.iter().filter(|r| r["method"] != "GET").filter(on_repo).cloned().collect::<Vec<_>>()
+            };
+
+            // 200 malformed commands from someone who may not give any: no help, no reaction.
+            let mut guids = Vec::new();
+            for _ in 0..200 {
+                guids.push(w.say(13, "stranger", "/preview x", None).await.1);
+            }
+            w.settled(&guids).await;
+            let requests = w.github.requests().await.unwrap();
+            assert_eq!(writes(&requests), Vec::<Value>::new(), "nothing written to GitHub");
+            let checked = requests.iter().filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/collaborators/stranger/permission")));
+            assert_eq!(checked.count(), 200, "each comment costs one read");
+
+            // 50 commands they may not give: one refusal for the lot, which does not quote them.
+            guids.clear();
+            for _ in 0..50 {
+                guids.push(w.say(13, "stranger", "/preview destroy", None).await.1);
+            }
+            w.settled(&guids).await;
+            let written = writes(&w.github.requests().await.unwrap());
+            assert_eq!(written.len(), 1, "{written:#?}");
+            assert!(written[0]["path"].as_str().unwrap().ends_with("/issues/13/comments"), "{written:#?}");
+            let reply = w.reply_saying(13, "needs write access").await;
+            assert!(reply["body"].as_str().unwrap().contains("@stranger"), "{reply}");
+            let refusals = w.github.comments(13).await.unwrap().into_iter().filter(|c| c["user"] == w.login.as_str()).count();
+            assert_eq!(refusals, 1);
+            w.finish().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_of_one_installation_does_not_pause_another() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    let other =
+        TestRepo { id: fresh_repo_id(4_000_000), owner: OWNER.to_owned(), name: "other".to_owned(), installation: 78 };
+    w.github.add_repo(other.id, OWNER, &other.name, Some(other.installation)).await.unwrap();
+
+    // Installation 77 has spent its hourly budget (GitHub's primary limit, reset in an hour).
+    let mine = format!("^/repos/{OWNER}/{}/", w.repo);
+    w.github
+        .fault(json!({"status": 403, "rate_limited": true, "retry_after_seconds": 3600, "path_regex": mine}))
+        .await
+        .unwrap();
+    w.open(14, &sha('4'), true).await;
+    let limited = eventually("installation 77 meets its limit", || async {
+        let requests = w.github.requests().await.ok()?;
+        requests.iter().find(|r| r["fault"] == true).cloned()
+    })
+    .await;
+
+    // Installation 78's pull request is served meanwhile, from delivery to comment.
+    w.github.put_file(OWNER, &other.name, &sha('5'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": other.name, "number": 15, "head_sha": sha('5'), "user": "dev"}))
+        .await
+        .unwrap();
+    let opened = other.pull_request("opened", 15, &sha('5')).unwrap();
+    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    let ready = w.wait_state_in(other.id, 15, "Ready").await;
+    w.comment_saying(15, ready.url.as_deref().unwrap()).await;
+
+    // Installation 77 waits for its reset: nothing more was sent for it.
+    let requests = w.github.requests().await.unwrap();
+    let later: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["id"].as_i64() > limited["id"].as_i64() && r["installation_id"] == INSTALLATION)
+        .collect();
+    assert!(later.is_empty(), "{later:#?}");
+    assert!(w.environment(14).await.is_none());
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_marker_written_by_someone_else_is_neither_edited_nor_trusted() {
+    for token in [false, true] {
+        let db = fresh(Backend::Sqlite).await.unwrap();
+        let mut w = world(&db, Options { token, ..Options::default() }).await;
+        // Someone writes previewd's marker on the pull request first.
+        let marker = format!("<!-- previewd:{}:{}:16 -->", w.instance, w.repo_id);
+        let planted_body = format!("### 🟢 Preview environment ready\n\n**https://phish.example**\n\n{marker}");
+        let planted = w.github.comment_as(OWNER, &w.repo, 16, "stranger", &planted_body).await.unwrap();
+        w.open(16, &sha('6'), true).await;
+        let ready = w.wait_state(16, "Ready").await;
+        // previewd posts its own comment and leaves the other alone.
+        let own = w.comment_saying(16, ready.url.as_deref().unwrap()).await;
+        assert_ne!(own["id"], planted);
+        assert_eq!(own["user"], w.login.as_str());
+        let comments = w.github.comments(16).await.unwrap();
+        let theirs = comments.iter().find(|c| c["id"] == planted).unwrap();
+        assert_eq!(
+            (theirs["edits"].as_i64(), theirs["body"].as_str()),
+            (Some(0), Some(planted_body.as_str())),
+            "token: {token}"
+        );
+        // Who previewd is was asked of GitHub once.
+        let asked = w.github.requests().await.unwrap();
+        let asked =
+            asked.iter().filter(|r| r["method"] == "GET" && (r["path"] == "/app" || r["path"] == "/user")).count();
+        assert_eq!(asked, 1, "token: {token}");
+        w.finish().await;
+    }
 }

@@ -11,6 +11,7 @@ mod deliveries;
 mod environments;
 mod jobs;
 mod leases;
+mod pulls;
 mod reports;
 mod repositories;
 
@@ -18,6 +19,7 @@ pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
 pub use leases::Lease;
+pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
 

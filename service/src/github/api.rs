@@ -69,6 +69,9 @@ pub struct Pull {
     pub merged: Option<bool>,
     #[serde(default)]
     pub merged_at: Option<String>,
+    /// When GitHub last changed the pull request: no earlier than its head commit was pushed.
+    #[serde(default)]
+    pub updated_at: Option<String>,
     #[serde(default)]
     labels: Vec<Label>,
     user: Option<Login>,
@@ -167,6 +170,23 @@ impl GitHub {
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| GitHubError::Decode { call, message: "the file is not UTF-8 text".to_owned() })
+    }
+
+    /// The login on what previewd writes: `<slug>[bot]` for a GitHub App (its slug from
+    /// `GET /app`), the token's user (`GET /user`) for a personal access token. Comments by
+    /// anyone else are never taken for previewd's, whatever they hold.
+    pub async fn own_login(&self) -> Result<String, GitHubError> {
+        if self.is_app() {
+            #[derive(Deserialize)]
+            struct App {
+                slug: String,
+            }
+            let app: App = self.get(As::App, "/app").await?.json("/app")?;
+            Ok(format!("{}[bot]", app.slug))
+        } else {
+            let user: Login = self.get(As::Installation(None), "/user").await?.json("/user")?;
+            Ok(user.login)
+        }
     }
 
     /// `login`'s permission on `repo`.

@@ -118,8 +118,64 @@ pub struct GitHub {
     /// Content-creating calls of one installation go one at a time (GitHub's secondary limits
     /// punish concurrent mutations).
     serial: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// After a rate-limit answer nothing is sent until this instant.
-    paused_until: Mutex<Option<Instant>>,
+    /// After a rate-limit answer, the calls that limit covers wait: per caller and per limit,
+    /// so one installation's limit never holds up another's calls.
+    pauses: Mutex<Pauses>,
+}
+
+/// Whose budget a call spends: GitHub counts rate limits per App (its JWTs), per installation
+/// (its tokens) and per user (a personal access token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Caller {
+    App,
+    Installation(i64),
+    Token,
+}
+
+/// Which of GitHub's limits an answer reported. They are counted and reset apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// The caller's hourly budget is spent (`x-ratelimit-remaining: 0`): every call of the
+    /// caller waits for `x-ratelimit-reset`.
+    Primary,
+    /// A secondary limit hit by a read (too many requests at once or per minute): every call of
+    /// the caller waits `retry-after`, or a minute.
+    Secondary,
+    /// A secondary limit hit by a call that creates content (GitHub counts those apart, and
+    /// comment floods trip it): the caller's writes wait; its reads go on.
+    Writes,
+}
+
+impl Limit {
+    fn covers(self, method: &Method) -> bool {
+        match self {
+            Limit::Primary | Limit::Secondary => true,
+            Limit::Writes => *method != Method::GET,
+        }
+    }
+}
+
+/// The rate-limit pauses in force, by caller and limit.
+#[derive(Debug, Default)]
+struct Pauses(HashMap<(Caller, Limit), Instant>);
+
+impl Pauses {
+    /// How long a `method` call of `caller` must still wait, if at all.
+    fn wait(&self, caller: Caller, method: &Method, now: Instant) -> Option<Duration> {
+        self.0
+            .iter()
+            .filter(|((who, limit), until)| *who == caller && limit.covers(method) && **until > now)
+            .map(|(_, until)| *until - now)
+            .max()
+    }
+
+    /// Pauses what `limit` covers for `caller` until `until` (a later pause already in force
+    /// stays); pauses that are over are forgotten.
+    fn pause(&mut self, caller: Caller, limit: Limit, until: Instant, now: Instant) {
+        self.0.retain(|_, at| *at > now);
+        let at = self.0.entry((caller, limit)).or_insert(until);
+        *at = (*at).max(until);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -149,13 +205,21 @@ impl GitHub {
             app,
             installations: Mutex::new(HashMap::new()),
             serial: Mutex::new(HashMap::new()),
-            paused_until: Mutex::new(None),
+            pauses: Mutex::new(Pauses::default()),
         })
     }
 
     /// Whether previewd runs as a GitHub App (check runs and redelivery need one).
     pub fn is_app(&self) -> bool {
         self.app
+    }
+
+    fn caller(&self, who: As) -> Caller {
+        match (who, self.app) {
+            (_, false) => Caller::Token,
+            (As::App, true) => Caller::App,
+            (As::Installation(id), true) => Caller::Installation(id.map_or(0, |id| id.0)),
+        }
     }
 
     fn client(&self, who: As) -> Result<Arc<Octocrab>, GitHubError> {
@@ -239,14 +303,12 @@ impl GitHub {
         etag: Option<&str>,
     ) -> Result<Reply, GitHubError> {
         let call = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        if let Some(until) = *lock(&self.paused_until) {
-            let now = Instant::now();
-            if until > now {
-                return Err(GitHubError::RateLimited {
-                    what: "waiting for an earlier limit to reset".to_owned(),
-                    retry_after: until - now,
-                });
-            }
+        let caller = self.caller(who);
+        if let Some(retry_after) = lock(&self.pauses).wait(caller, &method, Instant::now()) {
+            return Err(GitHubError::RateLimited {
+                what: "waiting for an earlier limit to reset".to_owned(),
+                retry_after,
+            });
         }
         let client = self.client(who)?;
         // Content-creating calls of one installation wait for each other.
@@ -281,15 +343,18 @@ impl GitHub {
             return Ok(Reply { status, headers: parts.headers, body });
         }
         let message = error_message(&body);
-        if let Some(retry_after) = rate_limited(status, &parts.headers, &message) {
-            let until = Instant::now() + retry_after;
-            let mut paused = lock(&self.paused_until);
-            *paused = Some(paused.map_or(until, |p| p.max(until)));
+        if let Some((retry_after, limit)) = rate_limited(status, &parts.headers, &message) {
+            // A secondary limit met by a write is the content-creation limit: reads go on.
+            let limit = if limit == Limit::Secondary && method != Method::GET { Limit::Writes } else { limit };
+            let now = Instant::now();
+            lock(&self.pauses).pause(caller, limit, now + retry_after, now);
             tracing::warn!(
                 call,
+                caller = ?caller,
+                limit = ?limit,
                 retry_after_s = retry_after.as_secs(),
                 message,
-                "GitHub rate limit reached; pausing calls"
+                "GitHub rate limit reached; pausing the calls it covers"
             );
             return Err(GitHubError::RateLimited { what: message, retry_after });
         }
@@ -321,24 +386,26 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
-/// How long to wait when an answer is a rate limit, following GitHub's guidance: `retry-after`
-/// if present; else, when `x-ratelimit-remaining` is 0, until `x-ratelimit-reset`; else (a
-/// secondary limit without headers) at least a minute.
-pub fn rate_limited(status: StatusCode, headers: &HeaderMap, message: &str) -> Option<Duration> {
+/// Whether an answer is a rate limit, which one, and how long to wait, following GitHub's
+/// guidance: `x-ratelimit-remaining: 0` is the primary limit, anything else a secondary one;
+/// the wait is `retry-after` if present, else until `x-ratelimit-reset` for the primary limit,
+/// else (a secondary limit without headers) a minute.
+pub fn rate_limited(status: StatusCode, headers: &HeaderMap, message: &str) -> Option<(Duration, Limit)> {
     if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let limit = if header("x-ratelimit-remaining") == Some("0") { Limit::Primary } else { Limit::Secondary };
     if let Some(seconds) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(seconds.max(1)));
+        return Some((Duration::from_secs(seconds.max(1)), limit));
     }
-    if header("x-ratelimit-remaining") == Some("0") {
+    if limit == Limit::Primary {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()).unwrap_or(now + 60);
-        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+        return Some((Duration::from_secs(reset.saturating_sub(now).max(1)), limit));
     }
     if status == StatusCode::TOO_MANY_REQUESTS || message.to_ascii_lowercase().contains("rate limit") {
-        return Some(Duration::from_secs(60));
+        return Some((Duration::from_secs(60), limit));
     }
     None
 }
@@ -358,15 +425,18 @@ mod tests {
     #[test]
     fn retry_after_wins() {
         let h = headers(&[("retry-after", "30"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]);
-        assert_eq!(rate_limited(StatusCode::FORBIDDEN, &h, ""), Some(Duration::from_secs(30)));
+        assert_eq!(rate_limited(StatusCode::FORBIDDEN, &h, ""), Some((Duration::from_secs(30), Limit::Primary)));
+        let h = headers(&[("retry-after", "30")]);
+        assert_eq!(rate_limited(StatusCode::FORBIDDEN, &h, ""), Some((Duration::from_secs(30), Limit::Secondary)));
     }
 
     #[test]
     fn exhausted_primary_limit_waits_for_the_reset() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &(now + 120).to_string())]);
-        let wait = rate_limited(StatusCode::FORBIDDEN, &h, "API rate limit exceeded").unwrap();
+        let (wait, limit) = rate_limited(StatusCode::FORBIDDEN, &h, "API rate limit exceeded").unwrap();
         assert!((118..=120).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(limit, Limit::Primary);
     }
 
     #[test]
@@ -374,9 +444,12 @@ mod tests {
         let h = headers(&[("x-ratelimit-remaining", "4000")]);
         assert_eq!(
             rate_limited(StatusCode::FORBIDDEN, &h, "You have exceeded a secondary rate limit"),
-            Some(Duration::from_secs(60))
+            Some((Duration::from_secs(60), Limit::Secondary))
         );
-        assert_eq!(rate_limited(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), ""), Some(Duration::from_secs(60)));
+        assert_eq!(
+            rate_limited(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), ""),
+            Some((Duration::from_secs(60), Limit::Secondary))
+        );
     }
 
     #[test]
@@ -384,6 +457,40 @@ mod tests {
         let h = headers(&[("x-ratelimit-remaining", "4000")]);
         assert_eq!(rate_limited(StatusCode::FORBIDDEN, &h, "Resource not accessible by integration"), None);
         assert_eq!(rate_limited(StatusCode::INTERNAL_SERVER_ERROR, &h, "rate limit"), None);
+    }
+
+    #[test]
+    fn a_pause_holds_only_its_caller() {
+        let now = Instant::now();
+        let mut pauses = Pauses::default();
+        pauses.pause(Caller::Installation(1), Limit::Primary, now + Duration::from_secs(60), now);
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::GET, now), Some(Duration::from_secs(60)));
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::POST, now), Some(Duration::from_secs(60)));
+        assert_eq!(pauses.wait(Caller::Installation(2), &Method::POST, now), None);
+        assert_eq!(pauses.wait(Caller::App, &Method::GET, now), None);
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::GET, now + Duration::from_secs(61)), None);
+    }
+
+    #[test]
+    fn a_content_creation_limit_holds_writes_but_not_reads() {
+        let now = Instant::now();
+        let mut pauses = Pauses::default();
+        pauses.pause(Caller::Installation(1), Limit::Writes, now + Duration::from_secs(60), now);
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::GET, now), None);
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::PATCH, now), Some(Duration::from_secs(60)));
+        // A primary limit on top covers the reads too, until its own reset.
+        pauses.pause(Caller::Installation(1), Limit::Primary, now + Duration::from_secs(10), now);
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::GET, now), Some(Duration::from_secs(10)));
+        assert_eq!(pauses.wait(Caller::Installation(1), &Method::POST, now), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_shorter_pause_does_not_cut_a_longer_one() {
+        let now = Instant::now();
+        let mut pauses = Pauses::default();
+        pauses.pause(Caller::Token, Limit::Secondary, now + Duration::from_secs(60), now);
+        pauses.pause(Caller::Token, Limit::Secondary, now + Duration::from_secs(5), now);
+        assert_eq!(pauses.wait(Caller::Token, &Method::GET, now), Some(Duration::from_secs(60)));
     }
 
     #[test]

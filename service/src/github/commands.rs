@@ -1,7 +1,18 @@
 //! `/preview` commands in pull request comments. Parsing is pure; carrying them out is in
 //! `process`.
+//!
+//! Comments are written by anyone who can comment on a public pull request, so the parser is
+//! bounded (it reads one line, and only its first few words) and what it says about a malformed
+//! command never quotes the comment: previewd's replies must not repeat a commenter's text.
 
 use std::time::Duration;
+
+/// The longest duration text `/preview extend` reads: more than any duration previewd writes
+/// back (`Command::text`, at most nine parts like `584542046090years 11months ...`).
+const MAX_DURATION_TEXT: usize = 128;
+
+/// The most words after the verb any command takes (a duration has at most nine parts).
+const MAX_ARGUMENTS: usize = 16;
 
 /// A command previewd understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +27,53 @@ pub enum Command {
     Destroy,
     /// Refresh the pull request comment.
     Status,
-    /// Approve the fork's current head commit for an environment.
-    Approve,
+    /// Approve a fork's head commit for an environment: the one named, or else the one that was
+    /// the head when the comment was written.
+    Approve(Option<ShaPrefix>),
+}
+
+/// The start of a commit SHA, as `/preview approve <sha>` names it: 7 to 40 lower-case
+/// hexadecimal characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShaPrefix(String);
+
+impl ShaPrefix {
+    pub const MIN: usize = 7;
+    pub const MAX: usize = 40;
+
+    pub fn parse(text: &str) -> Option<ShaPrefix> {
+        let fits = (Self::MIN..=Self::MAX).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+        fits.then(|| ShaPrefix(text.to_ascii_lowercase()))
+    }
+
+    /// Whether `sha` (a full commit SHA) starts with this prefix.
+    pub fn names(&self, sha: &str) -> bool {
+        sha.len() >= self.0.len() && sha[..self.0.len()].eq_ignore_ascii_case(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What is wrong with a `/preview` line. The messages are posted on the pull request, so none
+/// of them holds any of the comment's own text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("`/preview` needs a command")]
+    Missing,
+    #[error("that is not a previewd command")]
+    Unknown,
+    #[error("`/preview {0}` takes no arguments")]
+    NoArguments(&'static str),
+    #[error("`/preview extend` needs a duration, like `/preview extend 2h`")]
+    NoDuration,
+    #[error("`/preview extend` needs a duration written like `2h`, `90m` or `1d`")]
+    BadDuration,
+    #[error("`/preview extend` needs a duration longer than zero")]
+    ZeroDuration,
+    #[error("`/preview approve` takes at most one argument, a commit SHA of 7 to 40 hexadecimal characters")]
+    BadCommit,
 }
 
 /// One line of the help text.
@@ -33,7 +89,11 @@ pub const HELP: &[CommandHelp] = &[
     CommandHelp { text: "/preview extend 2h", help: "keep the environment longer (within the policy's maximum)" },
     CommandHelp { text: "/preview destroy", help: "tear the environment down now" },
     CommandHelp { text: "/preview status", help: "refresh this comment" },
-    CommandHelp { text: "/preview approve", help: "allow an environment for a fork's current head commit" },
+    CommandHelp {
+        text: "/preview approve",
+        help: "allow an environment for a fork's head commit as it was when you wrote the comment \
+               (or `/preview approve <sha>` for that commit); a later push needs a new approval",
+    },
 ];
 
 impl Command {
@@ -45,41 +105,50 @@ impl Command {
             Self::Extend(by) => format!("/preview extend {}", humantime::format_duration(*by)),
             Self::Destroy => "/preview destroy".to_owned(),
             Self::Status => "/preview status".to_owned(),
-            Self::Approve => "/preview approve".to_owned(),
+            Self::Approve(None) => "/preview approve".to_owned(),
+            Self::Approve(Some(sha)) => format!("/preview approve {}", sha.as_str()),
         }
     }
 }
 
 /// The first line of `body` that starts with `/preview`: `None` if there is none, the command
-/// or what is wrong with it otherwise.
-pub fn parse(body: &str) -> Option<Result<Command, String>> {
+/// or what is wrong with it otherwise. Time is linear in `body`, and only a few words of the
+/// command's line are looked at.
+pub fn parse(body: &str) -> Option<Result<Command, CommandError>> {
     let line = body.lines().map(str::trim).find(|l| l.split_whitespace().next() == Some("/preview"))?;
     let mut words = line.split_whitespace().skip(1);
     let Some(verb) = words.next() else {
-        return Some(Err("`/preview` needs a command".to_owned()));
+        return Some(Err(CommandError::Missing));
     };
-    let rest: Vec<&str> = words.collect();
-    let no_arguments = |command: Command| {
-        if rest.is_empty() { Ok(command) } else { Err(format!("`/preview {verb}` takes no arguments")) }
-    };
+    // One more than any command takes, so that too many is seen without reading them all.
+    let args: Vec<&str> = words.take(MAX_ARGUMENTS + 1).collect();
+    let no_arguments =
+        |command: Command, name| if args.is_empty() { Ok(command) } else { Err(CommandError::NoArguments(name)) };
     Some(match verb {
-        "deploy" => no_arguments(Command::Deploy),
-        "redeploy" => no_arguments(Command::Redeploy),
-        "destroy" => no_arguments(Command::Destroy),
-        "status" => no_arguments(Command::Status),
-        "approve" => no_arguments(Command::Approve),
-        "extend" => match rest.as_slice() {
-            [] => Err("`/preview extend` needs a duration, like `/preview extend 2h`".to_owned()),
-            words => {
-                let text = words.join(" ");
+        "deploy" => no_arguments(Command::Deploy, "deploy"),
+        "redeploy" => no_arguments(Command::Redeploy, "redeploy"),
+        "destroy" => no_arguments(Command::Destroy, "destroy"),
+        "status" => no_arguments(Command::Status, "status"),
+        "approve" => match args.as_slice() {
+            [] => Ok(Command::Approve(None)),
+            [sha] => ShaPrefix::parse(sha).map(|s| Command::Approve(Some(s))).ok_or(CommandError::BadCommit),
+            _ => Err(CommandError::BadCommit),
+        },
+        "extend" => {
+            let text = args.join(" ");
+            if args.is_empty() {
+                Err(CommandError::NoDuration)
+            } else if args.len() > MAX_ARGUMENTS || text.len() > MAX_DURATION_TEXT {
+                Err(CommandError::BadDuration)
+            } else {
                 match humantime::parse_duration(&text) {
-                    Ok(by) if !by.is_zero() => Ok(Command::Extend(by)),
-                    Ok(_) => Err("`/preview extend` needs a duration longer than zero".to_owned()),
-                    Err(e) => Err(format!("`{text}` is not a duration ({e}); write it like `2h`, `90m` or `1d`")),
+                    Ok(by) if by.is_zero() => Err(CommandError::ZeroDuration),
+                    Ok(by) => Ok(Command::Extend(by)),
+                    Err(_) => Err(CommandError::BadDuration),
                 }
             }
-        },
-        other => Err(format!("`{other}` is not a previewd command")),
+        }
+        _ => Err(CommandError::Unknown),
     })
 }
 
@@ -91,8 +160,22 @@ mod tests {
     fn commands_are_found_on_any_line() {
         assert_eq!(parse("thanks!\n/preview extend 2h\n"), Some(Ok(Command::Extend(Duration::from_secs(7200)))));
         assert_eq!(parse("  /preview destroy  "), Some(Ok(Command::Destroy)));
-        assert_eq!(parse("/preview approve"), Some(Ok(Command::Approve)));
+        assert_eq!(parse("/preview approve"), Some(Ok(Command::Approve(None))));
         assert_eq!(parse("/preview extend 1h 30m"), Some(Ok(Command::Extend(Duration::from_secs(5400)))));
+    }
+
+    #[test]
+    fn approve_may_name_a_commit() {
+        let Some(Ok(Command::Approve(Some(sha)))) = parse("/preview approve ABCDEF1") else { panic!("not parsed") };
+        assert_eq!(sha.as_str(), "abcdef1");
+        assert!(sha.names(&format!("abcdef1{}", "0".repeat(33))));
+        assert!(sha.names(&format!("ABCDEF1{}", "0".repeat(33))));
+        assert!(!sha.names(&format!("abcdef2{}", "0".repeat(33))));
+        assert!(!sha.names("abc"));
+        assert_eq!(parse("/preview approve abc12"), Some(Err(CommandError::BadCommit)), "too short");
+        assert_eq!(parse(&format!("/preview approve {}", "a".repeat(41))), Some(Err(CommandError::BadCommit)));
+        assert_eq!(parse("/preview approve abcdefg"), Some(Err(CommandError::BadCommit)), "not hexadecimal");
+        assert_eq!(parse("/preview approve abcdef1 abcdef2"), Some(Err(CommandError::BadCommit)));
     }
 
     #[test]
@@ -104,12 +187,23 @@ mod tests {
 
     #[test]
     fn malformed_commands_say_what_is_wrong() {
-        assert!(parse("/preview").unwrap().unwrap_err().contains("needs a command"));
-        assert!(parse("/preview launch").unwrap().unwrap_err().contains("`launch` is not"));
-        assert!(parse("/preview extend").unwrap().unwrap_err().contains("needs a duration"));
-        assert!(parse("/preview extend soon").unwrap().unwrap_err().contains("not a duration"));
-        assert!(parse("/preview extend 0s").unwrap().unwrap_err().contains("longer than zero"));
-        assert!(parse("/preview destroy now").unwrap().unwrap_err().contains("takes no arguments"));
+        assert_eq!(parse("/preview"), Some(Err(CommandError::Missing)));
+        assert_eq!(parse("/preview launch"), Some(Err(CommandError::Unknown)));
+        assert_eq!(parse("/preview extend"), Some(Err(CommandError::NoDuration)));
+        assert_eq!(parse("/preview extend soon"), Some(Err(CommandError::BadDuration)));
+        assert_eq!(parse("/preview extend 0s"), Some(Err(CommandError::ZeroDuration)));
+        assert_eq!(parse(&format!("/preview extend{}", " 1h".repeat(17))), Some(Err(CommandError::BadDuration)));
+        assert_eq!(parse("/preview destroy now"), Some(Err(CommandError::NoArguments("destroy"))));
+    }
+
+    #[test]
+    fn what_is_wrong_never_quotes_the_comment() {
+        for body in ["/preview launch-the-rockets", "/preview extend soon-ish", "/preview destroy everything-now"] {
+            let Some(Err(problem)) = parse(body) else { panic!("{body} parsed") };
+            let said = problem.to_string();
+            let quoted = body.split_whitespace().last().unwrap();
+            assert!(!said.contains(quoted), "{said:?} quotes {quoted:?}");
+        }
     }
 
     #[test]
@@ -120,7 +214,8 @@ mod tests {
             Command::Extend(Duration::from_secs(7200)),
             Command::Destroy,
             Command::Status,
-            Command::Approve,
+            Command::Approve(None),
+            Command::Approve(ShaPrefix::parse("0123456789abcdef")),
         ] {
             assert_eq!(parse(&command.text()), Some(Ok(command)));
         }

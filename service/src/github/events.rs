@@ -22,6 +22,11 @@ pub enum Event {
         /// versions and in events previewd synthesises itself.
         #[serde(default)]
         sender: Option<String>,
+        /// GitHub's `updated_at` of the pull request in milliseconds: when GitHub last changed
+        /// it, so no earlier than its head commit was pushed. Absent in jobs queued by older
+        /// versions and in events previewd synthesises from a listing without it.
+        #[serde(default)]
+        updated_at: Option<i64>,
         installation: Option<InstallationId>,
     },
     /// A comment on a pull request that contains a `/preview` command.
@@ -31,6 +36,11 @@ pub enum Event {
         comment_id: i64,
         author: String,
         body: String,
+        /// GitHub's `created_at` of the comment in milliseconds: what `/preview approve`
+        /// approves is the head the pull request had then. Absent in jobs queued by older
+        /// versions.
+        #[serde(default)]
+        created_at: Option<i64>,
         installation: Option<InstallationId>,
     },
     Installation {
@@ -267,6 +277,7 @@ fn pull_request(p: wire::PullRequestEvent) -> Result<Classified, PayloadError> {
             merged: pr.merged.unwrap_or(false),
             label: p.label.map(|l| l.name),
             sender: p.sender.map(|u| u.login),
+            updated_at: pr.updated_at.as_deref().and_then(github_time),
             installation: p.installation.map(|i| InstallationId(i.id)),
         }),
     })
@@ -291,9 +302,18 @@ fn issue_comment(p: wire::IssueCommentEvent) -> Classified {
             comment_id: p.comment.id,
             author: p.comment.user.map(|u| u.login).unwrap_or_default(),
             body,
+            created_at: p.comment.created_at.as_deref().and_then(github_time),
             installation: p.installation.map(|i| InstallationId(i.id)),
         }),
     }
+}
+
+/// A GitHub timestamp (`2019-05-15T15:20:33Z`) in milliseconds since the epoch; `None` if it is
+/// not one, which callers treat as "not known".
+pub fn github_time(text: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339(text).ok()?;
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
 }
 
 fn ci(
@@ -392,6 +412,7 @@ mod wire {
         pub merged: Option<bool>,
         #[serde(default)]
         pub labels: Vec<Label>,
+        pub updated_at: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -427,6 +448,7 @@ mod wire {
         pub id: i64,
         pub body: Option<String>,
         pub user: Option<User>,
+        pub created_at: Option<String>,
     }
 
     #[derive(Deserialize)]

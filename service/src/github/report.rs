@@ -5,7 +5,8 @@
 //! and makes GitHub show it, so a report that runs twice, late, or after a crash says the same
 //! thing once. What was already said is in the store (`github_reports`); anything created but
 //! not yet recorded when previewd died is found again on GitHub (the comment by its hidden
-//! marker, the deployment and check run by head SHA and name) instead of being created twice.
+//! marker and previewd's own login as its author, the deployment and check run by head SHA and
+//! name) instead of being created twice.
 
 use super::client::{As, GitHub, GitHubError};
 use super::commands::HELP;
@@ -55,6 +56,8 @@ pub struct GitHubSide {
     pub owner: String,
     /// The repository file that configures previewd, read at the head commit.
     pub repo_config_path: String,
+    /// previewd's own login on GitHub, asked once ([`GitHub::own_login`]).
+    pub own_login: tokio::sync::OnceCell<String>,
 }
 
 /// The deployment environment and check run name of pull request `number`.
@@ -79,6 +82,12 @@ impl GitHubSide {
         };
         self.store.upsert_repository(repo, Some(installation), true).await?;
         Ok(As::Installation(Some(installation)))
+    }
+
+    /// The login previewd writes as; asked of GitHub once, then kept (an App's slug and a
+    /// token's user do not change while previewd runs).
+    pub async fn own_login(&self) -> Result<&str, GitHubError> {
+        self.own_login.get_or_try_init(|| self.github.own_login()).await.map(String::as_str)
     }
 
     fn marker(&self, repo: RepoId, number: i64) -> String {
@@ -180,13 +189,13 @@ impl GitHubSide {
                 Err(error) => return Err(error.into()),
             }
         }
+        // Anyone can write the marker: only a comment previewd wrote itself is its comment.
         let marker = self.marker(RepoId(env.repo_id), env.pr_number);
-        let existing = self
-            .github
-            .comments(who, repo, number)
-            .await?
-            .into_iter()
-            .find(|c| c.body.as_deref().is_some_and(|b| b.contains(&marker)));
+        let own = self.own_login().await?;
+        let existing = self.github.comments(who, repo, number).await?.into_iter().find(|c| {
+            c.user.as_ref().is_some_and(|u| u.login.eq_ignore_ascii_case(own))
+                && c.body.as_deref().is_some_and(|b| b.contains(&marker))
+        });
         let comment = match existing {
             Some(comment) => {
                 self.github.update_comment(who, repo, comment.id, &body).await?;

@@ -139,6 +139,8 @@ impl Resync {
                 merged: false,
                 label: None,
                 sender: None,
+                // The listing's time: its head was pushed no later.
+                updated_at: pull.updated_at.as_deref().and_then(super::events::github_time),
                 installation,
             };
             self.queue(&event).await?;
@@ -167,6 +169,7 @@ impl Resync {
                 merged,
                 label: None,
                 sender: None,
+                updated_at: None,
                 installation,
             };
             self.queue(&event).await?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// The templates previewd needs, by file name.
-const TEMPLATES: [&str; 3] = ["comment.md", "help.md", "refused.md"];
+const TEMPLATES: [&str; 4] = ["comment.md", "help.md", "refused.md", "stale-approval.md"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TextsError {
@@ -72,7 +72,8 @@ pub struct Texts {
 }
 
 impl Texts {
-    /// Loads `dir/comment.md`, `dir/help.md` and `dir/refused.md` and tries each.
+    /// Loads `dir/comment.md`, `dir/help.md`, `dir/refused.md` and `dir/stale-approval.md` and
+    /// tries each.
     pub fn load(dir: &Path) -> Result<Texts, TextsError> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -86,6 +87,7 @@ impl Texts {
         texts.comment(&CommentContext::sample())?;
         texts.help("sample problem")?;
         texts.refused("octocat", "/preview destroy")?;
+        texts.stale_approval("octocat", "abcdef0", true)?;
         Ok(texts)
     }
 
@@ -112,6 +114,12 @@ impl Texts {
 
     pub fn refused(&self, login: &str, command: &str) -> Result<String, TextsError> {
         self.render("refused.md", minijinja::context! { login, command })
+    }
+
+    /// `login` approved a commit, but `head` is the pull request's head now: pushed `after` the
+    /// approval, or not known to be older.
+    pub fn stale_approval(&self, login: &str, head: &str, after: bool) -> Result<String, TextsError> {
+        self.render("stale-approval.md", minijinja::context! { login, head, after })
     }
 }
 
