@@ -61,13 +61,13 @@ impl Origin {
                 max_depth: 64,
                 max_documents: 1_000,
                 // Counted on aliases' replays too, so they bound what an alias can expand to.
-                max_nodes: 200_000,
+                max_nodes: 100_000,
                 max_total_scalar_bytes: 4 * MAX_PLATFORM_FILE_BYTES,
             },
         };
         let replayed = match self {
             Origin::Repository => 0,
-            Origin::Platform => 200_000,
+            Origin::Platform => 100_000,
         };
         serde_saphyr::options! {
             budget: budget,
