@@ -811,6 +811,8 @@ const handlers = {
     const text = tree[path];
     if (text != null) {
       const file = withLinks(entry(path, "file", text));
+      // As GitHub: a file over 1 MB comes without its content (`encoding: "none"`), its size given.
+      if (file.size > 1024 * 1024) return [200, Object.assign(file, { encoding: "none", content: "" })];
       const content = Buffer.from(text).toString("base64").replace(/(.{60})/g, "$1\n") + "\n";
       return [200, Object.assign(file, { encoding: "base64", content })];
     }

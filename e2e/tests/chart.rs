@@ -20,7 +20,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostPa
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use previewd_e2e::cluster::{self, MANAGED_BY_LABEL, TestNamespace, unique_name, wait_until};
-use serde::Deserialize;
+use previewd_environments::yaml::{self, Origin};
 use serde_json::{Value, json};
 
 // ------------------------------------------------------------------------------------------
@@ -96,12 +96,13 @@ fn helm_ok(args: &[&str]) -> String {
 }
 
 /// The documents of a multi-document YAML stream, as JSON values (empty documents dropped).
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).unwrap())
-        .collect()
+fn documents(text: &str) -> Vec<Value> {
+    yaml::documents(text, Origin::Platform).unwrap()
+}
+
+/// One YAML document as a JSON value.
+fn parse(text: &str) -> Value {
+    yaml::parse(text, Origin::Platform).unwrap().unwrap()
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -232,7 +233,7 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
 
     // The policy's source namespace is the one the Role is in.
     let config = one(&docs, "ConfigMap");
-    let policy: Value = serde_yaml::from_str(config["data"]["policy.yaml"].as_str().unwrap()).unwrap();
+    let policy = parse(config["data"]["policy.yaml"].as_str().unwrap());
     assert_eq!(policy["secrets"]["source_namespace"], "platform-preview-secrets");
     assert_eq!(policy["secrets"]["allowed"], json!(["db-readonly"]));
     assert_eq!(one(&docs, "Role")["metadata"]["namespace"], "platform-preview-secrets");
@@ -280,11 +281,10 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
 }
 
 /// Leaf paths of a values tree (`a.b.c`); empty maps and lists are leaves.
-fn value_paths(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
+fn value_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
     match value {
-        serde_yaml::Value::Mapping(map) if !map.is_empty() => {
+        Value::Object(map) if !map.is_empty() => {
             for (key, child) in map {
-                let key = key.as_str().unwrap();
                 let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
                 value_paths(&path, child, out);
             }
@@ -295,8 +295,7 @@ fn value_paths(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
 
 #[test]
 fn every_value_is_documented_in_the_chart_readme_and_the_schema() {
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap()).unwrap();
+    let values = parse(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap());
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap()).unwrap();
@@ -518,10 +517,9 @@ async fn service_account_client(admin_kubeconfig: &Path, namespace: &str, name: 
     let token: k8s_openapi::api::authentication::v1::TokenRequest =
         api.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
     let token = token.status.unwrap().token;
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
-    config["users"][0]["user"] = serde_yaml::to_value(json!({ "token": token })).unwrap();
-    let kubeconfig = Kubeconfig::from_yaml(&serde_yaml::to_string(&config).unwrap()).unwrap();
+    let mut config = parse(&std::fs::read_to_string(admin_kubeconfig).unwrap());
+    config["users"][0]["user"] = json!({ "token": token });
+    let kubeconfig = Kubeconfig::from_yaml(&yaml::to_string(&config).unwrap()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(config).unwrap()
 }

@@ -18,3 +18,4 @@ pub mod repo_config;
 pub mod spec;
 pub mod store;
 pub mod time;
+pub mod yaml;

@@ -8,10 +8,13 @@
 
 use crate::naming::{self, MAX_DNS_NAME_LEN, MAX_LABEL_LEN};
 use crate::quantity::{Quantity, QuantityError};
+use crate::yaml::{self, Origin};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
+
+const EMPTY: &str = "the file is empty; it needs at least `base_domain: preview.example.com`";
 
 /// A policy that cannot be used, with the file and field to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -682,11 +685,10 @@ fn registry_matches(prefix: &str, image: &str) -> bool {
 impl Policy {
     /// Parses and validates a policy. `source_name` (the file name) starts every error message.
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = parse_yaml(text).map_err(|(path, message)| PolicyError::Parse {
-            source_name: source_name.to_owned(),
-            path,
-            message,
-        })?;
+        let parse_error = |path, message| PolicyError::Parse { source_name: source_name.to_owned(), path, message };
+        let policy: Policy = yaml::parse(text, Origin::Platform)
+            .map_err(|e| parse_error(e.path, e.message))?
+            .ok_or_else(|| parse_error(String::new(), EMPTY.to_owned()))?;
         policy.validate().map_err(|problems| PolicyError::Invalid { source_name: source_name.to_owned(), problems })?;
         Ok(policy)
     }
@@ -1029,47 +1031,6 @@ pub(crate) fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Parses YAML into `T`, naming the failing field: `(path, message)`, the path empty for errors
-/// that are not about one field (a syntax error, an empty document). The message ends with the
-/// line and column when there is a path, and starts with them when there is none.
-pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
-    // A syntax error is about no field (path_to_error would name a half-read one, like `ttl.?`).
-    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
-        return Err((String::new(), yaml_message(&e, "")));
-    }
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let message = yaml_message(e.inner(), &path);
-        (path, message)
-    })
-}
-
-fn yaml_message(inner: &serde_yaml::Error, path: &str) -> String {
-    let mut message = inner.to_string();
-    // serde_yaml puts its own (coarser) path first and the location last; keep one path, and
-    // put the location where a person looks for it.
-    if let Some((head, rest)) = message.split_once(": ")
-        && !head.is_empty()
-        && path.starts_with(head)
-    {
-        message = rest.to_owned();
-    }
-    if let Some(location) = inner.location() {
-        let suffix = format!(" at line {} column {}", location.line(), location.column());
-        if let Some(index) = message.find(&suffix) {
-            message.replace_range(index..index + suffix.len(), "");
-        }
-        message = if path.is_empty() {
-            format!("line {} column {}: {message}", location.line(), location.column())
-        } else {
-            format!("{message} (line {} column {})", location.line(), location.column())
-        };
-    }
-    message
-}
-
 /// Durations written as humantime text: `30m`, `48h`, `7d`, `1h 30m`.
 pub(crate) mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -1211,9 +1172,28 @@ repositories:
     #[test]
     fn syntax_errors_give_the_line() {
         let e = error("base_domain: a\nttl: { default: 1h\n");
-        assert!(e.starts_with("policy.yaml: line 3 column 1: "), "{e}");
+        assert_eq!(e, "policy.yaml: line 2 column 6: unclosed bracket '{'");
         let e = error("base_domain: [x]\n");
-        assert_eq!(e, "policy.yaml: base_domain: invalid type: sequence, expected a string (line 1 column 14)");
+        assert_eq!(e, "policy.yaml: base_domain: expected a value, not a list or a mapping (line 1 column 14)");
+    }
+
+    #[test]
+    fn a_bomb_a_duplicate_or_an_oversized_policy_is_refused_quickly_naming_the_file() {
+        let bomb = format!("x_leaf: &l [{}]\nx_bomb: [{}]\n", vec!["x"; 4000].join(", "), vec!["*l"; 4000].join(", "));
+        let started = std::time::Instant::now();
+        let e = error(&format!("base_domain: preview.example.com\n{bomb}"));
+        assert!(e.starts_with("policy.yaml: line 3 column ") && e.contains("too large or too complex for previewd"), "{e}");
+        // Generous: the refusal takes milliseconds; this machine is slow and shared.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Anchors within the budget are fine in the platform's own file.
+        let shared = "base_domain: preview.example.com\nrepositories:\n  acme/a: &big { drafts: true }\n  acme/b: *big\n";
+        assert!(parse(shared).unwrap().for_repository("acme", "b").drafts);
+        let e = error(&with("drafts: true\ndrafts: false"));
+        assert!(e.starts_with("policy.yaml: line 3 column 1: duplicate mapping key"), "{e}");
+        let huge = with(&format!("#{}", " ".repeat(crate::yaml::MAX_PLATFORM_FILE_BYTES)));
+        let e = error(&huge);
+        assert_eq!(e, format!("policy.yaml: the file is {} bytes; previewd reads at most 1 MiB (1048576 bytes)", huge.len()));
+        assert_eq!(error("# nothing yet\n"), format!("policy.yaml: {EMPTY}"));
     }
 
     fn problems(text: &str) -> Vec<String> {
@@ -1457,10 +1437,10 @@ repositories:
     #[test]
     fn a_policy_round_trips_through_yaml() {
         let policy = parse(FULL).unwrap();
-        let text = serde_yaml::to_string(&policy).unwrap();
+        let text = yaml::to_string(&policy).unwrap();
         assert_eq!(parse(&text).unwrap(), policy);
         let with_dns = parse(&with("dns: { provider: rfc2136, target: { cname: lb.example.com }, rfc2136: { server: 192.0.2.53, zone: example.com, key_name: k } }")).unwrap();
-        let text = serde_yaml::to_string(&with_dns).unwrap();
+        let text = yaml::to_string(&with_dns).unwrap();
         assert_eq!(parse(&text).unwrap(), with_dns);
     }
 }

@@ -12,7 +12,7 @@ use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo, short_sha};
 use crate::naming;
 use crate::policy::Policy;
 use crate::render::{Ownership, RenderError, Renderer};
-use crate::repo_config::RepoConfig;
+use crate::repo_config::{RepoConfig, RepoFile};
 use crate::spec::{self, EnvironmentSpec, LimitDecision, LiveCounts};
 use crate::store::{Lease, ReconcileRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
@@ -26,12 +26,15 @@ use std::time::Duration;
 /// commit, and the results of the checks that must pass before a commit is deployed. The
 /// service implements it over GitHub; [`FixedRepoConfig`] serves demos and tests.
 pub trait Forge: Send + Sync + 'static {
-    /// The file's text, or `None` if the repository has no such file at that commit.
+    /// The file, or `None` if the repository has no such file at that commit. A file previewd
+    /// will not read (too large, not text) is [`RepoFile::Refused`], not an error: the
+    /// environment fails with the reason rather than being retried. Errors are the code host's
+    /// (unreachable, refusing), worth a retry.
     fn fetch<'a>(
         &'a self,
         repo: &'a Repo,
         sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>>;
 
     /// Where the checks named `required` stand on commit `sha`.
     fn checks<'a>(
@@ -59,8 +62,8 @@ impl Forge for FixedRepoConfig {
         &'a self,
         _repo: &'a Repo,
         _sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
-        Box::pin(async move { Ok(Some(self.0.clone())) })
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>> {
+        Box::pin(async move { Ok(Some(RepoFile::from_bytes(self.0.clone().into_bytes()))) })
     }
 
     fn checks<'a>(
@@ -335,10 +338,15 @@ impl Engine {
             }
         }
 
-        let text = self.forge.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
-        let Some(text) = text else {
-            let reason = crate::repo_config::RepoConfigError::Missing.to_string();
-            return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+        let text = match self.forge.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)? {
+            Some(RepoFile::Text(text)) => text,
+            Some(RepoFile::Refused(error)) => {
+                return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
+            }
+            None => {
+                let reason = crate::repo_config::RepoConfigError::Missing.to_string();
+                return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+            }
         };
         let last_activity = env.last_activity_at.unwrap_or_else(now_ms);
         // The keep label lets the environment live as long as the policy allows.

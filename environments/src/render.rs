@@ -8,6 +8,7 @@
 //! cannot reach outside the environment or escape pruning.
 
 use crate::kinds::Kind;
+use crate::yaml::{self, Origin};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -30,6 +31,9 @@ pub const INSTANCE_LABEL: &str = "previewd.dev/instance";
 pub enum RenderError {
     #[error("cannot read templates from {path}: {source}")]
     Load { path: PathBuf, source: std::io::Error },
+    /// A template over the size cap, or not text; the error names the file.
+    #[error(transparent)]
+    File(#[from] yaml::ReadError),
     #[error("template set `{name}` does not exist; available: {available}")]
     UnknownSet { name: String, available: String },
     #[error("template {template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
@@ -117,7 +121,7 @@ impl Renderer {
                 if !file.is_file() || !matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                     continue;
                 }
-                let source = std::fs::read_to_string(&file).map_err(load_err(&file))?;
+                let source = yaml::read_file(&file, Origin::Platform)?;
                 let name = format!("environments/{set_name}/{}", file_name(&file));
                 env.add_template_owned(name.clone(), source).map_err(template_error)?;
                 files.push(name);
@@ -142,16 +146,15 @@ impl Renderer {
         let mut manifests = Vec::new();
         for template in files {
             let text = self.env.get_template(template).and_then(|t| t.render(&context)).map_err(template_error)?;
-            for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            // Within the platform's bounds: the text holds values from the repository's file.
+            let documents = yaml::documents(&text, Origin::Platform).map_err(|(document, e)| RenderError::Yaml {
+                template: template.clone(),
+                document,
+                message: e.message,
+            })?;
+            // Empty documents (e.g. after a trailing `---`) are not counted.
+            for (index, value) in documents.into_iter().enumerate() {
                 let document_number = index + 1;
-                let value = Value::deserialize(document).map_err(|e| RenderError::Yaml {
-                    template: template.clone(),
-                    document: document_number,
-                    message: e.to_string(),
-                })?;
-                if value.is_null() {
-                    continue; // an empty document, e.g. after a trailing `---`
-                }
                 let manifest = own(value, owner).map_err(|problem| RenderError::Object {
                     template: template.clone(),
                     document: document_number,
@@ -177,8 +180,6 @@ impl Renderer {
         Ok(manifests)
     }
 }
-
-use serde::Deserialize;
 
 /// Checks one rendered object and stamps the environment's namespace and labels on it.
 fn own(mut value: Value, owner: &Ownership) -> Result<Manifest, String> {

@@ -8,8 +8,9 @@
 //! image); what the platform policy allows is checked when the environment is resolved
 //! ([`crate::spec::resolve`]), so that all of those problems are reported together.
 
-use crate::policy::{duration_text, parse_yaml};
+use crate::policy::duration_text;
 use crate::quantity::Quantity;
+use crate::yaml::{self, MAX_REPOSITORY_FILE_BYTES, Origin};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,9 +32,33 @@ pub enum RepoConfigError {
         "{REPO_CONFIG_FILE}: image: missing; name the container image to run, e.g. `{EXAMPLE}` ({{sha}} is replaced by the head commit)"
     )]
     MissingImage,
+    /// Larger than previewd reads (its size when known): refused before it is read or parsed.
+    #[error("{REPO_CONFIG_FILE}: {}; it only needs to say what to run", yaml::too_large(*size, MAX_REPOSITORY_FILE_BYTES))]
+    TooLarge { size: Option<u64> },
+    #[error("{REPO_CONFIG_FILE}: the file is not UTF-8 text")]
+    NotText,
     /// Not YAML, or a field that is unknown or of the wrong type.
     #[error("{REPO_CONFIG_FILE}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
     Parse { path: String, message: String },
+}
+
+/// A repository's file as the code host returned it, before it is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoFile {
+    Text(String),
+    /// There, but previewd does not read it (too large, not text). The environment fails with
+    /// this: asking again gets the same file.
+    Refused(RepoConfigError),
+}
+
+impl RepoFile {
+    /// The file's bytes, as text if they are within the cap and UTF-8.
+    pub fn from_bytes(bytes: Vec<u8>) -> RepoFile {
+        if bytes.len() > MAX_REPOSITORY_FILE_BYTES {
+            return RepoFile::Refused(RepoConfigError::TooLarge { size: Some(bytes.len() as u64) });
+        }
+        String::from_utf8(bytes).map_or(RepoFile::Refused(RepoConfigError::NotText), RepoFile::Text)
+    }
 }
 
 /// A repository's `.preview.yaml`.
@@ -114,12 +139,13 @@ impl Default for HealthCheck {
 impl RepoConfig {
     /// Parses a `.preview.yaml`. Errors name the file and the field, for the pull request's author.
     pub fn from_yaml(text: &str) -> Result<Self, RepoConfigError> {
-        // A file of only comments is YAML's null; say "empty" rather than "invalid type: unit".
-        if matches!(serde_yaml::from_str::<serde_yaml::Value>(text), Ok(serde_yaml::Value::Null)) {
-            return Err(RepoConfigError::Empty);
+        if text.len() > MAX_REPOSITORY_FILE_BYTES {
+            return Err(RepoConfigError::TooLarge { size: Some(text.len() as u64) });
         }
-        let config: RepoConfig =
-            parse_yaml(text).map_err(|(path, message)| RepoConfigError::Parse { path, message })?;
+        // A file of only comments is YAML's null; say "empty" rather than "invalid type: unit".
+        let config: RepoConfig = yaml::parse(text, Origin::Repository)
+            .map_err(|e| RepoConfigError::Parse { path: e.path, message: e.message })?
+            .ok_or(RepoConfigError::Empty)?;
         if config.image.trim().is_empty() {
             return Err(RepoConfigError::MissingImage);
         }
@@ -214,7 +240,7 @@ ttl: 3d
     fn wrong_types_name_the_field_and_the_line() {
         assert_eq!(
             error("image: x\nreplicas: two\n"),
-            ".preview.yaml: replicas: invalid type: string \"two\", expected u32 (line 2 column 11)"
+            ".preview.yaml: replicas: invalid value \"two\", expected u32 (line 2 column 11)"
         );
         let e = error("image: x\nport: 70000\n");
         assert!(e.starts_with(".preview.yaml: port: ") && e.contains("70000"), "{e}");
@@ -238,8 +264,9 @@ ttl: 3d
 
     #[test]
     fn syntax_errors_give_the_line_and_column() {
+        // The bracket left open, where serde_yaml named the end of the file.
         let e = error("image: x\nenv: { A: b\n");
-        assert!(e.starts_with(".preview.yaml: line 3 column 1: "), "{e}");
+        assert_eq!(e, ".preview.yaml: line 2 column 6: unclosed bracket '{'");
         let e = error("image: x\n  port: 1\n");
         assert!(e.starts_with(".preview.yaml: line 2 column "), "{e}");
     }
@@ -257,8 +284,46 @@ ttl: 3d
     }
 
     #[test]
+    fn anchors_duplicates_and_oversized_files_are_refused_before_anything_is_built() {
+        let bomb = format!("x-leaf: &l [{}]\nx-bomb: [{}]\n", vec!["x"; 4000].join(", "), vec!["*l"; 4000].join(", "));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            error(&bomb),
+            ".preview.yaml: line 1 column 12: anchors and aliases (`&name`, `*name`) are not allowed in a repository's file; write each value out"
+        );
+        // Generous: the refusal takes well under a millisecond; this machine is slow and shared.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let e = error("image: x\nenv: { A: &a 1, B: *a }\n");
+        assert!(e.contains("anchors and aliases"), "{e}");
+        let e = error("image: x\nport: 80\nport: 81\n");
+        assert!(e.starts_with(".preview.yaml: line 3 column 1: duplicate mapping key"), "{e}");
+        let e = error("image: x\n<<: { port: 80 }\n");
+        assert!(e.contains("merge keys (`<<`) are not allowed"), "{e}");
+        let huge = format!("image: x\n#{}\n", "-".repeat(MAX_REPOSITORY_FILE_BYTES));
+        assert_eq!(RepoConfig::from_yaml(&huge), Err(RepoConfigError::TooLarge { size: Some(huge.len() as u64) }));
+        assert_eq!(
+            error(&huge),
+            format!(".preview.yaml: the file is {} bytes; previewd reads at most 64 KiB (65536 bytes); it only needs to say what to run", huge.len())
+        );
+    }
+
+    #[test]
+    fn files_from_the_code_host_are_checked_before_they_are_text() {
+        assert_eq!(RepoFile::from_bytes(b"image: x\n".to_vec()), RepoFile::Text("image: x\n".to_owned()));
+        assert_eq!(
+            RepoFile::from_bytes(vec![b'#'; MAX_REPOSITORY_FILE_BYTES + 1]),
+            RepoFile::Refused(RepoConfigError::TooLarge { size: Some(MAX_REPOSITORY_FILE_BYTES as u64 + 1) })
+        );
+        assert_eq!(RepoFile::from_bytes(vec![0xff, 0xfe]), RepoFile::Refused(RepoConfigError::NotText));
+        assert_eq!(
+            RepoConfigError::TooLarge { size: None }.to_string(),
+            ".preview.yaml: the file is larger than 64 KiB (65536 bytes), the most previewd reads; it only needs to say what to run"
+        );
+    }
+
+    #[test]
     fn a_list_instead_of_a_mapping_is_explained() {
         let e = error("- image: x\n");
-        assert_eq!(e, ".preview.yaml: line 1 column 1: invalid type: sequence, expected struct RepoConfig");
+        assert_eq!(e, ".preview.yaml: line 1 column 1: expected a mapping (`key: value`)");
     }
 }

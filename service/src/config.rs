@@ -3,7 +3,8 @@
 //! Every setting is listed in the README's configuration reference.
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml, Yaml};
+use figment::providers::{Format, Serialized, Toml};
+use serde_saphyr::figment::Yaml;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

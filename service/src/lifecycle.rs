@@ -14,6 +14,7 @@ use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, 
 use previewd_environments::render::Renderer;
 use previewd_environments::store::{NewJob, Store};
 use previewd_environments::time::{millis, now_ms};
+use previewd_environments::yaml::{self, Origin};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +41,7 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Option<Policy>> {
         tracing::warn!("no policy_file configured: deliveries are recorded, but no environments are created");
         return Ok(None);
     };
-    let text = std::fs::read_to_string(policy_file)
-        .with_context(|| format!("cannot read the policy file {} (setting policy_file)", policy_file.display()))?;
+    let text = yaml::read_file(policy_file, Origin::Platform).context("the policy file (setting policy_file)")?;
     Ok(Some(Policy::from_yaml(&text, &policy_file.display().to_string())?))
 }
 
@@ -72,8 +72,7 @@ pub async fn engine(
     let forge: Arc<dyn Forge> = match (github, &config.repo_config_file) {
         (Some(side), _) => Arc::new(GitHubForge(side)),
         (None, Some(repo_config_file)) => {
-            let text = std::fs::read_to_string(repo_config_file)
-                .with_context(|| format!("cannot read {} (setting repo_config_file)", repo_config_file.display()))?;
+            let text = yaml::read_file(repo_config_file, Origin::Repository).context("setting repo_config_file")?;
             Arc::new(FixedRepoConfig(text))
         }
         (None, None) => anyhow::bail!(

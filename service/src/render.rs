@@ -1,19 +1,19 @@
 //! `previewd render`: a dry run of the templates for one pull request.
 
 use crate::cli::RenderArgs;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use previewd_environments::model::{CommitSha, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Placement, render_environment};
 use previewd_environments::render::Renderer;
 use previewd_environments::time::now_ms;
+use previewd_environments::yaml::{self, Origin};
 
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
-    let policy_text =
-        std::fs::read_to_string(&args.policy).with_context(|| format!("reading {}", args.policy.display()))?;
+    let policy_text = yaml::read_file(&args.policy, Origin::Platform)?;
     let policy = Policy::from_yaml(&policy_text, &args.policy.display().to_string())?;
-    let config = std::fs::read_to_string(&args.repo_config)
-        .with_context(|| format!("reading {}", args.repo_config.display()))?;
+    // Capped as a repository's file is: it is one.
+    let config = yaml::read_file(&args.repo_config, Origin::Repository)?;
     let renderer = Renderer::load(&args.templates)?;
     // Only for the annotations it adds to the Ingress; a dry run needs no TSIG secret.
     let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).ok();
@@ -56,7 +56,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         writeln!(out, "# Secret {secret}: copied from {} (not shown)", effective.secrets.source_namespace)?;
     }
     for manifest in manifests {
-        writeln!(out, "---\n{}", serde_yaml::to_string(&manifest.object)?.trim_end())?;
+        writeln!(out, "---\n{}", yaml::to_string(&manifest.object).map_err(anyhow::Error::msg)?.trim_end())?;
     }
     // A reader that stops early (`| head`) is not an error.
     match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {

@@ -114,3 +114,160 @@ async fn logs_hold_no_secret_signature_or_header() {
         }
     }
 }
+
+/// The alias bomb of issue 12: 20 KB that serde_yaml expanded to 16 million nodes (45 s, 1.66 GB).
+fn alias_bomb() -> String {
+    format!("x-leaf: &l [{}]\nx-bomb: [{}]\n", vec!["x"; 4000].join(", "), vec!["*l"; 4000].join(", "))
+}
+
+/// What `previewd render` needs besides the file under test, written into `dir`.
+fn render_inputs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy = dir.join("policy.yaml");
+    std::fs::copy(root.join("e2e/fixtures/policy.yaml"), &policy).unwrap();
+    let config = dir.join("preview.yaml");
+    std::fs::copy(root.join("e2e/fixtures/preview.yaml"), &config).unwrap();
+    (policy, config, root.join("templates"))
+}
+
+/// Address space `previewd render` may use in these tests: the run with valid files fits in it
+/// (and must), and a file that makes previewd build what it describes does not.
+const RENDER_ADDRESS_SPACE: &str = "--as=268435456"; // 256 MiB
+
+/// `previewd render` under [`RENDER_ADDRESS_SPACE`]: (succeeded, stderr, how long it took).
+fn render(policy: &std::path::Path, config: &std::path::Path, templates: &std::path::Path) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new("prlimit")
+        .args([RENDER_ADDRESS_SPACE, "--", BIN, "render", "--repo", "acme/app", "--pr", "7", "--policy"])
+        .arg(policy)
+        .arg("--repo-config")
+        .arg(config)
+        .arg("--templates")
+        .arg(templates)
+        .env_clear()
+        .output()
+        .expect("prlimit (util-linux) runs previewd with a memory bound");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+}
+
+/// "Well under a second" for a refusal that takes milliseconds; 5 s because this machine is slow
+/// and shared (the old parser took 45 s on the bomb).
+const REFUSED_WITHIN: Duration = Duration::from_secs(5);
+
+#[test]
+fn render_refuses_an_alias_bomb_and_a_huge_preview_yaml_quickly_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, config, templates) = render_inputs(dir.path());
+    let (ok, stderr, _) = render(&policy, &config, &templates);
+    assert!(ok, "the valid files render within the same memory bound:\n{stderr}");
+
+    std::fs::write(&config, alias_bomb()).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &templates);
+    assert!(!ok);
+    assert!(
+        stderr.contains(".preview.yaml: line 1 column 12: anchors and aliases (`&name`, `*name`) are not allowed"),
+        "{stderr}"
+    );
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+
+    let huge = "image: x\n".repeat(10 * 1024 * 1024 / 9 + 1);
+    std::fs::write(&config, &huge).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &templates);
+    assert!(!ok);
+    let refusal = format!("preview.yaml: the file is {} bytes; previewd reads at most 64 KiB", huge.len());
+    assert!(stderr.contains(&refusal), "{stderr}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+}
+
+#[test]
+fn a_hostile_policy_or_template_stops_render_quickly_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, config, shipped) = render_inputs(dir.path());
+    let fixture = std::fs::read_to_string(&policy).unwrap();
+
+    // The bomb as part of an otherwise valid policy: anchors are allowed there, within a budget.
+    std::fs::write(&policy, format!("{fixture}\n{}", alias_bomb().replace("x-", "x_"))).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &shipped);
+    assert!(!ok);
+    assert!(stderr.contains("policy.yaml: ") && stderr.contains("too large or too complex"), "{stderr}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+
+    std::fs::write(&policy, format!("{fixture}\n# padding\n{}", "#".repeat(10 * 1024 * 1024))).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &shipped);
+    assert!(!ok);
+    assert!(stderr.contains("policy.yaml: the file is 10485") && stderr.contains("at most 1 MiB"), "{stderr}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+
+    // A template set with one huge template.
+    std::fs::write(&policy, &fixture).unwrap();
+    let templates = dir.path().join("templates");
+    let set = templates.join("environments/web");
+    std::fs::create_dir_all(&set).unwrap();
+    for entry in std::fs::read_dir(shipped.join("environments/web")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), set.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(set.join("99-huge.yaml"), "#".repeat(10 * 1024 * 1024)).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &templates);
+    assert!(!ok);
+    assert!(stderr.contains("99-huge.yaml: the file is 10485760 bytes; previewd reads at most 1 MiB"), "{stderr}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+
+    // A template that renders an alias bomb.
+    std::fs::write(set.join("99-huge.yaml"), format!("{{# a bomb #}}\n{}", alias_bomb())).unwrap();
+    let (ok, stderr, took) = render(&policy, &config, &templates);
+    assert!(!ok);
+    assert!(stderr.contains("environments/web/99-huge.yaml") && stderr.contains("too large or too complex"), "{stderr}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+}
+
+/// `previewd serve` ending at start-up: includes migrating a fresh database, so more than a
+/// refusal, but far from the minutes a hang would take on this slow, shared machine.
+const START_UP_REFUSED_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_hostile_policy_or_template_stops_serve_at_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, config, shipped) = render_inputs(dir.path());
+    let fixture = std::fs::read_to_string(&policy).unwrap();
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let serve = |policy: &std::path::Path, templates: &std::path::Path| {
+        let started = Instant::now();
+        let out = previewd(
+            &["serve"],
+            &[
+                ("PREVIEWD_LISTEN", "127.0.0.1:0"),
+                ("PREVIEWD_DATABASE_URL", &db.url),
+                ("PREVIEWD_WEBHOOK_SECRETS", "s"),
+                ("PREVIEWD_POLICY_FILE", policy.to_str().unwrap()),
+                ("PREVIEWD_TEMPLATES_DIR", templates.to_str().unwrap()),
+                ("PREVIEWD_REPO_CONFIG_FILE", config.to_str().unwrap()),
+            ],
+        );
+        assert!(!out.status.success(), "previewd started");
+        (String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+    };
+
+    std::fs::write(&policy, format!("{fixture}\n{}", alias_bomb().replace("x-", "x_"))).unwrap();
+    let (stderr, took) = serve(&policy, &shipped);
+    assert!(stderr.contains("policy.yaml: ") && stderr.contains("too large or too complex"), "{stderr}");
+    assert!(took < START_UP_REFUSED_WITHIN, "took {took:?}");
+
+    std::fs::write(&policy, format!("{fixture}\n{}", "#".repeat(10 * 1024 * 1024))).unwrap();
+    let (stderr, took) = serve(&policy, &shipped);
+    assert!(stderr.contains("policy.yaml: the file is 10485") && stderr.contains("at most 1 MiB"), "{stderr}");
+    assert!(took < START_UP_REFUSED_WITHIN, "took {took:?}");
+
+    std::fs::write(&policy, &fixture).unwrap();
+    let templates = dir.path().join("templates");
+    let set = templates.join("environments/web");
+    std::fs::create_dir_all(&set).unwrap();
+    for entry in std::fs::read_dir(shipped.join("environments/web")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), set.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(set.join("99-huge.yaml"), "#".repeat(10 * 1024 * 1024)).unwrap();
+    let (stderr, took) = serve(&policy, &templates);
+    assert!(stderr.contains("99-huge.yaml: the file is 10485760 bytes; previewd reads at most 1 MiB"), "{stderr}");
+    assert!(took < START_UP_REFUSED_WITHIN, "took {took:?}");
+}

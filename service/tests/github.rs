@@ -471,6 +471,63 @@ async fn an_invalid_configuration_fails_the_environment_with_the_message_on_the_
     w.finish().await;
 }
 
+/// The alias bomb of issue 12: 20 KB that serde_yaml expanded to 16 million nodes (45 s, 1.66 GB).
+fn alias_bomb() -> String {
+    format!("x-leaf: &l [{}]\nx-bomb: [{}]\n", vec!["x"; 4000].join(", "), vec!["*l"; 4000].join(", "))
+}
+
+#[tokio::test]
+async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_served() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    // Over 1 MB GitHub gives only the size; under it the content, which previewd reads only up
+    // to its bound.
+    let hostile = [
+        (31, sha('1'), alias_bomb(), ".preview.yaml: line 1 column 12: anchors and aliases (`&name`, `*name`) are not allowed"),
+        (32, sha('2'), "#".repeat(10 * 1024 * 1024), ".preview.yaml: the file is 10485760 bytes; previewd reads at most 64 KiB"),
+        (33, sha('3'), "#".repeat(1000 * 1024), ".preview.yaml: the file is larger than 64 KiB (65536 bytes)"),
+    ];
+    for (number, head, text, _) in &hostile {
+        w.github.put_file(OWNER, &w.repo, head, ".preview.yaml", Some(text)).await.unwrap();
+        w.open(*number, head, false).await;
+    }
+    // Meanwhile, a pull request in another repository of the installation.
+    let other = TestRepo { id: w.repo_id + 100_000, owner: OWNER.to_owned(), name: "other".to_owned(), installation: INSTALLATION };
+    w.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
+    w.github.put_file(OWNER, &other.name, &sha('4'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+    w.github
+        .open_pull(json!({"owner": OWNER, "repo": other.name, "number": 34, "head_sha": sha('4'), "user": "dev"}))
+        .await
+        .unwrap();
+    let opened = other.pull_request("opened", 34, &sha('4')).unwrap();
+    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+
+    for (number, _, _, refusal) in &hostile {
+        let failed = w.wait_state(*number, "Failed").await;
+        let reason = failed.reason.unwrap();
+        assert!(reason.starts_with(refusal), "#{number}: {reason}");
+        w.comment_saying(*number, refusal).await;
+    }
+    let ready = eventually_within(Duration::from_secs(90), "the other repository's environment is Ready", || async {
+        let env = w.server.store.reconcile_record_for(RepoId(other.id), PrNumber(34)).await.unwrap()?;
+        assert_ne!(env.state, "Failed", "{:?}", env.reason);
+        (env.state == "Ready").then_some(env)
+    })
+    .await;
+    w.namespaces.push(TestNamespace::adopt(ready.name.as_deref().unwrap()).await.unwrap());
+    // Not retried: each hostile file was read twice (whether the repository configures previews,
+    // then the one reconcile), and no more while the other environment was made.
+    let requests = w.github.requests().await.unwrap();
+    for (number, head, _, _) in &hostile {
+        let reads = requests
+            .iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/contents/.preview.yaml")) && r["query"]["ref"] == *head)
+            .count();
+        assert_eq!(reads, 2, "#{number}: the file was read {reads} times");
+    }
+    w.finish().await;
+}
+
 #[tokio::test]
 async fn commands_need_write_access_and_unknown_ones_get_help() {
     let db = fresh(Backend::Sqlite).await.unwrap();

@@ -46,6 +46,7 @@ use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome};
 use previewd_environments::render::{INSTANCE_LABEL, Renderer};
 use previewd_environments::store::Store;
+use previewd_environments::yaml::{self, Origin};
 use serde::de::DeserializeOwned;
 use sqlx::Connection;
 use std::collections::HashMap;
@@ -372,21 +373,23 @@ async fn environment_name(engine: &Engine, id: i64) -> anyhow::Result<String> {
 /// The fixture policy with room for `environments` live environments and the test cluster's
 /// secret source namespace.
 fn policy(environments: usize) -> anyhow::Result<Policy> {
-    let mut document: serde_yaml::Value = serde_yaml::from_str(POLICY).context("parsing the fixture policy")?;
-    let limit = serde_yaml::Value::from(u64::try_from(environments)?);
+    let mut document: serde_json::Value = yaml::parse(POLICY, Origin::Platform)
+        .map_err(|e| anyhow::anyhow!("parsing the fixture policy: {}", e.message))?
+        .context("the fixture policy is empty")?;
+    let limit = serde_json::Value::from(u64::try_from(environments)?);
     let limits = document
         .get_mut("limits")
-        .and_then(serde_yaml::Value::as_mapping_mut)
+        .and_then(serde_json::Value::as_object_mut)
         .context("the fixture policy has no `limits` mapping")?;
     for key in ["global", "per_organization", "per_repository"] {
         limits.insert(key.into(), limit.clone());
     }
     let secrets = document
         .get_mut("secrets")
-        .and_then(serde_yaml::Value::as_mapping_mut)
+        .and_then(serde_json::Value::as_object_mut)
         .context("the fixture policy has no `secrets` mapping")?;
     secrets.insert("source_namespace".into(), SOURCE_NAMESPACE.into());
-    let text = serde_yaml::to_string(&document)?;
+    let text = yaml::to_string(&document).map_err(anyhow::Error::msg)?;
     Ok(Policy::from_yaml(&text, "e2e/fixtures/policy.yaml (limits raised)")?)
 }
 

@@ -3,6 +3,8 @@
 use super::client::{As, GitHub, GitHubError};
 use base64::Engine as _;
 use previewd_environments::model::{CommitSha, InstallationId, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::repo_config::{RepoConfigError, RepoFile};
+use previewd_environments::yaml::MAX_REPOSITORY_FILE_BYTES;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -130,33 +132,49 @@ struct StatusItem {
     state: String,
 }
 
+/// The most previewd reads of an answer of the contents API: a file at the cap is 4/3 larger in
+/// base64, GitHub breaks the base64 into lines (each break two bytes escaped in JSON), and the
+/// metadata (name, SHA, links) is a few hundred bytes; twice the file plus 16 KiB is ample.
+const MAX_CONTENTS_REPLY_BYTES: usize = 2 * MAX_REPOSITORY_FILE_BYTES + 16 * 1024;
+
 fn repo_path(repo: &Repo) -> String {
     format!("/repos/{}/{}", repo.owner, repo.name)
 }
 
 impl GitHub {
-    /// The text of `path` in `repo` at commit `sha`; `None` if the file does not exist there.
+    /// The file at `path` in `repo` at commit `sha`; `None` if it does not exist there. A file
+    /// over [`MAX_REPOSITORY_FILE_BYTES`] is refused by the `size` GitHub reports, before its
+    /// content is decoded, and the answer itself is read only up to a bound, so neither a large
+    /// file nor a misbehaving server makes previewd buffer more.
     pub async fn repo_file(
         &self,
         who: As,
         repo: &Repo,
         path: &str,
         sha: &CommitSha,
-    ) -> Result<Option<String>, GitHubError> {
+    ) -> Result<Option<RepoFile>, GitHubError> {
         #[derive(Deserialize)]
         struct File {
+            #[serde(default)]
+            size: Option<u64>,
             #[serde(default)]
             content: String,
             #[serde(default)]
             encoding: String,
         }
         let call = format!("{}/contents/{path}?ref={sha}", repo_path(repo));
-        let reply = match self.get(who, &call).await {
+        let reply = match self.get_bounded(who, &call, MAX_CONTENTS_REPLY_BYTES).await {
             Ok(reply) => reply,
             Err(GitHubError::NotFound { .. }) => return Ok(None),
+            Err(GitHubError::TooLarge { .. }) => {
+                return Ok(Some(RepoFile::Refused(RepoConfigError::TooLarge { size: None })));
+            }
             Err(error) => return Err(error),
         };
         let file: File = reply.json(&call)?;
+        if let Some(size) = file.size.filter(|&s| s > MAX_REPOSITORY_FILE_BYTES as u64) {
+            return Ok(Some(RepoFile::Refused(RepoConfigError::TooLarge { size: Some(size) })));
+        }
         if file.encoding != "base64" {
             return Err(GitHubError::Decode {
                 call,
@@ -167,9 +185,8 @@ impl GitHub {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(packed)
             .map_err(|e| GitHubError::Decode { call: call.clone(), message: e.to_string() })?;
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| GitHubError::Decode { call, message: "the file is not UTF-8 text".to_owned() })
+        // Checked again on the bytes: `size` is GitHub's word.
+        Ok(Some(RepoFile::from_bytes(bytes)))
     }
 
     /// The login on what previewd writes: `<slug>[bot]` for a GitHub App (its slug from

@@ -41,6 +41,9 @@ pub enum GitHubError {
     NotFound { call: String },
     #[error("GitHub's answer to {call} is not what its API documents: {message}")]
     Decode { call: String, message: String },
+    /// The answer is larger than previewd reads of it; it was not read further.
+    #[error("GitHub's answer to {call} is larger than the {limit} bytes previewd reads of it")]
+    TooLarge { call: String, limit: usize },
     #[error("GitHub App private key is not a valid RSA PEM key: {0}")]
     Key(String),
     #[error("invalid GitHub API URL `{url}`: {message}")]
@@ -246,6 +249,12 @@ impl GitHub {
         self.send(who, Method::GET, path, None, None).await
     }
 
+    /// A GET whose answer is read up to `limit` bytes: [`GitHubError::TooLarge`] beyond, without
+    /// buffering the rest (for content a repository controls).
+    pub async fn get_bounded(&self, who: As, path: &str, limit: usize) -> Result<Reply, GitHubError> {
+        self.send_bounded(who, Method::GET, path, None, None, Some(limit)).await
+    }
+
     /// A conditional GET: `Ok(None)` when GitHub answers 304 Not Modified to `etag`.
     pub async fn get_if_changed(&self, who: As, path: &str, etag: Option<&str>) -> Result<Option<Reply>, GitHubError> {
         let reply = self.send(who, Method::GET, path, None, etag).await?;
@@ -302,6 +311,18 @@ impl GitHub {
         body: Option<&serde_json::Value>,
         etag: Option<&str>,
     ) -> Result<Reply, GitHubError> {
+        self.send_bounded(who, method, path, body, etag, None).await
+    }
+
+    async fn send_bounded(
+        &self,
+        who: As,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        etag: Option<&str>,
+        max_body: Option<usize>,
+    ) -> Result<Reply, GitHubError> {
         let call = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let caller = self.caller(who);
         if let Some(retry_after) = lock(&self.pauses).wait(caller, &method, Instant::now()) {
@@ -337,7 +358,21 @@ impl GitHub {
             _ => client._put(path, body).await.map_err(transport)?,
         };
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(transport)?.to_bytes();
+        let body = match max_body {
+            None => body.collect().await.map_err(transport)?.to_bytes(),
+            Some(limit) => {
+                let too_large = || GitHubError::TooLarge { call: call.clone(), limit };
+                let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+                if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|length| length > limit as u64) {
+                    return Err(too_large());
+                }
+                match http_body_util::Limited::new(body, limit).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+                    Err(error) => return Err(GitHubError::Transport { call, message: error.to_string() }),
+                }
+            }
+        };
         let status = parts.status;
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(Reply { status, headers: parts.headers, body });

@@ -4,6 +4,7 @@
 use super::report::GitHubSide;
 use previewd_environments::model::{CommitSha, Repo};
 use previewd_environments::reconcile::{Checks, Forge};
+use previewd_environments::repo_config::RepoFile;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ impl Forge for GitHubForge {
         &'a self,
         repo: &'a Repo,
         sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>> {
         Box::pin(async move {
             let side = &self.0;
             let who = side.installation_for(repo).await.map_err(|e| e.to_string())?;
