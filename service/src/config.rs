@@ -62,6 +62,10 @@ pub struct Config {
     /// Kubeconfig file of the cluster environments go to. Unset: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster ServiceAccount.
     pub kubeconfig: Option<PathBuf>,
+    /// The ClusterRole of previewd's reads (list for pruning, rollout state), which previewd
+    /// binds to itself in each environment namespace instead of holding them cluster-wide.
+    /// The chart creates it as `<release namespace>-<release>-read`.
+    pub read_cluster_role: String,
     /// This installation's name, a DNS label put on every object it creates. Installations
     /// sharing a cluster need different names; each only ever deletes its own namespaces.
     pub instance: String,
@@ -250,6 +254,7 @@ impl Default for Config {
             templates_dir: PathBuf::from("templates"),
             repo_config_file: None,
             kubeconfig: None,
+            read_cluster_role: "previewd-read".to_owned(),
             instance: "previewd".to_owned(),
             engine: EngineConfig::default(),
             shutdown_grace_seconds: 30,
@@ -391,6 +396,13 @@ impl Config {
         }
         if !previewd_environments::naming::is_dns1123_label(&self.instance) {
             return invalid("instance", "PREVIEWD_INSTANCE", "must be a lowercase DNS label (a-z, 0-9, -; at most 63)");
+        }
+        if self.read_cluster_role.is_empty() || self.read_cluster_role.contains(['/', '%']) {
+            return invalid(
+                "read_cluster_role",
+                "PREVIEWD_READ_CLUSTER_ROLE",
+                "must be the name of a ClusterRole (not empty, no `/` or `%`)",
+            );
         }
         let e = &self.engine;
         if e.rollout_timeout_seconds == 0 || e.teardown_timeout_seconds == 0 || e.resync_interval_seconds == 0 {

@@ -48,6 +48,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "previewd.serviceAccountName" . }}
 {{- end -}}
 
+{{/* The ClusterRole of previewd's reads, which previewd binds to itself in each namespace it
+     creates (PREVIEWD_READ_CLUSTER_ROLE). */}}
+{{- define "previewd.readClusterRole" -}}
+{{- default (printf "%s-read" (include "previewd.clusterName" .)) .Values.rbac.readClusterRole -}}
+{{- end -}}
+
+{{/* Name of the ConfigMap holding the admission policies' parameters. */}}
+{{- define "previewd.admissionParams" -}}
+{{- printf "%s-admission-params" (include "previewd.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "previewd.instance" -}}
 {{- default .Release.Name .Values.instance -}}
 {{- end -}}
