@@ -568,6 +568,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.database_url, "sqlite://previewd.db");
         assert_eq!(config.queue.workers, 4);
+        assert_eq!(config.read_cluster_role, "previewd-read", "the test cluster's and the README's");
         assert_eq!(config.webhook_secrets.len(), 1);
     }
 
@@ -613,6 +614,8 @@ mod tests {
         assert!(message.contains("queue.workers") && message.contains("between 1 and 256"), "{message}");
         let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", "mysql://x")]);
         assert!(message.contains("database_url"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_READ_CLUSTER_ROLE", "a/b")]);
+        assert!(message.contains("read_cluster_role") && message.contains("PREVIEWD_READ_CLUSTER_ROLE"), "{message}");
     }
 
     #[test]
