@@ -43,8 +43,6 @@ pub const TEST_NAMESPACE_LABEL: &str = "previewd.dev/test";
 /// previewd binds to itself in each namespace it creates; the default of the setting
 /// `read_cluster_role`.
 pub const READ_CLUSTER_ROLE: &str = "previewd-read";
-/// Where the test cluster keeps the admission policies' parameters (`test-identity.yaml`).
-pub const ADMISSION_PARAMS: (&str, &str) = ("previewd-system", "previewd-admission-params");
 
 #[derive(Clone, Debug)]
 struct Kubeconfigs {

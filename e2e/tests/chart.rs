@@ -20,8 +20,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostPa
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use previewd_e2e::cluster::{
-    self, ADMISSION_PARAMS, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, TestNamespace, environment_name, unique_name,
-    wait_until,
+    self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, TestNamespace, environment_name, unique_name, wait_until,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -277,6 +276,11 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     assert!(message.contains("webhook.existingSecret.name is required"), "{message}");
     let message = refused(&["ingress.enabled=true"]);
     assert!(message.contains("ingress"), "{message}");
+    // Values that become CEL string literals in the admission policies must be plain names.
+    let message = refused(&["policy.base_domain=x' || true || '"]);
+    assert!(message.contains("is not a DNS name"), "{message}");
+    let message = refused(&["rbac.readClusterRole=a' || true || 'b"]);
+    assert!(message.contains("at '/rbac/readClusterRole'"), "{message}");
     // Two replicas are fine on Postgres.
     let chart = chart_dir();
     helm_ok(&[
@@ -397,8 +401,7 @@ fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
     assert_eq!(one(&chart, "RoleBinding")["metadata"]["namespace"], "previewd-source");
     assert_eq!(one(&chart, "ClusterRoleBinding")["roleRef"]["name"], chart_write["metadata"]["name"]);
 
-    // The admission policies: the same specs, names aside (the chart's carry the release),
-    // and bindings that read the same parameters.
+    // The admission policies: the same specs, names aside (the chart's carry the release).
     let policies = |docs: &[Value]| -> BTreeMap<String, (Value, Value)> {
         of_kind(docs, "ValidatingAdmissionPolicy")
             .into_iter()
@@ -424,21 +427,10 @@ fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
     for (key, expected) in &cluster_policies {
         assert_eq!(chart_policies.get(key), Some(expected), "admission policy {key} differs");
     }
-    // The parameters: the same ConfigMap, with the same data for the test cluster's values.
-    let params = |docs: &[Value]| {
-        of_kind(docs, "ConfigMap").into_iter().find(|c| c["metadata"]["name"] == ADMISSION_PARAMS.1).cloned()
-    };
-    let (chart_params, cluster_params) = (params(&chart).unwrap(), params(&cluster).unwrap());
-    assert_eq!(chart_params["data"], cluster_params["data"], "the admission policies' parameters differ");
-    assert_eq!(cluster_params["metadata"]["namespace"], ADMISSION_PARAMS.0);
-    for (key, (_, binding)) in &chart_policies {
-        if !binding["paramRef"].is_null() {
-            assert_eq!(
-                binding["paramRef"],
-                json!({"name": ADMISSION_PARAMS.1, "namespace": ADMISSION_PARAMS.0, "parameterNotFoundAction": "Deny"}),
-                "binding of {key}"
-            );
-        }
+    // No parameters: the API server stops a built-in paramKind's informer for good once no
+    // binding uses it (see previewd-rbac.yaml).
+    for (key, (policy, binding)) in &chart_policies {
+        assert!(policy["paramKind"].is_null() && binding["paramRef"].is_null(), "{key} uses parameters");
     }
 }
 
@@ -732,7 +724,7 @@ async fn installs_on_the_control_plane_becomes_available_and_uninstalls_cleanly(
     assert!(refusal.contains("labelled app.kubernetes.io/managed-by=previewd"), "{refusal}");
     drop(attempts);
 
-    // The chart's read ClusterRole, its `bind` rule and the policies' parameters agree: the
+    // The chart's read ClusterRole, its `bind` rule and the policies' role name agree: the
     // installed ServiceAccount may bind the read role to itself in its namespace, and then
     // read there; not another role.
     let read_role = format!("{}-{release}-previewd-read", ns.name());

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 const RESTRICTED: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
-/// The base domain of the test cluster's admission parameters (`test-identity.yaml`).
+/// The base domain in the test cluster's admission policies (that of `e2e/fixtures/policy.yaml`).
 const BASE_DOMAIN: &str = "preview.test";
 
 async fn apply<K>(api: &Api<K>, name: &str, object: Value) -> kube::Result<K>
@@ -482,6 +482,7 @@ async fn previewd_binds_only_its_read_role_only_to_itself_only_in_its_namespaces
         let parts: Vec<&str> = me.split(':').collect();
         json!({"kind": "ServiceAccount", "name": parts[3], "namespace": parts[2]})
     };
+    let mut outcomes = Vec::new();
     for (what, role, subjects, expected) in [
         // RBAC itself refuses roles previewd holds no `bind` on and whose rules it lacks.
         ("cluster-admin to itself", "cluster-admin", vec![user(&me)], "not currently held"),
@@ -502,13 +503,13 @@ async fn previewd_binds_only_its_read_role_only_to_itself_only_in_its_namespaces
         // A name of its own for each: a binding wrongly accepted must not turn the next
         // attempt into a refused change of roleRef (which cannot change).
         let name = unique_name("binding");
-        assert_refused(
-            &format!("bind {what}"),
-            apply(&bindings, &name, read_binding(&name, role, &subjects)).await,
-            expected,
-        );
+        outcomes.push((what, apply(&bindings, &name, read_binding(&name, role, &subjects)).await, expected));
     }
+    // The cluster-scoped role goes before any assertion can fail.
     roles.delete(&subset, &Default::default()).await.unwrap();
+    for (what, outcome, expected) in outcomes {
+        assert_refused(&format!("bind {what}"), outcome, expected);
+    }
     // Its read role to itself, in a namespace it does not own.
     let other = foreign_objects(&admin).await;
     for ns in [other.name(), "kube-system", "default"] {

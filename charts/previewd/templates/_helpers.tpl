@@ -54,11 +54,6 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "previewd.serviceAccou
 {{- default (printf "%s-read" (include "previewd.clusterName" .)) .Values.rbac.readClusterRole -}}
 {{- end -}}
 
-{{/* Name of the ConfigMap holding the admission policies' parameters. */}}
-{{- define "previewd.admissionParams" -}}
-{{- printf "%s-admission-params" (include "previewd.fullname" .) | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
 {{- define "previewd.instance" -}}
 {{- default .Release.Name .Values.instance -}}
 {{- end -}}
