@@ -39,6 +39,10 @@ pub const SOURCE_NAMESPACE: &str = "previewd-source";
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "previewd");
 /// Label on namespaces created by [`TestNamespace`], to find leftovers of crashed runs.
 pub const TEST_NAMESPACE_LABEL: &str = "previewd.dev/test";
+/// The ClusterRole of previewd's reads in the test cluster (`previewd-rbac.yaml`), which
+/// previewd binds to itself in each namespace it creates; the default of the setting
+/// `read_cluster_role`.
+pub const READ_CLUSTER_ROLE: &str = "previewd-read";
 
 #[derive(Clone, Debug)]
 struct Kubeconfigs {
@@ -152,6 +156,14 @@ pub fn unique_name(prefix: &str) -> String {
         n /= 36;
     }
     format!("{prefix}-{suffix}")
+}
+
+/// A namespace name previewd could have generated (`<slug>-pr-<number>-<6 hex digits>`, see
+/// `environments/src/naming.rs`), unique like [`unique_name`]: the admission policies refuse
+/// previewd's identity any other namespace name.
+pub fn environment_name(prefix: &str) -> String {
+    let hash = RandomState::new().hash_one(unique_name(prefix)) & 0xff_ffff;
+    format!("{}-pr-1-{hash:06x}", unique_name(prefix))
 }
 
 /// A namespace owned by one test, deleted (without waiting) when dropped, panics
@@ -276,5 +288,15 @@ mod tests {
             assert_eq!(name.len(), "env-".len() + 8);
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         }
+    }
+
+    #[test]
+    fn environment_names_look_generated_by_previewd() {
+        let name = environment_name("env");
+        let (slug, hash) = name.rsplit_once('-').unwrap();
+        assert_eq!(hash.len(), 6, "{name}");
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{name}");
+        assert!(slug.starts_with("env-") && slug.ends_with("-pr-1"), "{name}");
+        assert_ne!(environment_name("env"), name);
     }
 }

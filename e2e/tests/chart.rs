@@ -19,7 +19,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use previewd_e2e::cluster::{self, MANAGED_BY_LABEL, TestNamespace, unique_name, wait_until};
+use previewd_e2e::cluster::{
+    self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, TestNamespace, environment_name, unique_name, wait_until,
+};
 use previewd_environments::yaml::{self, Origin};
 use serde_json::{Value, json};
 
@@ -112,6 +114,12 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found = of_kind(docs, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = of_kind(docs, kind).into_iter().filter(|d| d["metadata"]["name"] == name).collect();
+    assert_eq!(found.len(), 1, "expected one {kind} {name}, found {}", found.len());
     found[0]
 }
 
@@ -232,7 +240,7 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
     assert_eq!(env["PREVIEWD_HTTP__MAX_INFLIGHT_BODY_BYTES"], "134217728");
 
     // The policy's source namespace is the one the Role is in.
-    let config = one(&docs, "ConfigMap");
+    let config = named(&docs, "ConfigMap", "previewd");
     let policy = parse(config["data"]["policy.yaml"].as_str().unwrap());
     assert_eq!(policy["secrets"]["source_namespace"], "platform-preview-secrets");
     assert_eq!(policy["secrets"]["allowed"], json!(["db-readonly"]));
@@ -269,6 +277,11 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     assert!(message.contains("webhook.existingSecret.name is required"), "{message}");
     let message = refused(&["ingress.enabled=true"]);
     assert!(message.contains("ingress"), "{message}");
+    // Values that become CEL string literals in the admission policies must be plain names.
+    let message = refused(&["policy.base_domain=x' || true || '"]);
+    assert!(message.contains("is not a DNS name"), "{message}");
+    let message = refused(&["rbac.readClusterRole=a' || true || 'b"]);
+    assert!(message.contains("at '/rbac/readClusterRole'"), "{message}");
     // Two replicas are fine on Postgres.
     let chart = chart_dir();
     helm_ok(&[
@@ -337,6 +350,8 @@ fn chart_rbac() -> Vec<Value> {
         "previewd-system",
         "--set",
         "serviceAccount.name=previewd,secretsSourceNamespace=previewd-source",
+        "--set",
+        &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test"),
         "--show-only",
         "templates/rbac.yaml",
         "--show-only",
@@ -351,25 +366,39 @@ fn test_cluster_rbac() -> Vec<Value> {
     docs
 }
 
+/// The ClusterRole of previewd's writes and the one of its reads, told apart by the read one's
+/// name (`READ_CLUSTER_ROLE` in both renderings).
+fn cluster_roles(docs: &[Value]) -> (&Value, &Value) {
+    let (read, write): (Vec<&Value>, Vec<&Value>) =
+        of_kind(docs, "ClusterRole").into_iter().partition(|r| r["metadata"]["name"] == READ_CLUSTER_ROLE);
+    assert_eq!((write.len(), read.len()), (1, 1), "expected one write and one read ClusterRole");
+    (write[0], read[0])
+}
+
+/// The suffixes of the admission policies' names (the chart's carry the release before them).
+const POLICIES: [&str; 5] = ["managed-namespaces", "namespaced-writes", "services", "ingress-hosts", "read-bindings"];
+
 #[test]
 fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
     let chart = chart_rbac();
     let cluster = test_cluster_rbac();
 
+    let ((chart_write, chart_read), (cluster_write, cluster_read)) = (cluster_roles(&chart), cluster_roles(&cluster));
     assert_eq!(
-        one(&chart, "ClusterRole")["rules"],
-        one(&cluster, "ClusterRole")["rules"],
+        chart_write["rules"], cluster_write["rules"],
         "the chart's ClusterRole differs from e2e/controlplane/previewd-rbac.yaml"
     );
+    assert_eq!(chart_read["rules"], cluster_read["rules"], "the chart's read ClusterRole differs");
     let (role, cluster_role) = (one(&chart, "Role"), one(&cluster, "Role"));
     assert_eq!(role["rules"], cluster_role["rules"], "source-namespace Role rules differ");
     assert_eq!(role["metadata"]["namespace"], cluster_role["metadata"]["namespace"]);
 
-    // Bound to the same ServiceAccount.
+    // Bound to the same ServiceAccount; the read ClusterRole is bound by nobody but previewd.
     let subjects = |docs: &[Value], kind: &str| one(docs, kind)["subjects"].clone();
     assert_eq!(subjects(&chart, "ClusterRoleBinding"), subjects(&cluster, "ClusterRoleBinding"));
     assert_eq!(subjects(&chart, "RoleBinding"), subjects(&cluster, "RoleBinding"));
     assert_eq!(one(&chart, "RoleBinding")["metadata"]["namespace"], "previewd-source");
+    assert_eq!(one(&chart, "ClusterRoleBinding")["roleRef"]["name"], chart_write["metadata"]["name"]);
 
     // The admission policies: the same specs, names aside (the chart's carry the release).
     let policies = |docs: &[Value]| -> BTreeMap<String, (Value, Value)> {
@@ -383,7 +412,7 @@ fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
                     .unwrap_or_else(|| panic!("no binding for policy {name}"));
                 let mut binding_spec = binding["spec"].clone();
                 binding_spec["policyName"] = Value::Null;
-                let key = ["managed-namespaces", "namespaced-writes"]
+                let key = POLICIES
                     .into_iter()
                     .find(|suffix| name.ends_with(suffix))
                     .unwrap_or_else(|| panic!("unexpected policy {name}"));
@@ -392,11 +421,29 @@ fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
             .collect()
     };
     let (chart_policies, cluster_policies) = (policies(&chart), policies(&cluster));
-    assert_eq!(chart_policies.len(), 2);
+    assert_eq!(chart_policies.len(), POLICIES.len());
+    assert_eq!(cluster_policies.len(), POLICIES.len());
     for (key, expected) in &cluster_policies {
         assert_eq!(chart_policies.get(key), Some(expected), "admission policy {key} differs");
     }
+    // No parameters: the API server stops a built-in paramKind's informer for good once no
+    // binding uses it (see previewd-rbac.yaml).
+    for (key, (policy, binding)) in &chart_policies {
+        assert!(policy["paramKind"].is_null() && binding["paramRef"].is_null(), "{key} uses parameters");
+    }
 }
+
+/// Where a rule is granted: the write ClusterRole (cluster-wide), the read ClusterRole (bound
+/// by previewd in each environment namespace) or the Role in the source namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    Cluster,
+    Environment,
+    Source,
+}
+
+/// (scope, API group, resource, verb)
+type Rule = (Scope, String, String, String);
 
 /// Every (API group, resource, verb) previewd's code uses, and where. Derived from
 /// `environments/src/cluster.rs`, the only code that talks to Kubernetes; the managed kinds
@@ -412,57 +459,69 @@ const MANAGED: [(&str, &str); 8] = [
     ("networking.k8s.io", "ingresses"),
 ];
 
-fn used_rules() -> BTreeMap<(String, String, String), &'static str> {
+fn used_rules() -> BTreeMap<Rule, &'static str> {
+    use Scope::{Cluster, Environment, Source};
     let mut used = BTreeMap::new();
-    let mut add = |group: &str, resource: &str, verb: &str, why: &'static str| {
-        used.insert((group.to_owned(), resource.to_owned(), verb.to_owned()), why);
+    let mut add = |scope: Scope, group: &str, resource: &str, verb: &str, why: &'static str| {
+        used.insert((scope, group.to_owned(), resource.to_owned(), verb.to_owned()), why);
     };
-    add("", "namespaces", "patch", "Cluster::apply: server-side apply of the Namespace");
-    add("", "namespaces", "create", "Cluster::apply: server-side apply of a missing Namespace");
-    add("", "namespaces", "get", "Cluster::teardown and namespace_terminating: get_opt");
-    add("", "namespaces", "list", "Cluster::owned_namespaces: list_metadata by ownership labels");
-    add("", "namespaces", "delete", "Cluster::teardown");
+    add(Cluster, "", "namespaces", "patch", "Cluster::apply: server-side apply of the Namespace");
+    add(Cluster, "", "namespaces", "create", "Cluster::apply: server-side apply of a missing Namespace");
+    add(Cluster, "", "namespaces", "get", "Cluster::teardown and namespace_terminating: get_opt");
+    add(Cluster, "", "namespaces", "list", "Cluster::owned_namespaces: list_metadata by ownership labels");
+    add(Cluster, "", "namespaces", "delete", "Cluster::teardown");
     for (group, resource) in MANAGED {
-        add(group, resource, "patch", "Cluster::apply: server-side apply");
-        add(group, resource, "create", "Cluster::apply: server-side apply of a missing object");
-        add(group, resource, "list", "Cluster::prune: list_metadata by ownership labels");
-        add(group, resource, "delete", "Cluster::prune: delete_ignoring_missing");
+        add(Cluster, group, resource, "patch", "Cluster::apply: server-side apply");
+        add(Cluster, group, resource, "create", "Cluster::apply: server-side apply of a missing object");
+        add(Cluster, group, resource, "delete", "Cluster::prune: delete_ignoring_missing");
+        add(Environment, group, resource, "list", "Cluster::prune: list_metadata by ownership labels");
     }
-    add("apps", "deployments", "get", "Cluster::wait_for_rollout");
-    add("", "secrets", "create", "Cluster::sync_secrets: generated secrets (create once)");
+    add(Cluster, "rbac.authorization.k8s.io", "rolebindings", "create", "Cluster::grant_reads: server-side apply");
+    add(Cluster, "rbac.authorization.k8s.io", "rolebindings", "patch", "Cluster::grant_reads: server-side apply");
+    add(Cluster, "rbac.authorization.k8s.io", "clusterroles", "bind", "Cluster::grant_reads: the read ClusterRole");
+    add(Environment, "apps", "deployments", "get", "Cluster::wait_for_rollout");
+    add(Cluster, "", "secrets", "create", "Cluster::sync_secrets: generated secrets (create once)");
     add(
+        Cluster,
         "",
         "secrets",
         "patch",
         "Cluster::sync_secrets: copies (server-side apply); Cluster::apply of rendered Secrets",
     );
-    add("", "secrets", "deletecollection", "Cluster::delete_unwanted_secrets");
-    add("", "pods", "list", "Cluster::diagnose");
-    add("apps", "replicasets", "list", "Cluster::diagnose");
-    add("source", "secrets", "get", "Cluster::read_platform_secret (Role in the source namespace)");
+    add(Cluster, "", "secrets", "deletecollection", "Cluster::delete_unwanted_secrets");
+    add(Environment, "", "pods", "list", "Cluster::diagnose; Cluster::wait_for_reads");
+    add(Environment, "apps", "replicasets", "list", "Cluster::diagnose");
+    add(Source, "", "secrets", "get", "Cluster::read_platform_secret (Role in the source namespace)");
     used
 }
 
 /// Granted by previewd-rbac.yaml (and so by the chart, which must equal it) although no code
 /// of previewd uses them today. Listed so that the check below names them; removing one means
 /// changing previewd-rbac.yaml, the chart and `least_privilege_identity_can_do_previewd_work_and_nothing_more`
-/// (e2e/tests/cluster.rs, which lists events as previewd) together.
-const GRANTED_BUT_UNUSED: &[(&str, &str, &str, &str)] = &[];
+/// (e2e/tests/cluster.rs) together.
+const GRANTED_BUT_UNUSED: &[(Scope, &str, &str, &str, &str)] = &[];
 
-/// (group, resource, verb) of every rule; the source-namespace Role's under the group "source".
-fn granted(docs: &[Value]) -> BTreeSet<(String, String, String)> {
+/// Every rule of the write and read ClusterRoles and the source-namespace Role. A rule limited
+/// to `resourceNames` must name exactly the read ClusterRole (the only one is `bind`).
+fn granted(docs: &[Value]) -> BTreeSet<Rule> {
+    let (write, read) = cluster_roles(docs);
     let mut granted = BTreeSet::new();
-    for (kind, group_override) in [("ClusterRole", None), ("Role", Some("source"))] {
-        for rule in one(docs, kind)["rules"].as_array().unwrap() {
+    for (role, scope) in [(write, Scope::Cluster), (read, Scope::Environment), (one(docs, "Role"), Scope::Source)] {
+        for rule in role["rules"].as_array().unwrap() {
             let strings = |field: &str| -> Vec<String> {
                 rule[field].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
             };
+            if !rule["resourceNames"].is_null() {
+                assert_eq!(rule["resourceNames"], json!([READ_CLUSTER_ROLE]), "resourceNames of {rule}");
+            }
             for group in strings("apiGroups") {
                 for resource in strings("resources") {
                     for verb in strings("verbs") {
-                        assert!(group != "*" && resource != "*" && verb != "*", "wildcard in {kind}: {rule}");
-                        let group = group_override.map_or(group.clone(), str::to_owned);
-                        granted.insert((group, resource.clone(), verb));
+                        assert!(group != "*" && resource != "*" && verb != "*", "wildcard in {role}: {rule}");
+                        if verb == "bind" || verb == "escalate" || verb == "impersonate" {
+                            assert!(!rule["resourceNames"].is_null(), "{verb} without resourceNames: {rule}");
+                        }
+                        granted.insert((scope, group.clone(), resource.clone(), verb));
                     }
                 }
             }
@@ -475,13 +534,12 @@ fn granted(docs: &[Value]) -> BTreeSet<(String, String, String)> {
 fn every_granted_rule_is_accounted_for_and_every_used_one_granted() {
     let granted = granted(&chart_rbac());
     let used = used_rules();
-    let unused: BTreeMap<(String, String, String), &str> = GRANTED_BUT_UNUSED
+    let unused: BTreeMap<Rule, &str> = GRANTED_BUT_UNUSED
         .iter()
-        .map(|(g, r, v, why)| (((*g).to_owned(), (*r).to_owned(), (*v).to_owned()), *why))
+        .map(|(s, g, r, v, why)| ((*s, (*g).to_owned(), (*r).to_owned(), (*v).to_owned()), *why))
         .collect();
-    let show = |(g, r, v): &(String, String, String)| {
-        format!("{v} {r}{}", if g.is_empty() { String::new() } else { format!(".{g}") })
-    };
+    let show =
+        |(s, g, r, v): &Rule| format!("{s:?}: {v} {r}{}", if g.is_empty() { String::new() } else { format!(".{g}") });
 
     let missing: Vec<String> =
         used.iter().filter(|(k, _)| !granted.contains(*k)).map(|(k, why)| format!("{} ({why})", show(k))).collect();
@@ -494,6 +552,16 @@ fn every_granted_rule_is_accounted_for_and_every_used_one_granted() {
     let stale: Vec<String> =
         unused.keys().filter(|k| used.contains_key(*k) || !granted.contains(*k)).map(show).collect();
     assert!(stale.is_empty(), "GRANTED_BUT_UNUSED is out of date for: {stale:#?}");
+
+    // Cluster-wide, previewd reads nothing but namespaces.
+    let reads: Vec<String> = granted
+        .iter()
+        .filter(|(s, _, r, v)| {
+            *s == Scope::Cluster && ["get", "list", "watch"].contains(&v.as_str()) && r != "namespaces"
+        })
+        .map(show)
+        .collect();
+    assert!(reads.is_empty(), "cluster-wide reads beyond namespaces: {reads:?}");
 
     eprintln!("rules the chart grants that previewd never uses ({}):", unused.len());
     for (k, why) in &unused {
@@ -623,28 +691,28 @@ async fn installs_on_the_control_plane_becomes_available_and_uninstalls_cleanly(
 
     // The admission policies match the installed ServiceAccount: it may create a namespace
     // labelled as previewd's, and not an unlabelled one.
-    let previewd = service_account_client(&admin_kubeconfig, ns.name(), &format!("{release}-previewd")).await;
-    let namespaces: Api<Namespace> = Api::all(previewd);
-    let labelled = unique_name("chart-env");
-    let _labelled_cleanup = TestNamespace::adopt(&labelled).await.unwrap();
-    let labelled_ns = Namespace {
+    let account = format!("{release}-previewd");
+    let previewd = service_account_client(&admin_kubeconfig, ns.name(), &account).await;
+    let namespaces: Api<Namespace> = Api::all(previewd.clone());
+    let namespace = |name: &str, labels: &[(&str, &str)]| Namespace {
         metadata: ObjectMeta {
-            name: Some(labelled.clone()),
-            labels: Some([(MANAGED_BY_LABEL.0.to_owned(), MANAGED_BY_LABEL.1.to_owned())].into()),
+            name: Some(name.to_owned()),
+            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     };
-    namespaces.create(&PostParams::default(), &labelled_ns).await.unwrap();
+    const RESTRICTED: (&str, &str) = ("pod-security.kubernetes.io/enforce", "restricted");
+    let labelled = environment_name("chart");
+    let _labelled_cleanup = TestNamespace::adopt(&labelled).await.unwrap();
+    namespaces.create(&PostParams::default(), &namespace(&labelled, &[MANAGED_BY_LABEL, RESTRICTED])).await.unwrap();
     // Admission policies take effect a moment after they are created: try until refused.
     let mut attempts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let refusal = loop {
-        let plain = unique_name("chart-env");
+        let plain = environment_name("chart");
         attempts.push(TestNamespace::adopt(&plain).await.unwrap());
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(plain), ..ObjectMeta::default() }, ..Namespace::default() };
-        match namespaces.create(&PostParams::default(), &ns).await {
+        match namespaces.create(&PostParams::default(), &namespace(&plain, &[RESTRICTED])).await {
             Err(kube::Error::Api(status)) if status.code == 403 => break status.message,
             Err(e) => panic!("creating an unlabelled namespace as previewd: {e}"),
             Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -653,6 +721,36 @@ async fn installs_on_the_control_plane_becomes_available_and_uninstalls_cleanly(
     };
     assert!(refusal.contains("labelled app.kubernetes.io/managed-by=previewd"), "{refusal}");
     drop(attempts);
+
+    // The chart's read ClusterRole, its `bind` rule and the policies' role name agree: the
+    // installed ServiceAccount may bind the read role to itself in its namespace, and then
+    // read there; not another role.
+    let read_role = format!("{}-{release}-previewd-read", ns.name());
+    let username = format!("system:serviceaccount:{}:{account}", ns.name());
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(previewd.clone(), &labelled);
+    let binding = |name: &str, role: &str| -> k8s_openapi::api::rbac::v1::RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}],
+        }))
+        .unwrap()
+    };
+    bindings.create(&PostParams::default(), &binding("previewd-read", &read_role)).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(previewd.clone(), &labelled);
+    wait_until(Duration::from_secs(10), "the read RoleBinding to take effect", || async {
+        Ok(pods.list(&kube::api::ListParams::default()).await.ok().map(drop))
+    })
+    .await
+    .unwrap();
+    match bindings.create(&PostParams::default(), &binding("other", &format!("{}-{release}-previewd", ns.name()))).await
+    {
+        // RBAC lets it bind a role whose rules it holds; the policy does not.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(status.message.contains(&format!("may only bind ClusterRole {read_role}")), "{}", status.message);
+        }
+        other => panic!("the installed ServiceAccount bound its write ClusterRole: {other:?}"),
+    }
 
     let started = Instant::now();
     helm_ok(&["uninstall", &release, "--kubeconfig", kubeconfig, "-n", ns.name(), "--wait", "--timeout", "120s"]);

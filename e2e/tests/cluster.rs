@@ -11,10 +11,13 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
-use previewd_e2e::cluster::{self, MANAGED_BY_LABEL, SOURCE_NAMESPACE, TestNamespace, unique_name, wait_until};
+use previewd_e2e::cluster::{
+    self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, SOURCE_NAMESPACE, TestNamespace, environment_name, unique_name,
+    wait_until,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -229,7 +232,7 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
     let previewd = cluster::previewd_client().await.unwrap();
 
     // --- what previewd needs ---
-    let env_ns = unique_name("env");
+    let env_ns = environment_name("env");
     let _cleanup = TestNamespace::adopt(&env_ns).await.unwrap();
     let namespaces: Api<Namespace> = Api::all(previewd.clone());
     apply(
@@ -239,6 +242,28 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
                "metadata": {"name": env_ns, "labels": {
                    MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1,
                    "pod-security.kubernetes.io/enforce": "restricted"}}}),
+    )
+    .await
+    .unwrap();
+    // Its reads there, bound by previewd to itself (Cluster::grant_reads).
+    let me = Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(previewd.clone())
+        .create(&PostParams::default(), &Default::default())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .user_info
+        .unwrap()
+        .username
+        .unwrap();
+    assert!(me.starts_with("system:serviceaccount:"), "{me}");
+    apply(
+        &Api::<RoleBinding>::namespaced(previewd.clone(), &env_ns),
+        "previewd-read",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "previewd-read"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READ_CLUSTER_ROLE},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": me}]}),
     )
     .await
     .unwrap();
@@ -287,7 +312,7 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
             "ingress",
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                             "metadata": {"name": "web"},
-                            "spec": {"rules": [{"host": "pr-1.preview.invalid", "http": {"paths": [{
+                            "spec": {"rules": [{"host": format!("{env_ns}.preview.test"), "http": {"paths": [{
                                 "path": "/", "pathType": "Prefix",
                                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
         ),
@@ -314,7 +339,10 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
         result.unwrap_or_else(|e| panic!("previewd could not apply its {what}: {e}"));
     }
     apply(&Api::<Deployment>::namespaced(previewd.clone(), &env_ns), "web", deployment("web")).await.unwrap();
+    // The read binding reaches the authorizer a moment after its creation.
     wait_deployment_available(&previewd, &env_ns, "web").await;
+    // Pruning: list by label in its namespace.
+    Api::<ConfigMap>::namespaced(previewd.clone(), &env_ns).list_metadata(&ListParams::default()).await.unwrap();
     // Diagnostics of a rollout.
     Api::<Pod>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
     Api::<ReplicaSet>::namespaced(previewd.clone(), &env_ns).list(&ListParams::default()).await.unwrap();
@@ -391,7 +419,7 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
             .delete("kube-root-ca.crt", &DeleteParams::default())
             .await,
     );
-    let unlabelled = unique_name("unlabelled");
+    let unlabelled = environment_name("unlabelled");
     assert_forbidden(
         "create a namespace without previewd's label",
         apply(
@@ -431,7 +459,11 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
     for (verb, group, resource, subresource) in [
         ("create", "", "pods", "exec"),
         ("create", "", "pods", ""),
-        ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
+        ("create", "rbac.authorization.k8s.io", "roles", ""),
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
+        ("escalate", "rbac.authorization.k8s.io", "clusterroles", ""),
+        ("list", "", "secrets", ""),
+        ("watch", "", "pods", ""),
         ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("update", "", "namespaces", "finalize"),
     ] {

@@ -5,22 +5,39 @@
 //! Only the kinds in [`Kind`] are touched, with exactly the verbs previewd's RBAC grants (see
 //! `e2e/controlplane/previewd-rbac.yaml`): Secrets are written and deleted but never read, so
 //! generated secrets are created once (and kept) instead of being read back.
+//!
+//! previewd may read nothing cluster-wide but namespaces. Its reads (prune, rollout) are
+//! granted per environment: each namespace it creates gets a RoleBinding ([`READ_BINDING`]) of
+//! the ClusterRole named by the setting `read_cluster_role` to previewd's own identity, which
+//! it learns from the API server (SelfSubjectReview). The admission policies let previewd
+//! create that RoleBinding only in its own namespaces, only for that role and only for
+//! itself, so a leaked token cannot read ConfigMaps, pods or env vars anywhere else.
 
 use crate::kinds::Kind;
 use crate::render::{ENVIRONMENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The field manager of every object previewd applies.
 pub const FIELD_MANAGER: &str = "previewd";
 /// Marks a Secret previewd generated (random value, created once and kept).
 pub const GENERATED_SECRET_LABEL: &str = "previewd.dev/generated-secret";
+/// The RoleBinding in each environment namespace that grants previewd its reads there.
+pub const READ_BINDING: &str = "previewd-read";
+/// How long a new [`READ_BINDING`] may take to reach the API server's authorizer (its RBAC
+/// cache follows RoleBindings through a watch; milliseconds on one server, more on a busy
+/// one). Longer means the ClusterRole is missing or grants too little.
+const READ_ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failure talking to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +99,10 @@ pub enum Teardown {
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    /// The ClusterRole bound in each environment namespace for previewd's reads.
+    read_cluster_role: String,
+    /// previewd's username as the API server sees it, asked once.
+    username: Arc<OnceCell<String>>,
 }
 
 fn api_resource(kind: Kind) -> ApiResource {
@@ -90,8 +111,10 @@ fn api_resource(kind: Kind) -> ApiResource {
 }
 
 impl Cluster {
-    pub fn new(client: Client) -> Self {
-        Cluster { client }
+    /// `read_cluster_role` is the ClusterRole previewd binds to itself in each environment
+    /// namespace (setting `read_cluster_role`; the chart creates it).
+    pub fn new(client: Client, read_cluster_role: impl Into<String>) -> Self {
+        Cluster { client, read_cluster_role: read_cluster_role.into(), username: Arc::new(OnceCell::new()) }
     }
 
     fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
@@ -106,15 +129,104 @@ impl Cluster {
     /// Applies `manifests` (in order) with server-side apply, then deletes what this
     /// environment owns but was not rendered this time. Re-applying an unchanged environment
     /// changes nothing in the cluster.
+    ///
+    /// Right after the Namespace (always first), previewd grants itself its reads there
+    /// ([`Cluster::grant_reads`]); pruning waits until they are in effect.
     pub async fn apply(&self, owner: &Ownership, manifests: &[Manifest]) -> Result<(), ClusterError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut granted = false;
         for manifest in manifests {
+            if !granted && manifest.kind != Kind::Namespace {
+                self.grant_reads(owner).await?;
+                granted = true;
+            }
             let api = self.api(manifest.kind, &owner.environment);
             api.patch(&manifest.name, &params, &Patch::Apply(&manifest.object)).await.map_err(
                 ClusterError::from_kube(format!("apply {} {}/{}", manifest.kind, owner.environment, manifest.name)),
             )?;
         }
+        if !granted {
+            self.grant_reads(owner).await?;
+        }
+        self.wait_for_reads(&owner.environment).await?;
         self.prune(owner, manifests).await
+    }
+
+    /// previewd's username, from a SelfSubjectReview (allowed to every authenticated user by
+    /// the default `system:basic-user` role): the subject of its read RoleBindings is exactly
+    /// the identity the API server and the admission policies see, with nothing to configure.
+    async fn username(&self) -> Result<&str, ClusterError> {
+        let name = self
+            .username
+            .get_or_try_init(|| async {
+                let api: Api<SelfSubjectReview> = Api::all(self.client.clone());
+                let review = api
+                    .create(&PostParams::default(), &SelfSubjectReview::default())
+                    .await
+                    .map_err(ClusterError::from_kube("ask the API server who previewd is (SelfSubjectReview)"))?;
+                review.status.and_then(|s| s.user_info).and_then(|u| u.username).ok_or_else(|| ClusterError::Rejected {
+                    action: "ask the API server who previewd is (SelfSubjectReview)".to_owned(),
+                    message: "the answer names no user".to_owned(),
+                })
+            })
+            .await?;
+        Ok(name)
+    }
+
+    /// Binds the read ClusterRole to previewd in the environment's namespace (server-side
+    /// apply: unchanged, it changes nothing). Not a template object, so never pruned; it goes
+    /// with the namespace.
+    async fn grant_reads(&self, owner: &Ownership) -> Result<(), ClusterError> {
+        let namespace = &owner.environment;
+        let binding = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": READ_BINDING, "namespace": namespace, "labels": owner.labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": self.read_cluster_role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": self.username().await?}],
+        });
+        let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace);
+        let action = format!("apply rolebinding {namespace}/{READ_BINDING}");
+        match api.patch(READ_BINDING, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&binding)).await {
+            Ok(_) => Ok(()),
+            // RBAC looks the role up to check the binding does not escalate.
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(ClusterError::Rejected {
+                action,
+                message: format!(
+                    "ClusterRole {} (setting read_cluster_role) does not exist: {}",
+                    self.read_cluster_role, status.message
+                ),
+            }),
+            Err(error) => Err(ClusterError::from_kube(action)(error)),
+        }
+    }
+
+    /// Waits until the API server authorises previewd's reads in `namespace`, trying one of
+    /// them: a RoleBinding just created reaches the authorizer a moment later.
+    async fn wait_for_reads(&self, namespace: &str) -> Result<(), ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + READ_ACCESS_TIMEOUT;
+        loop {
+            match pods.list_metadata(&ListParams::default().limit(1)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 403 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    return Err(ClusterError::Forbidden {
+                        action: format!("read in {namespace}"),
+                        message: format!(
+                            "still refused {} s after binding ClusterRole {} there ({}); does that ClusterRole exist \
+                             with the chart's read rules (setting read_cluster_role)?",
+                            READ_ACCESS_TIMEOUT.as_secs(),
+                            self.read_cluster_role,
+                            status.message
+                        ),
+                    });
+                }
+                Err(error) => return Err(ClusterError::from_kube(format!("list pods in {namespace}"))(error)),
+            }
+        }
     }
 
     async fn prune(&self, owner: &Ownership, manifests: &[Manifest]) -> Result<(), ClusterError> {

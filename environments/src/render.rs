@@ -5,7 +5,10 @@
 //! parses every document, accepts only the kinds previewd manages ([`Kind`]), refuses
 //! cluster-scoped objects other than the environment's own Namespace, and forces the
 //! environment's namespace and ownership labels onto every object, so that a template mistake
-//! cannot reach outside the environment or escape pruning.
+//! cannot reach outside the environment or escape pruning. The Namespace also gets the Pod
+//! Security labels of [`POD_SECURITY_LABELS`], so a template cannot drop or weaken them (the
+//! admission policies refuse such a namespace anyway; forcing them here keeps a template
+//! mistake from becoming a failed environment).
 
 use crate::kinds::Kind;
 use crate::yaml::{self, Origin};
@@ -25,6 +28,20 @@ pub const PR_LABEL: &str = "previewd.dev/pull-request";
 /// Which previewd installation owns an object, so that two installations sharing a cluster
 /// never take each other's namespaces for orphans.
 pub const INSTANCE_LABEL: &str = "previewd.dev/instance";
+
+/// Pod Security Admission labels forced onto every environment's Namespace: `restricted`
+/// enforced at the latest version (a pinned older version checks less), and the same level
+/// for warnings (shown to previewd when it applies a Deployment) and audit annotations.
+/// The admission policies require `enforce=restricted` and no pinned version from previewd's
+/// identity, so the namespace cannot be made privileged even by a leaked token.
+pub const POD_SECURITY_LABELS: [(&str, &str); 6] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+    ("pod-security.kubernetes.io/warn", "restricted"),
+    ("pod-security.kubernetes.io/warn-version", "latest"),
+    ("pod-security.kubernetes.io/audit", "restricted"),
+    ("pod-security.kubernetes.io/audit-version", "latest"),
+];
 
 /// A rendering failure, with the template and line where the platform team can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +232,11 @@ fn own(mut value: Value, owner: &Ownership) -> Result<Manifest, String> {
     let labels = labels.as_object_mut().ok_or("`metadata.labels` must be a mapping")?;
     for (key, value) in owner.labels() {
         labels.insert(key, Value::String(value));
+    }
+    if kind == Kind::Namespace {
+        for (key, value) in POD_SECURITY_LABELS {
+            labels.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
     }
     Ok(Manifest { kind, name, object: value })
 }

@@ -5,8 +5,10 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
-use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, previewd_client, unique_name};
-use previewd_environments::cluster::{Cluster, RolloutFailure, Teardown};
+use previewd_e2e::cluster::{
+    READ_CLUSTER_ROLE, SOURCE_NAMESPACE, TestNamespace, admin_client, environment_name, previewd_client, unique_name,
+};
+use previewd_environments::cluster::{Cluster, READ_BINDING, RolloutFailure, Teardown};
 use previewd_environments::kinds::Kind;
 use previewd_environments::render::{Manifest, Ownership, Renderer};
 use serde_json::{Value, json};
@@ -40,8 +42,8 @@ struct Env {
 }
 
 async fn environment(prefix: &str) -> Env {
-    let name = unique_name(prefix);
-    let cluster = Cluster::new(previewd_client().await.unwrap());
+    let name = environment_name(prefix);
+    let cluster = Cluster::new(previewd_client().await.unwrap(), READ_CLUSTER_ROLE);
     let cleanup = TestNamespace::adopt(&name).await.unwrap();
     Env {
         cluster,
@@ -99,6 +101,59 @@ async fn an_environment_is_applied_rolls_out_and_reapplying_changes_nothing() {
         deployment.metadata.managed_fields.unwrap().into_iter().filter_map(|f| f.manager).collect();
     assert!(managers.contains(&"previewd".to_owned()), "{managers:?}");
     env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+}
+
+#[tokio::test]
+async fn previewd_grants_itself_reads_in_the_environment_namespace_only() {
+    let env = environment("reads").await;
+    env.cluster.apply(&env.owner, &render(&env, 1, "2")).await.unwrap();
+    let admin = admin_client().await.unwrap();
+    let binding = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &env.owner.environment)
+        .get(READ_BINDING)
+        .await
+        .unwrap();
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, READ_CLUSTER_ROLE);
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    let me: k8s_openapi::api::authentication::v1::SelfSubjectReview =
+        Api::all(previewd_client().await.unwrap()).create(&PostParams::default(), &Default::default()).await.unwrap();
+    let me = me.status.unwrap().user_info.unwrap().username.unwrap();
+    assert!(me.starts_with("system:serviceaccount:"), "{me}");
+    assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("User", me.as_str()));
+    assert_eq!(binding.metadata.labels.unwrap()["previewd.dev/environment"], env.owner.environment);
+    // Reapplying leaves the binding as it is.
+    env.cluster.apply(&env.owner, &render(&env, 1, "2")).await.unwrap();
+    let again = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin, &env.owner.environment)
+        .get(READ_BINDING)
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, binding.metadata.resource_version);
+    // previewd reads in its namespace, and nowhere else.
+    let previewd = previewd_client().await.unwrap();
+    let params = kube::api::ListParams::default();
+    Api::<ConfigMap>::namespaced(previewd.clone(), &env.owner.environment).list(&params).await.unwrap();
+    for (what, result) in [
+        ("cluster-wide", Api::<ConfigMap>::all(previewd.clone()).list(&params).await),
+        ("in kube-system", Api::<ConfigMap>::namespaced(previewd.clone(), "kube-system").list(&params).await),
+        ("in default", Api::<ConfigMap>::namespaced(previewd.clone(), "default").list(&params).await),
+    ] {
+        assert!(matches!(&result, Err(kube::Error::Api(s)) if s.code == 403), "list configmaps {what}: {result:?}");
+    }
+    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_read_cluster_role_fails_with_a_message_naming_it() {
+    let mut env = environment("noread").await;
+    env.cluster = Cluster::new(previewd_client().await.unwrap(), "previewd-no-such-role");
+    let error = env.cluster.apply(&env.owner, &render(&env, 1, "2")).await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("ClusterRole previewd-no-such-role (setting read_cluster_role) does not exist"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) 
     let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).unwrap();
     Engine {
         store,
-        cluster: Cluster::new(previewd_client().await.unwrap()),
+        cluster: Cluster::new(previewd_client().await.unwrap(), previewd_e2e::cluster::READ_CLUSTER_ROLE),
         renderer: Renderer::load(templates).unwrap(),
         dns,
         policy,

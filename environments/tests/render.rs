@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use previewd_environments::kinds::Kind;
-use previewd_environments::render::{Ownership, RenderError, Renderer};
+use previewd_environments::render::{Ownership, POD_SECURITY_LABELS, RenderError, Renderer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -171,6 +171,22 @@ fn the_namespace_and_labels_are_forced() {
     let config_map = &manifests[1].object["metadata"];
     assert_eq!(config_map["namespace"], "app-pr-7-1a2b3c");
     assert_eq!(config_map["labels"]["previewd.dev/environment"], "app-pr-7-1a2b3c");
+}
+
+#[test]
+fn pod_security_labels_are_forced_on_the_namespace_whatever_the_template_says() {
+    // A template that drops some Pod Security labels and weakens the others.
+    let weakened = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ name }}\n  labels:\n    \
+        pod-security.kubernetes.io/enforce: privileged\n    pod-security.kubernetes.io/enforce-version: v1.0\n    \
+        pod-security.kubernetes.io/audit: privileged\n";
+    for namespace in [NAMESPACE, weakened] {
+        let (_dir, root) = templates(&[("a.yaml", namespace)]);
+        let manifests = Renderer::load(&root).unwrap().render("t", &minimal(), &owner()).unwrap();
+        let labels = &manifests[0].object["metadata"]["labels"];
+        for (key, value) in POD_SECURITY_LABELS {
+            assert_eq!(labels[key], value, "{key} on the namespace rendered from {namespace:?}");
+        }
+    }
 }
 
 #[test]

@@ -63,6 +63,10 @@ pub struct Config {
     /// Kubeconfig file of the cluster environments go to. Unset: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster ServiceAccount.
     pub kubeconfig: Option<PathBuf>,
+    /// The ClusterRole of previewd's reads (list for pruning, rollout state), which previewd
+    /// binds to itself in each environment namespace instead of holding them cluster-wide.
+    /// The chart creates it as `<release namespace>-<release>-read`.
+    pub read_cluster_role: String,
     /// This installation's name, a DNS label put on every object it creates. Installations
     /// sharing a cluster need different names; each only ever deletes its own namespaces.
     pub instance: String,
@@ -251,6 +255,7 @@ impl Default for Config {
             templates_dir: PathBuf::from("templates"),
             repo_config_file: None,
             kubeconfig: None,
+            read_cluster_role: "previewd-read".to_owned(),
             instance: "previewd".to_owned(),
             engine: EngineConfig::default(),
             shutdown_grace_seconds: 30,
@@ -392,6 +397,13 @@ impl Config {
         }
         if !previewd_environments::naming::is_dns1123_label(&self.instance) {
             return invalid("instance", "PREVIEWD_INSTANCE", "must be a lowercase DNS label (a-z, 0-9, -; at most 63)");
+        }
+        if self.read_cluster_role.is_empty() || self.read_cluster_role.contains(['/', '%']) {
+            return invalid(
+                "read_cluster_role",
+                "PREVIEWD_READ_CLUSTER_ROLE",
+                "must be the name of a ClusterRole (not empty, no `/` or `%`)",
+            );
         }
         let e = &self.engine;
         if e.rollout_timeout_seconds == 0 || e.teardown_timeout_seconds == 0 || e.resync_interval_seconds == 0 {
@@ -557,6 +569,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.database_url, "sqlite://previewd.db");
         assert_eq!(config.queue.workers, 4);
+        assert_eq!(config.read_cluster_role, "previewd-read", "the test cluster's and the README's");
         assert_eq!(config.webhook_secrets.len(), 1);
     }
 
@@ -602,6 +615,8 @@ mod tests {
         assert!(message.contains("queue.workers") && message.contains("between 1 and 256"), "{message}");
         let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", "mysql://x")]);
         assert!(message.contains("database_url"), "{message}");
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_READ_CLUSTER_ROLE", "a/b")]);
+        assert!(message.contains("read_cluster_role") && message.contains("PREVIEWD_READ_CLUSTER_ROLE"), "{message}");
     }
 
     #[test]

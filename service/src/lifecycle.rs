@@ -98,7 +98,7 @@ pub async fn engine(
     };
     Ok(Some(Arc::new(Engine {
         store,
-        cluster: Cluster::new(client),
+        cluster: Cluster::new(client, config.read_cluster_role.clone()),
         renderer,
         policy,
         forge,

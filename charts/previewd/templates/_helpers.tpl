@@ -48,6 +48,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "previewd.serviceAccountName" . }}
 {{- end -}}
 
+{{/* The ClusterRole of previewd's reads, which previewd binds to itself in each namespace it
+     creates (PREVIEWD_READ_CLUSTER_ROLE). */}}
+{{- define "previewd.readClusterRole" -}}
+{{- default (printf "%s-read" (include "previewd.clusterName" .)) .Values.rbac.readClusterRole -}}
+{{- end -}}
+
 {{- define "previewd.instance" -}}
 {{- default .Release.Name .Values.instance -}}
 {{- end -}}

@@ -185,7 +185,7 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
     let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).context("the policy's dns section")?;
     let engine = Arc::new(Engine {
         store,
-        cluster: Cluster::new(previewd_client().await?),
+        cluster: Cluster::new(previewd_client().await?, previewd_e2e::cluster::READ_CLUSTER_ROLE),
         renderer: Renderer::load(&templates).with_context(|| format!("loading {}", templates.display()))?,
         policy,
         forge: Arc::new(FixedRepoConfig(PREVIEW_YAML.to_owned())),
