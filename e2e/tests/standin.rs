@@ -396,8 +396,9 @@ async fn files_are_served_at_their_commit_and_missing_ones_are_404() {
     // Over 1 MB, GitHub gives the size but not the content.
     let large = "#".repeat(1024 * 1024 + 1);
     standin.put_file("acme", "web", &sha('a'), "large.yaml", Some(&large)).await.unwrap();
-    let found =
-        gh.call(Method::GET, &format!("/repos/acme/web/contents/large.yaml?ref={}", sha('a')), Some(&token), None).await;
+    let found = gh
+        .call(Method::GET, &format!("/repos/acme/web/contents/large.yaml?ref={}", sha('a')), Some(&token), None)
+        .await;
     assert_eq!(found.status, 200, "{}", found.body);
     let fields = (found.body["encoding"].as_str(), found.body["content"].as_str(), found.body["size"].as_u64());
     assert_eq!(fields, (Some("none"), Some(""), Some(1024 * 1024 + 1)));

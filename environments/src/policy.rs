@@ -1182,17 +1182,24 @@ repositories:
         let bomb = format!("x_leaf: &l [{}]\nx_bomb: [{}]\n", vec!["x"; 4000].join(", "), vec!["*l"; 4000].join(", "));
         let started = std::time::Instant::now();
         let e = error(&format!("base_domain: preview.example.com\n{bomb}"));
-        assert!(e.starts_with("policy.yaml: line 3 column ") && e.contains("too large or too complex for previewd"), "{e}");
+        assert!(
+            e.starts_with("policy.yaml: line 3 column ") && e.contains("too large or too complex for previewd"),
+            "{e}"
+        );
         // Generous: the refusal takes milliseconds; this machine is slow and shared.
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Anchors within the budget are fine in the platform's own file.
-        let shared = "base_domain: preview.example.com\nrepositories:\n  acme/a: &big { drafts: true }\n  acme/b: *big\n";
+        let shared =
+            "base_domain: preview.example.com\nrepositories:\n  acme/a: &big { drafts: true }\n  acme/b: *big\n";
         assert!(parse(shared).unwrap().for_repository("acme", "b").drafts);
         let e = error(&with("drafts: true\ndrafts: false"));
         assert!(e.starts_with("policy.yaml: line 3 column 1: duplicate mapping key"), "{e}");
         let huge = with(&format!("#{}", " ".repeat(crate::yaml::MAX_PLATFORM_FILE_BYTES)));
         let e = error(&huge);
-        assert_eq!(e, format!("policy.yaml: the file is {} bytes; previewd reads at most 1 MiB (1048576 bytes)", huge.len()));
+        assert_eq!(
+            e,
+            format!("policy.yaml: the file is {} bytes; previewd reads at most 1 MiB (1048576 bytes)", huge.len())
+        );
         assert_eq!(error("# nothing yet\n"), format!("policy.yaml: {EMPTY}"));
     }
 

@@ -303,7 +303,10 @@ ttl: 3d
         assert_eq!(RepoConfig::from_yaml(&huge), Err(RepoConfigError::TooLarge { size: Some(huge.len() as u64) }));
         assert_eq!(
             error(&huge),
-            format!(".preview.yaml: the file is {} bytes; previewd reads at most 64 KiB (65536 bytes); it only needs to say what to run", huge.len())
+            format!(
+                ".preview.yaml: the file is {} bytes; previewd reads at most 64 KiB (65536 bytes); it only needs to say what to run",
+                huge.len()
+            )
         );
     }
 

@@ -195,7 +195,9 @@ fn describe(error: &serde_saphyr::Error, text: &str, path: &str, origin: Origin)
         }
         E::Budget { breach, .. } => budget_message(breach),
         E::AliasReplayLimitExceeded { max_total_replayed_events, .. } => {
-            format!("too large or too complex for previewd: aliases expand to more than {max_total_replayed_events} nodes")
+            format!(
+                "too large or too complex for previewd: aliases expand to more than {max_total_replayed_events} nodes"
+            )
         }
         E::MergeKeyNotAllowed { .. } => "merge keys (`<<`) are not allowed in a repository's file".to_owned(),
         // serde's own wording, which names the value and the fields, as previewd always said.
@@ -209,7 +211,9 @@ fn describe(error: &serde_saphyr::Error, text: &str, path: &str, origin: Origin)
         }
         E::Unexpected { expected: "mapping start", .. } => "expected a mapping (`key: value`)".to_owned(),
         E::Unexpected { expected: "sequence start", .. } => "expected a list (`[a, b]` or `- a` lines)".to_owned(),
-        E::Unexpected { expected: "string scalar" | "scalar", .. } => "expected a value, not a list or a mapping".to_owned(),
+        E::Unexpected { expected: "string scalar" | "scalar", .. } => {
+            "expected a value, not a list or a mapping".to_owned()
+        }
         // The message without its location (placed below); control characters escaped, as the
         // text may quote the file.
         other => serde_saphyr::DefaultMessageFormatter
@@ -220,7 +224,9 @@ fn describe(error: &serde_saphyr::Error, text: &str, path: &str, origin: Origin)
     };
     let message = match location {
         None => message,
-        Some(location) if path.is_empty() => format!("line {} column {}: {message}", location.line(), location.column()),
+        Some(location) if path.is_empty() => {
+            format!("line {} column {}: {message}", location.line(), location.column())
+        }
         Some(location) => format!("{message} (line {} column {})", location.line(), location.column()),
     };
     YamlError::at(path.to_owned(), message)

@@ -122,9 +122,32 @@ fn scalars() -> impl Strategy<Value = Node> {
         "[a-zA-Z0-9_./:{}-]{0,24}".prop_map(Node::Scalar),
         "[0-9]{1,25}".prop_map(Node::Scalar),
         proptest::sample::select(&[
-            "~", "null", "true", "yes", "on", "0755", "1_000", "1e999", ".nan", "-.inf", "''", "\"\"", "!!str 1",
-            "!!binary aGk=", "!custom x", "|\n  text", ">-\n  folded", "\"\\u0000\"", "'it''s'", "250m", "1Gi",
-            "ghcr.io/acme/app:{sha}", "48h", "0s", "-1", "99999999999999999999999",
+            "~",
+            "null",
+            "true",
+            "yes",
+            "on",
+            "0755",
+            "1_000",
+            "1e999",
+            ".nan",
+            "-.inf",
+            "''",
+            "\"\"",
+            "!!str 1",
+            "!!binary aGk=",
+            "!custom x",
+            "|\n  text",
+            ">-\n  folded",
+            "\"\\u0000\"",
+            "'it''s'",
+            "250m",
+            "1Gi",
+            "ghcr.io/acme/app:{sha}",
+            "48h",
+            "0s",
+            "-1",
+            "99999999999999999999999",
         ])
         .prop_map(|s| Node::Scalar(s.to_owned())),
         ("[a-z\"'\\\\ #:]{1,3}", 1..40_000usize).prop_map(|(unit, n)| Node::Long(unit, n)),
@@ -140,7 +163,8 @@ fn trees(names: &'static [&'static str]) -> impl Strategy<Value = Node> {
     ];
     leaf.prop_recursive(8, 256, 8, move |inner| {
         prop_oneof![
-            (prop::collection::vec(inner.clone(), 0..8), any::<bool>()).prop_map(|(items, block)| Node::Seq(items, block)),
+            (prop::collection::vec(inner.clone(), 0..8), any::<bool>())
+                .prop_map(|(items, block)| Node::Seq(items, block)),
             (prop::collection::vec((keys(names), inner.clone()), 0..8), any::<bool>())
                 .prop_map(|(entries, block)| Node::Map(entries, block)),
             (anchors.clone(), inner).prop_map(|(name, node)| Node::Anchored(name, Box::new(node))),

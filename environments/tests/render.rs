@@ -60,7 +60,11 @@ fn full() -> Value {
 }
 
 fn yaml(manifests: &[previewd_environments::render::Manifest]) -> String {
-    manifests.iter().map(|m| previewd_environments::yaml::to_string(&m.object).unwrap()).collect::<Vec<_>>().join("---\n")
+    manifests
+        .iter()
+        .map(|m| previewd_environments::yaml::to_string(&m.object).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 #[test]

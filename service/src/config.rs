@@ -4,9 +4,9 @@
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use serde_saphyr::figment::Yaml;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use serde_saphyr::figment::Yaml;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -217,7 +217,10 @@ fn a_hostile_policy_or_template_stops_render_quickly_naming_the_file() {
     std::fs::write(set.join("99-huge.yaml"), format!("{{# a bomb #}}\n{}", alias_bomb())).unwrap();
     let (ok, stderr, took) = render(&policy, &config, &templates);
     assert!(!ok);
-    assert!(stderr.contains("environments/web/99-huge.yaml") && stderr.contains("too large or too complex"), "{stderr}");
+    assert!(
+        stderr.contains("environments/web/99-huge.yaml") && stderr.contains("too large or too complex"),
+        "{stderr}"
+    );
     assert!(took < REFUSED_WITHIN, "took {took:?}");
 }
 

@@ -483,8 +483,18 @@ async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_serv
     // Over 1 MB GitHub gives only the size; under it the content, which previewd reads only up
     // to its bound.
     let hostile = [
-        (31, sha('1'), alias_bomb(), ".preview.yaml: line 1 column 12: anchors and aliases (`&name`, `*name`) are not allowed"),
-        (32, sha('2'), "#".repeat(10 * 1024 * 1024), ".preview.yaml: the file is 10485760 bytes; previewd reads at most 64 KiB"),
+        (
+            31,
+            sha('1'),
+            alias_bomb(),
+            ".preview.yaml: line 1 column 12: anchors and aliases (`&name`, `*name`) are not allowed",
+        ),
+        (
+            32,
+            sha('2'),
+            "#".repeat(10 * 1024 * 1024),
+            ".preview.yaml: the file is 10485760 bytes; previewd reads at most 64 KiB",
+        ),
         (33, sha('3'), "#".repeat(1000 * 1024), ".preview.yaml: the file is larger than 64 KiB (65536 bytes)"),
     ];
     for (number, head, text, _) in &hostile {
@@ -492,7 +502,12 @@ async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_serv
         w.open(*number, head, false).await;
     }
     // Meanwhile, a pull request in another repository of the installation.
-    let other = TestRepo { id: w.repo_id + 100_000, owner: OWNER.to_owned(), name: "other".to_owned(), installation: INSTALLATION };
+    let other = TestRepo {
+        id: w.repo_id + 100_000,
+        owner: OWNER.to_owned(),
+        name: "other".to_owned(),
+        installation: INSTALLATION,
+    };
     w.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
     w.github.put_file(OWNER, &other.name, &sha('4'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
     w.github
@@ -521,7 +536,9 @@ async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_serv
     for (number, head, _, _) in &hostile {
         let reads = requests
             .iter()
-            .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/contents/.preview.yaml")) && r["query"]["ref"] == *head)
+            .filter(|r| {
+                r["path"].as_str().is_some_and(|p| p.ends_with("/contents/.preview.yaml")) && r["query"]["ref"] == *head
+            })
             .count();
         assert_eq!(reads, 2, "#{number}: the file was read {reads} times");
     }

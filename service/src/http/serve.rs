@@ -101,7 +101,8 @@ pub async fn serve(
     drop(listener);
     drop(router);
     let open = connections.len();
-    let drained = tokio::time::timeout(settings.drain, async { while connections.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(settings.drain, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = connections.len(),
