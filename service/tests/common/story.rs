@@ -103,7 +103,7 @@ pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) 
     github.add_repo(repo_id, OWNER, &repo, Some(INSTALLATION)).await.unwrap();
     github.set_permission(OWNER, &repo, "writer", "write").await.unwrap();
     github.set_permission(OWNER, &repo, "reader", "read").await.unwrap();
-    let store = Store::connect(&db.url).await.unwrap();
+    let store = Store::connect(&db.url.as_str().into()).await.unwrap();
     Story { github, previewd, store, repo_id, repo, dns, namespaces: Vec::new(), env, dir, preview: preview_yaml() }
 }
 
