@@ -20,7 +20,7 @@ previewd_e2e::each_backend! {
         s.open(1, &sha('a')).await;
         let ready = s.wait_state(1, "Ready").await;
         let name = ready.name.clone().unwrap();
-        let host = format!("{name}.{}", s.dns.zone);
+        let host = format!("{name}.{}", s.dns.base_domain);
         assert!(s.resolves(&host, Duration::from_secs(5)).await, "{host} resolves");
         let admin = admin_client().await.unwrap();
         let deployment: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(admin.clone(), &name);
@@ -106,7 +106,7 @@ previewd_e2e::each_backend! {
         // inactive, the comment says why, and the waiting one takes the slot.
         let first = s.environment(4).await.unwrap();
         let name = first.name.clone().unwrap();
-        let host = format!("{name}.{}", s.dns.zone);
+        let host = format!("{name}.{}", s.dns.base_domain);
         assert!(s.resolves(&host, Duration::from_secs(5)).await, "{host} resolves");
         s.merge(4, &sha('4')).await;
         let gone = s.wait_state(4, "Deleted").await;

@@ -52,7 +52,9 @@ pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) ->
         zone = dns.zone,
         key = dns.tsig_name
     );
-    let base = fixture("policy.yaml").replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+    let base = fixture("policy.yaml")
+        .replace("previewd-platform-secrets", SOURCE_NAMESPACE)
+        .replace("base_domain: preview.test", &format!("base_domain: {}", dns.base_domain));
     let start = base.find("dns:\n").unwrap();
     let end = base[start..].find("\n\n").map_or(base.len(), |e| start + e + 1);
     change(format!("{}{}{}", &base[..start], dns_block, &base[end..]))
