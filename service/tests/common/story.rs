@@ -61,6 +61,15 @@ pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) ->
 }
 
 pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) -> Story {
+    story_with(db, change_policy, &[]).await
+}
+
+/// [`story`] with some of previewd's variables set to other values (or added).
+pub async fn story_with(
+    db: &TestDatabase,
+    change_policy: impl Fn(String) -> String,
+    overrides: &[(&str, String)],
+) -> Story {
     let github = GitHubStandIn::start().await.unwrap();
     let app = github.app().await.unwrap();
     let dns = previewd_e2e::dns::server().unwrap();
@@ -90,6 +99,8 @@ pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) 
         ("STORY_TSIG_SECRET", dns.tsig_secret.clone()),
     ]
     .into_iter()
+    .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+    .chain(overrides.iter().cloned())
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &env, &dir.path().join("previewd.log"))
