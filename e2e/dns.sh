@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A private authoritative DNS server (BIND 9, from Debian's packages, installed when missing) for
-# previewd's DNS tests, on a loopback port, with a zone for the test base domain that accepts
-# RFC 2136 updates signed with a TSIG key. It never touches the machine's resolver settings
-# (/etc/resolv.conf) or a system named: it runs its own named with its own configuration, folder
-# and port, and no control channel.
+# previewd's DNS tests, on a loopback port. Like a real setup, the zone (`test`) is larger than the
+# previews' base domain (`preview.test`), and the TSIG key may change only what previewd needs:
+# A, AAAA and CNAME records at or under the base domain (the `update-policy` the README
+# documents). Anything else signed with the key is refused. It never touches the machine's
+# resolver settings (/etc/resolv.conf) or a system named: it runs its own named with its own
+# configuration, folder and port, and no control channel.
 #
 #   e2e/dns.sh up      start it (reuse it when already running); prints `export` lines
 #   e2e/dns.sh env     print the `export` lines
@@ -20,7 +22,8 @@ set -euo pipefail
 
 port=${PREVIEWD_DNS_PORT:-19353}
 dir=${PREVIEWD_DNS_DIR:-${TMPDIR:-/tmp}/previewd-dns}
-zone=preview.test
+zone=test
+base_domain=preview.test
 key_name=previewd
 
 say() { echo "dns.sh: $*" >&2; }
@@ -60,6 +63,7 @@ print_env() {
   fi
   echo "export PREVIEWD_TEST_DNS_SERVER=127.0.0.1:${port}"
   echo "export PREVIEWD_TEST_DNS_ZONE=${zone}"
+  echo "export PREVIEWD_TEST_DNS_BASE_DOMAIN=${base_domain}"
   echo "export PREVIEWD_TEST_DNS_TSIG_NAME=${key_name}"
   echo "export PREVIEWD_TEST_DNS_TSIG_SECRET=$(secret)"
 }
@@ -83,13 +87,10 @@ stop_named() {
   stop_pid named "$pid"
 }
 
-write_config() {
-  mkdir -p "$dir"
-  chmod 700 "$dir"
-  if [ ! -f "$dir/tsig.key" ]; then
-    (umask 077; tsig-keygen -a hmac-sha256 "$key_name" >"$dir/tsig.key")
-  fi
-  cat >"$dir/named.conf" <<EOF
+# named.conf as this script writes it; `up` replaces a running server whose configuration differs
+# (one started by an older version of this script, say).
+named_conf() {
+  cat <<EOF
 include "$dir/tsig.key";
 
 options {
@@ -117,15 +118,28 @@ logging {
 zone "$zone" {
   type primary;
   file "$dir/$zone.db";
-  allow-update { key $key_name; };
+  // Exactly the policy of the README's DNS section: the key may change A, AAAA and CNAME
+  // records at or under the base domain, nothing else in the zone.
+  update-policy { grant $key_name subdomain $base_domain. A AAAA CNAME; };
 };
 EOF
-  # Negative answers are cached for 1 s only; previewd asks this server directly anyway.
+}
+
+write_config() {
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  if [ ! -f "$dir/tsig.key" ]; then
+    (umask 077; tsig-keygen -a hmac-sha256 "$key_name" >"$dir/tsig.key")
+  fi
+  named_conf >"$dir/named.conf"
+  # Negative answers are cached for 1 s only; previewd asks this server directly anyway. `www` is
+  # a name outside the base domain that the key must not be able to change.
   cat >"$dir/$zone.db" <<EOF
 \$TTL 60
 @   IN SOA ns.$zone. hostmaster.$zone. ( 1 3600 600 86400 1 )
     IN NS  ns.$zone.
 ns  IN A   127.0.0.1
+www IN A   192.0.2.80
 EOF
   rm -f "$dir/$zone.db.jnl"
   if [ "$(id -u)" -eq 0 ] && id bind >/dev/null 2>&1; then chown -R bind: "$dir"; fi
@@ -134,11 +148,12 @@ EOF
 
 up() {
   install_bind
-  if answers; then
+  if answers && [ -f "$dir/tsig.key" ] && [ "$(cat "$dir/named.conf" 2>/dev/null)" = "$(named_conf)" ]; then
     print_env
     return
   fi
-  # One that runs but does not answer on both transports is replaced.
+  # One that runs but does not answer on both transports, or runs with another configuration,
+  # is replaced.
   stop_named
   write_config
   local user_args=()
@@ -148,7 +163,7 @@ up() {
   fi
   for _ in $(seq 1 100); do
     if answers; then
-      say "running on 127.0.0.1:${port}, zone ${zone} (files in $dir)"
+      say "running on 127.0.0.1:${port}, zone ${zone}, base domain ${base_domain} (files in $dir)"
       print_env
       return
     fi

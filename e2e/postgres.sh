@@ -47,10 +47,31 @@ print_env() {
   echo "export PREVIEWD_TEST_POSTGRES_URL=${url}"
 }
 
+# Client authentication: the test role `previewd` connects without a password; every other role
+# must give its password (SCRAM), so that tests can create a role with a real password and check
+# what previewd does with it (a wrong one must be refused, and never shown). Rewritten on every
+# `up`; a running server rereads it (a reload keeps its connections).
+write_hba() {
+  local bin=$1 hba="$dir/data/pg_hba.conf" wanted
+  wanted=$(cat <<'HBA'
+# Written by e2e/postgres.sh.
+local all all trust
+host all previewd 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+)
+  if [ "$(cat "$hba" 2>/dev/null)" = "$wanted" ]; then return 1; fi
+  printf '%s\n' "$wanted" >"$hba"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$hba"; fi
+}
+
 up() {
   local bin
   bin=$(pg_bin)
   if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+    if [ -f "$dir/data/PG_VERSION" ] && write_hba "$bin"; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" reload >/dev/null
+    fi
     print_env
     return
   fi
@@ -60,6 +81,7 @@ up() {
     as_owner "$bin/initdb" -D "$dir/data" -U previewd -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || {
       say "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
   fi
+  write_hba "$bin" || true
   # A server of this data folder that does not answer on $port (started on another port, or
   # hung) is stopped first. Only when its pid is really that server: a postmaster.pid left from
   # another boot may name an unrelated process now, which pg_ctl would signal.

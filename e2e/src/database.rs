@@ -70,6 +70,33 @@ fn with_database(server: &str, name: &str) -> anyhow::Result<String> {
     })
 }
 
+/// A Postgres database of its own, owned by a new role that logs in with `password` (over TCP
+/// the test server asks every role but the test role for its password, see `e2e/postgres.sh`).
+/// Returns the database and the role's URL, with the password percent-encoded as a URL needs.
+pub async fn with_password(password: &str) -> anyhow::Result<(TestDatabase, String)> {
+    let db = fresh(Backend::Postgres).await?;
+    let server = std::env::var(POSTGRES_URL_ENV).with_context(|| format!("{POSTGRES_URL_ENV} is not set"))?;
+    let name = db.url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap_or_default().to_owned();
+    let role = format!("{name}_owner");
+    let mut admin = sqlx::PgConnection::connect(&server).await.context("connecting to the test Postgres server")?;
+    let literal = password.replace('\'', "''");
+    for statement in
+        [format!("CREATE ROLE {role} LOGIN PASSWORD '{literal}'"), format!("ALTER DATABASE {name} OWNER TO {role}")]
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.context("creating the role")?;
+    }
+    admin.close().await.ok();
+    let encoded: String = password
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let url = db.url.replacen("://previewd@", &format!("://{role}:{encoded}@"), 1);
+    if url == db.url {
+        bail!("{POSTGRES_URL_ENV} does not name the role `previewd`: cannot make a URL with a password from it");
+    }
+    Ok((db, url))
+}
+
 /// Defines each test once per backend: `mod sqlite { fn name }` and `mod postgres { fn name }`.
 /// The body receives a fresh [`TestDatabase`] as `$db`.
 #[macro_export]

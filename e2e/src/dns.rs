@@ -1,5 +1,6 @@
 //! The private DNS server of the DNS tests: BIND 9 on a loopback port, authoritative for a test
-//! zone that accepts RFC 2136 updates signed with a TSIG key.
+//! zone that accepts RFC 2136 updates signed with a TSIG key, for names at or under the base
+//! domain only (the zone is larger, as in a real setup).
 //!
 //! `e2e/dns.sh up` starts it and prints the variables read here; `e2e/test.sh` exports them. A
 //! test that needs the server and finds them unset fails and says how to start it.
@@ -9,8 +10,10 @@ use std::net::SocketAddr;
 
 /// The server's address (`127.0.0.1:19353`).
 pub const SERVER_ENV: &str = "PREVIEWD_TEST_DNS_SERVER";
-/// The zone it is authoritative for (`preview.test`).
+/// The zone it is authoritative for (`test`).
 pub const ZONE_ENV: &str = "PREVIEWD_TEST_DNS_ZONE";
+/// The previews' base domain inside the zone (`preview.test`): the only names the key may change.
+pub const BASE_DOMAIN_ENV: &str = "PREVIEWD_TEST_DNS_BASE_DOMAIN";
 /// The name of the TSIG key allowed to update the zone.
 pub const TSIG_NAME_ENV: &str = "PREVIEWD_TEST_DNS_TSIG_NAME";
 /// That key's secret, base64.
@@ -21,6 +24,8 @@ pub const TSIG_SECRET_ENV: &str = "PREVIEWD_TEST_DNS_TSIG_SECRET";
 pub struct TestDnsServer {
     pub server: SocketAddr,
     pub zone: String,
+    /// Previews' hostnames go under it; the key may not change names outside it.
+    pub base_domain: String,
     pub tsig_name: String,
     /// Base64, as `tsig-keygen` prints it.
     pub tsig_secret: String,
@@ -31,6 +36,7 @@ impl std::fmt::Debug for TestDnsServer {
         f.debug_struct("TestDnsServer")
             .field("server", &self.server)
             .field("zone", &self.zone)
+            .field("base_domain", &self.base_domain)
             .field("tsig_name", &self.tsig_name)
             .finish_non_exhaustive()
     }
@@ -53,6 +59,7 @@ pub fn server() -> anyhow::Result<TestDnsServer> {
     Ok(TestDnsServer {
         server,
         zone: var(ZONE_ENV)?,
+        base_domain: var(BASE_DOMAIN_ENV)?,
         tsig_name: var(TSIG_NAME_ENV)?,
         tsig_secret: var(TSIG_SECRET_ENV)?,
     })

@@ -12,3 +12,4 @@ pub mod github;
 pub mod measure;
 pub mod previewd;
 pub mod standin;
+pub mod throttle;

@@ -39,13 +39,18 @@ pub const READ_BINDING: &str = "previewd-read";
 /// one). Longer means the ClusterRole is missing or grants too little.
 const READ_ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A failure talking to the cluster.
+/// A failure talking to the cluster. Callers branch on [`ClusterError::is_transient`] (try again
+/// later, the environment is not failed) and [`ClusterError::retry_after`] (not before this).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("Kubernetes refused to {action}: {message} (previewd's RBAC may lack a permission)")]
     Forbidden { action: String, message: String },
     #[error("Kubernetes rejected {action}: {message}")]
     Rejected { action: String, message: String },
+    /// The API server asked previewd to slow down (429, from its Priority and Fairness limits),
+    /// or could not serve the call right now (5xx, 408): the same call may well succeed later.
+    #[error("Kubernetes could not {action} now ({code}: {message}); trying again later")]
+    Unavailable { action: String, code: u16, message: String, retry_after: Option<Duration> },
     #[error("cannot reach Kubernetes while trying to {action}: {source}")]
     Unreachable { action: String, source: kube::Error },
 }
@@ -57,6 +62,17 @@ impl ClusterError {
             kube::Error::Api(status) if status.code == 403 => {
                 ClusterError::Forbidden { action, message: status.message.clone() }
             }
+            kube::Error::Api(status) if status.code == 429 || status.code == 408 || status.code >= 500 => {
+                // `details.retryAfterSeconds`: from the API server's JSON, or its `Retry-After`
+                // header (see `kube_client`).
+                let retry_after = status
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|seconds| *seconds > 0)
+                    .map(|seconds| Duration::from_secs(u64::from(seconds)));
+                ClusterError::Unavailable { action, code: status.code, message: status.message.clone(), retry_after }
+            }
             kube::Error::Api(status) if (400..500).contains(&status.code) => {
                 ClusterError::Rejected { action, message: status.message.clone() }
             }
@@ -64,10 +80,24 @@ impl ClusterError {
         }
     }
 
-    /// Worth trying again later (the cluster may come back), as opposed to a refusal that
-    /// needs a person.
+    /// Worth trying again later (the cluster is busy or may come back), as opposed to a refusal
+    /// that needs a person.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ClusterError::Unreachable { .. })
+        matches!(self, ClusterError::Unavailable { .. } | ClusterError::Unreachable { .. })
+    }
+
+    /// How long the API server asked previewd to wait before trying again, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClusterError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Classifies an error of a call previewd made with its own [`kube::Client`] (for callers
+    /// outside this module, and tests that check the classification of real answers).
+    pub fn classify(action: &str, error: kube::Error) -> ClusterError {
+        ClusterError::from_kube(action)(error)
     }
 }
 

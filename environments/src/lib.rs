@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod dns;
 pub mod kinds;
+pub mod kube_client;
 pub mod model;
 pub mod naming;
 pub mod planner;

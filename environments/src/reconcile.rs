@@ -95,6 +95,17 @@ pub enum ReconcileError {
     Unsettled(u32),
 }
 
+impl ReconcileError {
+    /// How long to wait before the next attempt, when the API server said (a 429's
+    /// `Retry-After`); otherwise the job queue's backoff applies.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ReconcileError::Cluster(error) => error.retry_after(),
+            _ => None,
+        }
+    }
+}
+
 /// What a reconcile ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -398,6 +409,11 @@ impl Engine {
         };
         if let Err(error) = self.apply(&owner, &spec, &policy.secrets.source_namespace, &manifests).await {
             if error.is_transient() {
+                // Not failed: the job is retried, and a new environment says why it waits (a
+                // ready one stays ready while its drift repair waits).
+                if env.state()? != EnvironmentState::Ready {
+                    self.explain(env, EnvironmentState::Provisioning, &error.to_string(), Some(&name), None).await?;
+                }
                 return Err(error.into());
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;

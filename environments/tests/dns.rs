@@ -3,6 +3,10 @@
 //! has to explain.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use hickory_proto::op::{Message, OpCode, Query, UpdateMessage};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, MX, TXT};
+use hickory_proto::rr::{DNSClass, Name, Record, TSigner};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as LookupError, NetError};
@@ -14,6 +18,7 @@ use previewd_environments::dns::{Dns, DnsError, EXTERNAL_DNS_HOSTNAME, EXTERNAL_
 use previewd_environments::policy::{DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName};
 use std::net::Ipv4Addr;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const INGRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
@@ -48,7 +53,7 @@ fn rfc2136(s: &TestDnsServer) -> Dns {
 }
 
 fn host(s: &TestDnsServer, label: &str) -> String {
-    format!("{label}.{}", s.zone)
+    format!("{label}.{}", s.base_domain)
 }
 
 /// An independent resolver asking the test server, not previewd's code: what the world sees.
@@ -343,4 +348,77 @@ fn the_secret_comes_from_the_named_environment_variable() {
     );
     policy.rfc2136.as_mut().unwrap().key_secret_env = previewd_e2e::dns::TSIG_SECRET_ENV.to_owned();
     Dns::from_policy_and_env(&policy).expect("the test server's secret, read from its variable");
+}
+
+/// Sends one UPDATE of the test zone, signed with the test key, that adds `record`: what any
+/// holder of previewd's key could send. Returns the server's answer code.
+async fn send_signed_update(s: &TestDnsServer, record: Record) -> ResponseCode {
+    let zone_name = Name::from_ascii(format!("{}.", s.zone)).unwrap();
+    let mut message = Message::query();
+    message.metadata.op_code = OpCode::Update;
+    message.metadata.recursion_desired = false;
+    let mut zone = Query::new();
+    zone.set_name(zone_name).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    message.add_zone(zone);
+    message.add_update(record);
+    let key = data_encoding::BASE64.decode(s.tsig_secret.as_bytes()).unwrap();
+    let signer =
+        TSigner::new(key, TsigAlgorithm::HmacSha256, Name::from_ascii(format!("{}.", s.tsig_name)).unwrap(), 300)
+            .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    message.finalize(&signer, now).unwrap();
+    let request = message.to_vec().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(s.server).await.unwrap();
+    stream.write_all(&u16::try_from(request.len()).unwrap().to_be_bytes()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let length = stream.read_u16().await.unwrap();
+    let mut answer = vec![0; usize::from(length)];
+    stream.read_exact(&mut answer).await.unwrap();
+    Message::from_vec(&answer).unwrap().response_code
+}
+
+/// The README's BIND policy (`update-policy { grant previewd subdomain <base_domain> A AAAA
+/// CNAME; }`) lets previewd do its work (every other test here runs under it) and nothing
+/// more: the same key cannot change a name of the zone outside the base domain, nor write
+/// another record type under it.
+#[tokio::test]
+async fn the_key_may_change_only_previews_records_under_the_base_domain() {
+    let s = test_server();
+    let dns = rfc2136(&s);
+    // previewd's own update of a name in the zone but outside the base domain.
+    let outside = format!("www.{}", s.zone);
+    assert!(!outside.ends_with(&format!(".{}", s.base_domain)));
+    let e = dns.publish(&outside).await.unwrap_err();
+    assert!(matches!(&e, DnsError::Refused { rcode, .. } if rcode == "REFUSED"), "{e:?}");
+    assert!(e.to_string().contains("the server's policy does not allow this key"), "{e}");
+    assert!(!e.is_transient(), "a refusal by policy needs a person");
+    let e = dns.release(&outside).await.unwrap_err();
+    assert!(matches!(&e, DnsError::Refused { rcode, .. } if rcode == "REFUSED"), "{e:?}");
+    assert_eq!(a_records(&s, &outside).await, Some(vec![Ipv4Addr::new(192, 0, 2, 80)]), "www is untouched");
+
+    // The key's other powers, tried directly: another type under the base domain, and the
+    // zone's own records.
+    let inside = Name::from_ascii(format!("{}.", host(&s, &unique_label("txt")))).unwrap();
+    let txt = Record::from_rdata(inside.clone(), 60, RData::TXT(TXT::new(vec!["owned".to_owned()])));
+    assert_eq!(send_signed_update(&s, txt).await, ResponseCode::Refused, "TXT under the base domain");
+    let apex = Name::from_ascii(format!("{}.", s.zone)).unwrap();
+    let mx = Record::from_rdata(apex, 60, RData::MX(MX::new(10, Name::from_ascii("mail.example.").unwrap())));
+    assert_eq!(send_signed_update(&s, mx).await, ResponseCode::Refused, "MX at the zone apex");
+    let a = Record::from_rdata(Name::from_ascii(format!("{outside}.")).unwrap(), 60, RData::A(A(INGRESS)));
+    assert_eq!(send_signed_update(&s, a).await, ResponseCode::Refused, "A outside the base domain");
+    // And what previewd does is allowed, sent the same way (so the refusals above are the policy's).
+    let a = Record::from_rdata(inside, 60, RData::A(A(INGRESS)));
+    assert_eq!(send_signed_update(&s, a).await, ResponseCode::NoError, "A under the base domain");
+}
+
+/// The test server runs with the policy the README documents, word for word.
+#[test]
+fn the_test_server_uses_the_update_policy_the_readme_documents() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = std::fs::read_to_string(root.join("e2e/dns.sh")).unwrap();
+    let documented = "update-policy { grant previewd subdomain preview.example.com. A AAAA CNAME; };";
+    assert!(readme.contains(documented), "the README's DNS section documents `{documented}`");
+    let used = documented.replace("previewd", "$key_name").replace("preview.example.com.", "$base_domain.");
+    assert!(script.contains(&used), "e2e/dns.sh configures `{used}`");
 }

@@ -38,7 +38,7 @@ async fn platform_secret() {
 }
 
 async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) -> Engine {
-    let store = Store::connect(url).await.unwrap();
+    let store = Store::connect(&url.into()).await.unwrap();
     store.migrate().await.unwrap();
     platform_secret().await;
     let dns = previewd_environments::dns::Dns::from_policy(&policy.dns, None).unwrap();

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 async fn store(url: &str) -> Store {
-    let store = Store::connect(url).await.expect("connect");
+    let store = Store::connect(&url.into()).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
 }
@@ -388,6 +388,6 @@ async fn job_retry_at(store: &Store, id: i64) -> i64 {
 
 #[tokio::test]
 async fn an_unsupported_url_is_refused_by_name() {
-    let error = Store::connect("mysql://u:pw@h/db").await.unwrap_err().to_string();
+    let error = Store::connect(&"mysql://u:pw@h/db".into()).await.unwrap_err().to_string();
     assert!(error.contains("mysql://u:***@h/db") && !error.contains("pw"), "{error}");
 }

@@ -43,8 +43,10 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
-    /// `sqlite://<file>` (embedded, the default) or `postgres://...`.
-    pub database_url: String,
+    /// `sqlite://<file>` (embedded, the default) or `postgres://...`. A secret: it may hold the
+    /// database password, so it is shown only through `redact_url`.
+    #[serde(default = "default_database_url", skip_serializing)]
+    pub database_url: SecretString,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `previewd=debug,info`.
     pub log_filter: String,
@@ -82,6 +84,11 @@ pub struct Config {
 /// lists) and never echoed.
 const GITHUB_PRIVATE_KEY_ENV: &str = "PREVIEWD_GITHUB__PRIVATE_KEY";
 const GITHUB_TOKEN_ENV: &str = "PREVIEWD_GITHUB__TOKEN";
+const DATABASE_URL_ENV: &str = "PREVIEWD_DATABASE_URL";
+
+fn default_database_url() -> SecretString {
+    SecretString::from("sqlite://previewd.db")
+}
 
 /// Access to GitHub. Without credentials previewd reports nothing on pull requests and reads
 /// `.preview.yaml` from `repo_config_file` instead of the repositories.
@@ -246,7 +253,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: "sqlite://previewd.db".to_owned(),
+            database_url: default_database_url(),
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
             webhook_secrets: Vec::new(),
@@ -305,7 +312,7 @@ impl Config {
         }
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("PREVIEWD_")).collect();
         let mut secrets_from_env = None;
-        let (mut private_key_from_env, mut token_from_env) = (None, None);
+        let (mut private_key_from_env, mut token_from_env, mut database_url_from_env) = (None, None, None);
         let mut settings = Vec::new();
         for (key, value) in env {
             let key = &key["PREVIEWD_".len()..];
@@ -319,6 +326,8 @@ impl Config {
                 private_key_from_env = Some(SecretString::from(value));
             } else if key == &GITHUB_TOKEN_ENV["PREVIEWD_".len()..] {
                 token_from_env = Some(SecretString::from(value));
+            } else if key == &DATABASE_URL_ENV["PREVIEWD_".len()..] {
+                database_url_from_env = Some(SecretString::from(value));
             } else {
                 settings.push((key.to_owned(), value));
             }
@@ -345,6 +354,9 @@ impl Config {
         if token_from_env.is_some() {
             config.github.token = token_from_env;
         }
+        if let Some(url) = database_url_from_env {
+            config.database_url = url;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -363,11 +375,11 @@ impl Config {
         if self.webhook_secrets.iter().any(|s| s.expose_secret().trim().is_empty()) {
             return invalid("webhook_secrets", WEBHOOK_SECRETS_ENV, "a webhook secret is empty");
         }
-        let url = self.database_url.as_str();
+        let url = self.database_url.expose_secret();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return invalid(
                 "database_url",
-                "PREVIEWD_DATABASE_URL",
+                DATABASE_URL_ENV,
                 "must start with `sqlite:` (embedded file) or `postgres://`",
             );
         }
@@ -567,7 +579,7 @@ mod tests {
     fn defaults_need_only_a_secret() {
         let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s3cret")])).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.database_url, "sqlite://previewd.db");
+        assert_eq!(config.database_url.expose_secret(), "sqlite://previewd.db");
         assert_eq!(config.queue.workers, 4);
         assert_eq!(config.read_cluster_role, "previewd-read", "the test cluster's and the README's");
         assert_eq!(config.webhook_secrets.len(), 1);
@@ -676,5 +688,23 @@ mod tests {
         assert!(message.contains("http.max_inflight_body_bytes") && message.contains("one delivery"), "{message}");
         let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_HTTP__HEADER_TIMEOUT_SECONDS", "0")]);
         assert!(message.contains("PREVIEWD_HTTP__HEADER_TIMEOUT_SECONDS"), "{message}");
+    }
+
+    /// The database URL is a secret: verbatim from the variable (a password like `0123` or with
+    /// `,` stays as it is), from a file too, and absent from `Debug` output and errors.
+    #[test]
+    fn the_database_url_is_a_secret() {
+        let url = "postgres://previewd:0123,[x]@db.internal/previewd";
+        let config =
+            Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", url)])).unwrap();
+        assert_eq!(config.database_url.expose_secret(), url);
+        assert!(!format!("{config:?}").contains("0123"), "{config:?}");
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        writeln!(file, "webhook_secrets = \"s\"\ndatabase_url = \"postgres://u:from-file-pw@h/db\"").unwrap();
+        let config = Config::load_from(Some(file.path()), env(&[])).unwrap();
+        assert_eq!(config.database_url.expose_secret(), "postgres://u:from-file-pw@h/db");
+        assert!(!format!("{config:?}").contains("from-file-pw"));
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", "mysql://u:my-pw@h")]);
+        assert!(message.contains("database_url") && !message.contains("my-pw"), "{message}");
     }
 }

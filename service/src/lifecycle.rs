@@ -82,20 +82,7 @@ pub async fn engine(
     };
     let dns = previewd_environments::dns::Dns::from_policy_and_env(&policy.dns)
         .with_context(|| format!("policy file {name}: dns"))?;
-    let client = match &config.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {} (setting kubeconfig)", path.display()))?;
-            let options = kube::config::KubeConfigOptions::default();
-            let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .with_context(|| format!("using the kubeconfig {} (setting kubeconfig)", path.display()))?;
-            kube::Client::try_from(client_config).context("building the Kubernetes client")?
-        }
-        None => {
-            kube::Client::try_default().await.context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?
-        }
-    };
+    let client = previewd_environments::kube_client::connect(config.kubeconfig.as_deref()).await?;
     Ok(Some(Arc::new(Engine {
         store,
         cluster: Cluster::new(client, config.read_cluster_role.clone()),
@@ -136,7 +123,11 @@ pub async fn run_reconcile(engine: &Engine, payload: &str, max_attempts: i64) ->
         // Another reconcile holds the environment (or a crashed one's lease has not run out):
         // waiting a while costs less than burning attempts.
         Err(error @ ReconcileError::Busy) => Err(JobError::RetryAfter(error.to_string(), Duration::from_secs(5))),
-        Err(error) => Err(JobError::Transient(error.to_string())),
+        // The API server's Retry-After (a 429) is honoured; the queue's backoff applies if longer.
+        Err(error) => Err(match error.retry_after() {
+            Some(after) => JobError::RetryAfter(error.to_string(), after),
+            None => JobError::Transient(error.to_string()),
+        }),
     }
 }
 

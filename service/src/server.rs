@@ -15,6 +15,7 @@ use crate::worker::{Shutdown, WorkerSettings, spawn_workers};
 use anyhow::Context;
 use previewd_environments::policy::Policy;
 use previewd_environments::store::{Store, redact_url};
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -104,7 +105,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     tracing::info!(
         %address,
         store = store.backend_name(),
-        database = %redact_url(&config.database_url),
+        database = %redact_url(config.database_url.expose_secret()),
         workers = config.queue.workers,
         "previewd is serving"
     );

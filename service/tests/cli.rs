@@ -56,7 +56,7 @@ async fn migrate_creates_the_schema_on_both_backends() {
         let db = fresh(backend).await.unwrap();
         let out = previewd(&["migrate"], &[("PREVIEWD_DATABASE_URL", &db.url), ("PREVIEWD_WEBHOOK_SECRETS", "s")]);
         assert!(out.status.success(), "{backend:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let store = previewd_environments::store::Store::connect(&db.url).await.unwrap();
+        let store = previewd_environments::store::Store::connect(&db.url.as_str().into()).await.unwrap();
         assert_eq!(store.count_deliveries().await.unwrap(), 0, "{backend:?}: tables exist");
     }
 }

@@ -20,7 +20,7 @@ previewd_e2e::each_backend! {
         s.open(1, &sha('a')).await;
         let ready = s.wait_state(1, "Ready").await;
         let name = ready.name.clone().unwrap();
-        let host = format!("{name}.{}", s.dns.zone);
+        let host = format!("{name}.{}", s.dns.base_domain);
         assert!(s.resolves(&host, Duration::from_secs(5)).await, "{host} resolves");
         let admin = admin_client().await.unwrap();
         let deployment: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(admin.clone(), &name);
@@ -106,7 +106,7 @@ previewd_e2e::each_backend! {
         // inactive, the comment says why, and the waiting one takes the slot.
         let first = s.environment(4).await.unwrap();
         let name = first.name.clone().unwrap();
-        let host = format!("{name}.{}", s.dns.zone);
+        let host = format!("{name}.{}", s.dns.base_domain);
         assert!(s.resolves(&host, Duration::from_secs(5)).await, "{host} resolves");
         s.merge(4, &sha('4')).await;
         let gone = s.wait_state(4, "Deleted").await;
@@ -301,5 +301,37 @@ async fn two_replicas_on_postgres_provision_each_environment_once() {
         assert_eq!(provisioned, 1, "provisioned once: {history:?}");
     }
     second.stop().await.unwrap();
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_by_the_api_server_then_served() {
+    // The API server answers previewd's server-side applies 429 (API Priority and Fairness, for
+    // an identity of this test only): the environment stays Provisioning with the reason, the
+    // reconcile job is retried with backoff, and once previewd is served again it is Ready.
+    let identity =
+        previewd_e2e::throttle::ThrottledIdentity::create("throttled", previewd_e2e::cluster::SOURCE_NAMESPACE)
+            .await
+            .unwrap();
+    identity.throttle(&["patch"]).await.unwrap();
+    let db = previewd_e2e::database::fresh(previewd_e2e::database::Backend::Sqlite).await.unwrap();
+    let kubeconfig = identity.kubeconfig().display().to_string();
+    let mut s = story_with(&db, |p| p, &[("PREVIEWD_KUBECONFIG", kubeconfig)]).await;
+    s.open(80, &sha('8')).await;
+    let throttled = s.wait(80, "throttled", |e| e.reason.as_deref().is_some_and(|r| r.contains("429"))).await;
+    assert_eq!(throttled.state, "Provisioning", "not Failed: {:?}", throttled.reason);
+    s.wait_deployment(&sha('8'), "in_progress").await;
+    // Retried: the worker logged a failed attempt with its next try, more than once.
+    common::eventually_within(Duration::from_secs(60), "two retried attempts", || async {
+        (s.previewd.log().matches("job attempt failed; retrying later").count() >= 2).then_some(())
+    })
+    .await;
+
+    identity.release().await.unwrap();
+    let ready = s.wait_state(80, "Ready").await;
+    s.wait_deployment(&sha('8'), "success").await;
+    s.comment_says(80, &[ready.url.as_deref().unwrap()]).await;
+    let history = s.store.transitions(ready.id).await.unwrap();
+    assert!(history.iter().all(|t| t.to_state != "Failed"), "never Failed: {history:?}");
     s.finish().await;
 }

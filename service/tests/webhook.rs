@@ -422,7 +422,7 @@ previewd_e2e::each_backend! {
 
     async fn a_job_left_by_a_crashed_process_is_run_after_restart(db) {
         let payload = json!({"type": "installation", "action": "created", "installation": 1, "account": "o", "repositories": []});
-        let store = previewd_environments::store::Store::connect(&db.url).await.unwrap();
+        let store = previewd_environments::store::Store::connect(&db.url.as_str().into()).await.unwrap();
         store.migrate().await.unwrap();
         let id = store
             .enqueue_job(&NewJob { kind: "github_event".into(), payload: payload.to_string(), max_attempts: 3, run_at: None })

@@ -178,7 +178,7 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
         load_average(),
     );
     platform_secret(admin).await?;
-    let store = Store::connect(url).await.with_context(|| format!("connecting to the {store_name} store"))?;
+    let store = Store::connect(&url.into()).await.with_context(|| format!("connecting to the {store_name} store"))?;
     store.migrate().await.context("migrating the store")?;
     let templates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates");
     let policy = policy(options.count + options.runs)?;

@@ -38,16 +38,23 @@ pub fn report_payload(id: i64) -> String {
     format!("{{\"environment\":{id}}}")
 }
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Errors from the store. Database URLs in messages have their password removed.
+/// Errors from the store. Database URLs in messages are shown by [`redact_url`]: without their
+/// password, or not at all when they cannot be parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database URL `{url}` is not supported: use `sqlite://<file>` or `postgres://...`")]
     UnsupportedUrl { url: String },
+    #[error(
+        "database URL `{url}`: parameter `{key}` is not one the Postgres driver knows (it would ignore it and \
+         log its value); put the password in the URL's user part or in `password`"
+    )]
+    PasswordLikeParameter { url: String, key: String },
     #[error("cannot open database `{url}`: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("applying database migrations failed: {0}")]
@@ -102,8 +109,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://...`.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://...`. The URL is a
+    /// secret (it may hold the password): it is exposed to the driver only, and errors show it
+    /// through [`redact_url`].
+    pub async fn connect(url: &SecretString) -> Result<Store, StoreError> {
+        let url = url.expose_secret();
         let shown = redact_url(url);
         let connect_err = |source| StoreError::Connect { url: shown.clone(), source };
         let backend = if url.starts_with("sqlite:") {
@@ -120,10 +130,14 @@ impl Store {
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(connect_err)?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            if let Some(key) = password_like_parameter(url) {
+                return Err(StoreError::PasswordLikeParameter { url: shown, key });
+            }
+            let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(connect_err)?;
             Backend::Postgres(pool)
@@ -164,50 +178,143 @@ impl Store {
     }
 }
 
+/// What [`redact_url`] shows instead of a URL it cannot take apart safely.
+pub const HIDDEN_URL: &str = "(hidden: it cannot be taken apart safely)";
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, so that a URL can appear in
 /// an error message or a log line without its password.
+///
+/// The URL is parsed as sqlx parses it (the WHATWG parser of the `url` crate), so the password
+/// hidden is the one the driver would send. A password must be percent-encoded where it holds
+/// `/`, `?`, `#` or `@`; unencoded, the first three end the authority early and push the rest of
+/// the password into the path, query or fragment, where nothing would be hidden. So a URL that
+/// does not parse, has a fragment, or has an `@` after its authority is hidden whole.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return HIDDEN_URL.to_owned();
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let path = redact_query_password(path);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return format!("{scheme}://{authority}{path}");
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let password_hidden = if userinfo.contains(':') { ":***" } else { "" };
-    format!("{scheme}://{user}{password_hidden}@{host}{path}")
+    if parsed.fragment().is_some() || parsed[url::Position::BeforePath..].contains('@') {
+        return HIDDEN_URL.to_owned();
+    }
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        return HIDDEN_URL.to_owned();
+    }
+    // libpq takes the password as a query parameter too. Its value ends at the next `&`, which an
+    // unencoded password may contain: what follows the first parameter named like a password is
+    // hidden with it.
+    if let Some(query) = parsed.query().map(str::to_owned) {
+        let mut kept = Vec::new();
+        let mut segments = query.split('&');
+        for segment in segments.by_ref() {
+            let key = segment.split('=').next().unwrap_or_default();
+            let key: String = url::form_urlencoded::parse(key.as_bytes()).map(|(k, _)| k.into_owned()).collect();
+            if is_password_key(&key) {
+                kept.push(format!("{}=***", segment.split('=').next().unwrap_or_default()));
+                if segments.next().is_some() {
+                    kept.push("***".to_owned());
+                }
+                break;
+            }
+            kept.push(segment.to_owned());
+        }
+        parsed.set_query(Some(&kept.join("&")));
+    }
+    parsed.to_string()
 }
 
-/// Hides a `password=` query parameter (libpq accepts the password there too).
-fn redact_query_password(path: &str) -> String {
-    let Some((before, query)) = path.split_once('?') else {
-        return path.to_owned();
-    };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|param| match param.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => param.to_owned(),
-        })
-        .collect();
-    format!("{before}?{}", params.join("&"))
+/// Whether a query parameter is, or may be, a password (`password`, `sslpassword`, `PassWord`).
+fn is_password_key(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("pass")
+}
+
+/// A query parameter named like a password that sqlx does not know (`sslpassword`, `PASSWORD`):
+/// sqlx ignores unknown parameters with a warning that carries their value.
+fn password_like_parameter(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed.query_pairs().map(|(key, _)| key.into_owned()).find(|key| key != "password" && is_password_key(key))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{HIDDEN_URL, password_like_parameter, redact_url};
+    use proptest::prelude::*;
 
     #[test]
     fn redacts_password_only() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://previewd.db"), "sqlite://previewd.db");
-        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite:previewd.db"), "sqlite:previewd.db");
         assert_eq!(redact_url("postgres://h/db?user=u&password=pw"), "postgres://h/db?user=u&password=***");
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=disable&sslpassword=pw"),
+            "postgres://h/db?sslmode=disable&sslpassword=***"
+        );
+        // An unencoded `&` may be part of the password: what follows it is hidden too.
+        assert_eq!(redact_url("postgres://h/db?password=p&w&sslmode=disable"), "postgres://h/db?password=***&***");
+    }
+
+    /// Each character that has a meaning in a URL, in a password, unencoded and encoded.
+    #[test]
+    fn passwords_with_url_characters_never_show() {
+        let cases = [
+            // `@` in the password: the last `@` ends the user part, as in sqlx.
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p:ss@h/db", "postgres://u:***@h/db"),
+            // Percent-encoded, every special character is fine.
+            ("postgres://u:p%2Fs%40s%3A%3F%23%25@h/db", "postgres://u:***@h/db"),
+            ("postgres://u%40corp:p%2F1@h:5432/db", "postgres://u%40corp:***@h:5432/db"),
+            // Unencoded `/`, `?` or `#` end the authority early: a password that then reads as a
+            // port pushes its rest into the path, query or fragment. All of it is hidden.
+            ("postgres://u:12/34@h/db", HIDDEN_URL),
+            ("postgres://u:12?34@h/db", HIDDEN_URL),
+            ("postgres://u:12#34@h/db", HIDDEN_URL),
+            ("postgres://u:s3/cret@h/db", HIDDEN_URL),
+            ("postgres://u:s3?cret@h/db", HIDDEN_URL),
+            ("postgres://u:s3#cret@h/db", HIDDEN_URL),
+            // Not URLs at all.
+            ("postgres://u:pw@[::1/db", HIDDEN_URL),
+            ("postgres://u:pw@h:99999/db", HIDDEN_URL),
+            ("u:pw@h/db", HIDDEN_URL),
+            ("", HIDDEN_URL),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn password_like_parameters_sqlx_does_not_know_are_found() {
+        assert_eq!(password_like_parameter("postgres://h/db?sslpassword=x").as_deref(), Some("sslpassword"));
+        assert_eq!(password_like_parameter("postgres://h/db?PASSWORD=x").as_deref(), Some("PASSWORD"));
+        assert_eq!(password_like_parameter("postgres://h/db?password=x&sslmode=disable"), None);
+        assert_eq!(password_like_parameter("postgres://u:x@h/db"), None);
+    }
+
+    /// Password characters: upper-case letters and digits that occur nowhere else in the URL,
+    /// and every character with a meaning in a URL.
+    fn password() -> impl Strategy<Value = String> {
+        r"[XYZ0-9/@:?#%&=+ ;,\\\[\]!$'()*~^|-]{1,24}"
+    }
+
+    /// Whether `shown` holds any letter or digit of a password (none occur in the rest).
+    fn shows_password(shown: &str) -> bool {
+        shown.chars().any(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    }
+
+    proptest! {
+        #[test]
+        fn no_password_character_survives_raw_or_encoded(password in password()) {
+            let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
+            for url in [
+                format!("postgres://user:{password}@db.example/previewd"),
+                format!("postgres://user:{encoded}@db.example/previewd"),
+                format!("postgres://db.example/previewd?user=user&password={password}"),
+                format!("postgres://db.example/previewd?user=user&password={encoded}"),
+            ] {
+                let shown = redact_url(&url);
+                prop_assert!(!shows_password(&shown), "{} shown as {}", url, shown);
+            }
+        }
     }
 }

@@ -282,7 +282,7 @@ impl JobRunner {
                 let after = stale == Stale::PushedAfter;
                 let reply = side
                     .texts
-                    .stale_approval(approver, &short, after)
+                    .stale_approval(approver, short, after)
                     .map_err(|e| JobError::Permanent(e.to_string()))?;
                 side.github.create_comment(who, repo, number, &reply).await.map_err(github_failed)?;
                 Ok(false)

@@ -52,13 +52,24 @@ pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) ->
         zone = dns.zone,
         key = dns.tsig_name
     );
-    let base = fixture("policy.yaml").replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+    let base = fixture("policy.yaml")
+        .replace("previewd-platform-secrets", SOURCE_NAMESPACE)
+        .replace("base_domain: preview.test", &format!("base_domain: {}", dns.base_domain));
     let start = base.find("dns:\n").unwrap();
     let end = base[start..].find("\n\n").map_or(base.len(), |e| start + e + 1);
     change(format!("{}{}{}", &base[..start], dns_block, &base[end..]))
 }
 
 pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) -> Story {
+    story_with(db, change_policy, &[]).await
+}
+
+/// [`story`] with some of previewd's variables set to other values (or added).
+pub async fn story_with(
+    db: &TestDatabase,
+    change_policy: impl Fn(String) -> String,
+    overrides: &[(&str, String)],
+) -> Story {
     let github = GitHubStandIn::start().await.unwrap();
     let app = github.app().await.unwrap();
     let dns = previewd_e2e::dns::server().unwrap();
@@ -88,6 +99,8 @@ pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) 
         ("STORY_TSIG_SECRET", dns.tsig_secret.clone()),
     ]
     .into_iter()
+    .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+    .chain(overrides.iter().cloned())
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &env, &dir.path().join("previewd.log"))
@@ -103,7 +116,7 @@ pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) 
     github.add_repo(repo_id, OWNER, &repo, Some(INSTALLATION)).await.unwrap();
     github.set_permission(OWNER, &repo, "writer", "write").await.unwrap();
     github.set_permission(OWNER, &repo, "reader", "read").await.unwrap();
-    let store = Store::connect(&db.url).await.unwrap();
+    let store = Store::connect(&db.url.as_str().into()).await.unwrap();
     Story { github, previewd, store, repo_id, repo, dns, namespaces: Vec::new(), env, dir, preview: preview_yaml() }
 }
 
