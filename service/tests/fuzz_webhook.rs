@@ -79,52 +79,95 @@ fn json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A change to a published example at the `pick`-th node (depth first).
+/// The keys `classify` reads somewhere in the payloads it parses: changing them is what could
+/// slip past a shape check, so they are mutated most often.
+const READ_KEYS: &[&str] = &[
+    "action", "number", "pull_request", "head", "repo", "sha", "ref", "id", "name", "owner", "login",
+    "user", "draft", "merged", "labels", "label", "sender", "installation", "issue", "comment",
+    "body", "repositories", "repositories_added", "repositories_removed", "full_name", "account",
+    "check_suite", "check_run", "workflow_run", "head_sha", "conclusion", "app", "state", "context",
+    "repository",
+];
+
+/// What a mutation does to the value it reaches.
 #[derive(Debug, Clone)]
-enum Mutation {
+enum Change {
     Delete,
     Replace(Value),
     /// The same value as a string (`"number": "7"`).
     Stringify,
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![Just(Mutation::Delete), json().prop_map(Mutation::Replace), Just(Mutation::Stringify),]
+/// Where a mutation applies: the `n`-th object member in depth-first order, or the `n`-th
+/// member named `key`.
+#[derive(Debug, Clone)]
+enum Target {
+    Node(usize),
+    Key(&'static str, usize),
 }
 
-/// Applies `mutation` to the node numbered `*pick` in depth-first order; returns true once done.
-fn mutate(value: &mut Value, pick: &mut usize, mutation: &Mutation) -> bool {
+/// Values a hostile or broken sender would try where GitHub puts ids, names and flags.
+fn hostile_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        json(),
+        proptest::sample::select(&[i64::MIN, -1, 0, i64::MAX][..]).prop_map(Value::from),
+        Just(Value::from(u64::MAX)),
+        Just(Value::from(1e300)),
+        "[a-z/]{0,8}".prop_map(Value::String),
+        proptest::collection::vec(any::<char>(), 1000..4000).prop_map(|c| Value::String(c.into_iter().collect())),
+    ]
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![Just(Change::Delete), hostile_value().prop_map(Change::Replace), Just(Change::Stringify)]
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        1 => (0..400usize).prop_map(Target::Node),
+        3 => (proptest::sample::select(READ_KEYS), 0..4usize).prop_map(|(key, n)| Target::Key(key, n)),
+    ]
+}
+
+/// Applies `change` to the member `target` names, counting down `*left`; true once done.
+fn mutate(value: &mut Value, target: &Target, left: &mut usize, change: &Change) -> bool {
     let keys: Vec<String> = match value {
         Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
     };
     for key in keys {
         let Value::Object(map) = value else { return false };
-        if *pick == 0 {
-            match mutation {
-                Mutation::Delete => {
+        let counts = match target {
+            Target::Node(_) => true,
+            Target::Key(name, _) => key == *name,
+        };
+        if counts && *left == 0 {
+            match change {
+                Change::Delete => {
                     map.remove(&key);
                 }
-                Mutation::Replace(new) => {
+                Change::Replace(new) => {
                     map.insert(key, new.clone());
                 }
-                Mutation::Stringify => {
+                Change::Stringify => {
                     let text = map[&key].to_string();
                     map.insert(key, Value::String(text));
                 }
             }
             return true;
         }
-        *pick -= 1;
+        if counts {
+            *left -= 1;
+        }
         if let Some(child) = map.get_mut(&key)
-            && mutate(child, pick, mutation)
+            && mutate(child, target, left, change)
         {
             return true;
         }
     }
     if let Value::Array(items) = value {
         for item in items {
-            if mutate(item, pick, mutation) {
+            if mutate(item, target, left, change) {
                 return true;
             }
         }
@@ -134,16 +177,18 @@ fn mutate(value: &mut Value, pick: &mut usize, mutation: &Mutation) -> bool {
 
 fn near_github() -> impl Strategy<Value = (String, Vec<u8>)> {
     let count = examples().len();
-    (0..count, proptest::collection::vec((0..400usize, mutation()), 1..4), any::<bool>()).prop_map(
-        move |(index, mutations, keep_event)| {
+    (0..count, proptest::collection::vec((target(), change()), 1..4), 0..8u8).prop_map(
+        move |(index, mutations, rename)| {
             let (event, example) = &examples()[index];
             let mut payload = example.clone();
-            for (pick, mutation) in &mutations {
-                let mut pick = *pick;
-                mutate(&mut payload, &mut pick, mutation);
+            for (target, change) in &mutations {
+                let mut left = match target {
+                    Target::Node(n) | Target::Key(_, n) => *n,
+                };
+                mutate(&mut payload, target, &mut left, change);
             }
             // Mostly under its own event name, sometimes under another one's.
-            let event = if keep_event { event.clone() } else { EVENTS[index % EVENTS.len()].to_owned() };
+            let event = if rename == 0 { EVENTS[index % EVENTS.len()].to_owned() } else { event.clone() };
             (event, serde_json::to_vec(&payload).unwrap())
         },
     )
