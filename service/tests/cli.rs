@@ -3,6 +3,7 @@
 
 use previewd_e2e::database::{Backend, fresh};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_previewd");
 

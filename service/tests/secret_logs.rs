@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, admin_client, kubeconfig_paths};
 use previewd_e2e::github::sign;
 use previewd_e2e::previewd::Previewd;
+use previewd_environments::yaml::{self, Origin};
 use serde_json::json;
 use std::path::Path;
 
@@ -85,7 +86,8 @@ async fn run(format: &str, auth: GitHubAuth) -> (String, Vec<(String, String)>) 
         hold("a line of the App's private key", line);
     }
     let (_, kubeconfig) = kubeconfig_paths().await.unwrap();
-    let kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let kubeconfig: serde_json::Value = yaml::parse(&text, Origin::Platform).unwrap().unwrap();
     let kube_token = kubeconfig["users"][0]["user"]["token"].as_str().unwrap().to_owned();
     hold("the Kubernetes token", &kube_token);
     if auth == GitHubAuth::Token {
