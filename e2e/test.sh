@@ -51,6 +51,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# What the machine has, so a failure from a full disk or a loaded machine can be told apart.
+step "machine"
+{ nproc; uptime; df -h . "${TMPDIR:-/tmp}" "${CARGO_TARGET_DIR:-target}" 2>/dev/null || df -h .; } >&2
+
 step "formatting (cargo fmt --check)"
 within 600 "cargo fmt" cargo fmt --all --check
 
