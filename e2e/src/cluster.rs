@@ -268,6 +268,65 @@ where
     }
 }
 
+/// Waits until the rollout in `namespace` is complete or has failed, and returns that; after
+/// `timeout`, returns how it stands (still progressing). For tests: previewd itself never
+/// waits, it looks once and is woken by its watches.
+pub async fn settled_rollout(
+    cluster: &previewd_environments::cluster::Cluster,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<previewd_environments::cluster::Rollout> {
+    use previewd_environments::cluster::Rollout;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rollout = cluster.rollout(namespace).await?;
+        if !matches!(rollout, Rollout::Progressing { .. }) || Instant::now() >= deadline {
+            return Ok(rollout);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes `namespace` and waits until it is gone; after `timeout`, returns how it stands
+/// (still terminating). For tests, as [`settled_rollout`].
+pub async fn torn_down(
+    cluster: &previewd_environments::cluster::Cluster,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<previewd_environments::cluster::Teardown> {
+    use previewd_environments::cluster::Teardown;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let teardown = cluster.delete_namespace(namespace).await?;
+        if teardown == Teardown::Gone || Instant::now() >= deadline {
+            return Ok(teardown);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reconciles environment `id` as the job queue would, running again when a pass asks to
+/// (without waiting a requeue's full delay: tests run no watches), until it settles or 60 s
+/// pass; returns the last outcome. Provisioning and teardown take several short passes, since
+/// a pass never waits for the cluster. Errors fail the test.
+pub async fn converge(
+    engine: &previewd_environments::reconcile::Engine,
+    id: i64,
+) -> previewd_environments::reconcile::Outcome {
+    use previewd_environments::reconcile::Outcome;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = match engine.reconcile(id).await {
+            Ok(outcome) => outcome,
+            Err(error) => panic!("reconciling environment {id}: {error}"),
+        };
+        if matches!(outcome, Outcome::Settled(_)) || Instant::now() >= deadline {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

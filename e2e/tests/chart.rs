@@ -467,9 +467,10 @@ fn used_rules() -> BTreeMap<Rule, &'static str> {
     };
     add(Cluster, "", "namespaces", "patch", "Cluster::apply: server-side apply of the Namespace");
     add(Cluster, "", "namespaces", "create", "Cluster::apply: server-side apply of a missing Namespace");
-    add(Cluster, "", "namespaces", "get", "Cluster::teardown and namespace_terminating: get_opt");
+    add(Cluster, "", "namespaces", "get", "Cluster::delete_namespace and namespace_terminating: get_opt");
+    add(Cluster, "", "namespaces", "watch", "cluster::watch::watch_namespaces: metadata watch by ownership labels");
     add(Cluster, "", "namespaces", "list", "Cluster::owned_namespaces: list_metadata by ownership labels");
-    add(Cluster, "", "namespaces", "delete", "Cluster::teardown");
+    add(Cluster, "", "namespaces", "delete", "Cluster::delete_namespace");
     for (group, resource) in MANAGED {
         add(Cluster, group, resource, "patch", "Cluster::apply: server-side apply");
         add(Cluster, group, resource, "create", "Cluster::apply: server-side apply of a missing object");
@@ -479,7 +480,8 @@ fn used_rules() -> BTreeMap<Rule, &'static str> {
     add(Cluster, "rbac.authorization.k8s.io", "rolebindings", "create", "Cluster::grant_reads: server-side apply");
     add(Cluster, "rbac.authorization.k8s.io", "rolebindings", "patch", "Cluster::grant_reads: server-side apply");
     add(Cluster, "rbac.authorization.k8s.io", "clusterroles", "bind", "Cluster::grant_reads: the read ClusterRole");
-    add(Environment, "apps", "deployments", "get", "Cluster::wait_for_rollout");
+    add(Environment, "apps", "deployments", "watch", "cluster::watch::RolloutWatches: metadata watch");
+    add(Environment, "", "pods", "watch", "cluster::watch::RolloutWatches: metadata watch");
     add(Cluster, "", "secrets", "create", "Cluster::sync_secrets: generated secrets (create once)");
     add(
         Cluster,
@@ -489,8 +491,8 @@ fn used_rules() -> BTreeMap<Rule, &'static str> {
         "Cluster::sync_secrets: copies (server-side apply); Cluster::apply of rendered Secrets",
     );
     add(Cluster, "", "secrets", "deletecollection", "Cluster::delete_unwanted_secrets");
-    add(Environment, "", "pods", "list", "Cluster::diagnose; Cluster::wait_for_reads");
-    add(Environment, "apps", "replicasets", "list", "Cluster::diagnose");
+    add(Environment, "", "pods", "list", "Cluster::rollout; Cluster::wait_for_reads; the rollout watch's listing");
+    add(Environment, "apps", "replicasets", "list", "Cluster::rollout");
     add(Source, "", "secrets", "get", "Cluster::read_platform_secret (Role in the source namespace)");
     used
 }

@@ -6,7 +6,7 @@
 //! coalesce and an older SHA never overwrites a newer one. One reconcile per environment runs at
 //! a time across replicas, guarded by a lease in the store.
 
-use crate::cluster::{Cluster, ClusterError, Teardown};
+use crate::cluster::{Cluster, ClusterError, Rollout, RolloutFailure, Teardown};
 use crate::dns::{Dns, DnsError};
 use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo, short_sha};
 use crate::naming;
@@ -111,8 +111,12 @@ impl ReconcileError {
 pub enum Outcome {
     /// The environment is in this state; nothing more to do until something changes.
     Settled(EnvironmentState),
-    /// Run again after this long (waiting for a namespace to finish terminating, say).
+    /// Run again after this long (waiting for checks or DNS, say).
     RequeueAfter(Duration),
+    /// The workloads in `namespace` are rolling out: run again when they change (the rollout
+    /// watch), and at `deadline` (milliseconds since the epoch) at the latest, when a rollout
+    /// not complete by then fails.
+    RollingOut { namespace: String, deadline: i64 },
 }
 
 /// Tunables of the reconciler.
@@ -349,7 +353,7 @@ impl Engine {
             }
         }
 
-        let text = match self.forge.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)? {
+        let text = match self.repo_config(env, &pr).await? {
             Some(RepoFile::Text(text)) => text,
             Some(RepoFile::Refused(error)) => {
                 return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
@@ -388,13 +392,24 @@ impl Engine {
         };
         let name = spec.name.clone();
 
-        // A reopened pull request whose previous namespace is still going away waits for it.
+        // A reopened pull request whose previous namespace is still going away waits for it
+        // (the namespace watch wakes it when the namespace is gone).
         if self.cluster.namespace_terminating(&name).await? == Some(true) {
             let reason = "waiting for the previous namespace of this pull request to finish terminating";
             self.explain(env, env.state()?, reason, Some(&name), None).await?;
             return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(2))));
         }
 
+        // Every rollout starts from Pending (an opening, a push, a redeploy): its deadline is
+        // set there, before the move, so a crash in between only sets it again.
+        let deadline = match (env.state()?, env.rollout_deadline) {
+            (EnvironmentState::Pending, _) | (_, None) => {
+                let deadline = now_ms().saturating_add(crate::time::millis(self.settings.rollout_timeout));
+                self.store.start_rollout(env.id, deadline).await?;
+                deadline
+            }
+            (_, Some(deadline)) => deadline,
+        };
         if env.state()? == EnvironmentState::Pending {
             match self.settle(env, EnvironmentState::Provisioning, None, Some(&spec), Some(expires_at)).await? {
                 Step::Again => return Ok(Step::Again),
@@ -418,8 +433,35 @@ impl Engine {
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
         }
-        if let Err(failure) = self.cluster.wait_for_rollout(&name, "app", self.settings.rollout_timeout).await? {
-            return self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await;
+        // One look, never a wait: the rollout watch or the deadline brings the next reconcile.
+        let ready = env.state()? == EnvironmentState::Ready;
+        match self.cluster.rollout(&name).await? {
+            Rollout::Complete => {}
+            // A ready environment at its deployed commit stays ready while a pod is replaced;
+            // a new commit or a redeploy goes through Pending and rolls out anew.
+            Rollout::Progressing { .. } | Rollout::Failed(_) if ready => {
+                return Ok(Step::Done(Outcome::Settled(EnvironmentState::Ready)));
+            }
+            Rollout::Failed(failure) => {
+                return self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await;
+            }
+            Rollout::Progressing { workloads, detail } => {
+                if now_ms() >= deadline {
+                    let failure = RolloutFailure::Timeout { seconds: self.settings.rollout_timeout.as_secs(), detail };
+                    return self
+                        .settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None)
+                        .await;
+                }
+                // Names only, not counts: the reason (and so the pull request comment) does not
+                // change with every pod that starts.
+                let reason = format!("rolling out: waiting for {}", workloads.join(", "));
+                self.explain(env, EnvironmentState::Provisioning, &reason, Some(&name), None).await?;
+                return Ok(Step::Done(Outcome::RollingOut { namespace: name, deadline }));
+            }
+        }
+        // Published once per hostname: a resync of a ready environment sends no DNS update.
+        if env.published_host.as_deref() == Some(spec.host.as_str()) {
+            return self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await;
         }
         // The URL is announced only once its name resolves to the ingress.
         let dns = match self.dns.publish(&spec.host).await {
@@ -430,6 +472,7 @@ impl Engine {
             Ok(took) => {
                 let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(environment = env.id, host = spec.host, dns_verify_ms = took_ms, "hostname resolves");
+                self.store.set_published_host(env.id, Some(&spec.host)).await?;
                 self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await
             }
             Err(error) if error.is_transient() => {
@@ -444,6 +487,22 @@ impl Engine {
                 self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await
             }
         }
+    }
+
+    /// The repository's `.preview.yaml` at the head commit: read from the code host once per
+    /// commit and kept with the environment, since a commit's file cannot change. Resyncs of an
+    /// unchanged head cost no request.
+    async fn repo_config(&self, env: &ReconcileRecord, pr: &PullRequest) -> Result<Option<RepoFile>, ReconcileError> {
+        if env.config_sha.as_deref() == Some(env.head_sha.as_str())
+            && let Some(text) = &env.config_text
+        {
+            return Ok(Some(RepoFile::Text(text.clone())));
+        }
+        let file = self.forge.fetch(&pr.repo, &pr.head_sha).await.map_err(ReconcileError::ConfigSource)?;
+        if let Some(RepoFile::Text(text)) = &file {
+            self.store.keep_config(env.id, &env.head_sha, text).await?;
+        }
+        Ok(file)
     }
 
     /// Moves the environment's expiry `by` later (from now if it has already passed), within the
@@ -490,7 +549,7 @@ impl Engine {
             // Never provisioned: nothing in the cluster.
             return self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await;
         };
-        match self.cluster.teardown(&name, self.settings.teardown_timeout).await? {
+        match self.cluster.delete_namespace(&name).await? {
             Teardown::Gone => {
                 let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
                 let host = naming::hostname(&name, &policy.base_domain);
@@ -502,9 +561,19 @@ impl Engine {
                     }
                     return Err(error.into());
                 }
+                self.store.set_published_host(env.id, None).await?;
                 self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await
             }
-            Teardown::Stuck { conditions } => {
+            Teardown::Terminating { since, .. }
+                if since.map_or(i64::MAX, |since| {
+                    since.saturating_add(crate::time::millis(self.settings.teardown_timeout))
+                }) > now_ms() =>
+            {
+                // The namespace watch wakes the environment when the namespace is gone; the
+                // requeue is the safety net for a watch that missed it.
+                Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))))
+            }
+            Teardown::Terminating { conditions, .. } => {
                 let reason = format!("namespace {name} is stuck terminating: {conditions}");
                 tracing::warn!(environment = env.id, reason, "teardown incomplete; will retry");
                 self.store

@@ -6,9 +6,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use previewd_e2e::cluster::{
-    READ_CLUSTER_ROLE, SOURCE_NAMESPACE, TestNamespace, admin_client, environment_name, previewd_client, unique_name,
+    READ_CLUSTER_ROLE, SOURCE_NAMESPACE, TestNamespace, admin_client, environment_name, previewd_client,
+    settled_rollout, torn_down, unique_name,
 };
-use previewd_environments::cluster::{Cluster, READ_BINDING, RolloutFailure, Teardown};
+use previewd_environments::cluster::{Cluster, READ_BINDING, Rollout, RolloutFailure, Teardown, WorkloadFailure};
 use previewd_environments::kinds::Kind;
 use previewd_environments::render::{Manifest, Ownership, Renderer};
 use serde_json::{Value, json};
@@ -83,8 +84,8 @@ async fn an_environment_is_applied_rolls_out_and_reapplying_changes_nothing() {
     let env = environment("apply").await;
     let manifests = render(&env, 1, "2");
     env.cluster.apply(&env.owner, &manifests).await.unwrap();
-    let rollout = env.cluster.wait_for_rollout(&env.owner.environment, "app", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(rollout, Ok(()));
+    let rollout = settled_rollout(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(rollout, Rollout::Complete);
     let admin = admin_client().await.unwrap();
     let namespace = Api::<Namespace>::all(admin.clone()).get(&env.owner.environment).await.unwrap();
     let labels = namespace.metadata.labels.unwrap();
@@ -100,7 +101,7 @@ async fn an_environment_is_applied_rolls_out_and_reapplying_changes_nothing() {
     let managers: Vec<String> =
         deployment.metadata.managed_fields.unwrap().into_iter().filter_map(|f| f.manager).collect();
     assert!(managers.contains(&"previewd".to_owned()), "{managers:?}");
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -140,7 +141,7 @@ async fn previewd_grants_itself_reads_in_the_environment_namespace_only() {
     ] {
         assert!(matches!(&result, Err(kube::Error::Api(s)) if s.code == 403), "list configmaps {what}: {result:?}");
     }
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -185,7 +186,7 @@ async fn objects_no_longer_rendered_are_pruned_and_deleted_ones_come_back() {
     assert!(deployments.get_opt("app").await.unwrap().is_some());
     assert!(ingresses.get_opt("app").await.unwrap().is_some());
     assert!(config_maps.get_opt("foreign").await.unwrap().is_some(), "foreign objects are not pruned");
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -193,12 +194,15 @@ async fn a_quota_too_small_for_the_pods_is_reported_as_quota_exceeded() {
     let env = environment("quota").await;
     // The pod asks for 100m of CPU; the namespace may use 50m.
     env.cluster.apply(&env.owner, &render(&env, 1, "50m")).await.unwrap();
-    let rollout = env.cluster.wait_for_rollout(&env.owner.environment, "app", Duration::from_secs(60)).await.unwrap();
+    let rollout = settled_rollout(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
     match rollout {
-        Err(RolloutFailure::QuotaExceeded(message)) => assert!(message.contains("exceeded quota"), "{message}"),
+        Rollout::Failed(WorkloadFailure { workload, failure: RolloutFailure::QuotaExceeded(message) }) => {
+            assert_eq!(workload, "app");
+            assert!(message.contains("exceeded quota"), "{message}");
+        }
         other => panic!("expected a quota failure, got {other:?}"),
     }
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -208,31 +212,34 @@ async fn pods_that_break_pod_security_are_reported_as_refused_by_admission() {
     let deployment = manifests.iter_mut().find(|m| m.kind == Kind::Deployment).unwrap();
     deployment.object["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
     env.cluster.apply(&env.owner, &manifests).await.unwrap();
-    let rollout = env.cluster.wait_for_rollout(&env.owner.environment, "app", Duration::from_secs(60)).await.unwrap();
+    let rollout = settled_rollout(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
     match rollout {
-        Err(RolloutFailure::AdmissionRefused(message)) => assert!(message.contains("PodSecurity"), "{message}"),
+        Rollout::Failed(WorkloadFailure { failure: RolloutFailure::AdmissionRefused(message), .. }) => {
+            assert!(message.contains("PodSecurity"), "{message}");
+        }
         other => panic!("expected an admission failure, got {other:?}"),
     }
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
-async fn a_rollout_that_never_becomes_ready_times_out_with_its_state() {
+async fn a_rollout_that_cannot_become_ready_stays_progressing_and_says_where_it_stands() {
     let env = environment("never").await;
     let mut manifests = render(&env, 1, "2");
     let deployment = manifests.iter_mut().find(|m| m.kind == Kind::Deployment).unwrap();
     // No node matches: the pod is never scheduled.
     deployment.object["spec"]["template"]["spec"]["nodeSelector"] = json!({"previewd.dev/no-such-node": "true"});
     env.cluster.apply(&env.owner, &manifests).await.unwrap();
-    let rollout = env.cluster.wait_for_rollout(&env.owner.environment, "app", Duration::from_secs(3)).await.unwrap();
+    let rollout = settled_rollout(&env.cluster, &env.owner.environment, Duration::from_secs(3)).await.unwrap();
+    // The deadline is the reconciler's (see `reconcile.rs`); the cluster only says how it stands.
     match rollout {
-        Err(RolloutFailure::Timeout { seconds, detail }) => {
-            assert_eq!(seconds, 3);
-            assert!(detail.contains("0 of 1 replicas available"), "{detail}");
+        Rollout::Progressing { workloads, detail } => {
+            assert_eq!(workloads, ["deployment `app`"]);
+            assert!(detail.contains("deployment `app`: 0 of 1 replicas available"), "{detail}");
         }
-        other => panic!("expected a timeout, got {other:?}"),
+        other => panic!("expected it to be still progressing, got {other:?}"),
     }
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -266,7 +273,7 @@ async fn generated_secrets_are_stable_and_platform_secrets_are_copied() {
     assert!(secrets.get_opt("generated-session-key").await.unwrap().is_none());
     assert!(secrets.get_opt(&source_name).await.unwrap().is_none());
     source.delete(&source_name, &DeleteParams::default()).await.unwrap();
-    env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap();
+    torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
 }
 
 #[tokio::test]
@@ -275,9 +282,9 @@ async fn teardown_waits_until_the_namespace_is_gone_and_is_idempotent() {
     env.cluster.apply(&env.owner, &render(&env, 1, "2")).await.unwrap();
     assert!(env.cluster.owned_namespaces("test").await.unwrap().contains(&env.owner.environment));
     assert!(!env.cluster.owned_namespaces("another-installation").await.unwrap().contains(&env.owner.environment));
-    assert_eq!(env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
+    assert_eq!(torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
     assert_eq!(env.cluster.namespace_terminating(&env.owner.environment).await.unwrap(), None);
-    assert_eq!(env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
+    assert_eq!(torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
 }
 
 #[tokio::test]
@@ -295,14 +302,17 @@ async fn a_namespace_held_by_a_finalizer_is_reported_with_its_conditions() {
         ..Default::default()
     };
     config_maps.create(&PostParams::default(), &held).await.unwrap();
-    let outcome = env.cluster.teardown(&env.owner.environment, Duration::from_secs(15)).await.unwrap();
+    let outcome = torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(15)).await.unwrap();
     match outcome {
-        Teardown::Stuck { conditions } => assert!(conditions.contains("previewd.dev/test-hold"), "{conditions}"),
+        Teardown::Terminating { conditions, since } => {
+            assert!(conditions.contains("previewd.dev/test-hold"), "{conditions}");
+            assert!(since.is_some(), "a terminating namespace has a deletion timestamp");
+        }
         Teardown::Gone => panic!("the namespace cannot be gone while the finalizer holds"),
     }
     assert_eq!(env.cluster.namespace_terminating(&env.owner.environment).await.unwrap(), Some(true));
     // Release it: the namespace then goes.
     let patch = json!({"metadata": {"finalizers": null}});
     config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
-    assert_eq!(env.cluster.teardown(&env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
+    assert_eq!(torn_down(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap(), Teardown::Gone);
 }

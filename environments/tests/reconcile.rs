@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
-use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, previewd_client};
+use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, converge, previewd_client, torn_down};
 use previewd_environments::cluster::Cluster;
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
@@ -96,7 +96,7 @@ previewd_e2e::each_backend! {
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         let pr = pr('a');
         let id = pending(&engine, &pr).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
         let name = env.name.clone().unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
@@ -110,14 +110,16 @@ previewd_e2e::each_backend! {
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &name);
         assert!(secrets.get_opt("db-readonly").await.unwrap().is_some(), "platform secret copied");
         assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "secret generated");
-        let history: Vec<String> = engine.store.transitions(id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+        let mut history: Vec<String> = engine.store.transitions(id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+        // Provisioning may be recorded twice: moved to, then why it waits ("rolling out: ...").
+        history.dedup();
         assert_eq!(history, ["Pending", "Provisioning", "Ready"]);
 
         // Reconciling a ready environment again is harmless (drift repair).
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
 
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
         assert!(Api::<Namespace>::all(admin).get_opt(&name).await.unwrap().is_none(), "namespace gone");
         assert_eq!(state(&engine, id).await, ("Deleted".into(), Some("pull request merged".into())));
     }
@@ -125,7 +127,7 @@ previewd_e2e::each_backend! {
     async fn an_invalid_repo_config_fails_with_a_message_for_the_author(db) {
         let engine = engine(&db.url, "image: registry.preview.test/acme/app:{sha}\nreplicas: two\n", policy(""), &templates()).await;
         let id = pending(&engine, &pr('b')).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Failed));
         let (_, reason) = state(&engine, id).await;
         let reason = reason.unwrap();
         assert!(reason.contains(".preview.yaml") && reason.contains("replicas"), "{reason}");
@@ -135,7 +137,7 @@ previewd_e2e::each_backend! {
         let config = PREVIEW_YAML.replace("replicas: 1", "replicas: 9");
         let engine = engine(&db.url, &config, policy(""), &templates()).await;
         let id = pending(&engine, &pr('c')).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Failed));
         let reason = state(&engine, id).await.1.unwrap();
         assert!(reason.contains("replicas") && reason.contains('3'), "{reason}");
     }
@@ -147,7 +149,7 @@ previewd_e2e::each_backend! {
         std::fs::write(set.join("a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ name }}\n  labels: {{ no_such_thing.x }}\n").unwrap();
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), dir.path()).await;
         let id = pending(&engine, &pr('d')).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Failed));
         let reason = state(&engine, id).await.1.unwrap();
         assert!(reason.contains("environments/web/a.yaml line 5") && reason.contains("platform"), "{reason}");
     }
@@ -161,15 +163,15 @@ previewd_e2e::each_backend! {
         let text = "  acme/app:\n    limits: { per_repository: 1 }\n";
         let engine = Engine { policy: policy(text), ..engine };
         let a = pending(&engine, &first).await;
-        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, a).await, Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(a).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let b = pending(&engine, &second).await;
-        assert_eq!(engine.reconcile(b).await.unwrap(), Outcome::Settled(EnvironmentState::Rejected));
+        assert_eq!(converge(&engine, b).await, Outcome::Settled(EnvironmentState::Rejected));
         let reason = state(&engine, b).await.1.unwrap();
         assert!(reason.contains("repository limit reached") && reason.contains("1 live environments (limit 1)"), "{reason}");
         engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
-        engine.reconcile(a).await.unwrap();
+        converge(&engine, a).await;
     }
 
     async fn a_provision_interrupted_by_a_crash_converges_on_the_next_reconcile(db) {
@@ -180,11 +182,11 @@ previewd_e2e::each_backend! {
         engine.store.transition(id, &pr.head_sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
         assert!(engine.store.take_lease(Lease::Reconcile, id, "crashed", Duration::ZERO).await.unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
     async fn one_reconcile_per_environment_at_a_time(db) {
@@ -205,7 +207,7 @@ previewd_e2e::each_backend! {
         // A reconcile that started with the old SHA cannot record its result.
         let moved = engine.store.transition(id, &old.head_sha.0, EnvironmentState::Ready, None, None, None, None).await.unwrap();
         assert!(!moved);
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
         assert_eq!(env.head_sha, "9".repeat(40));
         let name = env.name.unwrap();
@@ -214,19 +216,19 @@ previewd_e2e::each_backend! {
         let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
         assert!(image.ends_with(&"9".repeat(40)), "{image}");
         engine.store.record_environment(&new, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        engine.reconcile(id).await.unwrap();
+        converge(&engine, id).await;
     }
 
     async fn an_environment_whose_namespace_is_already_gone_is_simply_deleted(db) {
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         let pr = pr('i');
         let id = pending(&engine, &pr).await;
-        engine.reconcile(id).await.unwrap();
+        converge(&engine, id).await;
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         // Someone deleted the namespace by hand and it is gone.
-        engine.cluster.teardown(&name, Duration::from_secs(60)).await.unwrap();
+        torn_down(&engine.cluster, &name, Duration::from_secs(60)).await.unwrap();
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
     async fn a_queued_environment_gets_its_turn_when_a_slot_frees(db) {
@@ -235,7 +237,7 @@ previewd_e2e::each_backend! {
         let mut second = first.clone();
         second.number = PrNumber(9);
         let a = pending(&engine, &first).await;
-        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, a).await, Outcome::Settled(EnvironmentState::Ready));
         let name_a = engine.store.reconcile_record(a).await.unwrap().unwrap().name.unwrap();
         let _cleanup_a = TestNamespace::adopt(&name_a).await.unwrap();
         let b = pending(&engine, &second).await;
@@ -244,12 +246,12 @@ previewd_e2e::each_backend! {
         assert_eq!(state_b, "Pending", "queued, not rejected");
         assert!(reason.unwrap().contains("repository limit reached"));
         engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(a).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
-        assert_eq!(engine.reconcile(b).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, a).await, Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, b).await, Outcome::Settled(EnvironmentState::Ready));
         let name_b = engine.store.reconcile_record(b).await.unwrap().unwrap().name.unwrap();
         let _cleanup_b = TestNamespace::adopt(&name_b).await.unwrap();
         engine.store.record_environment(&second, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        engine.reconcile(b).await.unwrap();
+        converge(&engine, b).await;
     }
 
     async fn reopened_while_the_old_namespace_terminates_it_waits_then_provisions(db) {
@@ -257,7 +259,7 @@ previewd_e2e::each_backend! {
         let engine = Engine { settings: EngineSettings { teardown_timeout: Duration::from_secs(1), ..engine.settings.clone() }, ..engine };
         let pr = pr('k');
         let id = pending(&engine, &pr).await;
-        engine.reconcile(id).await.unwrap();
+        converge(&engine, id).await;
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         // Something in the namespace holds its deletion.
@@ -277,25 +279,17 @@ previewd_e2e::each_backend! {
         assert!(reason.unwrap().contains("finish terminating"));
         let patch = serde_json::json!({"metadata": {"finalizers": null}});
         config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match engine.reconcile(id).await.unwrap() {
-                Outcome::Settled(EnvironmentState::Ready) => break,
-                Outcome::RequeueAfter(after) => tokio::time::sleep(after).await,
-                other => panic!("unexpected {other:?}"),
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never provisioned");
-        }
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready), "never provisioned");
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         let engine = Engine { settings: EngineSettings { teardown_timeout: Duration::from_secs(60), ..engine.settings.clone() }, ..engine };
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
     async fn extending_moves_the_expiry_within_the_maximum(db) {
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         let pr = pr('l');
         let id = pending(&engine, &pr).await;
-        engine.reconcile(id).await.unwrap();
+        converge(&engine, id).await;
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let before = engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at.unwrap();
@@ -306,13 +300,13 @@ previewd_e2e::each_backend! {
         let max = previewd_environments::time::now_ms() + 7 * 86_400 * 1000;
         assert!(clamped <= max && clamped > max - 60_000, "{clamped} vs {max}");
         // The next reconcile writes the new expiry on the namespace.
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let namespace = Api::<Namespace>::all(admin_client().await.unwrap()).get(&name).await.unwrap();
         let annotation = namespace.metadata.annotations.unwrap()["previewd.dev/expires-at"].clone();
         assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped));
         assert!(annotation.ends_with('Z'), "{annotation}");
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        engine.reconcile(id).await.unwrap();
+        converge(&engine, id).await;
     }
 
     async fn environments_due_for_a_warning_are_found_once(db) {
@@ -333,16 +327,16 @@ previewd_e2e::each_backend! {
         let engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         let pr = pr('n');
         let id = pending(&engine, &pr).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         // Someone deletes the whole namespace; wait until it is really gone.
-        engine.cluster.teardown(&name, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        torn_down(&engine.cluster, &name, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &name).get_opt("app").await.unwrap();
         assert!(deployment.is_some(), "the environment was rebuilt");
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
     async fn an_approved_fork_environment_never_receives_platform_secrets(db) {
@@ -351,14 +345,14 @@ previewd_e2e::each_backend! {
         fork.from_fork = true;
         // As if a writer approved it: the planner let it through as Pending.
         let id = pending(&engine, &fork).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let secrets: Api<Secret> = Api::namespaced(admin_client().await.unwrap(), &name);
         assert!(secrets.get_opt("db-readonly").await.unwrap().is_none(), "a fork got a platform secret");
         assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "its own generated secret it keeps");
         engine.store.record_environment(&fork, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
     async fn the_url_is_announced_only_once_its_name_resolves_and_the_record_goes_with_it(db) {
@@ -385,14 +379,14 @@ previewd_e2e::each_backend! {
         let engine = Engine { policy: with_dns.clone(), dns, ..base };
         let pr = pr('p');
         let id = pending(&engine, &pr).await;
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
         let name = env.name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let host = format!("{name}.preview.test");
         assert!(engine.dns.verify(&host).await.is_ok(), "the record is published");
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
-        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Deleted));
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
         let short = previewd_environments::dns::Dns::from_policy(&dns_policy(dns_server.server.to_string(), Duration::from_millis(300)), Some(secret())).unwrap();
         assert!(matches!(short.verify(&host).await, Err(previewd_environments::dns::DnsError::NotResolving { .. })), "the record is gone");
 

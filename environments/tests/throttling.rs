@@ -98,7 +98,7 @@ async fn a_throttled_apply_is_retried_later_and_the_environment_is_not_failed() 
     assert!(reason.contains("429") && reason.contains("trying again later"), "{reason}");
 
     identity.release().await.unwrap();
-    assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Ready));
+    assert_eq!(previewd_e2e::cluster::converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
 }
 
 /// A real 429 of the API server, classified: every call kind previewd makes through the

@@ -241,11 +241,19 @@ pub struct EngineConfig {
     /// How often live environments are re-reconciled, expired ones torn down and orphaned
     /// namespaces removed.
     pub resync_interval_seconds: u64,
+    /// Rollouts watched at once by this replica (one watch per environment rolling out, on its
+    /// namespace's Deployments and pods). Past it, a rollout is looked at every 2 s instead.
+    pub max_rollout_watches: u32,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { rollout_timeout_seconds: 300, teardown_timeout_seconds: 120, resync_interval_seconds: 60 }
+        EngineConfig {
+            rollout_timeout_seconds: 300,
+            teardown_timeout_seconds: 120,
+            resync_interval_seconds: 60,
+            max_rollout_watches: 256,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::github::report::GitHubSide;
 use crate::worker::JobError;
 use anyhow::Context as _;
 use previewd_environments::cluster::Cluster;
+use previewd_environments::cluster::watch::{RolloutWatches, Wake};
 use previewd_environments::model::EnvironmentState;
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Forge, Outcome, ReconcileError};
@@ -18,6 +19,7 @@ use previewd_environments::yaml::{self, Origin};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Job kind that reconciles one environment.
@@ -100,35 +102,116 @@ pub async fn engine(
     })))
 }
 
-/// Runs one reconcile job.
-pub async fn run_reconcile(engine: &Engine, payload: &str, max_attempts: i64) -> Result<(), JobError> {
+/// How often a rollout that cannot be watched (over `engine.max_rollout_watches`) is looked at.
+const UNWATCHED_ROLLOUT_POLL: Duration = Duration::from_secs(2);
+/// When a reconcile finds another one running on its environment: that one is short.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+
+/// Runs one reconcile job and schedules what it asked for: nothing (settled), a later run, or
+/// a watch on its rollout with a run at the rollout's deadline.
+pub async fn run_reconcile(
+    engine: &Engine,
+    watches: Option<&RolloutWatches>,
+    payload: &str,
+    max_attempts: i64,
+) -> Result<(), JobError> {
     let job: ReconcileJob =
         serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad reconcile payload: {e}")))?;
-    match engine.reconcile(job.environment).await {
+    let id = job.environment;
+    let again_at = |at: i64| async move {
+        engine
+            .store
+            .enqueue_unique_job(&reconcile_job(id, max_attempts, Some(at)))
+            .await
+            .map(drop)
+            .map_err(|e| JobError::Transient(e.to_string()))
+    };
+    match engine.reconcile(id).await {
         Ok(Outcome::Settled(state)) => {
-            tracing::info!(environment = job.environment, %state, "reconciled");
+            if let Some(watches) = watches {
+                watches.forget(id);
+            }
+            tracing::info!(environment = id, %state, "reconciled");
             Ok(())
         }
-        Ok(Outcome::RequeueAfter(after)) => {
-            let at = now_ms().saturating_add(millis(after));
-            // Not `enqueue_unique_job`: this job is still running, and would count as the
-            // identical job that makes the new one unnecessary.
-            engine
-                .store
-                .enqueue_job(&reconcile_job(job.environment, max_attempts, Some(at)))
-                .await
-                .map_err(|e| JobError::Transient(e.to_string()))?;
-            Ok(())
+        Ok(Outcome::RequeueAfter(after)) => again_at(now_ms().saturating_add(millis(after))).await,
+        Ok(Outcome::RollingOut { namespace, deadline }) => {
+            let now = now_ms();
+            let left = Duration::from_millis(u64::try_from(deadline.saturating_sub(now)).unwrap_or(0));
+            let watched = watches.is_some_and(|w| w.watch(id, &namespace, tokio::time::Instant::now() + left));
+            let at = if watched { deadline } else { deadline.min(now.saturating_add(millis(UNWATCHED_ROLLOUT_POLL))) };
+            again_at(at).await
         }
-        // Another reconcile holds the environment (or a crashed one's lease has not run out):
-        // waiting a while costs less than burning attempts.
-        Err(error @ ReconcileError::Busy) => Err(JobError::RetryAfter(error.to_string(), Duration::from_secs(5))),
+        // Another reconcile holds the environment (reconciles are short), or a crashed one's
+        // lease has not run out: run again soon, without spending an attempt.
+        Err(ReconcileError::Busy) => again_at(now_ms().saturating_add(millis(BUSY_RETRY))).await,
         // The API server's Retry-After (a 429) is honoured; the queue's backoff applies if longer.
         Err(error) => Err(match error.retry_after() {
             Some(after) => JobError::RetryAfter(error.to_string(), after),
             None => JobError::Transient(error.to_string()),
         }),
     }
+}
+
+/// Turns wake-ups from the cluster's watches into reconcile jobs, until `stop`.
+pub async fn run_wakeups(
+    engine: Arc<Engine>,
+    mut wakes: mpsc::Receiver<Wake>,
+    jobs_queued: Arc<Notify>,
+    max_attempts: i64,
+    stop: CancellationToken,
+) {
+    loop {
+        let wake = tokio::select! {
+            wake = wakes.recv() => wake,
+            () = stop.cancelled() => return,
+        };
+        let id = match wake {
+            None => return,
+            Some(Wake::Environment(id)) => Some(id),
+            Some(Wake::NamespaceGone(name)) => match engine.store.environment_named(&name).await {
+                Ok(id) => id,
+                Err(error) => {
+                    tracing::warn!(namespace = name, error = %error, "could not look up the environment of a namespace that is gone; the periodic pass will");
+                    None
+                }
+            },
+        };
+        let Some(id) = id else { continue };
+        match engine.store.enqueue_unique_job(&reconcile_job(id, max_attempts, None)).await {
+            Ok(true) => jobs_queued.notify_waiters(),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(environment = id, error = %error, "could not queue the reconcile a watch asked for; the deadline or the periodic pass will run it");
+            }
+        }
+    }
+}
+
+/// Starts the watches that wake environments: the namespace watch, and the rollout watches
+/// (returned, for the job runner to open and close).
+pub fn start_watches(
+    engine: &Arc<Engine>,
+    config: &Config,
+    jobs_queued: Arc<Notify>,
+    max_attempts: i64,
+    tracker: &tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+) -> Arc<RolloutWatches> {
+    // Wake-ups are small and consumed at once; a full channel holds the watch streams back.
+    let (wake, wakes) = mpsc::channel(1024);
+    let client = engine.cluster.client();
+    let watches = RolloutWatches::new(client.clone(), wake.clone(), config.engine.max_rollout_watches as usize);
+    let namespaces = previewd_environments::cluster::watch::watch_namespaces(client, config.instance.clone(), wake);
+    let stop_namespaces = stop.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = namespaces => {}
+            () = stop_namespaces.cancelled() => {}
+        }
+    });
+    tracker.spawn(run_wakeups(engine.clone(), wakes, jobs_queued, max_attempts, stop));
+    watches
 }
 
 /// The periodic pass, every `interval`, until `stop`.
@@ -183,7 +266,7 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
     for namespace in owned {
         if !held.contains(&namespace) && engine.cluster.namespace_terminating(&namespace).await? == Some(false) {
             tracing::warn!(namespace, "deleting a namespace previewd owns but no live environment holds");
-            engine.cluster.teardown(&namespace, Duration::ZERO).await?;
+            engine.cluster.delete_namespace(&namespace).await?;
         }
     }
     Ok(())

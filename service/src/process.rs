@@ -16,6 +16,7 @@ use crate::github::events::{Event, PrAction};
 use crate::github::report::{GitHubSide, ReportError};
 use crate::lifecycle::{RECONCILE, reconcile_job, run_reconcile};
 use crate::worker::{JobError, JobHandler};
+use previewd_environments::cluster::watch::RolloutWatches;
 use previewd_environments::model::{CloseReason, CommitSha, EnvironmentState, InstallationId, PullRequest, Repo};
 use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::ForkPolicy;
@@ -35,6 +36,8 @@ pub struct JobRunner {
     engine: Option<Arc<Engine>>,
     /// `None` without GitHub credentials: nothing is reported or asked of GitHub.
     github: Option<Arc<GitHubSide>>,
+    /// The rollout watches reconciles open and close (with the engine).
+    watches: Option<Arc<RolloutWatches>>,
     max_attempts: i64,
 }
 
@@ -70,8 +73,14 @@ enum Activity {
 }
 
 impl JobRunner {
-    pub fn new(store: Store, engine: Option<Arc<Engine>>, github: Option<Arc<GitHubSide>>, max_attempts: i64) -> Self {
-        JobRunner { store, engine, github, max_attempts }
+    pub fn new(
+        store: Store,
+        engine: Option<Arc<Engine>>,
+        github: Option<Arc<GitHubSide>>,
+        watches: Option<Arc<RolloutWatches>>,
+        max_attempts: i64,
+    ) -> Self {
+        JobRunner { store, engine, github, watches, max_attempts }
     }
 
     /// Whether the policy's allow-list lets previewd serve `repo`.
@@ -370,7 +379,9 @@ impl JobHandler for JobRunner {
                     self.process(event).await
                 }
                 RECONCILE => match &self.engine {
-                    Some(engine) => run_reconcile(engine, &job.payload, self.max_attempts).await,
+                    Some(engine) => {
+                        run_reconcile(engine, self.watches.as_deref(), &job.payload, self.max_attempts).await
+                    }
                     None => {
                         Err(JobError::Permanent("no policy_file configured: environments are not reconciled".into()))
                     }

@@ -64,6 +64,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         };
         workers.spawn(resync.run(shutdown.stop.clone()));
     }
+    let watches = engine.as_ref().map(|engine| {
+        crate::lifecycle::start_watches(
+            engine,
+            &config,
+            jobs_queued.clone(),
+            max_attempts,
+            &workers,
+            shutdown.stop.clone(),
+        )
+    });
     if let Some(engine) = &engine {
         workers.spawn(crate::lifecycle::run_periodic(
             engine.clone(),
@@ -76,7 +86,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         &workers,
         process,
         store.clone(),
-        Arc::new(JobRunner::new(store.clone(), engine, github, max_attempts)),
+        Arc::new(JobRunner::new(store.clone(), engine, github, watches, max_attempts)),
         WorkerSettings {
             workers: config.queue.workers,
             lease: config.lease(),

@@ -357,6 +357,14 @@ async fn converge(engine: &Engine, id: i64, want: EnvironmentState, deadline: In
                 }
                 tokio::time::sleep(after).await;
             }
+            // previewd is woken by its rollout watch; this harness drives the engine alone and
+            // looks again shortly (kwok makes pods ready at once).
+            Outcome::RollingOut { deadline, .. } => {
+                if previewd_environments::time::now_ms() >= deadline {
+                    bail!("environment {id} passed its rollout deadline without settling");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -211,6 +211,13 @@ pub struct ReconcileRecord {
     pub requested: bool,
     /// The outcome of the last command, for the pull request comment.
     pub note: Option<String>,
+    /// When the rollout in progress fails if not complete (milliseconds since the epoch).
+    pub rollout_deadline: Option<Millis>,
+    /// The commit whose `.preview.yaml` is `config_text`.
+    pub config_sha: Option<String>,
+    pub config_text: Option<String>,
+    /// The hostname whose DNS record previewd published.
+    pub published_host: Option<String>,
 }
 
 impl ReconcileRecord {
@@ -245,7 +252,7 @@ impl ReconcileRecord {
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
-     note";
+     note, rollout_deadline, config_sha, config_text, published_host";
 
 impl Store {
     /// The environment as the reconciler sees it.

@@ -104,14 +104,16 @@ impl Store {
         .map_err(StoreError::query("queueing a job")))
     }
 
-    /// Queues a job unless an identical one (same kind and payload) is already queued or
-    /// running: periodic passes may ask for the same work many times without piling it up.
+    /// Queues a job unless an identical one (same kind and payload) is already queued to run no
+    /// later than this one would: periodic passes and watch events may ask for the same work many
+    /// times without piling it up. A running one does not count: it may have read what it works
+    /// on before the change that asks for the work again, so the work is queued after it.
     pub async fn enqueue_unique_job(&self, job: &NewJob) -> Result<bool, StoreError> {
         let now = now_ms();
         let inserted = with_pool!(self, pool => sqlx::query(
             "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
              SELECT $1, $2, 'queued', 0, $3, $4, $5, $5 \
-             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state IN ('queued', 'running'))",
+             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state = 'queued' AND run_at <= $4)",
         )
         .bind(&job.kind)
         .bind(&job.payload)

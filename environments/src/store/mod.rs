@@ -11,6 +11,7 @@ mod deliveries;
 mod environments;
 mod jobs;
 mod leases;
+mod progress;
 mod pulls;
 mod reports;
 mod repositories;

@@ -1,6 +1,7 @@
 //! The Kubernetes side of an environment: server-side apply with one field manager, pruning by
-//! ownership labels, waiting for the rollout with a specific reason when it fails, and
-//! teardown that waits until the namespace is really gone.
+//! ownership labels, where the rollout stands ([`rollout`], with a specific reason when it
+//! fails), deleting the namespace, and the watches that wake a waiting environment
+//! ([`watch`]). Nothing here waits for the cluster to do its work.
 //!
 //! Only the kinds in [`Kind`] are touched, with exactly the verbs previewd's RBAC grants (see
 //! `e2e/controlplane/previewd-rbac.yaml`): Secrets are written and deleted but never read, so
@@ -13,9 +14,13 @@
 //! create that RoleBinding only in its own namespaces, only for that role and only for
 //! itself, so a leaked token cannot read ConfigMaps, pods or env vars anywhere else.
 
+pub mod rollout;
+pub mod watch;
+
+pub use rollout::{Rollout, RolloutFailure, WorkloadFailure};
+
 use crate::kinds::Kind;
 use crate::render::{ENVIRONMENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -101,28 +106,14 @@ impl ClusterError {
     }
 }
 
-/// Why a rollout did not become ready: specific enough for the pull request's author.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RolloutFailure {
-    #[error("image cannot be pulled: {0}")]
-    ImagePull(String),
-    #[error("namespace quota exceeded: {0}")]
-    QuotaExceeded(String),
-    #[error("admission refused the pods: {0}")]
-    AdmissionRefused(String),
-    #[error("the container keeps crashing: {0}")]
-    CrashLoop(String),
-    #[error("not ready after {seconds} s: {detail}")]
-    Timeout { seconds: u64, detail: String },
-}
-
-/// What teardown found.
+/// What deleting a namespace found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Teardown {
     /// The namespace is gone (or never existed).
     Gone,
-    /// Still terminating after the wait; the namespace's own conditions say why.
-    Stuck { conditions: String },
+    /// Still terminating: since when (milliseconds since the epoch, from its deletion
+    /// timestamp), and what its own conditions say.
+    Terminating { since: Option<i64>, conditions: String },
 }
 
 /// Handle on the cluster; cheap to clone.
@@ -145,6 +136,11 @@ impl Cluster {
     /// namespace (setting `read_cluster_role`; the chart creates it).
     pub fn new(client: Client, read_cluster_role: impl Into<String>) -> Self {
         Cluster { client, read_cluster_role: read_cluster_role.into(), username: Arc::new(OnceCell::new()) }
+    }
+
+    /// The client, for the watches that wake environments ([`watch`]).
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
@@ -369,67 +365,28 @@ impl Cluster {
         api.get(name).await.map_err(ClusterError::from_kube(format!("read platform secret {source_namespace}/{name}")))
     }
 
-    /// Waits until Deployment `name` has rolled out completely, or explains why it did not.
-    pub async fn wait_for_rollout(
-        &self,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<Result<(), RolloutFailure>, ClusterError> {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let deployment = deployments
-                .get(name)
-                .await
-                .map_err(ClusterError::from_kube(format!("read deployment {namespace}/{name}")))?;
-            if rolled_out(&deployment) {
-                return Ok(Ok(()));
-            }
-            if let Some(failure) = self.diagnose(namespace, &deployment).await? {
-                return Ok(Err(failure));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let detail = deployment_summary(&deployment);
-                return Ok(Err(RolloutFailure::Timeout { seconds: timeout.as_secs(), detail }));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Looks for a reason the rollout cannot succeed in the deployment's replica sets and pods.
-    async fn diagnose(&self, namespace: &str, deployment: &Deployment) -> Result<Option<RolloutFailure>, ClusterError> {
-        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-        let replica_sets = replica_sets
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list replica sets in {namespace}")))?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pods = pods
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list pods in {namespace}")))?;
-        Ok(diagnose(deployment, &replica_sets.items, &pods.items))
-    }
-
-    /// Deletes the namespace and waits (up to `timeout`) until it is gone.
-    pub async fn teardown(&self, namespace: &str, timeout: Duration) -> Result<Teardown, ClusterError> {
+    /// Deletes the namespace (once; a namespace already terminating is left to finish) and
+    /// reports whether it is gone. Does not wait: the namespace watch wakes the environment
+    /// when it disappears.
+    pub async fn delete_namespace(&self, namespace: &str) -> Result<Teardown, ClusterError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.delete(namespace, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Teardown::Gone),
-            Err(error) => return Err(ClusterError::from_kube(format!("delete namespace {namespace}"))(error)),
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let current =
-                api.get_opt(namespace).await.map_err(ClusterError::from_kube(format!("read namespace {namespace}")))?;
-            let Some(current) = current else { return Ok(Teardown::Gone) };
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(Teardown::Stuck { conditions: namespace_conditions(&current) });
+        let current =
+            api.get_opt(namespace).await.map_err(ClusterError::from_kube(format!("read namespace {namespace}")))?;
+        let Some(current) = current else { return Ok(Teardown::Gone) };
+        let current = if current.metadata.deletion_timestamp.is_some() {
+            current
+        } else {
+            match api.delete(namespace, &DeleteParams::background()).await {
+                Ok(either) => match either.left() {
+                    Some(ns) => ns,
+                    None => return Ok(Teardown::Gone),
+                },
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Teardown::Gone),
+                Err(error) => return Err(ClusterError::from_kube(format!("delete namespace {namespace}"))(error)),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        };
+        let since = current.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_millisecond());
+        Ok(Teardown::Terminating { since, conditions: namespace_conditions(&current) })
     }
 
     /// Whether namespace `name` exists and is terminating (`Some(true)`), exists (`Some(false)`),
@@ -460,70 +417,6 @@ async fn delete_ignoring_missing(api: &Api<DynamicObject>, name: &str, action: &
     }
 }
 
-/// Why a rollout cannot succeed, judged from what the controllers and the kubelet reported:
-/// replica set creation refused (quota, admission), or pods that cannot pull their image or keep
-/// crashing. `None` while it may still succeed.
-fn diagnose(deployment: &Deployment, replica_sets: &[ReplicaSet], pods: &[Pod]) -> Option<RolloutFailure> {
-    let deployment_uid = deployment.metadata.uid.as_deref();
-    let owned = replica_sets
-        .iter()
-        .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == deployment_uid));
-    for rs in owned {
-        for condition in rs.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
-            if condition.type_ == "ReplicaFailure" && condition.status == "True" {
-                let message = condition.message.clone().unwrap_or_default();
-                return Some(if message.contains("exceeded quota") || message.contains("must specify limits") {
-                    RolloutFailure::QuotaExceeded(message)
-                } else {
-                    RolloutFailure::AdmissionRefused(message)
-                });
-            }
-        }
-    }
-    for status in pods.iter().flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten())) {
-        let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
-        let reason = waiting.reason.clone().unwrap_or_default();
-        let message = format!("{}: {}", reason, waiting.message.clone().unwrap_or_default());
-        match reason.as_str() {
-            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
-                return Some(RolloutFailure::ImagePull(message));
-            }
-            "CrashLoopBackOff" => return Some(RolloutFailure::CrashLoop(message)),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn rolled_out(deployment: &Deployment) -> bool {
-    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let Some(status) = &deployment.status else { return false };
-    status.observed_generation.unwrap_or(0) >= generation
-        && status.updated_replicas.unwrap_or(0) == wanted
-        && status.available_replicas.unwrap_or(0) == wanted
-        && status.replicas.unwrap_or(0) == wanted
-        && status.unavailable_replicas.unwrap_or(0) == 0
-}
-
-fn deployment_summary(deployment: &Deployment) -> String {
-    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    let conditions: Vec<String> = status
-        .conditions
-        .iter()
-        .flatten()
-        .filter(|c| c.status != "True" || c.type_ == "Progressing")
-        .map(|c| format!("{} {}: {}", c.type_, c.status, c.message.clone().unwrap_or_default()))
-        .collect();
-    format!(
-        "{} of {wanted} replicas available, {} updated{}",
-        status.available_replicas.unwrap_or(0),
-        status.updated_replicas.unwrap_or(0),
-        if conditions.is_empty() { String::new() } else { format!("; {}", conditions.join("; ")) }
-    )
-}
-
 fn namespace_conditions(namespace: &Namespace) -> String {
     let conditions: Vec<String> = namespace
         .status
@@ -544,54 +437,4 @@ fn namespace_conditions(namespace: &Namespace) -> String {
 fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    // kwok simulates pods without a kubelet, so image pulls and crash loops never happen in the
-    // test cluster; these cases are checked here on the statuses a kubelet reports.
-    fn pod(reason: &str, message: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "app-1"},
-            "status": {"containerStatuses": [{
-                "name": "app", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
-                "state": {"waiting": {"reason": reason, "message": message}}
-            }]}
-        }))
-        .unwrap()
-    }
-
-    fn deployment() -> Deployment {
-        serde_json::from_value(json!({"metadata": {"name": "app", "uid": "d-1"}})).unwrap()
-    }
-
-    #[test]
-    fn an_image_that_cannot_be_pulled_is_named() {
-        let failure = diagnose(&deployment(), &[], &[pod("ImagePullBackOff", "Back-off pulling image \"x\"")]);
-        assert_eq!(failure, Some(RolloutFailure::ImagePull("ImagePullBackOff: Back-off pulling image \"x\"".into())));
-    }
-
-    #[test]
-    fn a_crash_loop_is_named() {
-        let failure = diagnose(&deployment(), &[], &[pod("CrashLoopBackOff", "back-off 40s restarting")]);
-        assert!(matches!(failure, Some(RolloutFailure::CrashLoop(m)) if m.contains("back-off 40s")));
-    }
-
-    #[test]
-    fn a_container_still_creating_is_not_a_failure() {
-        assert_eq!(diagnose(&deployment(), &[], &[pod("ContainerCreating", "")]), None);
-    }
-
-    #[test]
-    fn replica_failures_of_other_deployments_are_ignored() {
-        let rs: ReplicaSet = serde_json::from_value(json!({
-            "metadata": {"name": "other", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "other"}]},
-            "status": {"replicas": 0, "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]}
-        }))
-        .unwrap();
-        assert_eq!(diagnose(&deployment(), &[rs], &[]), None);
-    }
 }

@@ -1,0 +1,53 @@
+//! What a reconcile keeps on its environment between passes, so that a pass never waits and
+//! never asks again for what cannot have changed: the current rollout's deadline, the
+//! repository file read at a commit, and the hostname whose DNS record was published. None of
+//! these is desired state (the planner's) or shown on the pull request, so no report is queued.
+
+use super::{Store, StoreError, with_pool};
+use crate::time::Millis;
+
+impl Store {
+    /// Starts a rollout: a reconcile that finds it incomplete after `deadline` fails it.
+    pub async fn start_rollout(&self, id: i64, deadline: Millis) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE environments SET rollout_deadline = $1 WHERE id = $2")
+            .bind(deadline)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("starting a rollout")))
+    }
+
+    /// Keeps `text`, the repository's `.preview.yaml` at commit `sha` (the file is bounded by
+    /// `yaml::Origin::Repository`'s limit, 64 KiB). Replaces the file of an earlier commit.
+    pub async fn keep_config(&self, id: i64, sha: &str, text: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE environments SET config_sha = $1, config_text = $2 WHERE id = $3")
+            .bind(sha)
+            .bind(text)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("keeping a repository file")))
+    }
+
+    /// Records the hostname whose DNS record is published (`None`: released).
+    pub async fn set_published_host(&self, id: i64, host: Option<&str>) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE environments SET published_host = $1 WHERE id = $2")
+            .bind(host)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("recording a published hostname")))
+    }
+
+    /// The environment whose namespace is `name`, if any.
+    pub async fn environment_named(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, pool => sqlx::query_scalar("SELECT id FROM environments WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::query("finding an environment by name")))
+    }
+}
