@@ -403,6 +403,10 @@ cmd_up() {
   cluster_lock
   if healthy; then
     refresh_kwok_stages
+    # previewd's RBAC and admission policies as this checkout has them (a reused cluster may
+    # have been started by an older one); server-side apply changes only what differs.
+    kubectl apply --server-side --field-manager=previewd-test-cluster -f "$HERE/previewd-rbac.yaml" >/dev/null ||
+      die "applying previewd-rbac.yaml to the reused cluster failed"
     log "cluster is up (reused): $(api_server_url)"
     return 0
   fi

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, converge, previewd_client, torn_down};
 use previewd_environments::cluster::Cluster;
+use previewd_environments::cluster::watch::{RolloutWatches, Wake};
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
@@ -80,6 +81,49 @@ fn pr(sha: char) -> PullRequest {
 fn rand_u16() -> u16 {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     u16::from_le_bytes([bytes[0], bytes[1]])
+}
+
+/// Reconciles until a pass returns something other than `RollingOut` (pods on the test
+/// cluster become Ready at once unless a template delays them), at most 60 s.
+async fn past_rollout(engine: &Engine, id: i64) -> Outcome {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = engine.reconcile(id).await.unwrap();
+        if !matches!(outcome, Outcome::RollingOut { .. }) || tokio::time::Instant::now() >= deadline {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Serves one `.preview.yaml` and counts the reads, as GitHub's rate limit would.
+struct CountingForge {
+    text: String,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl previewd_environments::reconcile::Forge for CountingForge {
+    fn fetch<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Option<previewd_environments::repo_config::RepoFile>, String>> + Send + 'a>,
+    > {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let file = previewd_environments::repo_config::RepoFile::from_bytes(self.text.clone().into_bytes());
+        Box::pin(async move { Ok(Some(file)) })
+    }
+
+    fn checks<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+        _required: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<previewd_environments::reconcile::Checks, String>> + Send + 'a>>
+    {
+        Box::pin(async { Ok(Default::default()) })
+    }
 }
 
 async fn pending(engine: &Engine, pr: &PullRequest) -> i64 {
@@ -399,12 +443,97 @@ previewd_e2e::each_backend! {
         let mut other = pr.clone();
         other.number = PrNumber(77);
         let id = pending(&engine, &other).await;
-        assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)));
+        assert!(matches!(past_rollout(&engine, id).await, Outcome::RequeueAfter(_)));
         let (state_now, reason) = state(&engine, id).await;
         assert_eq!(state_now, "Provisioning");
         let reason = reason.unwrap();
         assert!(reason.starts_with("DnsUnreachable"), "{reason}");
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+    }
+    async fn a_finished_rollout_is_seen_by_the_watch_not_a_timer(db) {
+        let delay = Duration::from_secs(3);
+        let templates = previewd_e2e::fixtures::templates_with_pod_ready_delay(delay).unwrap();
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), templates.path()).await;
+        let pr = pr('w');
+        let id = pending(&engine, &pr).await;
+        let started = tokio::time::Instant::now();
+        let Outcome::RollingOut { namespace, deadline } = engine.reconcile(id).await.unwrap() else {
+            panic!("pods that take {delay:?} cannot be ready at the first look");
+        };
+        let _cleanup = TestNamespace::adopt(&namespace).await.unwrap();
+        assert!(deadline > previewd_environments::time::now_ms() + 50_000, "the rollout deadline is 60 s away");
+        let (wake, mut wakes) = tokio::sync::mpsc::channel(64);
+        let watches = RolloutWatches::new(engine.cluster.client(), wake, 4);
+        assert!(watches.watch(id, &namespace, tokio::time::Instant::now() + Duration::from_secs(60)));
+        // Reconcile only when the watch says something changed, as the service does: Ready is
+        // reached long before the deadline, so it was the watch.
+        let mut passes = 0;
+        loop {
+            let woken = tokio::time::timeout(Duration::from_secs(30), wakes.recv()).await;
+            let Ok(Some(Wake::Environment(woken))) = woken else { panic!("no wake-up within 30 s: {woken:?}") };
+            assert_eq!(woken, id);
+            passes += 1;
+            match engine.reconcile(id).await.unwrap() {
+                Outcome::Settled(EnvironmentState::Ready) => break,
+                Outcome::RollingOut { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        watches.forget(id);
+        println!("ready {took:?} after the first look, in {passes} woken passes (pods take {delay:?})");
+        assert!(took >= delay, "the pods' delay is real: {took:?}");
+        assert!(took < Duration::from_secs(20), "seen long before the 60 s deadline: {took:?}");
+        let (_, reason) = state(&engine, id).await;
+        assert_eq!(reason, None);
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn a_push_during_a_rollout_starts_the_new_commit_at_once(db) {
+        let templates = previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(40)).unwrap();
+        let engine = engine(&db.url, PREVIEW_YAML, policy(""), templates.path()).await;
+        let first = pr('p');
+        let id = pending(&engine, &first).await;
+        let Outcome::RollingOut { namespace, .. } = engine.reconcile(id).await.unwrap() else { panic!("not rolling out") };
+        let _cleanup = TestNamespace::adopt(&namespace).await.unwrap();
+        let (_, reason) = state(&engine, id).await;
+        assert_eq!(reason.as_deref(), Some("rolling out: waiting for deployment `app`"));
+        // A push while the first commit's pods take 40 s to start.
+        let mut pushed = first.clone();
+        pushed.head_sha = CommitSha("q".repeat(40));
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        let began = tokio::time::Instant::now();
+        let outcome = engine.reconcile(id).await.unwrap();
+        let took = began.elapsed();
+        assert!(matches!(outcome, Outcome::RollingOut { .. }), "{outcome:?}");
+        assert!(took < Duration::from_secs(20), "the push did not wait for the first rollout: {took:?}");
+        let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &namespace).get("app").await.unwrap();
+        let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
+        assert_eq!(image, format!("registry.preview.test/acme/app:{}", "q".repeat(40)), "the new commit is applied");
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        assert_eq!((env.state.as_str(), env.head_sha.as_str()), ("Provisioning", "q".repeat(40).as_str()));
+        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn an_unchanged_head_is_not_read_again(db) {
+        let counting = Arc::new(CountingForge { text: PREVIEW_YAML.to_owned(), reads: Default::default() });
+        let mut engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        engine.forge = counting.clone();
+        let pr = pr('r');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
+        let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let after_provision = counting.reads.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..5 {
+            assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
+        }
+        assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), after_provision, "resyncs read nothing");
+        assert_eq!(after_provision, 1, "one read for the commit");
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 }
