@@ -68,8 +68,10 @@ fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: kube::Result<T>) {
 
 async fn wait_deployment_available(client: &Client, ns: &str, name: &str) -> Deployment {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    // A list, as previewd's rollout look (`Cluster::rollout`) makes: its read role has no `get`.
     wait_until(TIMEOUT, &format!("deployment {ns}/{name} to be available"), || async {
-        let d = api.get(name).await?;
+        let listed = api.list(&kube::api::ListParams::default().fields(&format!("metadata.name={name}"))).await?;
+        let Some(d) = listed.items.into_iter().next() else { return Ok(None) };
         let status = d.status.clone().unwrap_or_default();
         let available =
             status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Available" && c.status == "True");
@@ -463,7 +465,7 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
         ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
         ("escalate", "rbac.authorization.k8s.io", "clusterroles", ""),
         ("list", "", "secrets", ""),
-        ("watch", "", "pods", ""),
+        ("watch", "", "secrets", ""),
         ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("update", "", "namespaces", "finalize"),
     ] {
@@ -471,6 +473,18 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
             !can_i(&previewd, verb, group, resource, subresource, &env_ns).await,
             "previewd may {verb} {resource}/{subresource} in its own namespace"
         );
+    }
+
+    // The rollout watch: Deployments and pods (metadata) in previewd's own namespace, through
+    // its read binding there; nowhere else, and not cluster-wide.
+    for (group, resource) in [("apps", "deployments"), ("", "pods")] {
+        assert!(can_i(&previewd, "watch", group, resource, "", &env_ns).await, "previewd may watch {resource} in its namespace");
+        for elsewhere in ["kube-system", ""] {
+            assert!(
+                !can_i(&previewd, "watch", group, resource, "", elsewhere).await,
+                "previewd may watch {resource} in `{elsewhere}` (empty: cluster-wide)"
+            );
+        }
     }
 
     // Teardown of an environment: previewd deletes its own namespace.

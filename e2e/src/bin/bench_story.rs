@@ -154,6 +154,11 @@ fn root() -> PathBuf {
 async fn main() -> anyhow::Result<()> {
     let sequential = arg("--sequential", 20)?;
     let burst = arg("--burst", 50)?;
+    // How long the test cluster's pods take to become Ready (kwok, from a pod annotation): real
+    // pods take 20-60 s to pull and start. 0: at once.
+    let pod_ready_seconds = arg("--pod-ready-seconds", 0)?;
+    // previewd's default (4) unless given: the benchmark measures what a user gets.
+    let workers = arg("--workers", 0)?;
     let binary = PathBuf::from(std::env::var("BENCH_PREVIEWD_BIN").context("BENCH_PREVIEWD_BIN")?);
     let kubeconfig = PathBuf::from(
         std::env::var("PREVIEWD_TEST_KUBECONFIG")
@@ -172,22 +177,28 @@ async fn main() -> anyhow::Result<()> {
         .replace("per_organization: 20", "per_organization: 200")
         .replace("per_repository: 5", "per_repository: 200");
     std::fs::write(dir.path().join("policy.yaml"), policy)?;
+    let templates = match pod_ready_seconds {
+        0 => None,
+        seconds => Some(previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(
+            u64::try_from(seconds).unwrap_or(u64::MAX),
+        ))?),
+    };
     let s = |p: PathBuf| p.display().to_string();
     let env: Vec<(String, String)> = [
         ("PREVIEWD_DATABASE_URL", format!("sqlite://{}", dir.path().join("previewd.db").display())),
         ("PREVIEWD_WEBHOOK_SECRETS", SECRET.to_owned()),
         ("PREVIEWD_POLICY_FILE", s(dir.path().join("policy.yaml"))),
-        ("PREVIEWD_TEMPLATES_DIR", s(root().join("templates"))),
+        ("PREVIEWD_TEMPLATES_DIR", s(templates.as_ref().map_or_else(|| root().join("templates"), |t| t.path().to_owned()))),
         ("PREVIEWD_KUBECONFIG", s(kubeconfig)),
         ("PREVIEWD_INSTANCE", "bench".to_owned()),
         ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
         ("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string()),
         ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", s(dir.path().join("app.pem"))),
         ("PREVIEWD_LOG_FILTER", "warn".to_owned()),
-        ("PREVIEWD_QUEUE__WORKERS", "16".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain((workers > 0).then(|| ("PREVIEWD_QUEUE__WORKERS".to_owned(), workers.to_string())))
     .collect();
     let mut previewd = Previewd::start(&binary, &env, &dir.path().join("previewd.log")).await?;
     github
@@ -196,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
     github.add_repo(REPO_ID, OWNER, REPO, Some(INSTALLATION)).await?;
 
     println!("previewd end to end: delivery accepted → `success` deployment status; closed → namespace gone");
+    println!(
+        "pods Ready after {pod_ready_seconds} s; workers: {}",
+        if workers == 0 { "previewd's default (4)".to_owned() } else { workers.to_string() }
+    );
     let mut one_by_one = Vec::new();
     for n in 1..=sequential {
         one_by_one.extend(open(&github, &[n]).await?);
