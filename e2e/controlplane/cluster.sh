@@ -402,6 +402,7 @@ cmd_up() {
   cmd_build
   cluster_lock
   if healthy; then
+    refresh_kwok_stages
     log "cluster is up (reused): $(api_server_url)"
     return 0
   fi
@@ -511,12 +512,7 @@ SCHED
     --authentication-kubeconfig="$STATE/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig="$STATE/kube-scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$PKI/generated"
-  start kwok "$KWOK_BIN/kwok" \
-    --kubeconfig="$STATE/kwok.kubeconfig" \
-    --config="$HERE/kwok-stages.yaml" \
-    --manage-all-nodes=false \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.244.0.0/16 --node-ip=192.0.2.10 --node-lease-duration-seconds=40
+  start_kwok
 
   {
     nodes_manifest
@@ -538,6 +534,33 @@ SCHED
     fail_start kube-apiserver "creating a token for the previewd ServiceAccount failed"
   kubeconfig "$PREVIEWD_KUBECONFIG" "      token: $token"
   log "cluster is up in $((SECONDS - start))s: $(api_server_url)"
+}
+
+# kwok reads its Stage file once, at start. It is started with a copy in the state folder, and
+# the copy's SHA-256 is kept beside it, so that `up` can tell a running kwok whose stages differ
+# from kwok-stages.yaml and restart it (nothing else of the cluster needs to restart).
+stages_digest() { sha256sum "$HERE/kwok-stages.yaml" | cut -d' ' -f1; }
+
+start_kwok() {
+  cp "$HERE/kwok-stages.yaml" "$STATE/kwok-stages.yaml"
+  stages_digest >"$STATE/kwok-stages.sha256"
+  start kwok "$KWOK_BIN/kwok" \
+    --kubeconfig="$STATE/kwok.kubeconfig" \
+    --config="$STATE/kwok-stages.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=192.0.2.10 --node-lease-duration-seconds=40
+}
+
+# A healthy cluster whose kwok runs other stages than kwok-stages.yaml (the file changed, or an
+# older cluster.sh started it) gets kwok restarted with the current file.
+refresh_kwok_stages() {
+  local pid
+  [[ $(cat "$STATE/kwok-stages.sha256" 2>/dev/null) == "$(stages_digest)" ]] && return 0
+  log "kwok-stages.yaml changed; restarting kwok"
+  if pid=$(live_pid kwok); then stop_pid kwok "$pid"; fi
+  start_kwok
+  wait_for kwok 60 "$NODES kwok nodes to be Ready without taints" nodes_ready
 }
 
 api_server_url() { echo "https://127.0.0.1:$API_PORT (kubeconfig: $ADMIN_KUBECONFIG)"; }

@@ -115,3 +115,85 @@ impl TestRepo {
         repository["owner"]["login"] = self.owner.clone().into();
     }
 }
+
+/// The pod annotation from which the test cluster's kwok takes how long a pod needs to become
+/// Ready (`e2e/controlplane/kwok-stages.yaml`); without it a pod is Ready at once.
+pub const POD_READY_DELAY_ANNOTATION: &str = "pod-ready.stage.kwok.x-k8s.io/delay";
+
+/// A copy of the repository's templates (`templates/`, usable as previewd's `--templates`) in a
+/// temporary folder, in which the `web` set's Deployment gives its pods
+/// [`POD_READY_DELAY_ANNOTATION`] = `delay`: on the test cluster its pods then take `delay` to
+/// become Ready, as pulled images and readiness probes make real pods take. The folder is
+/// removed when the returned value is dropped.
+pub fn templates_with_pod_ready_delay(delay: std::time::Duration) -> anyhow::Result<tempfile::TempDir> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let dir = tempfile::tempdir().context("creating a folder for the templates")?;
+    copy_tree(&source, dir.path())?;
+    let app = dir.path().join("environments/web/30-app.yaml");
+    let text = std::fs::read_to_string(&app).with_context(|| format!("reading {}", app.display()))?;
+    // The pod template's annotations, the only ones indented by six spaces under `template:`.
+    let anchor = "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: app\n      annotations:\n";
+    anyhow::ensure!(text.contains(anchor), "the web Deployment's pod template has no annotations block to extend");
+    // Milliseconds: a Go duration kwok parses, and nothing a template could misread.
+    let line = format!("        {POD_READY_DELAY_ANNOTATION}: \"{}ms\"\n", delay.as_millis());
+    let text = text.replacen(anchor, &format!("{anchor}{line}"), 1);
+    std::fs::write(&app, text).with_context(|| format!("writing {}", app.display()))?;
+    Ok(dir)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use previewd_environments::render::{Ownership, Renderer};
+    use serde_json::json;
+
+    #[test]
+    fn delayed_templates_annotate_the_pods_of_the_web_deployment() {
+        let dir = templates_with_pod_ready_delay(std::time::Duration::from_secs(20)).unwrap();
+        let renderer = Renderer::load(dir.path()).unwrap();
+        let context = json!({
+            "name": "pr-7-app-0a1b2c3d", "host": "pr-7.preview.test", "url": "https://pr-7.preview.test",
+            "repo": {"id": 42, "owner": "octo", "name": "app"}, "pr": 7,
+            "head_sha": "0123456789abcdef0123456789abcdef01234567",
+            "image": "registry.preview.test/octo/app:1", "port": 8080, "replicas": 1,
+            "env": {}, "platform_secrets": [], "generated_secrets": [],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+            "quota": {"cpu": "1", "memory": "1Gi", "pods": 10},
+            "limit_range": {"default_request": {"cpu": "50m", "memory": "32Mi"}, "default_limit": {"cpu": "100m", "memory": "64Mi"}, "max": {"cpu": "1", "memory": "512Mi"}},
+            "health_check_path": "/healthz", "template": "web",
+            "ingress": {"class_name": null, "controller_namespace": "ingress-nginx", "tls_secret_name": null, "annotations": {}},
+            "egress_cidrs": [], "from_fork": false, "expires_at": "2026-12-01T12:00:00Z"
+        });
+        let owner = Ownership { instance: "test".into(), environment: "pr-7-app-0a1b2c3d".into(), repo_id: 42, pr: 7 };
+        let manifests = renderer.render("web", &context, &owner).unwrap();
+        let deployment = manifests.iter().find(|m| m.name == "app" && m.object["kind"] == "Deployment").unwrap();
+        let annotations = &deployment.object["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations[POD_READY_DELAY_ANNOTATION], "20000ms", "{annotations}");
+        // Nothing else of the set changed.
+        for file in ["00-namespace.yaml", "10-quota.yaml", "20-network.yaml"] {
+            let copy = std::fs::read(dir.path().join("environments/web").join(file)).unwrap();
+            let original = std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates/environments/web").join(file),
+            )
+            .unwrap();
+            assert_eq!(copy, original, "{file}");
+        }
+        assert!(dir.path().join("github/comment.md").is_file());
+    }
+}

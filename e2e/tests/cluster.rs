@@ -476,3 +476,49 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
     // Teardown of an environment: previewd deletes its own namespace.
     namespaces.delete(&env_ns, &DeleteParams::default()).await.unwrap();
 }
+
+/// kwok's pod-ready stage takes its delay from the pod annotation
+/// `pod-ready.stage.kwok.x-k8s.io/delay`: an annotated pod is Ready only after it, one without
+/// the annotation at once. Readiness is observed through a watch, not by sleeping.
+#[tokio::test]
+async fn pod_ready_delay_comes_from_the_pod_annotation() {
+    use kube::runtime::wait::await_condition;
+    use previewd_e2e::fixtures::POD_READY_DELAY_ANNOTATION;
+
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("ready-delay", &[]).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns.name());
+    let delay = Duration::from_secs(3);
+    let pod = |name: &str, annotations: Value| {
+        serde_json::from_value::<Pod>(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": restricted_pod_spec(),
+        }))
+        .unwrap()
+    };
+    let started = Instant::now();
+    pods.create(&PostParams::default(), &pod("slow", json!({POD_READY_DELAY_ANNOTATION: "3s"}))).await.unwrap();
+    pods.create(&PostParams::default(), &pod("fast", json!({}))).await.unwrap();
+
+    let ready_after = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let ready = |p: Option<&Pod>| {
+                p.and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            };
+            tokio::time::timeout(TIMEOUT, await_condition(pods, name, ready))
+                .await
+                .unwrap_or_else(|_| panic!("pod {name} was not Ready within {TIMEOUT:?}"))
+                .unwrap();
+            started.elapsed()
+        }
+    };
+    let (slow, fast) = tokio::join!(ready_after("slow"), ready_after("fast"));
+    println!("pod without the annotation Ready after {fast:?}; annotated {delay:?}, Ready after {slow:?}");
+    assert!(slow >= delay, "the annotated pod was Ready after {slow:?}, before its delay of {delay:?}");
+    assert!(slow < delay + Duration::from_secs(20), "the annotated pod took {slow:?}");
+    assert!(fast < delay, "the pod without the annotation took {fast:?}");
+}
