@@ -49,6 +49,9 @@ impl Swept {
 /// Pause between two batches, so that writers waiting for SQLite's lock (which is not fair) get it.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
 
+/// Free pages given back per `incremental_vacuum` step (16 MiB of 4 KiB pages).
+const VACUUM_PAGES: i64 = 4096;
+
 /// `now - age`, saturating.
 fn cutoff(now: Millis, age: Duration) -> Millis {
     now.saturating_sub(millis(age))
@@ -194,17 +197,31 @@ impl Store {
     }
 
     /// Gives the pages freed by deletes back to the file system. SQLite: the file is opened
-    /// with incremental auto-vacuum (see [`Store::connect`]); `incremental_vacuum` moves the
-    /// free pages to the end and truncates them, in the write-ahead log, and a checkpoint then
-    /// shrinks the file itself. Postgres: nothing to do, its autovacuum makes the space reusable.
+    /// with incremental auto-vacuum (see [`Store::connect`]); `incremental_vacuum(N)` moves up
+    /// to N free pages to the end and truncates them, in steps of [`VACUUM_PAGES`] so that no
+    /// step holds the write lock for long, and a checkpoint then shrinks the file itself.
+    /// Postgres: nothing to do, its autovacuum makes the space reusable.
     pub async fn reclaim_space(&self) -> Result<(), StoreError> {
         if let Backend::Sqlite(pool) = &self.backend {
             let mut conn = pool.acquire().await.map_err(StoreError::query("reclaiming space"))?;
-            // incremental_vacuum returns a row per step; fetching them all runs it to the end.
-            sqlx::query("PRAGMA incremental_vacuum")
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::query("reclaiming space (incremental_vacuum)"))?;
+            loop {
+                let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(StoreError::query("reclaiming space (freelist_count)"))?;
+                if free == 0 {
+                    break;
+                }
+                // Returns a row per step; fetching them all runs it to the end.
+                sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({VACUUM_PAGES})")))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::query("reclaiming space (incremental_vacuum)"))?;
+                if free <= VACUUM_PAGES {
+                    break;
+                }
+                tokio::time::sleep(BETWEEN_BATCHES).await;
+            }
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .fetch_all(&mut *conn)
                 .await
