@@ -152,18 +152,27 @@ impl Store {
     async fn delete_finished_environments(&self, before: Millis, now: Millis, batch: i64) -> Result<u64, StoreError> {
         // A job names an environment by the payload `{"environment":<id>}` (report and reconcile
         // jobs alike, see `report_payload`).
-        const SELECT: &str = "SELECT e.id FROM environments e WHERE e.state IN ('Deleted', 'Rejected') \
+        macro_rules! finished {
+            () => {
+                "SELECT e.id FROM environments e WHERE e.state IN ('Deleted', 'Rejected') \
              AND e.updated_at < $1 AND (e.lock_until IS NULL OR e.lock_until < $2) \
              AND NOT EXISTS (SELECT 1 FROM github_reports r WHERE r.environment_id = e.id AND r.lock_until >= $2) \
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.state IN ('queued', 'running') \
                  AND j.payload = '{\"environment\":' || e.id || '}') \
-             ORDER BY e.id LIMIT $3";
+             ORDER BY e.id LIMIT $3"
+            };
+        }
+        const SELECT: &str = finished!();
+        // On Postgres the rows are locked as they are found, so that an environment brought
+        // back (a pull request reopened) between this read and the delete is re-checked and
+        // kept; SQLite's `BEGIN IMMEDIATE` already keeps every other writer out.
+        const SELECT_POSTGRES: &str = concat!(finished!(), " FOR UPDATE OF e SKIP LOCKED");
         let mut total = 0;
         macro_rules! sweep {
-            ($kind:tt $pool:expr) => {{
+            ($kind:tt $pool:expr, $select:expr) => {{
                 loop {
                     let mut tx = begin_write!($kind $pool, "deleting finished environments")?;
-                    let ids: Vec<i64> = sqlx::query_scalar(SELECT)
+                    let ids: Vec<i64> = sqlx::query_scalar($select)
                         .bind(before)
                         .bind(now)
                         .bind(batch)
@@ -191,8 +200,8 @@ impl Store {
             }};
         }
         match &self.backend {
-            Backend::Sqlite(pool) => sweep!(sqlite pool),
-            Backend::Postgres(pool) => sweep!(postgres pool),
+            Backend::Sqlite(pool) => sweep!(sqlite pool, SELECT),
+            Backend::Postgres(pool) => sweep!(postgres pool, SELECT_POSTGRES),
         }
     }
 
