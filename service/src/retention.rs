@@ -40,3 +40,49 @@ pub async fn sweep_once(store: &Store, retention: &Retention) {
         Err(error) => tracing::warn!(error = %error, "retention sweep failed; trying again next interval"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Each sweep tells the operator what it deleted, per kind.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sweep_logs_its_counts() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("previewd.db").display());
+        let store = Store::connect(&url.into()).await.unwrap();
+        store.migrate().await.unwrap();
+        let retention = crate::config::RetentionConfig::default().retention();
+        sweep_once(&store, &retention).await;
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line =
+            text.lines().find(|l| l.contains("retention sweep deleted 0 rows")).unwrap_or_else(|| panic!("{text}"));
+        for field in ["done_jobs=0", "dead_jobs=0", "deliveries=0", "transitions=0", "environments=0", "elapsed_ms="] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+    }
+}
