@@ -78,6 +78,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub github: GitHubConfig,
     pub http: HttpConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Environment variables whose values are secrets, taken verbatim (not parsed as numbers or
@@ -230,6 +231,62 @@ pub struct QueueConfig {
     pub poll_interval_ms: u64,
 }
 
+/// What the retention sweep deletes, and how often it runs. Every age counts from a row's last
+/// change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often the sweep runs (also once at start).
+    pub interval_seconds: u64,
+    /// Finished jobs (`done`) older than this are deleted.
+    pub done_jobs_hours: u64,
+    /// Jobs in the dead-letter state older than this are deleted.
+    pub dead_jobs_hours: u64,
+    /// Deliveries older than this are deleted. Replay protection needs them for
+    /// `github.redelivery_window_hours`, so this may not be shorter than that window.
+    pub deliveries_hours: u64,
+    /// Transitions of an environment older than this are deleted, except its latest.
+    pub transitions_hours: u64,
+    /// `Deleted` and `Rejected` environments not changed for this long are deleted, with
+    /// their history.
+    pub finished_environments_hours: u64,
+    /// Rows per delete statement: a smaller batch holds SQLite's write lock for less time.
+    pub batch_rows: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_seconds: 600,
+            done_jobs_hours: 6,
+            dead_jobs_hours: 24 * 7,
+            deliveries_hours: 24 * 7,
+            transitions_hours: 24 * 7,
+            finished_environments_hours: 24 * 30,
+            batch_rows: 1_000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The store's view of these settings.
+    pub fn retention(&self) -> previewd_environments::store::Retention {
+        let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+        previewd_environments::store::Retention {
+            done_jobs: hours(self.done_jobs_hours),
+            dead_jobs: hours(self.dead_jobs_hours),
+            deliveries: hours(self.deliveries_hours),
+            transitions: hours(self.transitions_hours),
+            finished_environments: hours(self.finished_environments_hours),
+            batch: self.batch_rows,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_seconds)
+    }
+}
+
 /// The lifecycle engine's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +333,7 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             github: GitHubConfig::default(),
             http: HttpConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -464,7 +522,39 @@ impl Config {
         if q.poll_interval_ms < 10 {
             return invalid("queue.poll_interval_ms", "PREVIEWD_QUEUE__POLL_INTERVAL_MS", "must be at least 10");
         }
-        self.validate_http()
+        self.validate_http()?;
+        self.validate_retention()
+    }
+
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.to_owned() });
+        let r = &self.retention;
+        if !(60..=7 * 24 * 3600).contains(&r.interval_seconds) {
+            return invalid(
+                "retention.interval_seconds",
+                "PREVIEWD_RETENTION__INTERVAL_SECONDS",
+                "must be between 60 and 604800 (a week)",
+            );
+        }
+        if [r.done_jobs_hours, r.dead_jobs_hours, r.transitions_hours, r.finished_environments_hours].contains(&0) {
+            return invalid(
+                "retention",
+                "PREVIEWD_RETENTION__*",
+                "done_jobs_hours, dead_jobs_hours, transitions_hours and finished_environments_hours must be at least 1",
+            );
+        }
+        if r.deliveries_hours < self.github.redelivery_window_hours.max(1) {
+            return invalid(
+                "retention.deliveries_hours",
+                "PREVIEWD_RETENTION__DELIVERIES_HOURS",
+                "may not be shorter than github.redelivery_window_hours: replay protection needs the deliveries of that window",
+            );
+        }
+        if !(1..=100_000).contains(&r.batch_rows) {
+            return invalid("retention.batch_rows", "PREVIEWD_RETENTION__BATCH_ROWS", "must be between 1 and 100000");
+        }
+        Ok(())
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {
@@ -637,6 +727,30 @@ mod tests {
         assert!(message.contains("database_url"), "{message}");
         let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_READ_CLUSTER_ROLE", "a/b")]);
         assert!(message.contains("read_cluster_role") && message.contains("PREVIEWD_READ_CLUSTER_ROLE"), "{message}");
+    }
+
+    #[test]
+    fn retention_keeps_deliveries_for_the_redelivery_window() {
+        let config = Config::load_from(None, env(&[("PREVIEWD_WEBHOOK_SECRETS", "s")])).unwrap();
+        assert!(config.retention.deliveries_hours >= config.github.redelivery_window_hours);
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_RETENTION__DELIVERIES_HOURS", "24")]);
+        assert!(
+            message.contains("retention.deliveries_hours") && message.contains("github.redelivery_window_hours"),
+            "{message}"
+        );
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("PREVIEWD_WEBHOOK_SECRETS", "s"),
+                ("PREVIEWD_RETENTION__DELIVERIES_HOURS", "24"),
+                ("PREVIEWD_GITHUB__REDELIVERY_WINDOW_HOURS", "12"),
+                ("PREVIEWD_RETENTION__DONE_JOBS_HOURS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.retention.retention().done_jobs, Duration::from_secs(7200));
+        let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_RETENTION__INTERVAL_SECONDS", "1")]);
+        assert!(message.contains("retention.interval_seconds"), "{message}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod process;
 pub mod render;
+pub mod retention;
 pub mod server;
 pub mod telemetry;
 pub mod worker;

@@ -82,6 +82,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             shutdown.stop.clone(),
         ));
     }
+    workers.spawn(crate::retention::run(
+        store.clone(),
+        config.retention.retention(),
+        config.retention.interval(),
+        shutdown.stop.clone(),
+    ));
     spawn_workers(
         &workers,
         process,

@@ -15,6 +15,7 @@ mod progress;
 mod pulls;
 mod reports;
 mod repositories;
+mod retention;
 
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
@@ -23,6 +24,7 @@ pub use leases::Lease;
 pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
+pub use retention::{Retention, Swept};
 
 /// Job kind queued, in the same transaction, with every change of an environment: the outbox
 /// through which changes reach the pull request. The service reports the environment's state
@@ -41,7 +43,9 @@ pub fn report_payload(id: i64) -> String {
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -127,7 +131,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Lets the retention sweep give freed pages back (`PRAGMA incremental_vacuum`).
+                // Takes effect when the file is created; an older file is converted once by
+                // `migrate`.
+                .auto_vacuum(SqliteAutoVacuum::Incremental);
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(connect_err)?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -149,9 +157,30 @@ impl Store {
     }
 
     /// Applies the migrations of this backend (`migrations/sqlite` or `migrations/postgres`).
+    ///
+    /// A SQLite file created before previewd enabled incremental auto-vacuum (its
+    /// `auto_vacuum` is NONE) is rewritten once with `VACUUM`, which is the only way to change
+    /// that mode: it takes time in proportion to the file and needs free disk space as large as
+    /// the file, once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Backend::Sqlite(pool) => {
+                sqlx::migrate!("../migrations/sqlite").run(pool).await?;
+                let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(StoreError::query("reading auto_vacuum"))?;
+                // 0 NONE, 1 FULL, 2 INCREMENTAL.
+                if mode == 0 {
+                    tracing::info!("converting the SQLite file to incremental auto-vacuum (a one-time VACUUM)");
+                    let mut conn = pool.acquire().await.map_err(StoreError::query("converting to auto-vacuum"))?;
+                    sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::query("setting auto_vacuum"))?;
+                    sqlx::query("VACUUM").execute(&mut *conn).await.map_err(StoreError::query("VACUUM"))?;
+                }
+            }
             Backend::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
         }
         Ok(())

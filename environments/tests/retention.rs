@@ -1,0 +1,227 @@
+//! The retention sweep against real databases (a fresh SQLite file and a fresh Postgres database
+//! per test): what is past retention goes, what is still needed stays, and SQLite's file shrinks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::store::{DeliveryOutcome, JobState, NewDelivery, NewJob, Recorded, Retention, Store};
+use previewd_environments::time::now_ms;
+use std::time::Duration;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+async fn store(url: &str) -> Store {
+    let store = Store::connect(&url.into()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn pr(number: i64) -> PullRequest {
+    PullRequest {
+        repo: Repo { id: RepoId(42), owner: "octo".into(), name: "app".into() },
+        number: PrNumber(number),
+        head_sha: CommitSha("a".repeat(40)),
+        head_branch: "feature".into(),
+        author: "dev".into(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    }
+}
+
+fn delivery(id: &str, digest: &str, received_at: i64) -> NewDelivery {
+    NewDelivery {
+        hook_id: "1".into(),
+        delivery_id: id.into(),
+        body_sha256: Some(digest.repeat(64)),
+        event: "pull_request".into(),
+        action: Some("synchronize".into()),
+        outcome: DeliveryOutcome::Ignored,
+        received_at,
+        job: None,
+    }
+}
+
+fn job(kind: &str) -> NewJob {
+    NewJob { kind: kind.into(), payload: "{}".into(), max_attempts: 3, run_at: None }
+}
+
+/// The defaults' shape, with short ages so one test can step over each.
+fn retention() -> Retention {
+    let days = |d: u64| Duration::from_secs(d * 24 * 3600);
+    Retention {
+        done_jobs: days(1),
+        dead_jobs: days(7),
+        deliveries: days(7),
+        transitions: days(1),
+        finished_environments: days(1),
+        // Small, so that every kind is deleted over several batches.
+        batch: 2,
+    }
+}
+
+async fn count(store: &Store, state: JobState) -> i64 {
+    store.job_counts().await.unwrap().into_iter().find(|(s, _)| *s == state).unwrap().1
+}
+
+previewd_e2e::each_backend! {
+    async fn the_sweep_deletes_what_is_past_retention_and_keeps_what_is_needed(db) {
+        use EnvironmentState::*;
+        let store = store(&db.url).await;
+        let now = now_ms();
+        // A live environment with a history of three transitions, and a deleted one.
+        let live = store.record_environment(&pr(7), Pending, None).await.unwrap();
+        store.record_environment(&pr(7), Provisioning, None).await.unwrap();
+        store.record_environment(&pr(7), Ready, None).await.unwrap();
+        let gone = store.record_environment(&pr(8), Pending, None).await.unwrap();
+        store.record_environment(&pr(8), Deleting, Some("closed")).await.unwrap();
+        store.record_environment(&pr(8), Deleted, Some("closed")).await.unwrap();
+        // Their reports, and three more jobs, run to the end: five done.
+        for kind in ["a", "b", "c"] {
+            store.enqueue_job(&job(kind)).await.unwrap();
+        }
+        for claimed in store.claim_jobs("w", Duration::from_secs(60), 100).await.unwrap() {
+            assert!(store.complete_job(claimed.id, "w").await.unwrap());
+        }
+        assert_eq!(count(&store, JobState::Done).await, 5);
+        // One dead, one running, one queued.
+        store.enqueue_job(&job("dead")).await.unwrap();
+        let claimed = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap();
+        store.fail_job(&claimed[0], "w", "cannot", None).await.unwrap();
+        store.enqueue_job(&job("running")).await.unwrap();
+        assert_eq!(store.claim_jobs("w", Duration::from_secs(3600), 1).await.unwrap().len(), 1);
+        store.enqueue_job(&job("queued")).await.unwrap();
+        // Deliveries received 10 days ago and now; the redelivery window is 3 days.
+        let window_start = |at: i64| at - 3 * DAY;
+        let recorded = store
+            .record_deliveries(&[delivery("old-1", "a", now - 10 * DAY), delivery("old-2", "b", now - 10 * DAY),
+                                 delivery("old-3", "c", now - 10 * DAY), delivery("recent", "d", now)], window_start(now))
+            .await
+            .unwrap();
+        assert!(recorded.iter().all(|r| matches!(r, Recorded::New { .. })), "{recorded:?}");
+
+        // Two days later: done jobs (1 day), the old deliveries, the deleted environment and the
+        // live one's older transitions are past retention.
+        let later = now + 2 * DAY;
+        let swept = store.sweep(&retention(), later).await.unwrap();
+        assert_eq!(
+            (swept.done_jobs, swept.dead_jobs, swept.deliveries, swept.environments),
+            (5, 0, 3, 1),
+            "{swept:?}"
+        );
+        assert_eq!(swept.transitions, 2, "the live environment's two older transitions: {swept:?}");
+        assert_eq!(count(&store, JobState::Done).await, 0);
+        assert_eq!(count(&store, JobState::Dead).await, 1, "dead jobs are kept for 7 days");
+        assert_eq!(count(&store, JobState::Running).await, 1);
+        assert_eq!(count(&store, JobState::Queued).await, 1);
+        let environments = store.environments().await.unwrap();
+        assert_eq!(environments.iter().map(|e| e.pr_number).collect::<Vec<_>>(), [7]);
+        let history = store.transitions(live.id).await.unwrap();
+        assert_eq!(history.len(), 1, "the latest transition stays: {history:?}");
+        assert_eq!(history[0].to_state, "Ready");
+        assert!(store.transitions(gone.id).await.unwrap().is_empty());
+        assert!(store.find_delivery("1", "old-1").await.unwrap().is_none());
+        let recent = store.find_delivery("1", "recent").await.unwrap().expect("recent delivery kept");
+        assert!(recent.body_sha256.is_some());
+        // Replay protection within the window still holds: the same body under another
+        // delivery id, and the same delivery id again.
+        let again = store
+            .record_deliveries(&[delivery("fresh-id", "d", later), delivery("recent", "e", later)], window_start(later))
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Recorded::Replay { of: "recent".into() }, Recorded::Duplicate]);
+        // Nothing more to do at the same time.
+        let swept = store.sweep(&retention(), later).await.unwrap();
+        assert_eq!(swept.total(), 0, "{swept:?}");
+        // A pull request whose environment was deleted can have one again (with a report queued).
+        let back = store.record_environment(&pr(8), Pending, Some("reopened")).await.unwrap();
+        assert_eq!(store.transitions(back.id).await.unwrap().len(), 1);
+
+        // Eight days later: the dead job and the recent delivery go too; queued and running
+        // jobs, the live environment and its latest transition never do.
+        let swept = store.sweep(&retention(), now + 8 * DAY + HOUR).await.unwrap();
+        assert_eq!((swept.dead_jobs, swept.deliveries), (1, 1), "{swept:?}");
+        assert_eq!(count(&store, JobState::Dead).await, 0);
+        assert_eq!(count(&store, JobState::Running).await, 1);
+        assert_eq!(count(&store, JobState::Queued).await, 2, "the queued job and the reopened one's report");
+        assert_eq!(store.transitions(live.id).await.unwrap().len(), 1);
+        assert_eq!(store.environments().await.unwrap().len(), 2);
+        assert!(store.environment(RepoId(42), PrNumber(7)).await.unwrap().is_some());
+    }
+
+    async fn a_finished_environment_is_kept_while_a_job_still_needs_it(db) {
+        use EnvironmentState::*;
+        let store = store(&db.url).await;
+        store.record_environment(&pr(9), Pending, None).await.unwrap();
+        store.record_environment(&pr(9), Deleted, None).await.unwrap();
+        // Its report (saying on the pull request that it was deleted) has not run yet.
+        assert_eq!(count(&store, JobState::Queued).await, 1);
+        let swept = store.sweep(&retention(), now_ms() + 30 * DAY).await.unwrap();
+        assert_eq!(swept.environments, 0, "{swept:?}");
+        assert!(store.environment(RepoId(42), PrNumber(9)).await.unwrap().is_some());
+        for claimed in store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap() {
+            store.complete_job(claimed.id, "w").await.unwrap();
+        }
+        let swept = store.sweep(&retention(), now_ms() + 30 * DAY).await.unwrap();
+        assert_eq!((swept.environments, swept.done_jobs), (1, 1), "{swept:?}");
+        assert!(store.environment(RepoId(42), PrNumber(9)).await.unwrap().is_none());
+    }
+
+    async fn a_delivery_is_kept_while_its_job_is(db) {
+        let store = store(&db.url).await;
+        let old = now_ms() - 30 * DAY;
+        let mut with_job = delivery("with-job", "f", old);
+        with_job.outcome = DeliveryOutcome::Queued;
+        with_job.job = Some(job("event"));
+        store.record_deliveries(&[with_job], 0).await.unwrap();
+        let swept = store.sweep(&retention(), now_ms()).await.unwrap();
+        assert_eq!(swept.deliveries, 0, "its job is queued: {swept:?}");
+        assert!(store.find_delivery("1", "with-job").await.unwrap().is_some());
+    }
+}
+
+fn file_size(url: &str) -> u64 {
+    let path = url.strip_prefix("sqlite://").unwrap();
+    std::fs::metadata(path).unwrap().len() + std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len())
+}
+
+/// SQLite gives the space of deleted rows back to the file system after a sweep.
+#[tokio::test]
+async fn the_sqlite_file_shrinks_after_a_sweep() {
+    let db = previewd_e2e::database::fresh(previewd_e2e::database::Backend::Sqlite).await.unwrap();
+    let store = store(&db.url).await;
+    let old = now_ms() - 30 * DAY;
+    let batch: Vec<NewDelivery> = (0..20_000)
+        .map(|i| NewDelivery { body_sha256: None, ..delivery(&format!("d-{i}-{}", "x".repeat(100)), "a", old) })
+        .collect();
+    store.record_deliveries(&batch, 0).await.unwrap();
+    store.reclaim_space().await.unwrap();
+    let before = file_size(&db.url);
+    let swept = store.sweep(&Retention { batch: 1_000, ..retention() }, now_ms()).await.unwrap();
+    assert_eq!(swept.deliveries, 20_000);
+    let after = file_size(&db.url);
+    println!("SQLite file: {before} bytes before the sweep, {after} after");
+    assert!(before > 2_000_000, "{before}");
+    assert!(after * 5 < before, "the file did not shrink: {before} -> {after} bytes");
+}
+
+/// A file made before incremental auto-vacuum (mode NONE) is converted once by `migrate`.
+#[tokio::test]
+async fn an_older_sqlite_file_is_converted_to_incremental_auto_vacuum() {
+    use sqlx::Connection;
+    let db = previewd_e2e::database::fresh(previewd_e2e::database::Backend::Sqlite).await.unwrap();
+    {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true)).await.unwrap();
+        sqlx::query("CREATE TABLE before_upgrade (x INTEGER)").execute(&mut conn).await.unwrap();
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(mode, 0);
+        conn.close().await.unwrap();
+    }
+    let store = store(&db.url).await;
+    store.close().await;
+    let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(mode, 2, "INCREMENTAL");
+}
