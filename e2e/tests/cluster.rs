@@ -478,7 +478,10 @@ async fn least_privilege_identity_can_do_previewd_work_and_nothing_more() {
     // The rollout watch: Deployments and pods (metadata) in previewd's own namespace, through
     // its read binding there; nowhere else, and not cluster-wide.
     for (group, resource) in [("apps", "deployments"), ("", "pods")] {
-        assert!(can_i(&previewd, "watch", group, resource, "", &env_ns).await, "previewd may watch {resource} in its namespace");
+        assert!(
+            can_i(&previewd, "watch", group, resource, "", &env_ns).await,
+            "previewd may watch {resource} in its namespace"
+        );
         for elsewhere in ["kube-system", ""] {
             assert!(
                 !can_i(&previewd, "watch", group, resource, "", elsewhere).await,

@@ -188,7 +188,10 @@ async fn main() -> anyhow::Result<()> {
         ("PREVIEWD_DATABASE_URL", format!("sqlite://{}", dir.path().join("previewd.db").display())),
         ("PREVIEWD_WEBHOOK_SECRETS", SECRET.to_owned()),
         ("PREVIEWD_POLICY_FILE", s(dir.path().join("policy.yaml"))),
-        ("PREVIEWD_TEMPLATES_DIR", s(templates.as_ref().map_or_else(|| root().join("templates"), |t| t.path().to_owned()))),
+        (
+            "PREVIEWD_TEMPLATES_DIR",
+            s(templates.as_ref().map_or_else(|| root().join("templates"), |t| t.path().to_owned())),
+        ),
         ("PREVIEWD_KUBECONFIG", s(kubeconfig)),
         ("PREVIEWD_INSTANCE", "bench".to_owned()),
         ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
