@@ -36,7 +36,8 @@ pub struct PolicyProblem {
 
 impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
+        // The field may hold a key of the file (a repository's name), which may hold anything.
+        write!(f, "{}: {}", yaml::escape_control(&self.field), yaml::escape_control(&self.problem))
     }
 }
 
@@ -900,6 +901,12 @@ impl Policy {
         let full = format!("{owner}/{name}");
         let over = self.repositories.iter().find(|(key, _)| key.eq_ignore_ascii_case(&full)).map(|(_, o)| o);
         self.effective(over, owner, name)
+    }
+
+    /// The longest `ttl.warn_before` of any repository (the global one or an override): how far
+    /// ahead the periodic pass looks for environments to warn, before it applies each one's own.
+    pub fn longest_warn_before(&self) -> Duration {
+        self.repositories.values().filter_map(|o| o.ttl.warn_before).fold(self.ttl.warn_before, Duration::max)
     }
 
     /// Whether previewd serves repository `owner/name` (policy `allow`).

@@ -13,7 +13,7 @@ use crate::naming;
 use crate::policy::Policy;
 use crate::render::{Ownership, RenderError, Renderer};
 use crate::repo_config::{RepoConfig, RepoFile};
-use crate::spec::{self, EnvironmentSpec, LimitDecision, LiveCounts};
+use crate::spec::{self, EnvironmentSpec, LimitDecision};
 use crate::store::{Lease, ReconcileRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 use serde::Serialize;
@@ -129,6 +129,9 @@ pub struct EngineSettings {
     pub lock_lease: Duration,
     /// This installation's name, on every object's labels.
     pub instance: String,
+    /// Attempts of the reconcile jobs the engine queues itself (an admission waking a waiting
+    /// environment): the service's `queue.max_attempts`.
+    pub job_attempts: i64,
 }
 
 impl Default for EngineSettings {
@@ -138,6 +141,7 @@ impl Default for EngineSettings {
             teardown_timeout: Duration::from_secs(120),
             lock_lease: Duration::from_secs(15),
             instance: "previewd".to_owned(),
+            job_attempts: 8,
         }
     }
 }
@@ -302,20 +306,16 @@ impl Engine {
         let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
 
         if env.state()? == EnvironmentState::Pending {
-            let live = self.store.live_environments(env.id).await?;
-            let counts = LiveCounts {
-                global: live.len() as u64,
-                organization: live.iter().filter(|(owner, _)| owner.eq_ignore_ascii_case(&env.repo_owner)).count()
-                    as u64,
-                repository: live.iter().filter(|(_, repo)| *repo == env.repo_id).count() as u64,
-            };
-            match spec::check_limits(&policy, counts) {
-                LimitDecision::Allowed => {}
-                LimitDecision::Rejected { reason } => {
+            match self.admit(Some(env.id)).await? {
+                Some(LimitDecision::Allowed) => {}
+                // No longer Pending: closed or destroyed meanwhile; read it again.
+                None => return Ok(Step::Again),
+                Some(LimitDecision::Rejected { reason }) => {
                     return self.settle(env, EnvironmentState::Rejected, Some(&reason), None, None).await;
                 }
-                LimitDecision::Queued { reason } => {
-                    // Stays Pending; the resync tries again when a slot may have freed.
+                Some(LimitDecision::Queued { reason }) => {
+                    // Stays Pending, in the queue. The pass that frees a slot admits it and
+                    // wakes it; this requeue is the safety net.
                     self.explain(env, EnvironmentState::Pending, &reason, None, None).await?;
                     return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(30))));
                 }
@@ -544,7 +544,22 @@ impl Engine {
         Ok(step)
     }
 
+    /// Runs an admission pass (see [`Store::admit`]) with the policy's limits: for `candidate`,
+    /// and for every environment waiting for a slot, in arrival order.
+    async fn admit(&self, candidate: Option<i64>) -> Result<Option<LimitDecision>, ReconcileError> {
+        let limits =
+            |owner: &str, repo: &str, counts| spec::check_limits(&self.policy.for_repository(owner, repo), counts);
+        let pass = self.store.admit(candidate, &limits, self.settings.job_attempts).await?;
+        if !pass.woken.is_empty() {
+            tracing::info!(woken = ?pass.woken, "a slot freed: queued environments admitted in arrival order");
+        }
+        Ok(pass.decision)
+    }
+
     async fn tear_down(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
+        // Its slot was given back when it became Deleting: the oldest waiters that fit get it
+        // now, not at the next periodic pass.
+        self.admit(None).await?;
         let Some(name) = env.name.clone() else {
             // Never provisioned: nothing in the cluster.
             return self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await;

@@ -97,8 +97,11 @@ pub struct YamlError {
 }
 
 impl YamlError {
+    /// Control characters in either are escaped: both may quote the file (a key, a value), and
+    /// a line break there would let a file's text pass for a line of previewd's own message on
+    /// the pull request or in a log.
     fn at(path: String, message: String) -> Self {
-        YamlError { path, message }
+        YamlError { path: escape_control(&path), message: escape_control(&message) }
     }
 }
 
@@ -214,13 +217,8 @@ fn describe(error: &serde_saphyr::Error, text: &str, path: &str, origin: Origin)
         E::Unexpected { expected: "string scalar" | "scalar", .. } => {
             "expected a value, not a list or a mapping".to_owned()
         }
-        // The message without its location (placed below); control characters escaped, as the
-        // text may quote the file.
-        other => serde_saphyr::DefaultMessageFormatter
-            .format_message(other)
-            .chars()
-            .flat_map(|c| if c.is_control() { c.escape_debug().collect::<Vec<_>>() } else { vec![c] })
-            .collect(),
+        // The message without its location (placed below).
+        other => serde_saphyr::DefaultMessageFormatter.format_message(other).into_owned(),
     };
     let message = match location {
         None => message,
@@ -230,6 +228,12 @@ fn describe(error: &serde_saphyr::Error, text: &str, path: &str, origin: Origin)
         Some(location) => format!("{message} (line {} column {})", location.line(), location.column()),
     };
     YamlError::at(path.to_owned(), message)
+}
+
+/// `text` with control characters (line breaks, tabs, escape sequences) written as Rust
+/// escapes (`\n`), everything else as it is.
+pub fn escape_control(text: &str) -> String {
+    text.chars().flat_map(|c| if c.is_control() { c.escape_debug().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 /// The text of the scalar at `location`, when it is short enough to quote.
@@ -309,6 +313,18 @@ mod tests {
 
     fn error(text: &str, origin: Origin) -> YamlError {
         parse::<Doc>(text, origin).unwrap_err()
+    }
+
+    /// Found by the long fuzz run (`e2e/fuzz.sh`): a quoted key with line breaks came back in
+    /// the message as they were, so the file's text could pass for lines of previewd's own.
+    #[test]
+    fn a_key_with_line_breaks_is_quoted_on_one_line() {
+        for origin in [Origin::Repository, Origin::Platform] {
+            let e = error(r#"{"\n\n\u001b[31m": 0}"#, origin);
+            let shown = format!("{}: {}", e.path, e.message);
+            assert_eq!(shown.lines().count(), 1, "{shown}");
+            assert!(shown.contains(r"unknown field `\n\n\u{1b}[31m`"), "{shown}");
+        }
     }
 
     #[test]

@@ -349,6 +349,16 @@ previewd_e2e::each_backend! {
         let annotation = namespace.metadata.annotations.unwrap()["previewd.dev/expires-at"].clone();
         assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped));
         assert!(annotation.ends_with('Z'), "{annotation}");
+
+        // A push renews the TTL (24 h in the fixture's policy): that is shorter than the
+        // extension, which stays.
+        let mut pushed = pr.clone();
+        pushed.head_sha = CommitSha("7".repeat(40));
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.touch_environment(id, None).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
+        assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped), "a push never shortens an extension");
+        let pr = pushed;
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         converge(&engine, id).await;
     }
@@ -535,5 +545,42 @@ previewd_e2e::each_backend! {
         assert_eq!(after_provision, 1, "one read for the commit");
         engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn twenty_openings_at_once_on_two_replicas_leave_exactly_five_live(db) {
+        // Two engines with their own connection pools: two replicas of previewd on one store.
+        let limited = || policy("  acme/app:\n    limits: { per_repository: 5, when_full: reject }\n");
+        let one = engine(&db.url, PREVIEW_YAML, limited(), &templates()).await;
+        let two = engine(&db.url, PREVIEW_YAML, limited(), &templates()).await;
+        let base = pr('s');
+        let mut ids = Vec::new();
+        for number in 1..=20 {
+            ids.push(pending(&one, &PullRequest { number: PrNumber(number), ..base.clone() }).await);
+        }
+        let outcomes = futures::future::join_all(
+            ids.iter().enumerate().map(|(i, &id)| converge(if i % 2 == 0 { &one } else { &two }, id)),
+        )
+        .await;
+        let mut live = Vec::new();
+        for (&id, outcome) in ids.iter().zip(&outcomes) {
+            let env = one.store.reconcile_record(id).await.unwrap().unwrap();
+            if *outcome == Outcome::Settled(EnvironmentState::Ready) {
+                live.push((id, TestNamespace::adopt(env.name.as_deref().unwrap()).await.unwrap()));
+            } else {
+                assert_eq!(*outcome, Outcome::Settled(EnvironmentState::Rejected), "environment {id}");
+                assert!(env.reason.unwrap().contains("(limit 5)"));
+            }
+        }
+        assert_eq!(live.len(), 5, "{outcomes:?}");
+        let namespaces = Api::<Namespace>::all(admin_client().await.unwrap())
+            .list(&kube::api::ListParams::default().labels(&format!("{}={}", previewd_environments::render::REPO_ID_LABEL, base.repo.id)))
+            .await
+            .unwrap();
+        assert_eq!(namespaces.items.len(), 5, "five namespaces in the cluster");
+        for (id, _cleanup) in &live {
+            let env = one.store.reconcile_record(*id).await.unwrap().unwrap();
+            one.store.record_environment(&env.pull_request(), EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+            assert_eq!(converge(&one, *id).await, Outcome::Settled(EnvironmentState::Deleted));
+        }
     }
 }

@@ -16,23 +16,24 @@ use previewd_environments::render::Renderer;
 use previewd_environments::store::{NewJob, Store};
 use previewd_environments::time::{millis, now_ms};
 use previewd_environments::yaml::{self, Origin};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Job kind that reconciles one environment.
-pub const RECONCILE: &str = "reconcile_environment";
+/// Job kind that reconciles one environment (the store queues it too, when it admits a
+/// waiting environment).
+pub const RECONCILE: &str = previewd_environments::store::RECONCILE_JOB;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct ReconcileJob {
     pub environment: i64,
 }
 
 /// The job that reconciles environment `id`.
 pub fn reconcile_job(id: i64, max_attempts: i64, run_at: Option<i64>) -> NewJob {
-    let payload = serde_json::to_string(&ReconcileJob { environment: id }).unwrap_or_default();
+    let payload = previewd_environments::store::reconcile_payload(id);
     NewJob { kind: RECONCILE.to_owned(), payload, max_attempts, run_at }
 }
 
@@ -96,6 +97,7 @@ pub async fn engine(
             rollout_timeout: Duration::from_secs(config.engine.rollout_timeout_seconds),
             teardown_timeout: Duration::from_secs(config.engine.teardown_timeout_seconds),
             instance: config.instance.clone(),
+            job_attempts: i64::from(config.queue.max_attempts),
             ..EngineSettings::default()
         },
         owner,
@@ -238,12 +240,16 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
             tracing::info!(environment = env.id, "environment expired; tearing it down");
         }
     }
-    // Warnings a configurable time before expiry.
-    let warn_before = engine.policy.ttl.warn_before;
-    if !warn_before.is_zero() {
-        for env in engine.store.due_for_warning(now.saturating_add(millis(warn_before))).await? {
-            tracing::warn!(environment = env.id, expires_at = env.expires_at, "environment expires soon");
-            engine.store.mark_warned(env.id).await?;
+    // Warnings each repository's `ttl.warn_before` ahead of expiry (0: none).
+    let longest = engine.policy.longest_warn_before();
+    if !longest.is_zero() {
+        for env in engine.store.due_for_warning(now.saturating_add(millis(longest))).await? {
+            let warn_before = engine.policy.for_repository(&env.repo_owner, &env.repo_name).ttl.warn_before;
+            let due = env.expires_at.is_some_and(|at| at <= now.saturating_add(millis(warn_before)));
+            if !warn_before.is_zero() && due {
+                tracing::warn!(environment = env.id, expires_at = env.expires_at, "environment expires soon");
+                engine.store.mark_warned(env.id).await?;
+            }
         }
     }
     // Level-triggered: everything not settled is reconciled again (drift, lost jobs, queues).

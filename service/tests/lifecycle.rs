@@ -21,10 +21,16 @@ struct Setup {
 }
 
 async fn start(db: &previewd_e2e::database::TestDatabase, resync_seconds: &str) -> Setup {
+    start_with(db, resync_seconds, "").await
+}
+
+/// [`start`] with `repositories` entries appended to the fixture's policy.
+async fn start_with(db: &previewd_e2e::database::TestDatabase, resync_seconds: &str, repositories: &str) -> Setup {
     let (_, least_privilege) = kubeconfig_paths().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy =
-        std::fs::read_to_string(fixture("policy.yaml")).unwrap().replace("previewd-platform-secrets", SOURCE_NAMESPACE);
+        std::fs::read_to_string(fixture("policy.yaml")).unwrap().replace("previewd-platform-secrets", SOURCE_NAMESPACE)
+            + repositories;
     let policy_file = dir.path().join("policy.yaml");
     std::fs::write(&policy_file, policy).unwrap();
     // Keep the test self-contained: no platform secret needed.
@@ -74,6 +80,21 @@ async fn open_ready(
 }
 
 previewd_e2e::each_backend! {
+    async fn a_repositorys_own_warn_before_applies(db) {
+        // The global policy warns 2 h ahead; acme/app's override, 30 h ahead. The environment
+        // lives 24 h (the fixture's `.preview.yaml`), so only the override makes it due.
+        let setup = start_with(&db, "1", "  acme/app:\n    ttl: { warn_before: 30h }\n").await;
+        let server = &setup.server;
+        let (_, _, _, record) = open_ready(server).await;
+        let _cleanup = TestNamespace::adopt(record.name.as_deref().unwrap()).await.unwrap();
+        let warned = eventually("the environment is warned", || async {
+            server.store.reconcile_record(record.id).await.ok()??.warned_at
+        })
+        .await;
+        assert!(warned <= previewd_environments::time::now_ms());
+        setup.server.stop().await;
+    }
+
     async fn an_opened_pull_request_gets_an_environment_and_closing_it_removes_it(db) {
         let setup = start(&db, "60").await;
         let server = &setup.server;

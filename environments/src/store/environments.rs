@@ -46,6 +46,10 @@ macro_rules! insert_transition {
     };
 }
 
+/// The live states ([`EnvironmentState::is_live`]) as an SQL list: an environment in one of them
+/// keeps its admission slot; every write of another state gives it back.
+pub(super) const LIVE_STATES: &str = "('Pending', 'Provisioning', 'Ready', 'Failed')";
+
 /// A stored environment.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EnvironmentRecord {
@@ -149,7 +153,9 @@ impl Store {
                         repo_name = excluded.repo_name, head_sha = excluded.head_sha, head_branch = excluded.head_branch, \
                         author = excluded.author, state = excluded.state, reason = excluded.reason, \
                         updated_at = excluded.updated_at, from_fork = excluded.from_fork, \
-                        labels = excluded.labels, draft = excluded.draft \
+                        labels = excluded.labels, draft = excluded.draft, \
+                        admitted_at = CASE WHEN excluded.state IN {LIVE_STATES} THEN environments.admitted_at END, \
+                        waiting_since = CASE WHEN excluded.state IN {LIVE_STATES} THEN environments.waiting_since END \
                      RETURNING {ENVIRONMENT_COLUMNS}"
                 )))
                 .bind(pr.repo.id.0)
@@ -218,6 +224,10 @@ pub struct ReconcileRecord {
     pub config_text: Option<String>,
     /// The hostname whose DNS record previewd published.
     pub published_host: Option<String>,
+    /// When it was given its admission slot; `None` while it holds none (see `store::admission`).
+    pub admitted_at: Option<Millis>,
+    /// When it joined the queue for a slot, while it waits.
+    pub waiting_since: Option<Millis>,
 }
 
 impl ReconcileRecord {
@@ -252,7 +262,7 @@ impl ReconcileRecord {
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
-     note, rollout_deadline, config_sha, config_text, published_host";
+     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since";
 
 impl Store {
     /// The environment as the reconciler sees it.
@@ -346,18 +356,6 @@ impl Store {
         }
     }
 
-    /// Live environments (holding cluster resources) other than `except`: (owner, repo id) of each.
-    pub async fn live_environments(&self, except: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        with_pool!(self, pool => sqlx::query_as(
-            "SELECT repo_owner, repo_id FROM environments \
-             WHERE id <> $1 AND state IN ('Provisioning', 'Ready', 'Failed')",
-        )
-        .bind(except)
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::query("counting live environments")))
-    }
-
     /// `expires_at` only ever moves the expiry later: a reconcile that read the environment
     /// before an extension was written must not undo it (activity resets it explicitly with
     /// [`Store::touch_environment`]).
@@ -403,12 +401,14 @@ impl Store {
                 if !current.can_become(to) {
                     return Ok(false);
                 }
-                sqlx::query(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE environments SET state = $1, reason = $2, name = COALESCE($3, name), url = $4, \
                      expires_at = CASE WHEN expires_at IS NULL OR $5 > expires_at THEN COALESCE($5, expires_at) \
                         ELSE expires_at END, updated_at = $6, \
-                     deployed_sha = CASE WHEN $1 = 'Ready' THEN head_sha ELSE deployed_sha END WHERE id = $7",
-                )
+                     deployed_sha = CASE WHEN $1 = 'Ready' THEN head_sha ELSE deployed_sha END, \
+                     admitted_at = CASE WHEN $1 IN {LIVE_STATES} THEN admitted_at END, \
+                     waiting_since = CASE WHEN $1 IN {LIVE_STATES} THEN waiting_since END WHERE id = $7"
+                )))
                 .bind(to.as_str())
                 .bind(reason)
                 .bind(name)
@@ -435,9 +435,17 @@ impl Store {
     }
 
     /// Marks activity (open, push, command): TTL counts from now, and a new warning is due.
+    ///
+    /// With `expires_at` `None` the reconcile computes the new expiry (the later of activity
+    /// plus TTL and the current one); a current expiry still ahead is kept, so a push never
+    /// shortens an extension (`/preview extend`), and one already past is cleared, so that the
+    /// periodic pass does not tear down an environment that has just been pushed to before its
+    /// reconcile runs. `Some` sets it as given.
     pub async fn touch_environment(&self, id: i64, expires_at: Option<Millis>) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query(
-            "UPDATE environments SET last_activity_at = $1, expires_at = $2, warned_at = NULL WHERE id = $3",
+            "UPDATE environments SET last_activity_at = $1, \
+             expires_at = CASE WHEN $2 IS NOT NULL THEN $2 WHEN expires_at > $1 THEN expires_at END, \
+             warned_at = NULL WHERE id = $3",
         )
         .bind(now_ms())
         .bind(expires_at)
@@ -497,5 +505,19 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("finding environments to warn")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LIVE_STATES;
+    use crate::model::EnvironmentState;
+
+    /// The SQL that keeps or gives back admission slots names exactly the live states.
+    #[test]
+    fn the_sql_list_of_live_states_is_the_models() {
+        let live: Vec<String> =
+            EnvironmentState::ALL.into_iter().filter(|s| s.is_live()).map(|s| format!("'{}'", s.as_str())).collect();
+        assert_eq!(LIVE_STATES, format!("({})", live.join(", ")));
     }
 }

@@ -7,6 +7,7 @@
 //! dialects differ (row locking when claiming jobs) the backend is matched explicitly. Every
 //! query runs against both backends in the test suite.
 
+mod admission;
 mod deliveries;
 mod environments;
 mod jobs;
@@ -17,6 +18,7 @@ mod reports;
 mod repositories;
 mod retention;
 
+pub use admission::{AdmissionPass, Limits};
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
@@ -38,7 +40,22 @@ pub const REPORT_MAX_ATTEMPTS: i64 = 150;
 /// The payload of the report job of environment `id`. The same text for the same environment,
 /// so that a waiting report absorbs the next change instead of adding a job.
 pub fn report_payload(id: i64) -> String {
-    format!("{{\"environment\":{id}}}")
+    environment_payload(id)
+}
+
+/// Job kind that reconciles one environment. Queued by the service (events, the periodic pass,
+/// watches) and by the store itself when an admission pass admits a waiting environment.
+pub const RECONCILE_JOB: &str = "reconcile_environment";
+
+/// The payload of the reconcile job of environment `id`; the same text for the same
+/// environment, so that `enqueue_unique_job` recognises it.
+pub fn reconcile_payload(id: i64) -> String {
+    environment_payload(id)
+}
+
+/// `{"environment": id}`, the payload of both jobs about one environment.
+fn environment_payload(id: i64) -> String {
+    serde_json::json!({ "environment": id }).to_string()
 }
 
 use secrecy::{ExposeSecret, SecretString};
