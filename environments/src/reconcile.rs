@@ -132,6 +132,12 @@ pub struct EngineSettings {
     /// Attempts of the reconcile jobs the engine queues itself (an admission waking a waiting
     /// environment): the service's `queue.max_attempts`.
     pub job_attempts: i64,
+    /// Retries of a rollout that failed for a cause that can pass ([`RolloutFailure::can_pass`]),
+    /// before the environment stays `Failed` until a push or a command. 0: none.
+    pub failed_retries: u32,
+    /// The wait before the first retry; it doubles with each one, up to `retry_max_delay`.
+    pub retry_base: Duration,
+    pub retry_max_delay: Duration,
 }
 
 impl Default for EngineSettings {
@@ -142,6 +148,9 @@ impl Default for EngineSettings {
             lock_lease: Duration::from_secs(15),
             instance: "previewd".to_owned(),
             job_attempts: 8,
+            failed_retries: 5,
+            retry_base: Duration::from_secs(30),
+            retry_max_delay: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -253,9 +262,8 @@ impl Engine {
                 EnvironmentState::Pending | EnvironmentState::Provisioning => self.provision(&env).await?,
                 EnvironmentState::Ready => self.refresh(&env).await?,
                 EnvironmentState::Deleting => self.tear_down(&env).await?,
-                state @ (EnvironmentState::Failed | EnvironmentState::Deleted | EnvironmentState::Rejected) => {
-                    Step::Done(Outcome::Settled(state))
-                }
+                EnvironmentState::Failed => self.retry_when_due(&env).await?,
+                state @ (EnvironmentState::Deleted | EnvironmentState::Rejected) => Step::Done(Outcome::Settled(state)),
             };
             match step {
                 Step::Done(outcome) => return Ok(outcome),
@@ -442,15 +450,13 @@ impl Engine {
             Rollout::Progressing { .. } | Rollout::Failed(_) if ready => {
                 return Ok(Step::Done(Outcome::Settled(EnvironmentState::Ready)));
             }
-            Rollout::Failed(failure) => {
-                return self.settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None).await;
+            Rollout::Failed(failed) => {
+                return self.fail_rollout(env, &failed.to_string(), failed.failure.can_pass(), &spec).await;
             }
             Rollout::Progressing { workloads, detail } => {
                 if now_ms() >= deadline {
                     let failure = RolloutFailure::Timeout { seconds: self.settings.rollout_timeout.as_secs(), detail };
-                    return self
-                        .settle(env, EnvironmentState::Failed, Some(&failure.to_string()), Some(&spec), None)
-                        .await;
+                    return self.fail_rollout(env, &failure.to_string(), failure.can_pass(), &spec).await;
                 }
                 // Names only, not counts: the reason (and so the pull request comment) does not
                 // change with every pod that starts.
@@ -487,6 +493,71 @@ impl Engine {
                 self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await
             }
         }
+    }
+
+    /// Fails a rollout for `failure`. One whose cause can pass is tried again later, with a
+    /// doubling wait, up to `failed_retries` times; the reason says when, or that previewd gave
+    /// up, so the author knows whether to wait or act.
+    async fn fail_rollout(
+        &self,
+        env: &ReconcileRecord,
+        failure: &str,
+        can_pass: bool,
+        spec: &EnvironmentSpec,
+    ) -> Result<Step, ReconcileError> {
+        let limit = self.settings.failed_retries;
+        let done = u32::try_from(env.retries).unwrap_or(u32::MAX);
+        let retry = can_pass && done < limit;
+        let delay = self.retry_delay(done);
+        let reason = if retry {
+            let wait = humantime::format_duration(delay);
+            format!("{failure}; trying again in {wait} (retry {} of {limit})", done + 1)
+        } else if can_pass && limit > 0 {
+            let retries = if limit == 1 { "1 retry".to_owned() } else { format!("{limit} retries") };
+            format!("{failure}; gave up after {retries}: push a fix or comment `/preview redeploy`")
+        } else {
+            failure.to_owned()
+        };
+        let step = self.settle(env, EnvironmentState::Failed, Some(&reason), Some(spec), None).await?;
+        if retry && matches!(step, Step::Done(_)) {
+            let at = now_ms().saturating_add(crate::time::millis(delay));
+            if self.store.schedule_retry(env.id, &env.head_sha, at).await? {
+                tracing::info!(
+                    environment = env.id,
+                    retry = done + 1,
+                    delay_ms = at - now_ms(),
+                    "rollout failed; retry scheduled"
+                );
+                return Ok(Step::Done(Outcome::RequeueAfter(delay)));
+            }
+        }
+        Ok(step)
+    }
+
+    /// The wait before retry `done + 1`: `retry_base` doubled `done` times, at most
+    /// `retry_max_delay`.
+    fn retry_delay(&self, done: u32) -> Duration {
+        let factor = 2u32.saturating_pow(done.min(31));
+        self.settings.retry_base.saturating_mul(factor).min(self.settings.retry_max_delay)
+    }
+
+    /// A Failed environment: settled, unless a retry is scheduled. When that is due it starts
+    /// over from Pending (a new rollout with its own deadline, at the same commit).
+    async fn retry_when_due(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
+        let Some(at) = env.retry_at else {
+            return Ok(Step::Done(Outcome::Settled(EnvironmentState::Failed)));
+        };
+        let now = now_ms();
+        if at > now {
+            let left = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+            return Ok(Step::Done(Outcome::RequeueAfter(left)));
+        }
+        let reason = format!("retry {} of {} of the rollout that failed", env.retries, self.settings.failed_retries);
+        // Not moved: a push or a command changed it meanwhile; read it again either way.
+        self.store
+            .transition(env.id, &env.head_sha, EnvironmentState::Pending, Some(&reason), None, None, None)
+            .await?;
+        Ok(Step::Again)
     }
 
     /// The repository's `.preview.yaml` at the head commit: read from the code host once per

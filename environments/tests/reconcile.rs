@@ -583,4 +583,67 @@ previewd_e2e::each_backend! {
             assert_eq!(converge(&one, *id).await, Outcome::Settled(EnvironmentState::Deleted));
         }
     }
+
+    async fn a_failed_rollout_whose_cause_can_pass_is_retried_and_recovers(db) {
+        // Pods take 4 s; a rollout may take 1 s: the first rollouts time out, and the retries
+        // (after 1 s, then 2 s) find the same pods ready.
+        let templates = previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(4)).unwrap();
+        let mut engine = engine(&db.url, PREVIEW_YAML, policy(""), templates.path()).await;
+        engine.settings.rollout_timeout = Duration::from_secs(1);
+        engine.settings.retry_base = Duration::from_secs(1);
+        engine.settings.retry_max_delay = Duration::from_secs(2);
+        let pr = pr('f');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        let _cleanup = TestNamespace::adopt(env.name.as_deref().unwrap()).await.unwrap();
+        assert_eq!((env.retries, env.retry_at), (0, None), "Ready starts the count anew");
+        let history = engine.store.transitions(id).await.unwrap();
+        let failed = history.iter().find(|t| t.to_state == "Failed").expect("the first rollout failed");
+        let reason = failed.reason.as_deref().unwrap();
+        assert!(reason.contains("not ready after 1 s"), "{reason}");
+        assert!(reason.ends_with("; trying again in 1s (retry 1 of 5)"), "{reason}");
+        let retried = history.iter().skip_while(|t| t.to_state != "Failed").find(|t| t.to_state == "Pending").unwrap();
+        assert_eq!(retried.reason.as_deref(), Some("retry 1 of 5 of the rollout that failed"));
+        assert_eq!(history.last().unwrap().to_state, "Ready");
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn retries_stop_at_the_limit_and_a_push_starts_them_anew(db) {
+        let templates = previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(120)).unwrap();
+        let mut engine = engine(&db.url, PREVIEW_YAML, policy(""), templates.path()).await;
+        engine.settings.rollout_timeout = Duration::from_secs(1);
+        engine.settings.retry_base = Duration::from_secs(1);
+        engine.settings.failed_retries = 1;
+        let pr = pr('g');
+        let id = pending(&engine, &pr).await;
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Failed));
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        let _cleanup = TestNamespace::adopt(env.name.as_deref().unwrap()).await.unwrap();
+        let reason = env.reason.unwrap();
+        assert!(reason.contains("not ready after 1 s"), "{reason}");
+        assert!(reason.ends_with("gave up after 1 retry: push a fix or comment `/preview redeploy`"), "{reason}");
+        assert_eq!((env.retries, env.retry_at), (1, None));
+        let tried: Vec<String> = engine.store.transitions(id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+        assert_eq!(tried.iter().filter(|s| *s == "Failed").count(), 2, "{tried:?}");
+        // A push starts the count anew.
+        let mut pushed = pr.clone();
+        pushed.head_sha = CommitSha("h".repeat(40));
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        assert_eq!((env.retries, env.retry_at), (0, None));
+        let outcome = past_rollout(&engine, id).await;
+        assert!(matches!(outcome, Outcome::RequeueAfter(_)), "the new commit's timeout is retried: {outcome:?}");
+        let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
+        assert_eq!(env.state, "Failed");
+        assert!(env.reason.unwrap().ends_with("(retry 1 of 1)"));
+        assert_eq!(env.retries, 1);
+        // The periodic pass's safety net finds it once it is due, not before.
+        let at = env.retry_at.expect("a retry is scheduled");
+        assert!(!engine.store.due_retries(at - 1).await.unwrap().contains(&id));
+        assert!(engine.store.due_retries(at).await.unwrap().contains(&id));
+        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
 }

@@ -301,6 +301,12 @@ pub struct EngineConfig {
     /// Rollouts watched at once by this replica (one watch per environment rolling out, on its
     /// namespace's Deployments and pods). Past it, a rollout is looked at every 2 s instead.
     pub max_rollout_watches: u32,
+    /// Retries of a rollout that failed for a cause that can pass (an image not pushed yet, a
+    /// crash loop, a full quota, a timeout) before the environment stays `Failed`. 0: none.
+    pub failed_retries: u32,
+    /// Wait before the first of those retries; it doubles each time, up to the maximum.
+    pub retry_base_seconds: u64,
+    pub retry_max_delay_seconds: u64,
 }
 
 impl Default for EngineConfig {
@@ -310,6 +316,9 @@ impl Default for EngineConfig {
             teardown_timeout_seconds: 120,
             resync_interval_seconds: 60,
             max_rollout_watches: 256,
+            failed_retries: 5,
+            retry_base_seconds: 30,
+            retry_max_delay_seconds: 30 * 60,
         }
     }
 }
@@ -489,6 +498,13 @@ impl Config {
                 "engine",
                 "PREVIEWD_ENGINE__*",
                 "rollout_timeout_seconds, teardown_timeout_seconds and resync_interval_seconds must be at least 1",
+            );
+        }
+        if e.retry_base_seconds == 0 || e.retry_max_delay_seconds < e.retry_base_seconds {
+            return invalid(
+                "engine.retry_base_seconds",
+                "PREVIEWD_ENGINE__RETRY_BASE_SECONDS",
+                "must be at least 1, and engine.retry_max_delay_seconds at least as long",
             );
         }
         let g = &self.github;

@@ -98,6 +98,9 @@ pub async fn engine(
             teardown_timeout: Duration::from_secs(config.engine.teardown_timeout_seconds),
             instance: config.instance.clone(),
             job_attempts: i64::from(config.queue.max_attempts),
+            failed_retries: config.engine.failed_retries,
+            retry_base: Duration::from_secs(config.engine.retry_base_seconds),
+            retry_max_delay: Duration::from_secs(config.engine.retry_max_delay_seconds),
             ..EngineSettings::default()
         },
         owner,
@@ -255,6 +258,10 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
     // Level-triggered: everything not settled is reconciled again (drift, lost jobs, queues).
     for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Deleting]).await? {
         engine.store.enqueue_unique_job(&reconcile_job(env.id, max_attempts, None)).await?;
+    }
+    // Failed ones only when a retry is due (its own job brings it; this is the safety net).
+    for id in engine.store.due_retries(now).await? {
+        engine.store.enqueue_unique_job(&reconcile_job(id, max_attempts, None)).await?;
     }
     // Orphans: namespaces labelled as previewd's that no environment holds. The namespaces are
     // listed before the environments are read: a reconcile records the name before it creates

@@ -24,6 +24,21 @@ pub enum RolloutFailure {
     Timeout { seconds: u64, detail: String },
 }
 
+impl RolloutFailure {
+    /// Whether the same commit may succeed later without anyone changing anything: an image
+    /// that CI has not pushed yet, a dependency the container waits for, a quota that other
+    /// pods free, a slow start. An admission refusal is the cluster's policy, and stays.
+    pub fn can_pass(&self) -> bool {
+        match self {
+            RolloutFailure::ImagePull(_)
+            | RolloutFailure::QuotaExceeded(_)
+            | RolloutFailure::CrashLoop(_)
+            | RolloutFailure::Timeout { .. } => true,
+            RolloutFailure::AdmissionRefused(_) => false,
+        }
+    }
+}
+
 /// A rollout that failed, and the workload it failed in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("deployment `{workload}`: {failure}")]

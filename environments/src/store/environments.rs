@@ -145,6 +145,9 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(StoreError::query("reading an environment"))?;
+                // An event that changes neither the state nor the commit (a label, an edit)
+                // keeps a failed environment's scheduled retry; any other starts the count anew.
+                const UNCHANGED: &str = "excluded.state = environments.state AND excluded.head_sha = environments.head_sha";
                 let record: EnvironmentRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO environments (repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, \
                         state, reason, created_at, updated_at, from_fork, labels, draft) \
@@ -155,7 +158,9 @@ impl Store {
                         updated_at = excluded.updated_at, from_fork = excluded.from_fork, \
                         labels = excluded.labels, draft = excluded.draft, \
                         admitted_at = CASE WHEN excluded.state IN {LIVE_STATES} THEN environments.admitted_at END, \
-                        waiting_since = CASE WHEN excluded.state IN {LIVE_STATES} THEN environments.waiting_since END \
+                        waiting_since = CASE WHEN excluded.state IN {LIVE_STATES} THEN environments.waiting_since END, \
+                        retries = CASE WHEN {UNCHANGED} THEN environments.retries ELSE 0 END, \
+                        retry_at = CASE WHEN {UNCHANGED} THEN environments.retry_at END \
                      RETURNING {ENVIRONMENT_COLUMNS}"
                 )))
                 .bind(pr.repo.id.0)
@@ -228,6 +233,10 @@ pub struct ReconcileRecord {
     pub admitted_at: Option<Millis>,
     /// When it joined the queue for a slot, while it waits.
     pub waiting_since: Option<Millis>,
+    /// Retries of a failed rollout since the last Ready or event (see `Engine::retry_later`).
+    pub retries: i64,
+    /// When the next retry of this Failed environment is due, if one is scheduled.
+    pub retry_at: Option<Millis>,
 }
 
 impl ReconcileRecord {
@@ -262,7 +271,7 @@ impl ReconcileRecord {
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
-     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since";
+     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at";
 
 impl Store {
     /// The environment as the reconciler sees it.
@@ -407,7 +416,9 @@ impl Store {
                         ELSE expires_at END, updated_at = $6, \
                      deployed_sha = CASE WHEN $1 = 'Ready' THEN head_sha ELSE deployed_sha END, \
                      admitted_at = CASE WHEN $1 IN {LIVE_STATES} THEN admitted_at END, \
-                     waiting_since = CASE WHEN $1 IN {LIVE_STATES} THEN waiting_since END WHERE id = $7"
+                     waiting_since = CASE WHEN $1 IN {LIVE_STATES} THEN waiting_since END, \
+                     retries = CASE WHEN $1 = 'Ready' THEN 0 ELSE retries END, \
+                     retry_at = CASE WHEN $1 = 'Failed' THEN retry_at END WHERE id = $7"
                 )))
                 .bind(to.as_str())
                 .bind(reason)

@@ -1,6 +1,7 @@
 //! What a reconcile keeps on its environment between passes, so that a pass never waits and
 //! never asks again for what cannot have changed: the current rollout's deadline, the
-//! repository file read at a commit, and the hostname whose DNS record was published. None of
+//! repository file read at a commit, the hostname whose DNS record was published, and when a
+//! failed rollout is tried again. None of
 //! these is desired state (the planner's) or shown on the pull request, so no report is queued.
 
 use super::{Store, StoreError, with_pool};
@@ -49,5 +50,34 @@ impl Store {
             .fetch_optional(pool)
             .await
             .map_err(StoreError::query("finding an environment by name")))
+    }
+
+    /// Schedules the next retry of Failed environment `id` at `at` and counts it, if the
+    /// environment is still Failed at `head_sha` (a push or a command since then starts over).
+    /// Returns whether it was scheduled.
+    pub async fn schedule_retry(&self, id: i64, head_sha: &str, at: Millis) -> Result<bool, StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET retry_at = $1, retries = retries + 1 \
+             WHERE id = $2 AND head_sha = $3 AND state = 'Failed'",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(head_sha)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+        .map_err(StoreError::query("scheduling a retry")))
+    }
+
+    /// Failed environments whose retry is due by `now`: the periodic pass queues them, in case
+    /// the job that was to run the retry is lost.
+    pub async fn due_retries(&self, now: Millis) -> Result<Vec<i64>, StoreError> {
+        with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM environments WHERE state = 'Failed' AND retry_at <= $1 ORDER BY retry_at",
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("listing the retries due")))
     }
 }
