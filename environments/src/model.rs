@@ -162,6 +162,11 @@ pub struct PullRequest {
 pub enum CloseReason {
     Merged,
     Closed,
+    /// The GitHub App was uninstalled from (or suspended on) the repository's account:
+    /// previewd can no longer read or report, so nothing it runs there is kept.
+    Uninstalled,
+    /// The repository was taken out of the App's installation.
+    RepositoryRemoved,
 }
 
 impl fmt::Display for CloseReason {
@@ -169,6 +174,8 @@ impl fmt::Display for CloseReason {
         f.write_str(match self {
             Self::Merged => "pull request merged",
             Self::Closed => "pull request closed without merge",
+            Self::Uninstalled => "the GitHub App was uninstalled or suspended on this repository's account",
+            Self::RepositoryRemoved => "the repository was removed from the GitHub App's installation",
         })
     }
 }

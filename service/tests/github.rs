@@ -7,6 +7,8 @@
 mod common;
 
 use common::{SECRET, TestServer, config, eventually, eventually_within};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::database::{Backend, TestDatabase, fresh};
 use previewd_e2e::fixtures::{TestRepo, example, github_time};
@@ -210,6 +212,18 @@ impl World {
         assert!(dead.is_empty(), "{dead:#?}");
     }
 
+    /// Waits until previewd has caught up: no job running or due (jobs queued for later, as a
+    /// rollout's deadline, do not count), and none dead.
+    async fn idle(&self) {
+        eventually("no job is running or due", || async {
+            let due = self.server.store.jobs_due(now_ms()).await.ok()?;
+            (due == 0).then_some(())
+        })
+        .await;
+        let counts = self.server.store.job_counts().await.unwrap();
+        assert!(counts.iter().all(|(state, n)| *n == 0 || state.as_str() != "dead"), "{counts:?}");
+    }
+
     /// Waits until a comment on `number` other than previewd's sticky one contains `text`.
     async fn reply_saying(&self, number: i64, text: &str) -> Value {
         eventually(&format!("a reply on #{number} says {text:?}"), || async {
@@ -230,7 +244,11 @@ impl World {
     }
 
     async fn environment(&self, number: i64) -> Option<ReconcileRecord> {
-        self.server.store.reconcile_record_for(RepoId(self.repo_id), PrNumber(number)).await.unwrap()
+        self.environment_in(self.repo_id, number).await
+    }
+
+    async fn environment_in(&self, repo_id: i64, number: i64) -> Option<ReconcileRecord> {
+        self.server.store.reconcile_record_for(RepoId(repo_id), PrNumber(number)).await.unwrap()
     }
 
     /// Waits until pull request `number`'s environment is in `state` (failing on `Failed` unless asked).
@@ -241,15 +259,23 @@ impl World {
     /// [`Self::wait_state`] for a pull request of repository `repo_id`.
     async fn wait_state_in(&mut self, repo_id: i64, number: i64, state: &str) -> ReconcileRecord {
         let store = self.server.store.clone();
-        let env =
-            eventually_within(Duration::from_secs(90), &format!("the environment of #{number} is {state}"), || async {
+        // The last state seen goes in the failure message: a timeout says where it stopped.
+        let seen = std::sync::Mutex::new(None);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(90),
+            eventually_within(Duration::from_secs(95), "never (the outer timeout ends first)", || async {
                 let env = store.reconcile_record_for(RepoId(repo_id), PrNumber(number)).await.unwrap()?;
                 if state != "Failed" {
                     assert_ne!(env.state, "Failed", "{:?}", env.reason);
                 }
+                *seen.lock().unwrap() = Some((env.state.clone(), env.reason.clone()));
                 (env.state == state).then_some(env)
-            })
-            .await;
+            }),
+        )
+        .await;
+        let Ok(env) = waited else {
+            panic!("the environment of #{number} is not {state} after 90 s; last seen: {:?}", seen.lock().unwrap());
+        };
         if let Some(name) = &env.name
             && !self.namespaces.iter().any(|n| n.name() == name)
         {
@@ -1014,5 +1040,68 @@ async fn a_marker_written_by_someone_else_is_neither_edited_nor_trusted() {
             asked.iter().filter(|r| r["method"] == "GET" && (r["path"] == "/app" || r["path"] == "/user")).count();
         assert_eq!(asked, 1, "token: {token}");
         w.finish().await;
+    }
+}
+
+/// An App uninstalled, a repository taken out of it: on both stores (the lookup joins tables).
+mod installations {
+    use super::*;
+
+    previewd_e2e::each_backend! {
+        async fn a_removed_repository_and_an_uninstalled_app_leave_nothing_running(db) {
+            let mut w = world(&db, Options::default()).await;
+            w.open(41, &sha('a'), true).await;
+            let ready = w.wait_state(41, "Ready").await;
+            w.comment_saying(41, ready.url.as_deref().unwrap()).await;
+            // A second repository of the installation, with its own environment.
+            let other = TestRepo { id: w.repo_id + 100_000, owner: OWNER.to_owned(), name: "other".to_owned(), installation: INSTALLATION };
+            w.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
+            w.github.put_file(OWNER, &other.name, &sha('b'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+            w.github
+                .open_pull(json!({"owner": OWNER, "repo": other.name, "number": 42, "head_sha": sha('b'), "user": "dev"}))
+                .await
+                .unwrap();
+            let opened = other.pull_request("opened", 42, &sha('b')).unwrap();
+            assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+            w.wait_state_in(other.id, 42, "Ready").await;
+
+            // Both reported. Then the first repository is taken out of the installation (on
+            // GitHub, then by delivery).
+            w.comment_saying(42, "Preview environment ready").await;
+            w.idle().await;
+            w.github.add_repo(w.repo_id, OWNER, &w.repo, None).await.unwrap();
+            let asked_before = w.github.requests().await.unwrap().len();
+            let mut removed = example("installation_repositories", "removed").unwrap();
+            removed["installation"]["id"] = INSTALLATION.into();
+            removed["repositories_added"] = json!([]);
+            removed["repositories_removed"] =
+                json!([{"id": w.repo_id, "name": w.repo, "full_name": format!("{OWNER}/{}", w.repo), "private": false}]);
+            let delivered = w.github.deliver("installation_repositories", &removed).await.unwrap();
+            assert_eq!(delivered.status_code, 202, "{delivered:?}");
+            let gone = w.wait_state(41, "Deleted").await;
+            assert_eq!(gone.reason.as_deref(), Some("the repository was removed from the GitHub App's installation"));
+            let namespaces = Api::<Namespace>::all(previewd_e2e::cluster::admin_client().await.unwrap());
+            assert!(namespaces.get_opt(ready.name.as_deref().unwrap()).await.unwrap().is_none(), "its namespace is gone");
+            assert_eq!(w.environment_in(other.id, 42).await.unwrap().state, "Ready", "the other repository keeps its own");
+
+            // The App is uninstalled: the other repository's environment goes too.
+            let mut deleted = example("installation", "deleted").unwrap();
+            deleted["installation"]["id"] = INSTALLATION.into();
+            let delivered = w.github.deliver("installation", &deleted).await.unwrap();
+            assert_eq!(delivered.status_code, 202, "{delivered:?}");
+            let gone = w.wait_state_in(other.id, 42, "Deleted").await;
+            assert_eq!(gone.reason.as_deref(), Some("the GitHub App was uninstalled or suspended on this repository's account"));
+            w.settled(std::slice::from_ref(&delivered.guid)).await;
+            // Every job done, the teardowns' reports included: none of them tried GitHub, where
+            // previewd can no longer write (the first repository answers 404 to the App now).
+            w.idle().await;
+            let after: Vec<Value> = w.github.requests().await.unwrap().split_off(asked_before);
+            let about: Vec<&Value> = after
+                .iter()
+                .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with(&format!("/repos/{OWNER}/"))))
+                .collect();
+            assert!(about.is_empty(), "previewd wrote to repositories it no longer has: {about:#?}");
+            w.finish().await;
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! row (time, head SHA, reason) in the same transaction.
 
 use super::{Backend, Store, StoreError, begin_write, with_pool};
-use crate::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, RepoId};
+use crate::model::{CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, RepoId};
 use crate::time::{Millis, now_ms};
 
 /// Queues a report of environment `$environment` inside transaction `$tx`, unless one is already
@@ -191,6 +191,14 @@ impl Store {
     }
 }
 
+/// Repositories whose environments are looked up together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Repository(RepoId),
+    /// Every repository previewd knows of that installation.
+    Installation(InstallationId),
+}
+
 /// The columns the reconciler works with.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReconcileRecord {
@@ -295,6 +303,24 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("listing environments by state")))
+    }
+
+    /// The live environments (`Pending` to `Failed`) of the repositories `of` names: what an
+    /// uninstalled App or a removed repository leaves behind.
+    pub async fn live_environments_of(&self, of: Scope) -> Result<Vec<ReconcileRecord>, StoreError> {
+        let (repo, installation) = match of {
+            Scope::Repository(repo) => (Some(repo.0), None),
+            Scope::Installation(installation) => (None, Some(installation.0)),
+        };
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE state IN {LIVE_STATES} \
+             AND (repo_id = $1 OR repo_id IN (SELECT repo_id FROM repositories WHERE installation_id = $2)) ORDER BY id"
+        )))
+        .bind(repo)
+        .bind(installation)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("listing the environments of an installation")))
     }
 
     /// The environment of a pull request as the reconciler sees it.

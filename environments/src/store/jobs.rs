@@ -258,6 +258,18 @@ impl Store {
         Ok(())
     }
 
+    /// Jobs running, or queued to run by `at`: the backlog, without the jobs waiting for a
+    /// later time (a rollout's deadline, a retry). Zero when previewd has caught up.
+    pub async fn jobs_due(&self, at: Millis) -> Result<i64, StoreError> {
+        with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= $1)",
+        )
+        .bind(at)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::query("counting the jobs due")))
+    }
+
     /// Number of jobs in each state (states without jobs included, as zero).
     pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
         let rows: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(

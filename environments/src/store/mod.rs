@@ -20,7 +20,7 @@ mod retention;
 
 pub use admission::{AdmissionPass, Limits};
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
-pub use environments::{EnvironmentRecord, ReconcileRecord, TransitionRecord};
+pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
 pub use leases::Lease;
 pub use pulls::SeenHead;

@@ -108,6 +108,12 @@ impl GitHubSide {
         };
         let state = env.state()?;
         let repo = env.pull_request().repo;
+        // An App uninstalled from the repository (or the repository removed from it) can write
+        // nothing there; its environments are torn down without a word.
+        if self.github.is_app() && self.store.repository(repo.id).await?.is_some_and(|r| !r.active) {
+            tracing::info!(environment = id, repo = %repo.full_name(), %state, "not reported: the App no longer has this repository");
+            return Ok(());
+        }
         let who = self.installation_for(&repo).await?;
         let record = self.store.report_record(id).await?;
         // Each part stands alone: GitHub refusing one (a deployment of a commit it no longer
