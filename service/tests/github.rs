@@ -860,6 +860,49 @@ async fn a_commit_is_deployed_once_its_required_checks_pass() {
 }
 
 #[tokio::test]
+async fn the_warning_before_expiry_is_a_comment_that_mentions_the_author() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    // Warned 2h59m59s before the file's TTL of 3h: at the first periodic pass a second after
+    // the start.
+    let extra = "  acme/expiring:\n    ttl: { warn_before: 2h59m59s }\n";
+    let mut w = world(&db, Options { repo: "expiring", policy_extra: extra, ..Options::default() }).await;
+    let three_hours = || preview_yaml().replace("ttl: 24h", "ttl: 3h");
+    w.github.put_file(OWNER, &w.repo, &sha('a'), ".preview.yaml", Some(&three_hours())).await.unwrap();
+    w.open(51, &sha('a'), false).await;
+    w.wait_state(51, "Ready").await;
+    let warning = w.reply_saying(51, "@dev ").await;
+    let body = warning["body"].as_str().unwrap();
+    assert!(body.contains("expires in 2h 59m") && body.contains("/preview extend 2h"), "{body}");
+    assert!(body.contains("`preview:keep` label"), "{body}");
+    w.comment_saying(51, "Expires soon").await;
+    // Posted once: later passes (every 2 s) find it warned. Waited for: a pass after the
+    // warning, seen by its reconcile job being done.
+    let warned_at = w.environment(51).await.unwrap().warned_at.unwrap();
+    eventually("a periodic pass after the warning ran", || async {
+        let env = w.environment(51).await?;
+        (env.warned_at == Some(warned_at) && w.server.store.jobs_due(now_ms()).await.ok()? == 0).then_some(())
+    })
+    .await;
+    w.idle().await;
+    let warnings = |comments: Vec<Value>| {
+        comments.into_iter().filter(|c| c["body"].as_str().is_some_and(|b| b.starts_with("@dev "))).count()
+    };
+    assert_eq!(warnings(w.github.comments(51).await.unwrap()), 1);
+
+    // A push starts the TTL again; the next warning is a new comment.
+    w.github.put_file(OWNER, &w.repo, &sha('b'), ".preview.yaml", Some(&three_hours())).await.unwrap();
+    w.github.update_pull(OWNER, &w.repo, 51, json!({"head_sha": sha('b')})).await.unwrap();
+    let pushed = w.pull_request("synchronize", 51, &sha('b'), json!({}));
+    assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+    eventually("the pushed commit is warned about", || async {
+        let comments = w.github.comments(51).await.ok()?;
+        (warnings(comments) == 2).then_some(())
+    })
+    .await;
+    w.finish().await;
+}
+
+#[tokio::test]
 async fn in_label_mode_the_label_gives_and_takes_the_environment() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut w = world(&db, Options { repo: "labelled", ..Options::default() }).await;

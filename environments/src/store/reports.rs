@@ -1,6 +1,7 @@
-//! What previewd has said on GitHub about each environment: the sticky comment, and the
-//! deployment and check run of the head SHA. Reports compare against it to edit instead of
-//! duplicating and to skip calls that would change nothing.
+//! What previewd has said on GitHub about each environment: the sticky comment, the
+//! deployment and check run of the head SHA, and the last warning before expiry. Reports
+//! compare against it to edit instead of duplicating and to skip calls that would change
+//! nothing.
 
 use super::{Store, StoreError, with_pool};
 
@@ -15,6 +16,8 @@ pub struct ReportRecord {
     pub check_run_id: Option<i64>,
     pub check_run_sha: Option<String>,
     pub check_run_state: Option<String>,
+    /// The `warned_at` of the environment whose warning comment was posted.
+    pub warning_for: Option<i64>,
 }
 
 /// A deployment or check run: its id, the head SHA it belongs to and the last state sent.
@@ -29,13 +32,24 @@ impl Store {
     pub async fn report_record(&self, id: i64) -> Result<ReportRecord, StoreError> {
         let row: Option<ReportRecord> = with_pool!(self, pool => sqlx::query_as(
             "SELECT comment_id, comment_digest, deployment_id, deployment_sha, deployment_state, \
-             check_run_id, check_run_sha, check_run_state FROM github_reports WHERE environment_id = $1",
+             check_run_id, check_run_sha, check_run_state, warning_for FROM github_reports WHERE environment_id = $1",
         )
         .bind(id)
         .fetch_optional(pool)
         .await
         .map_err(StoreError::query("reading a report"))?);
         Ok(row.unwrap_or_default())
+    }
+
+    /// Records that the warning given at `warned_at` was posted.
+    pub async fn save_warning(&self, id: i64, warned_at: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("UPDATE github_reports SET warning_for = $1 WHERE environment_id = $2")
+            .bind(warned_at)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("recording a warning comment")))
     }
 
     pub async fn save_comment(&self, id: i64, comment_id: i64, digest: &str) -> Result<(), StoreError> {

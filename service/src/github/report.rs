@@ -123,8 +123,10 @@ impl GitHubSide {
         let check_run =
             if self.github.is_app() { self.report_check_run(&env, state, &repo, who, &record).await } else { Ok(()) };
         let comment = self.report_comment(&env, state, &repo, who, &record).await;
+        let warning = self.report_warning(&env, state, &repo, who, &record).await;
         let mut failed = Vec::new();
-        for (part, result) in [("deployment", deployment), ("check run", check_run), ("comment", comment)] {
+        let parts = [("deployment", deployment), ("check run", check_run), ("comment", comment), ("warning", warning)];
+        for (part, result) in parts {
             if let Err(error) = result {
                 tracing::warn!(environment = id, part, error = %error, "reporting on the pull request failed");
                 failed.push(error);
@@ -136,13 +138,19 @@ impl GitHubSide {
     }
 
     fn comment_text(&self, env: &ReconcileRecord, state: EnvironmentState) -> Result<String, ReportError> {
+        let text = self.texts.comment(&self.comment_context(env, state))?;
+        Ok(format!("{text}\n\n{}", self.marker(RepoId(env.repo_id), env.pr_number)))
+    }
+
+    /// What the pull request texts show of environment `env`.
+    fn comment_context(&self, env: &ReconcileRecord, state: EnvironmentState) -> CommentContext {
         let keep_label = self
             .policy
             .as_ref()
             .map(|p| p.for_repository(&env.repo_owner, &env.repo_name).keep_label)
             .unwrap_or_else(|| "preview:keep".to_owned());
         let now = now_ms();
-        let context = CommentContext {
+        CommentContext {
             state: state.as_str().to_owned(),
             url: env.url.clone(),
             head_sha: env.head_sha.clone(),
@@ -165,9 +173,31 @@ impl GitHubSide {
             repo: format!("{}/{}", env.repo_owner, env.repo_name),
             number: env.pr_number,
             commands: HELP,
-        };
-        let text = self.texts.comment(&context)?;
-        Ok(format!("{text}\n\n{}", self.marker(RepoId(env.repo_id), env.pr_number)))
+        }
+    }
+
+    /// The warning before expiry, once per warning (`warned_at`): a comment of its own that
+    /// mentions the author, since GitHub notifies nobody of an edited comment. Posted only while
+    /// the environment is live and not yet expired. A crash between posting it and recording
+    /// it posts it again: at least once, never lost.
+    async fn report_warning(
+        &self,
+        env: &ReconcileRecord,
+        state: EnvironmentState,
+        repo: &Repo,
+        who: As,
+        record: &ReportRecord,
+    ) -> Result<(), ReportError> {
+        let Some(warned_at) = env.warned_at else { return Ok(()) };
+        let expires_ahead = env.expires_at.is_some_and(|at| at > now_ms());
+        if record.warning_for == Some(warned_at) || !state.is_live() || !expires_ahead {
+            return Ok(());
+        }
+        let body = self.texts.expiring(&self.comment_context(env, state), &env.author)?;
+        self.github.create_comment(who, repo, PrNumber(env.pr_number), &body).await?;
+        self.store.save_warning(env.id, warned_at).await?;
+        tracing::info!(environment = env.id, author = env.author, "expiry warning posted");
+        Ok(())
     }
 
     async fn report_comment(

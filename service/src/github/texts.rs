@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// The templates previewd needs, by file name.
-const TEMPLATES: [&str; 4] = ["comment.md", "help.md", "refused.md", "stale-approval.md"];
+const TEMPLATES: [&str; 5] = ["comment.md", "expiring.md", "help.md", "refused.md", "stale-approval.md"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TextsError {
@@ -72,8 +72,7 @@ pub struct Texts {
 }
 
 impl Texts {
-    /// Loads `dir/comment.md`, `dir/help.md`, `dir/refused.md` and `dir/stale-approval.md` and
-    /// tries each.
+    /// Loads the templates named in `TEMPLATES` from `dir` and tries each.
     pub fn load(dir: &Path) -> Result<Texts, TextsError> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -85,6 +84,7 @@ impl Texts {
         }
         let texts = Texts { env };
         texts.comment(&CommentContext::sample())?;
+        texts.expiring(&CommentContext::sample(), "octocat")?;
         texts.help("sample problem")?;
         texts.refused("octocat", "/preview destroy")?;
         texts.stale_approval("octocat", "abcdef0", true)?;
@@ -101,6 +101,18 @@ impl Texts {
 
     pub fn comment(&self, context: &CommentContext) -> Result<String, TextsError> {
         self.render("comment.md", context)
+    }
+
+    /// The warning before expiry, posted as a comment of its own so that GitHub notifies
+    /// `author`, whom it mentions (an edit of the sticky comment notifies nobody).
+    pub fn expiring(&self, context: &CommentContext, author: &str) -> Result<String, TextsError> {
+        #[derive(Serialize)]
+        struct Expiring<'a> {
+            #[serde(flatten)]
+            comment: &'a CommentContext,
+            author: &'a str,
+        }
+        self.render("expiring.md", Expiring { comment: context, author })
     }
 
     pub fn help(&self, problem: &str) -> Result<String, TextsError> {
@@ -137,6 +149,9 @@ mod tests {
         assert!(text.contains("https://web-pr-1-abcdef.preview.example.com"));
         assert!(text.contains("Expires soon"));
         assert!(text.contains("/preview extend 2h"));
+        let warning = texts().expiring(&CommentContext::sample(), "octocat").unwrap();
+        assert!(warning.starts_with("@octocat"), "{warning}");
+        assert!(warning.contains("2026-01-01T00:00:00Z") && warning.contains("/preview extend"), "{warning}");
     }
 
     #[test]

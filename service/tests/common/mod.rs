@@ -48,17 +48,22 @@ impl TestServer {
         let shutdown = Shutdown::default();
         let task = tokio::spawn(server::run(config, listener, shutdown.clone()));
         let client = reqwest::Client::new();
-        let server = TestServer { base, store, client, shutdown, task };
+        let mut server = TestServer { base, store, client, shutdown, task };
         server.wait_ready().await;
         server
     }
 
-    async fn wait_ready(&self) {
-        eventually("the server answers /readyz", || async {
-            let ready = self.client.get(format!("{}/readyz", self.base)).send().await;
+    /// Waits for `/readyz`; a server that stopped at start fails the test with its error.
+    async fn wait_ready(&mut self) {
+        let (client, url) = (self.client.clone(), format!("{}/readyz", self.base));
+        let ready = eventually("the server answers /readyz", || async {
+            let ready = client.get(&url).send().await;
             ready.is_ok_and(|r| r.status() == 200).then_some(())
-        })
-        .await;
+        });
+        tokio::select! {
+            () = ready => {}
+            ended = &mut self.task => panic!("the server stopped at start: {ended:?}"),
+        }
     }
 
     /// Sends `body` as a `event` delivery signed with `secret` (or unsigned).
