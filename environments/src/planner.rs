@@ -25,12 +25,17 @@ pub enum PrEvent {
     /// New commits: the head SHA moved.
     Pushed(PullRequest),
     Closed(PullRequest, CloseReason),
+    /// Its time to live ran out (the periodic pass).
+    Expired(PullRequest),
 }
+
+/// Why an expired environment is torn down, on the pull request and in its history.
+pub const EXPIRED_REASON: &str = "expired: its time to live ran out";
 
 impl PrEvent {
     pub fn pull_request(&self) -> &PullRequest {
         match self {
-            Self::Opened(pr) | Self::Pushed(pr) | Self::Closed(pr, _) => pr,
+            Self::Opened(pr) | Self::Pushed(pr) | Self::Closed(pr, _) | Self::Expired(pr) => pr,
         }
     }
 }
@@ -76,6 +81,12 @@ pub fn plan(current: Option<EnvironmentState>, event: &PrEvent, gate: &Gate) -> 
             Some(Rejected) => Plan::Nothing { why: "the pull request never had an environment" },
             Some(_) => Plan::Record { state: Deleting, reason: Some(reason.to_string()) },
         },
+        PrEvent::Expired(_) => match current {
+            Some(Pending | Provisioning | Ready | Failed) => {
+                Plan::Record { state: Deleting, reason: Some(EXPIRED_REASON.to_owned()) }
+            }
+            _ => Plan::Nothing { why: "the environment is not live" },
+        },
     }
 }
 
@@ -101,6 +112,22 @@ mod tests {
             draft: false,
             labels: vec![],
         }
+    }
+
+    #[test]
+    fn expiry_tears_down_a_live_environment_and_nothing_else() {
+        for state in EnvironmentState::ALL {
+            let planned = plan(Some(state), &PrEvent::Expired(pr(false)), &OK);
+            if state.is_live() {
+                assert_eq!(
+                    planned,
+                    Plan::Record { state: EnvironmentState::Deleting, reason: Some(EXPIRED_REASON.into()) }
+                );
+            } else {
+                assert!(matches!(planned, Plan::Nothing { .. }), "{state}: {planned:?}");
+            }
+        }
+        assert!(matches!(plan(None, &PrEvent::Expired(pr(false)), &OK), Plan::Nothing { .. }));
     }
 
     #[test]

@@ -153,6 +153,7 @@ previewd_e2e::each_backend! {
         use EnvironmentState::*;
         let store = store(&db.url).await;
         store.record_environment(&pr(9), Pending, None).await.unwrap();
+        store.record_environment(&pr(9), Deleting, None).await.unwrap();
         store.record_environment(&pr(9), Deleted, None).await.unwrap();
         // Its report (saying on the pull request that it was deleted) has not run yet.
         assert_eq!(count(&store, JobState::Queued).await, 1);

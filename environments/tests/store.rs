@@ -251,6 +251,58 @@ previewd_e2e::each_backend! {
         assert_eq!(store.environments().await.unwrap().len(), 1);
     }
 
+    async fn every_writer_is_held_to_the_state_machine(db) {
+        use EnvironmentState::*;
+        let store = store(&db.url).await;
+        // Each state, reached by allowed moves, on a pull request of its own.
+        let paths: [&[EnvironmentState]; 7] = [
+            &[Pending],
+            &[Pending, Provisioning],
+            &[Pending, Provisioning, Ready],
+            &[Pending, Failed],
+            &[Pending, Deleting],
+            &[Pending, Deleting, Deleted],
+            &[Rejected],
+        ];
+        let (mut refused, mut number) = (0, 0);
+        for path in paths {
+            let from = *path.last().unwrap();
+            for to in EnvironmentState::ALL {
+                number += 1;
+                let pr = PullRequest { number: PrNumber(number), ..pr('a') };
+                let mut id = 0;
+                for step in path {
+                    id = store.record_environment(&pr, *step, None).await.unwrap().id;
+                }
+                let before = store.transitions(id).await.unwrap().len();
+                // The planner's writer, and the reconciler's.
+                let recorded = store.record_environment(&pr, to, Some("test")).await;
+                let moved = store.transition(id, &pr.head_sha.0, to, Some("test"), None, None, None).await.unwrap();
+                let state = store.environment(pr.repo.id, pr.number).await.unwrap().unwrap().state;
+                if from.can_become(to) {
+                    recorded.unwrap();
+                    assert!(moved, "{from} -> {to}");
+                    assert_eq!(state, to.as_str());
+                } else {
+                    refused += 1;
+                    let error = recorded.unwrap_err();
+                    assert!(!error.is_retryable(), "{error}");
+                    assert_eq!(error.to_string(), format!("environment of octo/app#{} cannot go from {from} to {to}", pr.number));
+                    assert!(!moved, "{from} -> {to}");
+                    assert_eq!(state, from.as_str(), "unchanged");
+                    assert_eq!(store.transitions(id).await.unwrap().len(), before, "no history written");
+                }
+            }
+        }
+        assert!(refused >= 15, "the state machine forbids most moves: {refused}");
+        // A new environment starts as the planner creates one.
+        let new = PullRequest { number: PrNumber(9_999), ..pr('a') };
+        for to in [Provisioning, Ready, Failed, Deleting, Deleted] {
+            assert!(store.record_environment(&new, to, None).await.is_err(), "new -> {to}");
+        }
+        assert!(store.environment(new.repo.id, new.number).await.unwrap().is_none());
+    }
+
     async fn every_change_queues_one_report_in_the_same_transaction(db) {
         let store = store(&db.url).await;
         let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();

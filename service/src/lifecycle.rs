@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use previewd_environments::cluster::Cluster;
 use previewd_environments::cluster::watch::{RolloutWatches, Wake};
 use previewd_environments::model::EnvironmentState;
+use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Forge, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
@@ -235,12 +236,16 @@ pub async fn run_periodic(engine: Arc<Engine>, interval: Duration, max_attempts:
 async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<()> {
     use EnvironmentState::*;
     let now = now_ms();
-    // TTL: expired environments are torn down.
+    // TTL: expired environments are torn down, as the planner decides.
     for env in engine.store.environments_in(&[Provisioning, Ready, Failed]).await? {
         if env.expires_at.is_some_and(|at| at <= now) {
             let pr = env.pull_request();
-            engine.store.record_environment(&pr, Deleting, Some("expired: its time to live ran out")).await?;
-            tracing::info!(environment = env.id, "environment expired; tearing it down");
+            if let Plan::Record { state, reason } =
+                plan(Some(env.state()?), &PrEvent::Expired(pr.clone()), &Gate::Allowed)
+            {
+                engine.store.record_environment(&pr, state, reason.as_deref()).await?;
+                tracing::info!(environment = env.id, "environment expired; tearing it down");
+            }
         }
     }
     // Warnings each repository's `ttl.warn_before` ahead of expiry (0: none).

@@ -42,7 +42,7 @@ pub struct JobRunner {
 }
 
 fn transient(error: StoreError) -> JobError {
-    JobError::Transient(error.to_string())
+    if error.is_retryable() { JobError::Transient(error.to_string()) } else { JobError::Permanent(error.to_string()) }
 }
 
 fn github_failed(error: GitHubError) -> JobError {

@@ -145,6 +145,19 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(StoreError::query("reading an environment"))?;
+                // Every writer of desired state comes through here or `transition`: both hold
+                // to the state machine. A new environment starts as the planner creates one.
+                let allowed = match &before {
+                    Some((_, from)) => EnvironmentState::parse(from).is_some_and(|from| from.can_become(to)),
+                    None => matches!(to, EnvironmentState::Pending | EnvironmentState::Rejected),
+                };
+                if !allowed {
+                    return Err(StoreError::ForbiddenTransition {
+                        pull_request: format!("{}#{}", pr.repo.full_name(), pr.number),
+                        from: before.map_or_else(|| "nothing".to_owned(), |(_, from)| from),
+                        to: to.as_str().to_owned(),
+                    });
+                }
                 // An event that changes neither the state nor the commit (a label, an edit)
                 // keeps a failed environment's scheduled retry; any other starts the count anew.
                 const UNCHANGED: &str = "excluded.state = environments.state AND excluded.head_sha = environments.head_sha";

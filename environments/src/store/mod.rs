@@ -85,9 +85,19 @@ pub enum StoreError {
     Query { op: &'static str, source: sqlx::Error },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A move the state machine forbids (`EnvironmentState::can_become`), refused by the store
+    /// whichever writer asked: a bug in that writer, so not worth a retry.
+    #[error("environment of {pull_request} cannot go from {from} to {to}")]
+    ForbiddenTransition { pull_request: String, from: String, to: String },
 }
 
 impl StoreError {
+    /// Whether trying again later may succeed (the database was unreachable, say); a refused
+    /// transition or inconsistent data will not.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::ForbiddenTransition { .. } | StoreError::Corrupt(_))
+    }
+
     fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |source| StoreError::Query { op, source }
     }
