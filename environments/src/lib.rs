@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod forge;
 pub mod kinds;
 pub mod kube_client;
 pub mod model;

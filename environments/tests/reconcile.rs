@@ -8,10 +8,12 @@ use kube::api::{Api, PostParams};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, converge, previewd_client, torn_down};
 use previewd_environments::cluster::Cluster;
 use previewd_environments::cluster::watch::{RolloutWatches, Wake};
+use previewd_environments::forge::{Checks, FixedRepoConfig, ForgeError};
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::policy::Policy;
-use previewd_environments::reconcile::{Engine, EngineSettings, FixedRepoConfig, Outcome, ReconcileError};
+use previewd_environments::reconcile::{Engine, EngineSettings, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
+use previewd_environments::repo_config::RepoFile;
 use previewd_environments::store::{Lease, Store};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,32 +98,33 @@ async fn past_rollout(engine: &Engine, id: i64) -> Outcome {
     }
 }
 
-/// Serves one `.preview.yaml` and counts the reads, as GitHub's rate limit would.
+type Answer<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, ForgeError>> + Send + 'a>>;
+
+/// Serves one `.preview.yaml` and counts the reads, as GitHub's rate limit would; answers
+/// `failure` instead while one is set (GitHub refusing or rate limiting).
 struct CountingForge {
     text: String,
     reads: std::sync::atomic::AtomicUsize,
+    failure: std::sync::Mutex<Option<ForgeError>>,
 }
 
-impl previewd_environments::reconcile::Forge for CountingForge {
-    fn fetch<'a>(
-        &'a self,
-        _repo: &'a Repo,
-        _sha: &'a CommitSha,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<Option<previewd_environments::repo_config::RepoFile>, String>> + Send + 'a>,
-    > {
+impl CountingForge {
+    fn new(text: &str) -> Self {
+        CountingForge { text: text.to_owned(), reads: Default::default(), failure: Default::default() }
+    }
+}
+
+impl previewd_environments::forge::Forge for CountingForge {
+    fn fetch<'a>(&'a self, _repo: &'a Repo, _sha: &'a CommitSha) -> Answer<'a, Option<RepoFile>> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let file = previewd_environments::repo_config::RepoFile::from_bytes(self.text.clone().into_bytes());
-        Box::pin(async move { Ok(Some(file)) })
+        let answer = match self.failure.lock().unwrap().clone() {
+            Some(failure) => Err(failure),
+            None => Ok(Some(RepoFile::from_bytes(self.text.clone().into_bytes()))),
+        };
+        Box::pin(async move { answer })
     }
 
-    fn checks<'a>(
-        &'a self,
-        _repo: &'a Repo,
-        _sha: &'a CommitSha,
-        _required: &'a [String],
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<previewd_environments::reconcile::Checks, String>> + Send + 'a>>
-    {
+    fn checks<'a>(&'a self, _repo: &'a Repo, _sha: &'a CommitSha, _required: &'a [String]) -> Answer<'a, Checks> {
         Box::pin(async { Ok(Default::default()) })
     }
 }
@@ -529,7 +532,7 @@ previewd_e2e::each_backend! {
     }
 
     async fn an_unchanged_head_is_not_read_again(db) {
-        let counting = Arc::new(CountingForge { text: PREVIEW_YAML.to_owned(), reads: Default::default() });
+        let counting = Arc::new(CountingForge::new(PREVIEW_YAML));
         let mut engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
         engine.forge = counting.clone();
         let pr = pr('r');
@@ -645,5 +648,27 @@ previewd_e2e::each_backend! {
         assert!(engine.store.due_retries(at).await.unwrap().contains(&id));
         engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
+    }
+
+    async fn the_code_hosts_wait_is_kept_and_a_refusal_fails_at_once(db) {
+        let forge = Arc::new(CountingForge::new(PREVIEW_YAML));
+        let mut engine = engine(&db.url, PREVIEW_YAML, policy(""), &templates()).await;
+        engine.forge = forge.clone();
+        let pr = pr('k');
+        let id = pending(&engine, &pr).await;
+        // A rate limit: the reconcile fails with the wait GitHub gave, for the job queue.
+        *forge.failure.lock().unwrap() = Some(ForgeError::retry_after("API rate limit exceeded", Duration::from_secs(42)));
+        let error = engine.reconcile(id).await.unwrap_err();
+        assert!(matches!(error, ReconcileError::ConfigSource(_)), "{error}");
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(42)));
+        assert_eq!(state(&engine, id).await.0, "Pending", "waiting, not failed");
+        // A refusal no retry mends (the App may not read the repository): Failed, saying why.
+        *forge.failure.lock().unwrap() = Some(ForgeError::permanent("Resource not accessible by integration (403)"));
+        assert_eq!(engine.reconcile(id).await.unwrap(), Outcome::Settled(EnvironmentState::Failed));
+        let (_, reason) = state(&engine, id).await;
+        assert_eq!(
+            reason.as_deref(),
+            Some("could not read the repository's configuration: Resource not accessible by integration (403)")
+        );
     }
 }

@@ -1,4 +1,4 @@
--- Failed environments whose cause can pass are tried again with backoff (environments/src/reconcile.rs):
+-- Failed environments whose cause can pass are tried again with backoff (environments/src/reconcile/retry.rs):
 --   retries:  rollout retries since the last Ready or the last event (a push, a command resets it).
 --   retry_at: when the next one is due, while the environment is Failed and one is scheduled.
 ALTER TABLE environments ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;

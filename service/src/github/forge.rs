@@ -1,9 +1,11 @@
 //! The engine's view of the code host, over GitHub: `.preview.yaml` at the head commit and
 //! the results of the required checks.
 
+use super::client::GitHubError;
 use super::report::GitHubSide;
+use super::report::ReportError;
+use previewd_environments::forge::{Checks, Forge, ForgeError};
 use previewd_environments::model::{CommitSha, Repo};
-use previewd_environments::reconcile::{Checks, Forge};
 use previewd_environments::repo_config::RepoFile;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,11 +18,11 @@ impl Forge for GitHubForge {
         &'a self,
         repo: &'a Repo,
         sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, ForgeError>> + Send + 'a>> {
         Box::pin(async move {
             let side = &self.0;
-            let who = side.installation_for(repo).await.map_err(|e| e.to_string())?;
-            side.github.repo_file(who, repo, &side.repo_config_path, sha).await.map_err(|e| e.to_string())
+            let who = side.installation_for(repo).await.map_err(from_report)?;
+            side.github.repo_file(who, repo, &side.repo_config_path, sha).await.map_err(from_github)
         })
     }
 
@@ -29,13 +31,30 @@ impl Forge for GitHubForge {
         repo: &'a Repo,
         sha: &'a CommitSha,
         required: &'a [String],
-    ) -> Pin<Box<dyn Future<Output = Result<Checks, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Checks, ForgeError>> + Send + 'a>> {
         Box::pin(async move {
             let side = &self.0;
-            let who = side.installation_for(repo).await.map_err(|e| e.to_string())?;
-            let results = side.github.commit_checks(who, repo, &sha.0).await.map_err(|e| e.to_string())?;
+            let who = side.installation_for(repo).await.map_err(from_report)?;
+            let results = side.github.commit_checks(who, repo, &sha.0).await.map_err(from_github)?;
             Ok(evaluate(required, &results))
         })
+    }
+}
+
+/// GitHub's answer as the engine branches on it: a rate limit's wait kept, a refusal no retry
+/// mends marked permanent.
+fn from_github(error: GitHubError) -> ForgeError {
+    match error.retry_after() {
+        Some(after) => ForgeError::retry_after(error.to_string(), after),
+        None if error.is_transient() => ForgeError::transient(error.to_string()),
+        None => ForgeError::permanent(error.to_string()),
+    }
+}
+
+fn from_report(error: ReportError) -> ForgeError {
+    match error {
+        ReportError::GitHub(error) => from_github(error),
+        other => ForgeError::transient(other.to_string()),
     }
 }
 
@@ -63,9 +82,28 @@ pub fn evaluate(required: &[String], results: &[super::api::CheckResult]) -> Che
 mod tests {
     use super::*;
     use crate::github::api::CheckResult;
+    use std::time::Duration;
 
     fn result(name: &str, conclusion: Option<&str>) -> CheckResult {
         CheckResult { name: name.to_owned(), conclusion: conclusion.map(str::to_owned) }
+    }
+
+    #[test]
+    fn github_errors_keep_what_the_engine_branches_on() {
+        let limited = GitHubError::RateLimited { what: "installation 7".into(), retry_after: Duration::from_secs(90) };
+        assert_eq!(from_github(limited).retry_after, Some(Duration::from_secs(90)));
+        let down =
+            from_github(GitHubError::Unavailable { call: "GET contents".into(), status: 502, message: "x".into() });
+        assert!(!down.permanent && down.retry_after.is_none());
+        let refused = GitHubError::Refused {
+            call: "GET contents".into(),
+            status: 403,
+            message: "Resource not accessible by integration".into(),
+        };
+        let refused = from_github(refused);
+        assert!(refused.permanent, "{refused}");
+        assert!(refused.message.contains("Resource not accessible by integration"));
+        assert!(from_github(GitHubError::NoInstallation("acme/app".into())).permanent);
     }
 
     #[test]

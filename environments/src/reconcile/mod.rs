@@ -6,75 +6,24 @@
 //! coalesce and an older SHA never overwrites a newer one. One reconcile per environment runs at
 //! a time across replicas, guarded by a lease in the store.
 
+mod rendering;
+mod retry;
+
+pub use rendering::{Placement, Unrenderable, render_environment};
+
 use crate::cluster::{Cluster, ClusterError, Rollout, RolloutFailure, Teardown};
 use crate::dns::{Dns, DnsError};
-use crate::model::{CommitSha, EnvironmentState, PullRequest, Repo, short_sha};
+use crate::forge::{Forge, ForgeError};
+use crate::model::{EnvironmentState, PullRequest, short_sha};
 use crate::naming;
 use crate::policy::Policy;
-use crate::render::{Ownership, RenderError, Renderer};
+use crate::render::{Ownership, Renderer};
 use crate::repo_config::{RepoConfig, RepoFile};
 use crate::spec::{self, EnvironmentSpec, LimitDecision};
 use crate::store::{Lease, ReconcileRecord, Store, StoreError};
-use crate::time::{now_ms, rfc3339};
-use serde::Serialize;
-use std::future::Future;
-use std::pin::Pin;
+use crate::time::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The code host, as the reconciler needs it: the repository's `.preview.yaml` at the head
-/// commit, and the results of the checks that must pass before a commit is deployed. The
-/// service implements it over GitHub; [`FixedRepoConfig`] serves demos and tests.
-pub trait Forge: Send + Sync + 'static {
-    /// The file, or `None` if the repository has no such file at that commit. A file previewd
-    /// will not read (too large, not text) is [`RepoFile::Refused`], not an error: the
-    /// environment fails with the reason rather than being retried. Errors are the code host's
-    /// (unreachable, refusing), worth a retry.
-    fn fetch<'a>(
-        &'a self,
-        repo: &'a Repo,
-        sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>>;
-
-    /// Where the checks named `required` stand on commit `sha`.
-    fn checks<'a>(
-        &'a self,
-        repo: &'a Repo,
-        sha: &'a CommitSha,
-        required: &'a [String],
-    ) -> Pin<Box<dyn Future<Output = Result<Checks, String>> + Send + 'a>>;
-}
-
-/// Required checks that have not passed on a commit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checks {
-    /// Not reported yet, or still running.
-    pub waiting: Vec<String>,
-    /// Finished without success: (name, conclusion).
-    pub failed: Vec<(String, String)>,
-}
-
-/// The same `.preview.yaml` for every pull request, and no checks to wait for.
-pub struct FixedRepoConfig(pub String);
-
-impl Forge for FixedRepoConfig {
-    fn fetch<'a>(
-        &'a self,
-        _repo: &'a Repo,
-        _sha: &'a CommitSha,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, String>> + Send + 'a>> {
-        Box::pin(async move { Ok(Some(RepoFile::from_bytes(self.0.clone().into_bytes()))) })
-    }
-
-    fn checks<'a>(
-        &'a self,
-        _repo: &'a Repo,
-        _sha: &'a CommitSha,
-        _required: &'a [String],
-    ) -> Pin<Box<dyn Future<Output = Result<Checks, String>> + Send + 'a>> {
-        Box::pin(async { Ok(Checks::default()) })
-    }
-}
 
 /// A reconcile that could not finish; the caller retries it later.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +33,9 @@ pub enum ReconcileError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("could not read the repository's configuration: {0}")]
-    ConfigSource(String),
+    ConfigSource(ForgeError),
     #[error("could not read the checks of the head commit: {0}")]
-    Checks(String),
+    Checks(ForgeError),
     #[error(transparent)]
     Dns(#[from] DnsError),
     #[error("another reconcile of this environment is running")]
@@ -96,11 +45,12 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// How long to wait before the next attempt, when the API server said (a 429's
-    /// `Retry-After`); otherwise the job queue's backoff applies.
+    /// How long to wait before the next attempt, when the API server or the code host said (a
+    /// 429's `Retry-After`, a rate limit's reset); otherwise the job queue's backoff applies.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ReconcileError::Cluster(error) => error.retry_after(),
+            ReconcileError::ConfigSource(error) | ReconcileError::Checks(error) => error.retry_after,
             _ => None,
         }
     }
@@ -167,67 +117,6 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Identifies this process in environment leases.
     pub owner: String,
-}
-
-/// The template context: the resolved environment plus what only the reconciler knows.
-#[derive(Serialize)]
-struct Context<'a> {
-    #[serde(flatten)]
-    spec: &'a EnvironmentSpec,
-    expires_at: String,
-}
-
-/// Why an environment could not be rendered: the author's configuration, or the platform's
-/// template.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unrenderable {
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Template(String),
-}
-
-/// Where and how long an environment lives, beyond what its pull request and config say.
-pub struct Placement<'a> {
-    /// The stored name; derived from the pull request when the environment is new.
-    pub name: Option<&'a str>,
-    pub expires_at: i64,
-    /// The previewd installation (ownership label).
-    pub instance: &'a str,
-    /// Adds external-dns annotations to the Ingress when that provider is configured.
-    pub dns: Option<&'a Dns>,
-}
-
-/// Resolves `config` under the policy for `pr`'s repository and renders the environment named
-/// `name` (the stored name; derived from the pull request when new). Pure: the reconciler and
-/// `previewd render` share it, so a dry run shows exactly what would be applied.
-pub fn render_environment(
-    renderer: &Renderer,
-    policy: &Policy,
-    pr: &PullRequest,
-    config_text: &str,
-    placement: &Placement<'_>,
-) -> Result<(EnvironmentSpec, Vec<crate::render::Manifest>), Unrenderable> {
-    let effective = policy.for_repository(&pr.repo.owner, &pr.repo.name);
-    let config = RepoConfig::from_yaml(config_text).map_err(|e| Unrenderable::Config(e.to_string()))?;
-    let spec = spec::resolve(&effective, pr, &config).map_err(|p| Unrenderable::Config(spec::describe_problems(&p)))?;
-    let name = placement.name.map_or_else(|| naming::environment_name(&pr.repo, pr.number), str::to_owned);
-    let host = naming::hostname(&name, &effective.base_domain);
-    let mut spec = EnvironmentSpec { url: format!("https://{host}"), host, name: name.clone(), ..spec };
-    // external-dns reads its record from the Ingress.
-    if let Some(dns) = placement.dns {
-        spec.ingress.annotations.extend(dns.ingress_annotations(&spec.host));
-    }
-    let owner = Ownership {
-        instance: placement.instance.to_owned(),
-        environment: name,
-        repo_id: pr.repo.id.0,
-        pr: pr.number.0,
-    };
-    let context = Context { spec: &spec, expires_at: rfc3339(placement.expires_at) };
-    let manifests =
-        renderer.render(&spec.template, &context, &owner).map_err(|e| Unrenderable::Template(template_reason(&e)))?;
-    Ok((spec, manifests))
 }
 
 /// Passes one reconcile makes before giving up on an environment that keeps changing.
@@ -331,12 +220,15 @@ impl Engine {
         }
 
         if !policy.required_checks.is_empty() && env.state()? == EnvironmentState::Pending {
-            let checks = self
-                .forge
-                .checks(&pr.repo, &pr.head_sha, &policy.required_checks)
-                .await
-                .map_err(ReconcileError::Checks)?;
             let short = short_sha(&env.head_sha);
+            let checks = match self.forge.checks(&pr.repo, &pr.head_sha, &policy.required_checks).await {
+                Ok(checks) => checks,
+                Err(error) if error.permanent => {
+                    let reason = format!("could not read the checks of {short}: {error}");
+                    return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
+                }
+                Err(error) => return Err(ReconcileError::Checks(error)),
+            };
             if let Some((name, conclusion)) = checks.failed.first() {
                 let reason = format!("check `{name}` ended `{conclusion}` on {short}");
                 return match env.deployed_sha.as_deref() {
@@ -361,12 +253,17 @@ impl Engine {
             }
         }
 
-        let text = match self.repo_config(env, &pr).await? {
-            Some(RepoFile::Text(text)) => text,
-            Some(RepoFile::Refused(error)) => {
+        let text = match self.repo_config(env, &pr).await {
+            Ok(Some(RepoFile::Text(text))) => text,
+            Ok(Some(RepoFile::Refused(error))) => {
                 return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
             }
-            None => {
+            // No retry mends it (the App may not read the repository): say so now.
+            Err(error @ ReconcileError::ConfigSource(ForgeError { permanent: true, .. })) => {
+                return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), None, None).await;
+            }
+            Err(error) => return Err(error),
+            Ok(None) => {
                 let reason = crate::repo_config::RepoConfigError::Missing.to_string();
                 return self.settle(env, EnvironmentState::Failed, Some(&reason), None, None).await;
             }
@@ -495,71 +392,6 @@ impl Engine {
         }
     }
 
-    /// Fails a rollout for `failure`. One whose cause can pass is tried again later, with a
-    /// doubling wait, up to `failed_retries` times; the reason says when, or that previewd gave
-    /// up, so the author knows whether to wait or act.
-    async fn fail_rollout(
-        &self,
-        env: &ReconcileRecord,
-        failure: &str,
-        can_pass: bool,
-        spec: &EnvironmentSpec,
-    ) -> Result<Step, ReconcileError> {
-        let limit = self.settings.failed_retries;
-        let done = u32::try_from(env.retries).unwrap_or(u32::MAX);
-        let retry = can_pass && done < limit;
-        let delay = self.retry_delay(done);
-        let reason = if retry {
-            let wait = humantime::format_duration(delay);
-            format!("{failure}; trying again in {wait} (retry {} of {limit})", done + 1)
-        } else if can_pass && limit > 0 {
-            let retries = if limit == 1 { "1 retry".to_owned() } else { format!("{limit} retries") };
-            format!("{failure}; gave up after {retries}: push a fix or comment `/preview redeploy`")
-        } else {
-            failure.to_owned()
-        };
-        let step = self.settle(env, EnvironmentState::Failed, Some(&reason), Some(spec), None).await?;
-        if retry && matches!(step, Step::Done(_)) {
-            let at = now_ms().saturating_add(crate::time::millis(delay));
-            if self.store.schedule_retry(env.id, &env.head_sha, at).await? {
-                tracing::info!(
-                    environment = env.id,
-                    retry = done + 1,
-                    delay_ms = at - now_ms(),
-                    "rollout failed; retry scheduled"
-                );
-                return Ok(Step::Done(Outcome::RequeueAfter(delay)));
-            }
-        }
-        Ok(step)
-    }
-
-    /// The wait before retry `done + 1`: `retry_base` doubled `done` times, at most
-    /// `retry_max_delay`.
-    fn retry_delay(&self, done: u32) -> Duration {
-        let factor = 2u32.saturating_pow(done.min(31));
-        self.settings.retry_base.saturating_mul(factor).min(self.settings.retry_max_delay)
-    }
-
-    /// A Failed environment: settled, unless a retry is scheduled. When that is due it starts
-    /// over from Pending (a new rollout with its own deadline, at the same commit).
-    async fn retry_when_due(&self, env: &ReconcileRecord) -> Result<Step, ReconcileError> {
-        let Some(at) = env.retry_at else {
-            return Ok(Step::Done(Outcome::Settled(EnvironmentState::Failed)));
-        };
-        let now = now_ms();
-        if at > now {
-            let left = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
-            return Ok(Step::Done(Outcome::RequeueAfter(left)));
-        }
-        let reason = format!("retry {} of {} of the rollout that failed", env.retries, self.settings.failed_retries);
-        // Not moved: a push or a command changed it meanwhile; read it again either way.
-        self.store
-            .transition(env.id, &env.head_sha, EnvironmentState::Pending, Some(&reason), None, None, None)
-            .await?;
-        Ok(Step::Again)
-    }
-
     /// The repository's `.preview.yaml` at the head commit: read from the code host once per
     /// commit and kept with the environment, since a commit's file cannot change. Resyncs of an
     /// unchanged head cost no request.
@@ -671,13 +503,6 @@ impl Engine {
     }
 }
 
-/// A template error is the platform team's to fix, not the pull request author's.
-fn template_reason(error: &RenderError) -> String {
-    format!(
-        "the platform's environment template failed, so this is not a problem in your pull request ({error}); tell the platform team"
-    )
-}
-
 fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
@@ -686,8 +511,8 @@ fn plural(n: usize, word: &str) -> String {
 mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_796_126_400_000), "2026-12-01T12:00:00Z");
-        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(crate::time::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::time::rfc3339(1_796_126_400_000), "2026-12-01T12:00:00Z");
+        assert_eq!(crate::time::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }
