@@ -6,6 +6,8 @@
 #   e2e/postgres.sh env     print the `export` lines
 #   e2e/postgres.sh status  exit 0 when the server answers
 #   e2e/postgres.sh down    stop it and remove its data
+#   e2e/postgres.sh restart [S]  stop it (fast: connections are cut) for S seconds (5), then
+#                           start it again with its data: the fault tests' outage
 #
 # Settings: PREVIEWD_PG_PORT (default 19432: below the kernel's ephemeral range and the control
 # plane's 20000-31999, so no other socket holds it when the server starts), PREVIEWD_PG_DIR (default $TMPDIR/previewd-postgres;
@@ -92,12 +94,28 @@ up() {
     # Left by a server that is gone; the server would refuse to start if the pid is alive now.
     rm -f "$dir/data/postmaster.pid"
   fi
+  start_server "$bin"
+  say "running on 127.0.0.1:${port} (data in $dir)"
+  print_env
+}
+
+start_server() {
+  local bin=$1
   if ! as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" >/dev/null; then
     say "the server did not start; its log:"; tail -n 50 "$dir/server.log" >&2; exit 1
   fi
-  say "running on 127.0.0.1:${port} (data in $dir)"
-  print_env
+}
+
+restart() {
+  local seconds=${1:-5} bin
+  bin=$(pg_bin)
+  [ -f "$dir/data/PG_VERSION" ] || { say "no server to restart: run \`$0 up\` first"; exit 1; }
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  say "stopped for ${seconds}s"
+  sleep "$seconds"
+  start_server "$bin"
+  say "running again on 127.0.0.1:${port}"
 }
 
 down() {
@@ -116,5 +134,6 @@ case "${1:-}" in
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
     [ -n "$bin" ] && "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" ;;
   down) down ;;
-  *) echo "usage: $0 up|env|status|down" >&2; exit 2 ;;
+  restart) restart "${2:-5}" ;;
+  *) echo "usage: $0 up|env|status|down|restart [S]" >&2; exit 2 ;;
 esac

@@ -22,6 +22,11 @@ pub struct TestDatabase {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// `e2e/postgres.sh`, whose `restart S` takes the test server away for S seconds.
+pub fn postgres_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh")
+}
+
 /// The environment variable naming the test Postgres server.
 pub const POSTGRES_URL_ENV: &str = "PREVIEWD_TEST_POSTGRES_URL";
 
