@@ -149,6 +149,26 @@ impl World {
         delivered.guid
     }
 
+    /// Opens pull request `number` at `head` in `other`, a second repository of the
+    /// installation (on the stand-in and by delivery); returns that repository.
+    async fn open_in_other_repository(&self, number: i64, head: &str) -> TestRepo {
+        let other = TestRepo {
+            id: self.repo_id + 100_000,
+            owner: OWNER.to_owned(),
+            name: "other".to_owned(),
+            installation: INSTALLATION,
+        };
+        self.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
+        self.github.put_file(OWNER, &other.name, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
+        self.github
+            .open_pull(json!({"owner": OWNER, "repo": other.name, "number": number, "head_sha": head, "user": "dev"}))
+            .await
+            .unwrap();
+        let opened = other.pull_request("opened", number, head).unwrap();
+        assert_eq!(self.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+        other
+    }
+
     /// Opens pull request `number` at `head` from a fork by `stranger`; returns the delivery.
     async fn open_fork(&self, number: i64, head: &str) -> Value {
         self.github.put_file(OWNER, &self.repo, head, ".preview.yaml", Some(&preview_yaml())).await.unwrap();
@@ -528,20 +548,7 @@ async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_serv
         w.open(*number, head, false).await;
     }
     // Meanwhile, a pull request in another repository of the installation.
-    let other = TestRepo {
-        id: w.repo_id + 100_000,
-        owner: OWNER.to_owned(),
-        name: "other".to_owned(),
-        installation: INSTALLATION,
-    };
-    w.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
-    w.github.put_file(OWNER, &other.name, &sha('4'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
-    w.github
-        .open_pull(json!({"owner": OWNER, "repo": other.name, "number": 34, "head_sha": sha('4'), "user": "dev"}))
-        .await
-        .unwrap();
-    let opened = other.pull_request("opened", 34, &sha('4')).unwrap();
-    assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+    let other = w.open_in_other_repository(34, &sha('4')).await;
 
     for (number, _, _, refusal) in &hostile {
         let failed = w.wait_state(*number, "Failed").await;
@@ -1097,15 +1104,7 @@ mod installations {
             let ready = w.wait_state(41, "Ready").await;
             w.comment_saying(41, ready.url.as_deref().unwrap()).await;
             // A second repository of the installation, with its own environment.
-            let other = TestRepo { id: w.repo_id + 100_000, owner: OWNER.to_owned(), name: "other".to_owned(), installation: INSTALLATION };
-            w.github.add_repo(other.id, OWNER, &other.name, Some(INSTALLATION)).await.unwrap();
-            w.github.put_file(OWNER, &other.name, &sha('b'), ".preview.yaml", Some(&preview_yaml())).await.unwrap();
-            w.github
-                .open_pull(json!({"owner": OWNER, "repo": other.name, "number": 42, "head_sha": sha('b'), "user": "dev"}))
-                .await
-                .unwrap();
-            let opened = other.pull_request("opened", 42, &sha('b')).unwrap();
-            assert_eq!(w.github.deliver("pull_request", &opened).await.unwrap().status_code, 202);
+            let other = w.open_in_other_repository(42, &sha('b')).await;
             w.wait_state_in(other.id, 42, "Ready").await;
 
             // Both reported. Then the first repository is taken out of the installation (on

@@ -46,14 +46,6 @@ async fn deliveries_during_a_postgres_restart_are_not_lost() {
     assert!(answers.iter().any(|&(status, ms)| status != 202 || ms > 1000), "{answers:?}");
     assert!(answers.iter().all(|&(status, _)| status == 202 || status == 503), "{answers:?}");
 
-    for (number, head) in &heads {
-        let ready = s.wait_state(*number, "Ready").await;
-        s.wait_deployment(head, "success").await;
-        s.comment_says(*number, &[ready.url.as_deref().unwrap()]).await;
-    }
-    for (number, head) in &heads {
-        assert_eq!(s.sticky(*number).await.len(), 1, "one comment on #{number}");
-        assert_eq!(s.deployment_states(head).await.len(), 1, "one deployment of #{number}'s head");
-    }
+    s.all_ready_and_reported_once(&heads).await;
     s.finish().await;
 }

@@ -264,6 +264,21 @@ impl Story {
         .await;
     }
 
+    /// Waits until each of `heads` (pull request number, head SHA) is Ready and reported (its
+    /// deployment `success`, the comment showing its URL), then checks that nothing was done
+    /// twice: one sticky comment each, one deployment of each head.
+    pub async fn all_ready_and_reported_once(&mut self, heads: &[(i64, String)]) {
+        for (number, head) in heads {
+            let ready = self.wait_state(*number, "Ready").await;
+            self.wait_deployment(head, "success").await;
+            self.comment_says(*number, &[ready.url.as_deref().unwrap()]).await;
+        }
+        for (number, head) in heads {
+            assert_eq!(self.sticky(*number).await.len(), 1, "one comment on #{number}");
+            assert_eq!(self.deployment_states(head).await.len(), 1, "one deployment of #{number}'s head");
+        }
+    }
+
     pub async fn resolves(&self, host: &str, timeout: Duration) -> bool {
         let policy: previewd_environments::policy::Policy = previewd_environments::policy::Policy::from_yaml(
             &std::fs::read_to_string(self.dir.path().join("policy.yaml")).unwrap(),
