@@ -5,7 +5,13 @@
 //!   - p50/p99/max over environments opened one after another (`--sequential`, 20);
 //!   - the same for pull requests opened all at once (`--burst`, 50);
 //!
-//! and from a `closed` delivery accepted to the namespace gone, for the burst.
+//! and from a `closed` delivery accepted to the namespace gone, for the burst. With
+//! `--fleet N` it then keeps N environments live (opened in batches of `--batch`, 50) and
+//! measures the steady state over `--steady-seconds` (130): GitHub requests per hour per live
+//! environment, API-server requests per second (all clients; the same window with previewd
+//! stopped gives the control plane's own share), previewd's resident memory, the periodic
+//! passes' durations (from previewd's log), and how long one more pull request takes to become
+//! Ready and reported while the N are live.
 //! Times are observed by polling every 25 ms, so they carry up to 25 ms of granularity.
 //! DNS is the wildcard provider (no verification): this measures previewd, GitHub reporting and
 //! the cluster; `e2e/bench/engine.sh` breaks the cluster's share down.
@@ -25,6 +31,8 @@ const OWNER: &str = "bench";
 const REPO: &str = "web";
 const REPO_ID: i64 = 9_100_001;
 const INSTALLATION: i64 = 5;
+/// How often the stand-in's deployments are looked at while timing: the figures' granularity.
+const FAST_POLL: Duration = Duration::from_millis(25);
 
 fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
     let args: Vec<String> = std::env::args().collect();
@@ -64,8 +72,9 @@ async fn successful(github: &GitHubStandIn) -> anyhow::Result<Vec<usize>> {
         .collect())
 }
 
-/// Opens `numbers` at once; the time from each delivery's 202 to its success status.
-async fn open(github: &GitHubStandIn, numbers: &[usize]) -> anyhow::Result<Vec<Duration>> {
+/// Opens `numbers` at once; the time from each delivery's 202 to its success status, looked
+/// for every `poll`.
+async fn open(github: &GitHubStandIn, numbers: &[usize], poll: Duration) -> anyhow::Result<Vec<Duration>> {
     let preview = std::fs::read_to_string(root().join("e2e/fixtures/preview.yaml"))?
         .replace("secrets: [db-readonly]", "secrets: []");
     for &n in numbers {
@@ -93,7 +102,7 @@ async fn open(github: &GitHubStandIn, numbers: &[usize]) -> anyhow::Result<Vec<D
         if now > deadline {
             bail!("only {} of {} environments succeeded within 10 minutes", times.len(), numbers.len());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(poll).await;
     }
     Ok(times.into_iter().map(|(_, t)| t).collect())
 }
@@ -146,6 +155,118 @@ async fn close(
     Ok(times.into_iter().map(|(_, t)| t).collect())
 }
 
+/// Every request the API server has answered since it started, from any client: the sum of
+/// its `apiserver_request_total` counters.
+async fn apiserver_requests(admin: &kube::Client) -> anyhow::Result<f64> {
+    let text = admin.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// The durations (ms) of the periodic passes previewd has logged (JSON log with flattened
+/// fields, target `previewd::periodic`).
+fn pass_durations(log: &Path) -> anyhow::Result<Vec<u64>> {
+    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "periodic pass done")
+        .filter_map(|l| l["duration_ms"].as_u64())
+        .collect())
+}
+
+/// The fleet phase (`--fleet`): see the module's documentation.
+async fn fleet(
+    github: &GitHubStandIn,
+    previewd: &mut Previewd,
+    admin: &kube::Client,
+    log: &Path,
+    live: usize,
+    batch: usize,
+    steady: Duration,
+) -> anyhow::Result<()> {
+    let slow = Duration::from_millis(500);
+    let numbers: Vec<usize> = (100_000..100_000 + live).collect();
+    let started = Instant::now();
+    for chunk in numbers.chunks(batch.max(1)) {
+        open(github, chunk, slow).await?;
+    }
+    println!(
+        "{:<48} {:.1}s",
+        format!("fleet: {live} opened in batches of {batch}, all ready"),
+        started.elapsed().as_secs_f64()
+    );
+
+    let passes_before = pass_durations(log)?.len();
+    let (github_before, api_before, began) =
+        (github.requests().await?.len(), apiserver_requests(admin).await?, Instant::now());
+    tokio::time::sleep(steady).await;
+    let (github_after, api_after, window) =
+        (github.requests().await?.len(), apiserver_requests(admin).await?, began.elapsed());
+    let memory = previewd.memory()?;
+    let passes: Vec<u64> = pass_durations(log)?.into_iter().skip(passes_before).collect();
+    let hours = window.as_secs_f64() / 3600.0;
+    let github_calls = github_after.saturating_sub(github_before);
+    println!("steady state with {live} live, over {:.0}s:", window.as_secs_f64());
+    #[allow(clippy::cast_precision_loss)]
+    let per_environment = github_calls as f64 / hours / live as f64;
+    println!("  GitHub requests: {github_calls} ({per_environment:.2} per hour per live environment)");
+    println!("  API server: {:.1} requests/s (all clients)", (api_after - api_before) / window.as_secs_f64());
+    println!(
+        "  previewd resident memory: {:.0} MiB (peak {:.0} MiB)",
+        memory.rss_bytes as f64 / 1_048_576.0,
+        memory.peak_rss_bytes as f64 / 1_048_576.0
+    );
+    println!("  periodic passes (ms): {passes:?}");
+
+    let one_more = open(github, &[100_000 + live], FAST_POLL).await?;
+    report(&format!("one more pull request with {live} live"), one_more);
+
+    // The control plane's own share: the same window with previewd stopped.
+    previewd.stop().await?;
+    let (api_before, began) = (apiserver_requests(admin).await?, Instant::now());
+    tokio::time::sleep(steady).await;
+    println!(
+        "  API server with previewd stopped: {:.1} requests/s",
+        (apiserver_requests(admin).await? - api_before) / began.elapsed().as_secs_f64()
+    );
+    previewd.restart().await?;
+    Ok(())
+}
+
+/// Closes every pull request in `numbers` (deliveries 100 at a time) and waits until no
+/// namespace of the benchmark's instance is left; the time that took.
+async fn close_all(
+    github: &GitHubStandIn,
+    namespaces: &kube::Api<Namespace>,
+    numbers: &[usize],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for chunk in numbers.chunks(100) {
+        let sends = chunk.iter().map(|&n| async move {
+            let mut closed = payload("closed", n)?;
+            closed["pull_request"]["state"] = "closed".into();
+            github.update_pull(OWNER, REPO, i64::try_from(n)?, json!({"state": "closed"})).await?;
+            github.deliver("pull_request", &closed).await.map(drop)
+        });
+        futures::future::try_join_all(sends).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let left = namespaces.list(&kube::api::ListParams::default().labels("previewd.dev/instance=bench")).await?;
+        if left.items.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("{} namespaces still there after an hour", left.items.len());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -159,13 +280,17 @@ async fn main() -> anyhow::Result<()> {
     let pod_ready_seconds = arg("--pod-ready-seconds", 0)?;
     // previewd's default (4) unless given: the benchmark measures what a user gets.
     let workers = arg("--workers", 0)?;
+    let live = arg("--fleet", 0)?;
+    let batch = arg("--batch", 50)?;
+    let steady = Duration::from_secs(u64::try_from(arg("--steady-seconds", 130)?)?);
+    let limit = (live + 1).max(200);
     let binary = PathBuf::from(std::env::var("BENCH_PREVIEWD_BIN").context("BENCH_PREVIEWD_BIN")?);
     let kubeconfig = PathBuf::from(
         std::env::var("PREVIEWD_TEST_KUBECONFIG")
             .context("PREVIEWD_TEST_KUBECONFIG (eval e2e/controlplane/cluster.sh env)")?,
     );
     let admin = previewd_e2e::cluster::admin_client().await?;
-    let namespaces: kube::Api<Namespace> = kube::Api::all(admin);
+    let namespaces: kube::Api<Namespace> = kube::Api::all(admin.clone());
 
     let dir = tempfile::tempdir()?;
     let github = GitHubStandIn::start().await?;
@@ -173,9 +298,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(dir.path().join("app.pem"), &app.private_key_pem)?;
     let policy = std::fs::read_to_string(root().join("e2e/fixtures/policy.yaml"))?
         .replace("previewd-platform-secrets", previewd_e2e::cluster::SOURCE_NAMESPACE)
-        .replace("global: 50", "global: 200")
-        .replace("per_organization: 20", "per_organization: 200")
-        .replace("per_repository: 5", "per_repository: 200");
+        .replace("global: 50", &format!("global: {limit}"))
+        .replace("per_organization: 20", &format!("per_organization: {limit}"))
+        .replace("per_repository: 5", &format!("per_repository: {limit}"));
     std::fs::write(dir.path().join("policy.yaml"), policy)?;
     let templates = match pod_ready_seconds {
         0 => None,
@@ -197,13 +322,16 @@ async fn main() -> anyhow::Result<()> {
         ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
         ("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string()),
         ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", s(dir.path().join("app.pem"))),
-        ("PREVIEWD_LOG_FILTER", "warn".to_owned()),
+        // JSON, with the periodic passes logged (their durations are a fleet figure).
+        ("PREVIEWD_LOG_FORMAT", "json".to_owned()),
+        ("PREVIEWD_LOG_FILTER", "warn,previewd::periodic=info".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .chain((workers > 0).then(|| ("PREVIEWD_QUEUE__WORKERS".to_owned(), workers.to_string())))
     .collect();
-    let mut previewd = Previewd::start(&binary, &env, &dir.path().join("previewd.log")).await?;
+    let log = dir.path().join("previewd.log");
+    let mut previewd = Previewd::start(&binary, &env, &log).await?;
     github
         .configure(json!({"webhook_url": format!("{}/webhooks/github", previewd.base), "webhook_secret": SECRET}))
         .await?;
@@ -216,12 +344,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut one_by_one = Vec::new();
     for n in 1..=sequential {
-        one_by_one.extend(open(&github, &[n]).await?);
+        one_by_one.extend(open(&github, &[n], FAST_POLL).await?);
     }
     report(&format!("opened one after another ({sequential})"), one_by_one);
     let numbers: Vec<usize> = (1000..1000 + burst).collect();
     let started = Instant::now();
-    let at_once = open(&github, &numbers).await?;
+    let at_once = open(&github, &numbers, FAST_POLL).await?;
     let total = started.elapsed();
     report(&format!("opened all at once ({burst})"), at_once);
     println!("{:<48} {:.2}s", "  all of them ready and reported", total.as_secs_f64());
@@ -231,6 +359,12 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<48} {:.2}s", "  all namespaces gone", started.elapsed().as_secs_f64());
     let sequential_numbers: Vec<usize> = (1..=sequential).collect();
     close(&github, &namespaces, &sequential_numbers).await?;
+    if live > 0 {
+        fleet(&github, &mut previewd, &admin, &log, live, batch, steady).await?;
+        let all: Vec<usize> = (100_000..=100_000 + live).collect();
+        let took = close_all(&github, &namespaces, &all).await?;
+        println!("{:<48} {:.1}s", format!("fleet: {} closed, all namespaces gone", live + 1), took.as_secs_f64());
+    }
     github.assert_no_violations().await?;
     previewd.stop().await?;
     Ok(())
