@@ -16,6 +16,9 @@ CACHE_ROOT=${PREVIEWD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/previewd}
 STATE=${PREVIEWD_CLUSTER_DIR:-$CACHE_ROOT/cluster}
 # Bump when the build commands change, so cached binaries are rebuilt.
 RECIPE=1
+# Every environment renders a Service: a /24 (254 addresses) filled at about 250 live
+# environments in the fleet benchmark ("range is full"); a /16 holds 65,534.
+SERVICE_RANGE=10.0.0.0/16
 
 # shellcheck source=SCRIPTDIR/../lib/pidfile.sh
 . "$HERE/../lib/pidfile.sh"
@@ -487,7 +490,7 @@ PORTS
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_RANGE" \
     --endpoint-reconciler-type=none \
     --profiling=false
   wait_for kube-apiserver 90 "kube-apiserver /readyz" api_ready
