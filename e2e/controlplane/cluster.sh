@@ -19,6 +19,9 @@ RECIPE=1
 # Every environment renders a Service: a /24 (254 addresses) filled at about 250 live
 # environments in the fleet benchmark ("range is full"); a /16 holds 65,534.
 SERVICE_RANGE=10.0.0.0/16
+# Pods each fake node takes: kwok's nodes cost nothing, and the fleet benchmark keeps 1,000
+# environments' pods (the kubelet default of 110 would stop it at 330 on 3 nodes).
+NODE_PODS=500
 
 # shellcheck source=SCRIPTDIR/../lib/pidfile.sh
 . "$HERE/../lib/pidfile.sh"
@@ -369,8 +372,8 @@ status:
       address: 192.0.2.$((i + 10))
     - type: Hostname
       address: kwok-node-$i
-  allocatable: {cpu: "32", memory: 128Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 128Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 128Gi, pods: "$NODE_PODS"}
+  capacity: {cpu: "32", memory: 128Gi, pods: "$NODE_PODS"}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux
