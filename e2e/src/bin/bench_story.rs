@@ -284,6 +284,9 @@ async fn main() -> anyhow::Result<()> {
     let batch = arg("--batch", 50)?;
     let steady = Duration::from_secs(u64::try_from(arg("--steady-seconds", 130)?)?);
     let limit = (live + 1).max(200);
+    // Requests per hour per installation token the stand-in allows: GitHub's 5,000 unless given.
+    // Opening an environment costs about 11 requests, so 5,000 an hour opens about 450.
+    let github_rate_limit = arg("--github-rate-limit", 5000)?;
     let binary = PathBuf::from(std::env::var("BENCH_PREVIEWD_BIN").context("BENCH_PREVIEWD_BIN")?);
     let kubeconfig = PathBuf::from(
         std::env::var("PREVIEWD_TEST_KUBECONFIG")
@@ -333,7 +336,11 @@ async fn main() -> anyhow::Result<()> {
     let log = dir.path().join("previewd.log");
     let mut previewd = Previewd::start(&binary, &env, &log).await?;
     github
-        .configure(json!({"webhook_url": format!("{}/webhooks/github", previewd.base), "webhook_secret": SECRET}))
+        .configure(json!({
+            "webhook_url": format!("{}/webhooks/github", previewd.base),
+            "webhook_secret": SECRET,
+            "rate_limit": github_rate_limit,
+        }))
         .await?;
     github.add_repo(REPO_ID, OWNER, REPO, Some(INSTALLATION)).await?;
 
