@@ -43,6 +43,22 @@ pub fn example(event: &str, action: &str) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("no published `{event}` example with action `{action}`"))
 }
 
+/// A pull request of repository `id` (`owner/name`) as the store and engine tests build them:
+/// head `a…a` on branch `feature`, by `dev`, not a fork, not a draft, no labels.
+pub fn pull_request(id: i64, owner: &str, name: &str, number: i64) -> previewd_environments::model::PullRequest {
+    use previewd_environments::model::{CommitSha, PrNumber, PullRequest, Repo, RepoId};
+    PullRequest {
+        repo: Repo { id: RepoId(id), owner: owner.to_owned(), name: name.to_owned() },
+        number: PrNumber(number),
+        head_sha: CommitSha("a".repeat(40)),
+        head_branch: "feature".into(),
+        author: "dev".into(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    }
+}
+
 /// Now as GitHub writes times in payloads (`2019-05-15T15:20:33Z`: UTC, whole seconds).
 pub fn github_now() -> String {
     github_time(previewd_environments::time::now_ms())

@@ -3,7 +3,7 @@
 //! connection pools) never exceed a limit, and the queue serves in arrival order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::model::{EnvironmentState, PullRequest};
 use previewd_environments::policy::Policy;
 use previewd_environments::spec::{LimitDecision, LiveCounts, check_limits};
 use previewd_environments::store::{RECONCILE_JOB, ReconcileRecord, Store};
@@ -16,16 +16,7 @@ async fn store(url: &str) -> Store {
 }
 
 fn pr(repo: i64, name: &str, number: i64) -> PullRequest {
-    PullRequest {
-        repo: Repo { id: RepoId(repo), owner: "acme".into(), name: name.into() },
-        number: PrNumber(number),
-        head_sha: CommitSha("a".repeat(40)),
-        head_branch: "feature".into(),
-        author: "dev".into(),
-        from_fork: false,
-        draft: false,
-        labels: vec![],
-    }
+    previewd_e2e::fixtures::pull_request(repo, "acme", name, number)
 }
 
 /// The fixture policy with `limits` for repository acme/app.

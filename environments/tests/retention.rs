@@ -2,7 +2,7 @@
 //! per test): what is past retention goes, what is still needed stays, and SQLite's file shrinks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::model::{EnvironmentState, PrNumber, PullRequest, RepoId};
 use previewd_environments::store::{DeliveryOutcome, JobState, NewDelivery, NewJob, Recorded, Retention, Store};
 use previewd_environments::time::now_ms;
 use std::time::Duration;
@@ -17,16 +17,7 @@ async fn store(url: &str) -> Store {
 }
 
 fn pr(number: i64) -> PullRequest {
-    PullRequest {
-        repo: Repo { id: RepoId(42), owner: "octo".into(), name: "app".into() },
-        number: PrNumber(number),
-        head_sha: CommitSha("a".repeat(40)),
-        head_branch: "feature".into(),
-        author: "dev".into(),
-        from_fork: false,
-        draft: false,
-        labels: vec![],
-    }
+    previewd_e2e::fixtures::pull_request(42, "octo", "app", number)
 }
 
 fn delivery(id: &str, digest: &str, received_at: i64) -> NewDelivery {

@@ -13,7 +13,7 @@ use previewd_e2e::throttle::ThrottledIdentity;
 use previewd_environments::cluster::{Cluster, ClusterError};
 use previewd_environments::forge::FixedRepoConfig;
 use previewd_environments::kube_client;
-use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::model::{EnvironmentState, PullRequest};
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
@@ -57,16 +57,7 @@ async fn engine(url: &str, client: kube::Client) -> Engine {
 fn pr() -> PullRequest {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     let id = 3_000_000 + i64::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-    PullRequest {
-        repo: Repo { id: RepoId(id), owner: "acme".into(), name: "busy".into() },
-        number: PrNumber(4),
-        head_sha: CommitSha("a".repeat(40)),
-        head_branch: "feature".into(),
-        author: "dev".into(),
-        from_fork: false,
-        draft: false,
-        labels: vec![],
-    }
+    previewd_e2e::fixtures::pull_request(id, "acme", "busy", 4)
 }
 
 /// The apply of a new environment is throttled: before, that 429 was a "rejection" and the
