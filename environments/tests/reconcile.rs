@@ -358,7 +358,7 @@ previewd_e2e::each_backend! {
         let mut pushed = pr.clone();
         pushed.head_sha = CommitSha("7".repeat(40));
         engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
-        engine.store.touch_environment(id, None).await.unwrap();
+        engine.store.touch_environment(id).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped), "a push never shortens an extension");
         let pr = pushed;

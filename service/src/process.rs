@@ -315,7 +315,7 @@ impl JobRunner {
                 let record = self.store.record_environment(pr, state, reason.as_deref()).await.map_err(transient)?;
                 if state == EnvironmentState::Pending && activity == Activity::Renewing {
                     // Activity renews the TTL; the reconcile computes the new expiry.
-                    self.store.touch_environment(record.id, None).await.map_err(transient)?;
+                    self.store.touch_environment(record.id).await.map_err(transient)?;
                 }
                 tracing::info!(
                     repo = %pr.repo.full_name(),

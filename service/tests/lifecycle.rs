@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{TestServer, config, eventually};
+use common::{TestServer, config, eventually, eventually_within};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, kubeconfig_paths};
 use previewd_e2e::fixtures::example;
 use previewd_environments::model::{PrNumber, RepoId};
 use std::path::Path;
+use std::time::Duration;
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures").join(name).display().to_string()
@@ -21,11 +22,17 @@ struct Setup {
 }
 
 async fn start(db: &previewd_e2e::database::TestDatabase, resync_seconds: &str) -> Setup {
-    start_with(db, resync_seconds, "").await
+    start_with(db, resync_seconds, "", "ttl: 24h").await
 }
 
-/// [`start`] with `repositories` entries appended to the fixture's policy.
-async fn start_with(db: &previewd_e2e::database::TestDatabase, resync_seconds: &str, repositories: &str) -> Setup {
+/// [`start`] with `repositories` entries appended to the fixture's policy and the repository's
+/// `ttl` line (the fixture's is `ttl: 24h`) replaced by `ttl`.
+async fn start_with(
+    db: &previewd_e2e::database::TestDatabase,
+    resync_seconds: &str,
+    repositories: &str,
+    ttl: &str,
+) -> Setup {
     let (_, least_privilege) = kubeconfig_paths().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy =
@@ -34,8 +41,10 @@ async fn start_with(db: &previewd_e2e::database::TestDatabase, resync_seconds: &
     let policy_file = dir.path().join("policy.yaml");
     std::fs::write(&policy_file, policy).unwrap();
     // Keep the test self-contained: no platform secret needed.
-    let repo_config =
-        std::fs::read_to_string(fixture("preview.yaml")).unwrap().replace("secrets: [db-readonly]", "secrets: []");
+    let repo_config = std::fs::read_to_string(fixture("preview.yaml"))
+        .unwrap()
+        .replace("secrets: [db-readonly]", "secrets: []")
+        .replace("ttl: 24h", ttl);
     let repo_config_file = dir.path().join("preview.yaml");
     std::fs::write(&repo_config_file, repo_config).unwrap();
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates").display().to_string();
@@ -59,16 +68,7 @@ async fn start_with(db: &previewd_e2e::database::TestDatabase, resync_seconds: &
 async fn open_ready(
     server: &TestServer,
 ) -> (serde_json::Value, i64, PrNumber, previewd_environments::store::ReconcileRecord) {
-    let mut opened = example("pull_request", "opened").unwrap();
-    // A repository id of its own, so parallel runs never share a namespace.
-    let repo_id =
-        2_000_000 + i64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256 + i64::from(uuid::Uuid::new_v4().as_bytes()[1]);
-    opened["repository"]["id"] = repo_id.into();
-    opened["repository"]["owner"]["login"] = "acme".into();
-    opened["repository"]["name"] = "app".into();
-    opened["pull_request"]["head"]["repo"]["id"] = repo_id.into();
-    let number = PrNumber(opened["number"].as_i64().unwrap());
-    assert_eq!(server.deliver("pull_request", &format!("open-{repo_id}"), &opened).await.status(), 202);
+    let (opened, repo_id, number) = open(server).await;
     let ready = eventually("the environment is Ready", || async {
         let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
         assert_ne!(env.state, "Failed", "{:?}", env.reason);
@@ -79,11 +79,26 @@ async fn open_ready(
     (opened, repo_id, number, record)
 }
 
+/// Opens a pull request of a repository of its own (the delivery is accepted).
+async fn open(server: &TestServer) -> (serde_json::Value, i64, PrNumber) {
+    let mut opened = example("pull_request", "opened").unwrap();
+    // A repository id of its own, so parallel runs never share a namespace.
+    let repo_id =
+        2_000_000 + i64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 256 + i64::from(uuid::Uuid::new_v4().as_bytes()[1]);
+    opened["repository"]["id"] = repo_id.into();
+    opened["repository"]["owner"]["login"] = "acme".into();
+    opened["repository"]["name"] = "app".into();
+    opened["pull_request"]["head"]["repo"]["id"] = repo_id.into();
+    let number = PrNumber(opened["number"].as_i64().unwrap());
+    assert_eq!(server.deliver("pull_request", &format!("open-{repo_id}"), &opened).await.status(), 202);
+    (opened, repo_id, number)
+}
+
 previewd_e2e::each_backend! {
     async fn a_repositorys_own_warn_before_applies(db) {
         // The global policy warns 2 h ahead; acme/app's override, 30 h ahead. The environment
         // lives 24 h (the fixture's `.preview.yaml`), so only the override makes it due.
-        let setup = start_with(&db, "1", "  acme/app:\n    ttl: { warn_before: 30h }\n").await;
+        let setup = start_with(&db, "1", "  acme/app:\n    ttl: { warn_before: 30h }\n", "ttl: 24h").await;
         let server = &setup.server;
         let (_, _, _, record) = open_ready(server).await;
         let _cleanup = TestNamespace::adopt(record.name.as_deref().unwrap()).await.unwrap();
@@ -117,24 +132,32 @@ previewd_e2e::each_backend! {
     }
 
     async fn an_expired_environment_is_torn_down_and_orphaned_namespaces_are_removed(db) {
-        let setup = start(&db, "1").await;
+        // A real time to live, short enough to run out during the test: the engine decides
+        // expiry from the last activity and the TTL alone, so no stored field is backdated.
+        let setup = start_with(&db, "1", "", "ttl: 6s").await;
         let server = &setup.server;
-        let (_, repo_id, number, record) = open_ready(server).await;
-        let name = record.name.clone().unwrap();
-        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
-        // Its time runs out.
-        server.store.touch_environment(record.id, Some(previewd_environments::time::now_ms() - 1)).await.unwrap();
-        let deleted = eventually("the expired environment is Deleted", || async {
+        let (_, repo_id, number) = open(server).await;
+        let named = eventually("the environment's namespace is named", || async {
+            let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
+            server.store.reconcile_record(env.id).await.ok()??.name
+        })
+        .await;
+        let _cleanup = TestNamespace::adopt(&named).await.unwrap();
+        let deleted = eventually_within(Duration::from_secs(60), "the expired environment is Deleted", || async {
             let env = server.store.environment(RepoId(repo_id), number).await.ok()??;
             (env.state == "Deleted").then_some(env)
         })
         .await;
         assert_eq!(deleted.reason.as_deref(), Some("expired: its time to live ran out"));
+        let states: Vec<String> =
+            server.store.transitions(deleted.id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+        assert!(states.iter().any(|s| s == "Ready"), "it was Ready before it expired: {states:?}");
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(previewd_e2e::cluster::admin_client().await.unwrap());
+        assert!(namespaces.get_opt(&named).await.unwrap().is_none(), "the namespace is gone once Deleted");
 
         // A namespace labelled as this installation's, that no environment holds, is removed;
         // one of another installation is left alone.
-        let admin = previewd_e2e::cluster::admin_client().await.unwrap();
-        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
         let mut orphans = Vec::new();
         for instance in [setup.instance.as_str(), "another-installation"] {
             let orphan_name = previewd_e2e::cluster::unique_name("orphan");

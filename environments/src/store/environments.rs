@@ -486,19 +486,16 @@ impl Store {
 
     /// Marks activity (open, push, command): TTL counts from now, and a new warning is due.
     ///
-    /// With `expires_at` `None` the reconcile computes the new expiry (the later of activity
-    /// plus TTL and the current one); a current expiry still ahead is kept, so a push never
-    /// shortens an extension (`/preview extend`), and one already past is cleared, so that the
-    /// periodic pass does not tear down an environment that has just been pushed to before its
-    /// reconcile runs. `Some` sets it as given.
-    pub async fn touch_environment(&self, id: i64, expires_at: Option<Millis>) -> Result<(), StoreError> {
+    /// The reconcile computes the new expiry (the later of activity plus TTL and the current
+    /// one); a current expiry still ahead is kept, so a push never shortens an extension
+    /// (`/preview extend`), and one already past is cleared, so that the periodic pass does not
+    /// tear down an environment that has just been pushed to before its reconcile runs.
+    pub async fn touch_environment(&self, id: i64) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE environments SET last_activity_at = $1, \
-             expires_at = CASE WHEN $2 IS NOT NULL THEN $2 WHEN expires_at > $1 THEN expires_at END, \
-             warned_at = NULL WHERE id = $3",
+             expires_at = CASE WHEN expires_at > $1 THEN expires_at END, warned_at = NULL WHERE id = $2",
         )
         .bind(now_ms())
-        .bind(expires_at)
         .bind(id)
         .execute(pool)
         .await

@@ -174,7 +174,7 @@ impl JobRunner {
                 Some(env) => {
                     let pr = env.pull_request();
                     self.store.record_environment(&pr, EnvironmentState::Pending, None).await.map_err(transient)?;
-                    self.store.touch_environment(env.id, None).await.map_err(transient)?;
+                    self.store.touch_environment(env.id).await.map_err(transient)?;
                     let note = format!("@{author} asked for a redeploy");
                     self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
                     self.queue_reconcile(env.id).await?;
