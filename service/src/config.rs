@@ -295,9 +295,12 @@ pub struct EngineConfig {
     pub rollout_timeout_seconds: u64,
     /// How long teardown waits for the namespace to disappear before reporting it stuck.
     pub teardown_timeout_seconds: u64,
-    /// How often live environments are re-reconciled, expired ones torn down and orphaned
-    /// namespaces removed.
+    /// How often environments in flight are re-reconciled, expired ones torn down, warnings
+    /// given and orphaned namespaces removed.
     pub resync_interval_seconds: u64,
+    /// How often each ready environment is applied again (drift repair), spread over the
+    /// passes; re-applying the whole fleet every pass saturated the workers at about 900.
+    pub drift_repair_interval_seconds: u64,
     /// Rollouts watched at once by this replica (one watch per environment rolling out, on its
     /// namespace's Deployments and pods). Past it, a rollout is looked at every 2 s instead.
     pub max_rollout_watches: u32,
@@ -315,6 +318,7 @@ impl Default for EngineConfig {
             rollout_timeout_seconds: 300,
             teardown_timeout_seconds: 120,
             resync_interval_seconds: 60,
+            drift_repair_interval_seconds: 600,
             max_rollout_watches: 256,
             failed_retries: 5,
             retry_base_seconds: 30,
@@ -493,11 +497,19 @@ impl Config {
             );
         }
         let e = &self.engine;
-        if e.rollout_timeout_seconds == 0 || e.teardown_timeout_seconds == 0 || e.resync_interval_seconds == 0 {
+        if [
+            e.rollout_timeout_seconds,
+            e.teardown_timeout_seconds,
+            e.resync_interval_seconds,
+            e.drift_repair_interval_seconds,
+        ]
+        .contains(&0)
+        {
             return invalid(
                 "engine",
                 "PREVIEWD_ENGINE__*",
-                "rollout_timeout_seconds, teardown_timeout_seconds and resync_interval_seconds must be at least 1",
+                "rollout_timeout_seconds, teardown_timeout_seconds, resync_interval_seconds and \
+                 drift_repair_interval_seconds must be at least 1",
             );
         }
         if e.retry_base_seconds == 0 || e.retry_max_delay_seconds < e.retry_base_seconds {

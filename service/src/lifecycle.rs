@@ -16,7 +16,7 @@ use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, Outcome, ReconcileError};
 use previewd_environments::render::Renderer;
 use previewd_environments::store::{NewJob, Store};
-use previewd_environments::time::{millis, now_ms};
+use previewd_environments::time::{Millis, millis, now_ms};
 use previewd_environments::yaml::{self, Origin};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -221,11 +221,36 @@ pub fn start_watches(
     watches
 }
 
+/// How often the periodic pass runs, and how often it re-applies each ready environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Periodic {
+    pub interval: Duration,
+    /// A ready environment is re-applied (drift repaired) once per this period, the fleet
+    /// spread evenly over the passes in it.
+    pub drift_repair: Duration,
+    pub max_attempts: i64,
+}
+
+impl Periodic {
+    /// Whether the pass starting at `now` re-applies ready environment `id`.
+    ///
+    /// The ready ones are by far the most (1,000 live are 1,000 re-applies a minute at a 60 s
+    /// pass, more than 4 workers do, so wake-ups of rollouts and new pull requests waited
+    /// behind them). Each pass takes one slice of them, chosen by the id and the pass's
+    /// position in the drift-repair period; the slice depends on the clock, not on this
+    /// replica's history, so replicas agree and a restart skips nothing for long.
+    pub fn repairs_drift_of(&self, id: i64, now: Millis) -> bool {
+        let pass_ms = millis(self.interval).max(1);
+        let slices = (millis(self.drift_repair) / pass_ms).max(1);
+        id.rem_euclid(slices) == (now / pass_ms).rem_euclid(slices)
+    }
+}
+
 /// The periodic pass, every `interval`, until `stop`.
-pub async fn run_periodic(engine: Arc<Engine>, interval: Duration, max_attempts: i64, stop: CancellationToken) {
+pub async fn run_periodic(engine: Arc<Engine>, periodic: Periodic, stop: CancellationToken) {
     loop {
         let began = std::time::Instant::now();
-        match pass(&engine, max_attempts).await {
+        match pass(&engine, &periodic).await {
             // Its own target, so that a benchmark (or an operator) can log the passes alone.
             Ok(queued) => tracing::info!(
                 target: "previewd::periodic",
@@ -236,14 +261,14 @@ pub async fn run_periodic(engine: Arc<Engine>, interval: Duration, max_attempts:
             Err(error) => tracing::warn!(error = %error, "periodic pass failed; trying again next interval"),
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(periodic.interval) => {}
             () = stop.cancelled() => return,
         }
     }
 }
 
 /// One periodic pass; returns how many reconciles it queued.
-async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<usize> {
+async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
     use EnvironmentState::*;
     let now = now_ms();
     // TTL: expired environments are torn down, as the planner decides.
@@ -270,9 +295,14 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<usize> {
             }
         }
     }
-    // Level-triggered: everything not settled is reconciled again (drift, lost jobs, queues).
+    // Level-triggered: everything in flight is reconciled again (a lost job, a missed watch
+    // event, a queue), every ready one once per drift-repair period.
+    let max_attempts = periodic.max_attempts;
     let mut queued = 0;
     for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Deleting]).await? {
+        if env.state == Ready.as_str() && !periodic.repairs_drift_of(env.id, now) {
+            continue;
+        }
         queued += usize::from(engine.store.enqueue_unique_job(&reconcile_job(env.id, max_attempts, None)).await?);
     }
     // Failed ones only when a retry is due (its own job brings it; this is the safety net).
@@ -299,4 +329,36 @@ async fn pass(engine: &Engine, max_attempts: i64) -> anyhow::Result<usize> {
         }
     }
     Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn periodic(interval: u64, drift: u64) -> Periodic {
+        Periodic { interval: Duration::from_secs(interval), drift_repair: Duration::from_secs(drift), max_attempts: 1 }
+    }
+
+    #[test]
+    fn each_ready_environment_is_repaired_once_per_period_the_fleet_spread_evenly() {
+        let p = periodic(60, 600);
+        let start = 1_800_000_000_000;
+        let mut repairs = vec![0; 1000];
+        for pass in 0..10 {
+            let now = start + pass * 60_000;
+            let slice: Vec<i64> = (1..=1000).filter(|&id| p.repairs_drift_of(id, now)).collect();
+            assert_eq!(slice.len(), 100, "pass {pass} takes a tenth of the fleet");
+            for id in slice {
+                repairs[usize::try_from(id - 1).unwrap()] += 1;
+            }
+        }
+        assert!(repairs.iter().all(|&n| n == 1), "every environment once in the period");
+    }
+
+    #[test]
+    fn a_period_no_longer_than_the_pass_repairs_every_ready_environment_each_pass() {
+        for p in [periodic(60, 60), periodic(60, 1), periodic(1, 1)] {
+            assert!((1..=50).all(|id| p.repairs_drift_of(id, 1_800_000_000_123)));
+        }
+    }
 }

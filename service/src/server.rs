@@ -75,12 +75,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         )
     });
     if let Some(engine) = &engine {
-        workers.spawn(crate::lifecycle::run_periodic(
-            engine.clone(),
-            Duration::from_secs(config.engine.resync_interval_seconds),
+        let periodic = crate::lifecycle::Periodic {
+            interval: Duration::from_secs(config.engine.resync_interval_seconds),
+            drift_repair: Duration::from_secs(config.engine.drift_repair_interval_seconds),
             max_attempts,
-            shutdown.stop.clone(),
-        ));
+        };
+        workers.spawn(crate::lifecycle::run_periodic(engine.clone(), periodic, shutdown.stop.clone()));
     }
     workers.spawn(crate::retention::run(
         store.clone(),

@@ -58,6 +58,8 @@ async fn start_with(
             ("PREVIEWD_KUBECONFIG", least_privilege.to_str().unwrap()),
             ("PREVIEWD_INSTANCE", &instance),
             ("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", resync_seconds),
+            // Two passes of 1 s share the ready environments (the drift-repair test).
+            ("PREVIEWD_ENGINE__DRIFT_REPAIR_INTERVAL_SECONDS", "2"),
         ],
     ))
     .await;
@@ -128,6 +130,27 @@ previewd_e2e::each_backend! {
         })
         .await;
         assert_eq!(deleted.reason.as_deref(), Some("pull request merged"));
+        setup.server.stop().await;
+    }
+
+    async fn a_deployment_deleted_by_hand_comes_back_with_the_drift_repair(db) {
+        let setup = start(&db, "1").await;
+        let server = &setup.server;
+        let (_, _, _, record) = open_ready(server).await;
+        let name = record.name.clone().unwrap();
+        let _cleanup = TestNamespace::adopt(&name).await.unwrap();
+        let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+            kube::Api::namespaced(previewd_e2e::cluster::admin_client().await.unwrap(), &name);
+        let before = deployments.get("app").await.unwrap().metadata.uid.unwrap();
+        deployments.delete("app", &kube::api::DeleteParams::default()).await.unwrap();
+        // A new object (a new uid), made by the periodic pass's re-apply: no event names it.
+        let after = eventually("the deployment is back", || async {
+            deployments.get_opt("app").await.ok()??.metadata.uid.filter(|uid| *uid != before)
+        })
+        .await;
+        assert_ne!(after, before);
+        let env = server.store.reconcile_record(record.id).await.unwrap().unwrap();
+        assert_eq!(env.state, "Ready", "a repaired environment stays ready");
         setup.server.stop().await;
     }
 
