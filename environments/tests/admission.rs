@@ -6,7 +6,7 @@
 use previewd_environments::model::{EnvironmentState, PullRequest};
 use previewd_environments::policy::Policy;
 use previewd_environments::spec::{LimitDecision, LiveCounts, check_limits};
-use previewd_environments::store::{RECONCILE_JOB, ReconcileRecord, Store};
+use previewd_environments::store::{JobKind, ReconcileRecord, Store};
 use std::time::Duration;
 
 async fn store(url: &str) -> Store {
@@ -98,7 +98,7 @@ previewd_e2e::each_backend! {
         assert_eq!(pass.woken, [waiters[0]]);
         assert_eq!(admitted(&store, &waiters).await, [waiters[0]]);
         let jobs = store.claim_jobs("test", Duration::from_secs(60), 10).await.unwrap();
-        let woken: Vec<_> = jobs.iter().filter(|j| j.kind == RECONCILE_JOB).collect();
+        let woken: Vec<_> = jobs.iter().filter(|j| j.kind == JobKind::Reconcile).collect();
         assert_eq!(woken.len(), 1, "one reconcile job for the admitted waiter");
         let payload: serde_json::Value = serde_json::from_str(&woken[0].payload).unwrap();
         assert_eq!(payload, serde_json::json!({ "environment": waiters[0] }));

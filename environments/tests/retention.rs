@@ -33,8 +33,9 @@ fn delivery(id: &str, digest: &str, received_at: i64) -> NewDelivery {
     }
 }
 
-fn job(kind: &str) -> NewJob {
-    NewJob { kind: kind.into(), payload: "{}".into(), max_attempts: 3, run_at: None }
+/// A job named `name` in its payload (a GitHub event: each is a job of its own).
+fn job(name: &str) -> NewJob {
+    NewJob::github_event(&serde_json::json!({ "name": name }), 3).unwrap()
 }
 
 /// The defaults' shape, with short ages so one test can step over each.
@@ -68,20 +69,20 @@ previewd_e2e::each_backend! {
         store.record_environment(&pr(8), Deleting, Some("closed")).await.unwrap();
         store.record_environment(&pr(8), Deleted, Some("closed")).await.unwrap();
         // Their reports, and three more jobs, run to the end: five done.
-        for kind in ["a", "b", "c"] {
-            store.enqueue_job(&job(kind)).await.unwrap();
+        for name in ["a", "b", "c"] {
+            store.enqueue(&job(name)).await.unwrap();
         }
         for claimed in store.claim_jobs("w", Duration::from_secs(60), 100).await.unwrap() {
             assert!(store.complete_job(claimed.id, "w").await.unwrap());
         }
         assert_eq!(count(&store, JobState::Done).await, 5);
         // One dead, one running, one queued.
-        store.enqueue_job(&job("dead")).await.unwrap();
+        store.enqueue(&job("dead")).await.unwrap();
         let claimed = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap();
         store.fail_job(&claimed[0], "w", "cannot", None).await.unwrap();
-        store.enqueue_job(&job("running")).await.unwrap();
+        store.enqueue(&job("running")).await.unwrap();
         assert_eq!(store.claim_jobs("w", Duration::from_secs(3600), 1).await.unwrap().len(), 1);
-        store.enqueue_job(&job("queued")).await.unwrap();
+        store.enqueue(&job("queued")).await.unwrap();
         // Deliveries received 10 days ago and now; the redelivery window is 3 days.
         let window_start = |at: i64| at - 3 * DAY;
         let recorded = store

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
-use previewd_environments::store::{DeliveryOutcome, JobFate, JobState, Lease, NewDelivery, NewJob, Recorded, Store};
+use previewd_environments::store::{
+    DeliveryOutcome, JobFate, JobKind, JobState, Lease, NewDelivery, NewJob, Recorded, Store,
+};
 use previewd_environments::time::now_ms;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,8 +28,15 @@ fn delivery(hook: &str, id: &str, job: bool) -> NewDelivery {
     }
 }
 
+/// A job whose payload is `payload` (JSON). A GitHub event: its kind absorbs nothing, so each
+/// call is a job of its own.
 fn job_of(payload: &str, max_attempts: i64) -> NewJob {
-    NewJob { kind: "test".into(), payload: payload.into(), max_attempts, run_at: None }
+    let payload: serde_json::Value = serde_json::from_str(payload).expect("test payloads are JSON");
+    NewJob::github_event(&payload, max_attempts).unwrap()
+}
+
+async fn enqueue(store: &Store, job: &NewJob) -> i64 {
+    store.enqueue(job).await.unwrap().expect("a job of its own")
 }
 
 fn pr(sha: char) -> PullRequest {
@@ -128,7 +137,7 @@ previewd_e2e::each_backend! {
 
     async fn a_claimed_job_is_not_claimed_again_until_its_lease_runs_out(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{\"n\":1}", 3)).await.unwrap();
+        let id = enqueue(&store, &job_of("{\"n\":1}", 3)).await;
         let claimed = store.claim_jobs("w1", Duration::from_secs(60), 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!((claimed[0].id, claimed[0].attempts, claimed[0].payload.as_str()), (id, 1, "{\"n\":1}"));
@@ -142,7 +151,7 @@ previewd_e2e::each_backend! {
 
     async fn an_expired_lease_lets_another_worker_take_the_job(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{}", 3)).await.unwrap();
+        let id = enqueue(&store, &job_of("{}", 3)).await;
         // A lease of zero has run out as soon as it is taken: the worker "crashed".
         let crashed = store.claim_jobs("dead-worker", Duration::ZERO, 1).await.unwrap();
         assert_eq!(crashed.len(), 1);
@@ -156,7 +165,7 @@ previewd_e2e::each_backend! {
 
     async fn failures_retry_later_then_go_to_the_dead_letter_state(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{}", 2)).await.unwrap();
+        let id = enqueue(&store, &job_of("{}", 2)).await;
         let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
         let later = now_ms() + 60_000;
         assert_eq!(store.fail_job(&job, "w", "boom 1", Some(later)).await.unwrap(), JobFate::Retry { at: later });
@@ -164,7 +173,7 @@ previewd_e2e::each_backend! {
         assert_eq!((record.state.as_str(), record.last_error.as_deref(), record.run_at), ("queued", Some("boom 1"), later));
         assert!(store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().is_empty(), "not before run_at");
 
-        let id2 = store.enqueue_job(&job_of("{}", 2)).await.unwrap();
+        let id2 = enqueue(&store, &job_of("{}", 2)).await;
         let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
         assert_eq!(job.id, id2);
         assert_eq!(store.fail_job(&job, "w", "boom 1", Some(now_ms())).await.unwrap(), JobFate::Retry { at: job_retry_at(&store, id2).await });
@@ -177,7 +186,7 @@ previewd_e2e::each_backend! {
 
     async fn a_permanent_failure_is_dead_at_once(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{}", 5)).await.unwrap();
+        let id = enqueue(&store, &job_of("{}", 5)).await;
         let job = store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().remove(0);
         assert_eq!(store.fail_job(&job, "w", "bad payload", None).await.unwrap(), JobFate::Dead);
         assert_eq!(store.job(id).await.unwrap().unwrap().state, "dead");
@@ -185,7 +194,7 @@ previewd_e2e::each_backend! {
 
     async fn a_job_abandoned_on_its_last_attempt_is_dead_not_rerun(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{}", 1)).await.unwrap();
+        let id = enqueue(&store, &job_of("{}", 1)).await;
         assert_eq!(store.claim_jobs("crashed", Duration::ZERO, 1).await.unwrap().len(), 1);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap().is_empty());
@@ -196,17 +205,70 @@ previewd_e2e::each_backend! {
 
     async fn a_released_job_runs_again_without_losing_an_attempt(db) {
         let store = store(&db.url).await;
-        let id = store.enqueue_job(&job_of("{}", 1)).await.unwrap();
+        let id = enqueue(&store, &job_of("{}", 1)).await;
         store.claim_jobs("w", Duration::from_secs(60), 1).await.unwrap();
         store.release_job(id, "w").await.unwrap();
         let job = store.claim_jobs("w2", Duration::from_secs(60), 1).await.unwrap().remove(0);
         assert_eq!((job.id, job.attempts), (id, 1));
     }
 
+    async fn each_kind_absorbs_repeated_requests_by_its_own_rule(db) {
+        let store = store(&db.url).await;
+        let now = now_ms();
+        let queued = |job: NewJob| {
+            let store = store.clone();
+            async move { store.enqueue(&job).await.unwrap().is_some() }
+        };
+        // Reconciles: absorbed by one queued to run no later, never by a later one.
+        assert!(queued(NewJob::reconcile(1, 3).not_before(now + 60_000)).await);
+        assert!(!queued(NewJob::reconcile(1, 3).not_before(now + 60_000)).await, "the same deadline again");
+        assert!(queued(NewJob::reconcile(1, 3)).await, "a wake-up now is not absorbed by a deadline in a minute");
+        assert!(!queued(NewJob::reconcile(1, 3).not_before(now + 30_000)).await, "covered by the one due now");
+        assert!(queued(NewJob::reconcile(2, 3)).await, "another environment");
+        // Reports: absorbed by any queued one, even one waiting for later.
+        assert!(queued(NewJob::report(1).not_before(now + 60_000)).await);
+        assert!(!queued(NewJob::report(1)).await);
+        // The resync's events as reconciles; deliveries' events never.
+        let event = serde_json::json!({ "type": "installation" });
+        assert!(queued(NewJob::resync_event(&event, 3).unwrap()).await);
+        assert!(!queued(NewJob::resync_event(&event, 3).unwrap()).await);
+        assert!(queued(NewJob::github_event(&event, 3).unwrap()).await);
+        assert!(queued(NewJob::github_event(&event, 3).unwrap()).await, "each delivery is its own work");
+        // A running job absorbs nothing: it may have read its environment before the change.
+        let mut running = store.claim_jobs("w", Duration::from_secs(60), 100).await.unwrap();
+        running.sort_by_key(|j| j.id);
+        let kinds: Vec<JobKind> = running.iter().map(|j| j.kind).collect();
+        use JobKind::*;
+        assert_eq!(kinds, [Reconcile, Reconcile, ResyncEvent, GitHubEvent, GitHubEvent], "the jobs due now");
+        assert!(queued(NewJob::reconcile(2, 3)).await);
+    }
+
+    async fn a_job_of_a_kind_this_build_does_not_know_is_left_for_a_build_that_does(db) {
+        // A newer replica queued it during a rolling upgrade: failing it as unhandleable would
+        // lose its work.
+        let store = store(&db.url).await;
+        let sql = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                   VALUES ('from_a_newer_version', '{}', 'queued', 0, 3, 0, 0, 0) RETURNING id";
+        let unknown: i64 = if db.url.starts_with("sqlite:") {
+            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+            let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+            let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        };
+        let known = enqueue(&store, &job_of("{}", 3)).await;
+        let claimed = store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [known]);
+        let left = store.job(unknown).await.unwrap().unwrap();
+        assert_eq!((left.kind.as_str(), left.state.as_str(), left.attempts), ("from_a_newer_version", "queued", 0));
+    }
+
     async fn concurrent_claims_never_hand_out_a_job_twice(db) {
         let store = store(&db.url).await;
         for n in 0..200 {
-            store.enqueue_job(&job_of(&format!("{{\"n\":{n}}}"), 3)).await.unwrap();
+            enqueue(&store, &job_of(&format!("{{\"n\":{n}}}"), 3)).await;
         }
         let mut workers = Vec::new();
         for w in 0..8 {
@@ -311,11 +373,11 @@ previewd_e2e::each_backend! {
         store.mark_warned(env.id).await.unwrap();
         store.set_expiry(env.id, now_ms() + 1000).await.unwrap();
         let reports = |jobs: Vec<previewd_environments::store::ClaimedJob>| {
-            jobs.into_iter().filter(|j| j.kind == previewd_environments::store::REPORT_JOB).collect::<Vec<_>>()
+            jobs.into_iter().filter(|j| j.kind == JobKind::Report).collect::<Vec<_>>()
         };
         let claimed = reports(store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap());
         assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].payload, previewd_environments::store::report_payload(env.id));
+        assert_eq!(claimed[0].payload, format!(r#"{{"environment":{}}}"#, env.id));
         // A change while the report runs queues the next one.
         store.transition(env.id, &"a".repeat(40), EnvironmentState::Ready, None, None, Some("https://x"), None).await.unwrap();
         let next = reports(store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap());

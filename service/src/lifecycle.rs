@@ -18,26 +18,10 @@ use previewd_environments::render::Renderer;
 use previewd_environments::store::{NewJob, Store};
 use previewd_environments::time::{Millis, millis, now_ms};
 use previewd_environments::yaml::{self, Origin};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-
-/// Job kind that reconciles one environment (the store queues it too, when it admits a
-/// waiting environment).
-pub const RECONCILE: &str = previewd_environments::store::RECONCILE_JOB;
-
-#[derive(Debug, Deserialize)]
-pub struct ReconcileJob {
-    pub environment: i64,
-}
-
-/// The job that reconciles environment `id`.
-pub fn reconcile_job(id: i64, max_attempts: i64, run_at: Option<i64>) -> NewJob {
-    let payload = previewd_environments::store::reconcile_payload(id);
-    NewJob { kind: RECONCILE.to_owned(), payload, max_attempts, run_at }
-}
 
 /// Reads and checks the policy file, or `None` when none is configured (previewd then records
 /// deliveries and desired states but creates no environments).
@@ -119,16 +103,13 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 pub async fn run_reconcile(
     engine: &Engine,
     watches: Option<&RolloutWatches>,
-    payload: &str,
+    id: i64,
     max_attempts: i64,
 ) -> Result<(), JobError> {
-    let job: ReconcileJob =
-        serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad reconcile payload: {e}")))?;
-    let id = job.environment;
     let again_at = |at: i64| async move {
         engine
             .store
-            .enqueue_unique_job(&reconcile_job(id, max_attempts, Some(at)))
+            .enqueue(&NewJob::reconcile(id, max_attempts).not_before(at))
             .await
             .map(drop)
             .map_err(|e| JobError::Transient(e.to_string()))
@@ -185,9 +166,9 @@ pub async fn run_wakeups(
             },
         };
         let Some(id) = id else { continue };
-        match engine.store.enqueue_unique_job(&reconcile_job(id, max_attempts, None)).await {
-            Ok(true) => jobs_queued.notify_waiters(),
-            Ok(false) => {}
+        match engine.store.enqueue(&NewJob::reconcile(id, max_attempts)).await {
+            Ok(Some(_)) => jobs_queued.notify_waiters(),
+            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(environment = id, error = %error, "could not queue the reconcile a watch asked for; the deadline or the periodic pass will run it");
             }
@@ -303,11 +284,11 @@ async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
         if env.state == Ready.as_str() && !periodic.repairs_drift_of(env.id, now) {
             continue;
         }
-        queued += usize::from(engine.store.enqueue_unique_job(&reconcile_job(env.id, max_attempts, None)).await?);
+        queued += usize::from(engine.store.enqueue(&NewJob::reconcile(env.id, max_attempts)).await?.is_some());
     }
     // Failed ones only when a retry is due (its own job brings it; this is the safety net).
     for id in engine.store.due_retries(now).await? {
-        queued += usize::from(engine.store.enqueue_unique_job(&reconcile_job(id, max_attempts, None)).await?);
+        queued += usize::from(engine.store.enqueue(&NewJob::reconcile(id, max_attempts)).await?.is_some());
     }
     // Orphans: namespaces labelled as previewd's that no environment holds. The namespaces are
     // listed before the environments are read: a reconcile records the name before it creates

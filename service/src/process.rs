@@ -14,7 +14,7 @@ mod commands;
 use crate::github::client::GitHubError;
 use crate::github::events::{Event, PrAction};
 use crate::github::report::{GitHubSide, ReportError};
-use crate::lifecycle::{RECONCILE, reconcile_job, run_reconcile};
+use crate::lifecycle::run_reconcile;
 use crate::worker::{JobError, JobHandler};
 use previewd_environments::cluster::watch::RolloutWatches;
 use previewd_environments::model::{CloseReason, CommitSha, EnvironmentState, InstallationId, PullRequest, Repo};
@@ -22,13 +22,12 @@ use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::ForkPolicy;
 use previewd_environments::reconcile::Engine;
 use previewd_environments::spec::{self, Commands};
-use previewd_environments::store::{ClaimedJob, REPORT_JOB, ReconcileRecord, Scope, Store, StoreError};
+use previewd_environments::store::{
+    ClaimedJob, EnvironmentJob, JobKind, NewJob, ReconcileRecord, Scope, Store, StoreError,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-
-/// Job kind of a delivery previewd acts on; the payload is a serialized [`Event`].
-pub const GITHUB_EVENT: &str = "github_event";
 
 pub struct JobRunner {
     store: Store,
@@ -204,7 +203,7 @@ impl JobRunner {
 
     async fn queue_reconcile(&self, id: i64) -> Result<(), JobError> {
         if self.engine.is_some() {
-            self.store.enqueue_unique_job(&reconcile_job(id, self.max_attempts, None)).await.map_err(transient)?;
+            self.store.enqueue(&NewJob::reconcile(id, self.max_attempts)).await.map_err(transient)?;
         }
         Ok(())
     }
@@ -360,18 +359,12 @@ impl JobRunner {
         Ok(())
     }
 
-    async fn report(&self, payload: &str) -> Result<(), JobError> {
-        #[derive(serde::Deserialize)]
-        struct ReportJob {
-            environment: i64,
-        }
+    async fn report(&self, environment: i64) -> Result<(), JobError> {
         let Some(side) = &self.github else {
             // Without GitHub access there is nobody to tell.
             return Ok(());
         };
-        let job: ReportJob =
-            serde_json::from_str(payload).map_err(|e| JobError::Permanent(format!("bad report payload: {e}")))?;
-        side.report(job.environment).await.map_err(report_failed)
+        side.report(environment).await.map_err(report_failed)
     }
 }
 
@@ -383,22 +376,26 @@ fn same_label(a: &str, b: &str) -> bool {
 impl JobHandler for JobRunner {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>> {
         Box::pin(async move {
-            match job.kind.as_str() {
-                GITHUB_EVENT => {
-                    let event: Event = serde_json::from_str(&job.payload)
-                        .map_err(|e| JobError::Permanent(format!("job payload is not a previewd event: {e}")))?;
-                    self.process(event).await
+            let bad_payload = |e: serde_json::Error| JobError::Permanent(format!("bad {} job payload: {e}", job.kind));
+            match job.kind {
+                JobKind::GitHubEvent | JobKind::ResyncEvent => {
+                    self.process(job.payload_as().map_err(bad_payload)?).await
                 }
-                RECONCILE => match &self.engine {
-                    Some(engine) => {
-                        run_reconcile(engine, self.watches.as_deref(), &job.payload, self.max_attempts).await
+                JobKind::Reconcile => {
+                    let EnvironmentJob { environment } = job.payload_as().map_err(bad_payload)?;
+                    match &self.engine {
+                        Some(engine) => {
+                            run_reconcile(engine, self.watches.as_deref(), environment, self.max_attempts).await
+                        }
+                        None => Err(JobError::Permanent(
+                            "no policy_file configured: environments are not reconciled".into(),
+                        )),
                     }
-                    None => {
-                        Err(JobError::Permanent("no policy_file configured: environments are not reconciled".into()))
-                    }
-                },
-                REPORT_JOB => self.report(&job.payload).await,
-                other => Err(JobError::Permanent(format!("no handler for job kind `{other}`"))),
+                }
+                JobKind::Report => {
+                    let EnvironmentJob { environment } = job.payload_as().map_err(bad_payload)?;
+                    self.report(environment).await
+                }
             }
         })
     }

@@ -120,7 +120,7 @@ impl Worker {
                 () = self.keep_lease(job.id) => None,
                 () = self.shutdown.abandon.cancelled() => None,
             };
-            self.metrics.job_seconds.get_or_create(&KindLabels { kind: job.kind.clone() }).observe(started.elapsed().as_secs_f64());
+            self.metrics.job_seconds.get_or_create(&KindLabels { kind: job.kind.name() }).observe(started.elapsed().as_secs_f64());
             let label = match outcome {
                 None if self.shutdown.abandon.is_cancelled() => {
                     tracing::warn!("shutdown grace period over; job handed back to the queue");
@@ -146,7 +146,7 @@ impl Worker {
                 },
                 Some(Err(error)) => self.fail(&job, &error).await,
             };
-            self.metrics.job_attempts.get_or_create(&JobLabels { kind: job.kind.clone(), outcome: label }).inc();
+            self.metrics.job_attempts.get_or_create(&JobLabels { kind: job.kind.name(), outcome: label }).inc();
         }
         .instrument(span)
         .await

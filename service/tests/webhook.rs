@@ -404,19 +404,17 @@ previewd_e2e::each_backend! {
         server.stop().await;
     }
 
-    async fn a_job_nobody_can_handle_goes_to_the_dead_letter_state_with_its_error(db) {
+    async fn a_job_whose_payload_cannot_be_read_goes_to_the_dead_letter_state_with_its_error(db) {
         let server = TestServer::start(&db).await;
-        let id = server
-            .store
-            .enqueue_job(&NewJob { kind: "unknown_kind".into(), payload: "{}".into(), max_attempts: 5, run_at: None })
-            .await
-            .unwrap();
+        let unreadable = NewJob::github_event(&json!({ "type": "no_such_event" }), 5).unwrap();
+        let id = server.store.enqueue(&unreadable).await.unwrap().unwrap();
         let job = eventually("the job is dead", || async {
             server.store.job(id).await.ok()?.filter(|j| j.state == "dead")
         })
         .await;
         assert_eq!(job.attempts, 1, "a permanent error is not retried");
-        assert!(job.last_error.unwrap().contains("no handler for job kind `unknown_kind`"));
+        let error = job.last_error.unwrap();
+        assert!(error.starts_with("bad github_event job payload: unknown variant `no_such_event`"), "{error}");
         server.stop().await;
     }
 
@@ -425,8 +423,9 @@ previewd_e2e::each_backend! {
         let store = previewd_environments::store::Store::connect(&db.url.as_str().into()).await.unwrap();
         store.migrate().await.unwrap();
         let id = store
-            .enqueue_job(&NewJob { kind: "github_event".into(), payload: payload.to_string(), max_attempts: 3, run_at: None })
+            .enqueue(&NewJob::github_event(&payload, 3).unwrap())
             .await
+            .unwrap()
             .unwrap();
         // The "previous process" claimed it and died: its lease has run out.
         store.claim_jobs("crashed-process", Duration::ZERO, 1).await.unwrap();

@@ -17,7 +17,7 @@
 //! than the one asking are woken by a reconcile job queued in the same transaction.
 
 use super::environments::LIVE_STATES;
-use super::{Backend, RECONCILE_JOB, Store, StoreError, begin_write, reconcile_payload};
+use super::{Backend, NewJob, Store, StoreError, begin_write};
 use crate::spec::{LimitDecision, LiveCounts};
 use crate::time::now_ms;
 use std::collections::HashMap;
@@ -157,16 +157,7 @@ impl Store {
                         decision = Some(verdict);
                     } else if admitted {
                         woken.push(waiter.id);
-                        sqlx::query(
-                            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                             VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-                        )
-                        .bind(RECONCILE_JOB)
-                        .bind(reconcile_payload(waiter.id))
-                        .bind(max_attempts)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
+                        super::kinds::insert_job!(&mut *tx, &NewJob::reconcile(waiter.id, max_attempts), now)
                         .map_err(StoreError::query("waking an admitted environment"))?;
                     }
                 }

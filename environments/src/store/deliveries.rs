@@ -170,8 +170,9 @@ impl Store {
                     );
                     insert.push_values(chunk, |mut row, (delivery, job)| {
                         let now = crate::time::now_ms();
-                        row.push_bind(job.kind.clone())
-                            .push_bind(job.payload.clone())
+                        // A delivery's job is its own work (`Dedup::Never`), so a plain insert.
+                        row.push_bind(job.kind().name())
+                            .push_bind(job.payload().to_owned())
                             .push_bind(*delivery)
                             .push_bind("queued")
                             .push_bind(0_i64)

@@ -10,18 +10,8 @@ use crate::time::{Millis, now_ms};
 /// transaction as the change, so no change goes unreported after a crash.
 macro_rules! queue_report {
     ($tx:ident, $environment:expr, $at:expr) => {
-        sqlx::query(
-            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-             SELECT $1, $2, 'queued', 0, $3, $4, $4, $4 \
-             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state = 'queued')",
-        )
-        .bind(super::REPORT_JOB)
-        .bind(super::report_payload($environment))
-        .bind(super::REPORT_MAX_ATTEMPTS)
-        .bind($at)
-        .execute(&mut *$tx)
-        .await
-        .map_err(StoreError::query("queueing a report"))?
+        super::kinds::insert_job!(&mut *$tx, &super::NewJob::report($environment), $at)
+            .map_err(StoreError::query("queueing a report"))?
     };
 }
 

@@ -4,22 +4,10 @@
 //! claim uses `FOR UPDATE SKIP LOCKED` so several replicas share the queue without waiting on
 //! each other; SQLite has a single writer, so its plain `UPDATE` is already exclusive.
 
-use super::{Backend, Store, StoreError, with_pool};
+use super::kinds::insert_job;
+use super::{Backend, JobKind, NewJob, Store, StoreError, with_pool};
 use crate::time::{Millis, millis, now_ms};
 use std::time::Duration;
-
-/// A job to queue.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    /// What the worker should do; the worker dispatches on it.
-    pub kind: String,
-    /// JSON the worker's handler for `kind` understands.
-    pub payload: String,
-    /// Attempts before the job is moved to the dead-letter state.
-    pub max_attempts: i64,
-    /// Not before this time (default: now).
-    pub run_at: Option<Millis>,
-}
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +36,24 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClaimedJob {
     pub id: i64,
-    pub kind: String,
+    /// Always a kind this build knows: the claim takes no others.
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub payload: String,
     /// Including the current one.
     pub attempts: i64,
     pub max_attempts: i64,
 }
 
-/// A stored job, as operators and tests see it.
+impl ClaimedJob {
+    /// The payload as the type its kind carries (see [`JobKind`]).
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+}
+
+/// A stored job, as operators and tests see it. `kind` is the stored name, which may be one a
+/// newer version queued.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRecord {
     pub id: i64,
@@ -81,50 +79,24 @@ pub enum JobFate {
 }
 
 /// Only queued jobs are claimed, so the sub-select walks the `(state, run_at)` index instead of
-/// scanning the queue; jobs whose lease ran out are put back in the queue first.
-const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-     lease_owner = $1, lease_until = $2, updated_at = $3 \
-     WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 ORDER BY run_at, id LIMIT $4";
+/// scanning the queue; jobs whose lease ran out are put back in the queue first. Only kinds
+/// this build knows ([`JobKind::sql_list`]); `{lock}` is the backend's row-locking clause.
+fn claim_sql(lock: &str) -> String {
+    format!(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+         lease_owner = $1, lease_until = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 AND kind IN ({kinds}) \
+         ORDER BY run_at, id LIMIT $4{lock}) RETURNING id, kind, payload, attempts, max_attempts",
+        kinds = JobKind::sql_list(),
+    )
+}
 
 impl Store {
-    /// Queues one job.
-    pub async fn enqueue_job(&self, job: &NewJob) -> Result<i64, StoreError> {
-        let now = now_ms();
-        with_pool!(self, pool => sqlx::query_scalar(
-            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $5) RETURNING id",
-        )
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(job.max_attempts)
-        .bind(job.run_at.unwrap_or(now))
-        .bind(now)
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::query("queueing a job")))
-    }
-
-    /// Queues a job unless an identical one (same kind and payload) is already queued to run no
-    /// later than this one would: periodic passes and watch events may ask for the same work many
-    /// times without piling it up. A running one does not count: it may have read what it works
-    /// on before the change that asks for the work again, so the work is queued after it.
-    pub async fn enqueue_unique_job(&self, job: &NewJob) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let inserted = with_pool!(self, pool => sqlx::query(
-            "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at) \
-             SELECT $1, $2, 'queued', 0, $3, $4, $5, $5 \
-             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND payload = $2 AND state = 'queued' AND run_at <= $4)",
-        )
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(job.max_attempts)
-        .bind(job.run_at.unwrap_or(now))
-        .bind(now)
-        .execute(pool)
-        .await
-        .map_err(StoreError::query("queueing a job"))?
-        .rows_affected());
-        Ok(inserted == 1)
+    /// Queues a job by its kind's dedup rule ([`super::Dedup`]): its id, or `None` when a
+    /// waiting job absorbed it (periodic passes and watches may ask for the same work many
+    /// times without piling it up).
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, pool => insert_job!(pool, job, now_ms()).map_err(StoreError::query("queueing a job")))
     }
 
     /// Claims up to `limit` runnable jobs for `owner`, leasing each for `lease`. Jobs whose
@@ -152,10 +124,9 @@ impl Store {
         .await
         .map(drop)
         .map_err(StoreError::query("requeueing jobs whose lease ran out"))?);
-        let returning = " RETURNING id, kind, payload, attempts, max_attempts";
         match &self.backend {
             Backend::Sqlite(pool) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("{CLAIM_SQL}){returning}")))
+                sqlx::query_as(sqlx::AssertSqlSafe(claim_sql("")))
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)
@@ -164,7 +135,7 @@ impl Store {
                     .await
             }
             Backend::Postgres(pool) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("{CLAIM_SQL} FOR UPDATE SKIP LOCKED){returning}")))
+                sqlx::query_as(sqlx::AssertSqlSafe(claim_sql(" FOR UPDATE SKIP LOCKED")))
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)

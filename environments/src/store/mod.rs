@@ -11,6 +11,7 @@ mod admission;
 mod deliveries;
 mod environments;
 mod jobs;
+pub(crate) mod kinds;
 mod leases;
 mod progress;
 mod pulls;
@@ -21,42 +22,13 @@ mod retention;
 pub use admission::{AdmissionPass, Limits};
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord};
-pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState, NewJob};
+pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState};
+pub use kinds::{Dedup, EnvironmentJob, JobKind, NewJob, REPORT_MAX_ATTEMPTS};
 pub use leases::Lease;
 pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
 pub use retention::{Retention, Swept};
-
-/// Job kind queued, in the same transaction, with every change of an environment: the outbox
-/// through which changes reach the pull request. The service reports the environment's state
-/// when it runs one (or completes it at once when no GitHub access is configured).
-pub const REPORT_JOB: &str = "report_environment";
-
-/// Attempts of a report job. Reports wait out GitHub outages: with the queue's backoff capped
-/// at ten minutes, this covers most of a day.
-pub const REPORT_MAX_ATTEMPTS: i64 = 150;
-
-/// The payload of the report job of environment `id`. The same text for the same environment,
-/// so that a waiting report absorbs the next change instead of adding a job.
-pub fn report_payload(id: i64) -> String {
-    environment_payload(id)
-}
-
-/// Job kind that reconciles one environment. Queued by the service (events, the periodic pass,
-/// watches) and by the store itself when an admission pass admits a waiting environment.
-pub const RECONCILE_JOB: &str = "reconcile_environment";
-
-/// The payload of the reconcile job of environment `id`; the same text for the same
-/// environment, so that `enqueue_unique_job` recognises it.
-pub fn reconcile_payload(id: i64) -> String {
-    environment_payload(id)
-}
-
-/// `{"environment": id}`, the payload of both jobs about one environment.
-fn environment_payload(id: i64) -> String {
-    serde_json::json!({ "environment": id }).to_string()
-}
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -17,7 +17,6 @@ use super::api::HookDelivery;
 use super::client::GitHubError;
 use super::events::{Event, PrAction};
 use super::report::GitHubSide;
-use crate::process::GITHUB_EVENT;
 use previewd_environments::model::{EnvironmentState, PrNumber};
 use previewd_environments::policy::Policy;
 use previewd_environments::store::{NewJob, RepositoryRecord, StoreError};
@@ -108,9 +107,10 @@ impl Resync {
     }
 
     async fn queue(&self, event: &Event) -> Result<(), ResyncError> {
-        let payload = serde_json::to_string(event).unwrap_or_default();
-        let job = NewJob { kind: GITHUB_EVENT.to_owned(), payload, max_attempts: self.max_attempts, run_at: None };
-        self.side.store.enqueue_unique_job(&job).await?;
+        // An event of a derived type always serializes.
+        if let Ok(job) = NewJob::resync_event(event, self.max_attempts) {
+            self.side.store.enqueue(&job).await?;
+        }
         Ok(())
     }
 

@@ -4,7 +4,6 @@
 use super::AppState;
 use super::body::BodyError;
 use crate::github::events::{Classified, classify};
-use crate::process::GITHUB_EVENT;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -150,7 +149,7 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
                 (DeliveryOutcome::NotAllowed, action, None)
             }
             Classified::Act { action, event } => {
-                let payload = serde_json::to_string(&event).map_err(|e| {
+                let job = NewJob::github_event(&event, app.job_max_attempts).map_err(|e| {
                     (
                         Refusal::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,8 +159,6 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
                         String::new(),
                     )
                 })?;
-                let job =
-                    NewJob { kind: GITHUB_EVENT.to_owned(), payload, max_attempts: app.job_max_attempts, run_at: None };
                 (DeliveryOutcome::Queued, action, Some(job))
             }
         };
