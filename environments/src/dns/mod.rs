@@ -5,7 +5,7 @@
 //!   [`Dns::verify`] still checks that the name resolves to the target.
 //! - `external-dns`: [`Dns::ingress_annotations`] asks external-dns for the record; previewd
 //!   verifies it.
-//! - `rfc2136`: previewd adds and deletes the record itself with DNS UPDATE messages (RFC 2136)
+//! - `rfc2136` (`update.rs`): previewd adds and deletes the record itself with DNS UPDATE messages (RFC 2136)
 //!   signed with TSIG (RFC 8945), built with hickory's protocol crate and sent over TCP to the
 //!   zone's primary server.
 //!
@@ -19,10 +19,10 @@
 //! never in the policy, the store, a log line or an error message.
 
 use crate::policy::{DnsPolicy, DnsProvider, TsigAlgorithmName, parse_dns_server};
-use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage};
-use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_proto::rr::{Name, RData, RecordType, TSigner};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as LookupError, NetError};
@@ -31,8 +31,10 @@ use secrecy::{ExposeSecret, SecretSlice};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::{Duration, Instant};
+
+mod update;
+use update::{Updater, rcode_name};
 
 /// The annotation that tells external-dns which name to publish for an Ingress.
 pub const EXTERNAL_DNS_HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
@@ -182,12 +184,6 @@ pub struct Dns {
     /// Whether `verify_servers` are authoritative (no recursion wanted).
     verify_authoritative: bool,
     updater: Option<Updater>,
-}
-
-struct Updater {
-    server: SocketAddr,
-    zone: Name,
-    signer: TSigner,
 }
 
 impl fmt::Debug for Dns {
@@ -472,84 +468,6 @@ impl Dns {
             _ => false,
         }
     }
-
-    async fn update(&self, updater: &Updater, host: &str, add: bool) -> Result<(), DnsError> {
-        let server = updater.server.to_string();
-        let name = fqdn(host).map_err(DnsError::Config)?;
-        if !updater.zone.zone_of(&name) || updater.zone == name {
-            return Err(DnsError::Config(format!(
-                "{host} is not a name inside zone {} (dns.rfc2136.zone)",
-                updater.zone.to_ascii().trim_end_matches('.')
-            )));
-        }
-        let mut message = Message::query();
-        message.metadata.op_code = OpCode::Update;
-        message.metadata.recursion_desired = false;
-        let mut zone = Query::new();
-        zone.set_name(updater.zone.clone()).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
-        message.add_zone(zone);
-        // RFC 2136 §2.5.2: delete an RRset: class ANY, TTL 0, no data.
-        for record_type in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
-            let mut delete = Record::update0(name.clone(), 0, record_type);
-            delete.dns_class = DNSClass::ANY;
-            message.add_update(delete);
-        }
-        if add {
-            let data = match &self.target {
-                Some(Target::A(ip)) => RData::A(A(*ip)),
-                Some(Target::Aaaa(ip)) => RData::AAAA(AAAA(*ip)),
-                Some(Target::Cname(target)) => RData::CNAME(CNAME(fqdn(target).map_err(DnsError::Config)?)),
-                None => {
-                    return Err(DnsError::Config("dns.target: is required when dns.provider is rfc2136".to_owned()));
-                }
-            };
-            message.add_update(Record::from_rdata(name.clone(), self.ttl, data));
-        }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let verifier =
-            message.finalize(&updater.signer, now).map_err(|e| DnsError::Config(format!("signing the update: {e}")))?;
-        let request = message.to_vec().map_err(|e| DnsError::Config(format!("encoding the update: {e}")))?;
-
-        let answer = match tokio::time::timeout(UPDATE_TIMEOUT, exchange_tcp(updater.server, &request)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(DnsError::Unreachable { server, detail: e.to_string() }),
-            Err(_) => {
-                return Err(DnsError::Unreachable {
-                    server,
-                    detail: format!("no answer within {}", humantime::format_duration(UPDATE_TIMEOUT)),
-                });
-            }
-        };
-        let response = Message::from_vec(&answer)
-            .map_err(|e| DnsError::BadResponse { server: server.clone(), detail: format!("not a DNS message: {e}") })?;
-        if response.id != message.id {
-            return Err(DnsError::BadResponse {
-                server,
-                detail: "the answer's id does not match the update's".to_owned(),
-            });
-        }
-        if response.response_code != ResponseCode::NoError {
-            let mut rcode = rcode_name(response.response_code).to_owned();
-            if let Some(error) = response.signature().and_then(|s| s.data.error) {
-                rcode = format!("{rcode}/{}", tsig_error_name(error));
-            }
-            tracing::warn!(%server, host, %rcode, "DNS update refused");
-            return Err(DnsError::Refused { server, rcode });
-        }
-        match verifier {
-            Some(mut verifier) => {
-                verifier.verify(&answer).map_err(|e| DnsError::BadResponse {
-                    server: server.clone(),
-                    detail: format!("the answer's TSIG signature does not verify: {e}"),
-                })?;
-            }
-            None => {
-                return Err(DnsError::BadResponse { server, detail: "the update was not signed".to_owned() });
-            }
-        }
-        tracing::info!(%server, host, action = if add { "add" } else { "delete" }, "DNS record updated");
-        Ok(())
-    }
 }
 
 /// What one look at a name found.
@@ -602,110 +520,5 @@ fn fqdn(host: &str) -> Result<Name, String> {
     Ok(name)
 }
 
-fn rcode_name(code: ResponseCode) -> &'static str {
-    match code {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::YXDomain => "YXDOMAIN",
-        ResponseCode::YXRRSet => "YXRRSET",
-        ResponseCode::NXRRSet => "NXRRSET",
-        ResponseCode::NotAuth => "NOTAUTH",
-        ResponseCode::NotZone => "NOTZONE",
-        ResponseCode::BADVERS => "BADVERS",
-        ResponseCode::BADSIG => "BADSIG",
-        ResponseCode::BADKEY => "BADKEY",
-        ResponseCode::BADTIME => "BADTIME",
-        ResponseCode::BADMODE => "BADMODE",
-        ResponseCode::BADNAME => "BADNAME",
-        ResponseCode::BADALG => "BADALG",
-        ResponseCode::BADTRUNC => "BADTRUNC",
-        ResponseCode::BADCOOKIE => "BADCOOKIE",
-        ResponseCode::Unknown(_) => "unknown rcode",
-    }
-}
-
-fn tsig_error_name(error: TsigError) -> String {
-    match error {
-        TsigError::BadSig => "BADSIG".to_owned(),
-        TsigError::BadKey => "BADKEY".to_owned(),
-        TsigError::BadTime => "BADTIME".to_owned(),
-        TsigError::BadTrunc => "BADTRUNC".to_owned(),
-        TsigError::Unknown(code) => format!("TSIG error {code}"),
-    }
-}
-
-/// Sends one DNS message over TCP (two-byte length prefix, RFC 1035 §4.2.2) and reads the answer.
-async fn exchange_tcp(server: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
-    let length = u16::try_from(request.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the update is too large"))?;
-    let mut stream = tokio::net::TcpStream::connect(server).await?;
-    let mut framed = Vec::with_capacity(request.len() + 2);
-    framed.extend_from_slice(&length.to_be_bytes());
-    framed.extend_from_slice(request);
-    stream.write_all(&framed).await?;
-    let answer_length = stream.read_u16().await?;
-    let mut answer = vec![0; usize::from(answer_length)];
-    stream.read_exact(&mut answer).await?;
-    Ok(answer)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{DnsTarget, Rfc2136Policy};
-
-    fn policy(provider: DnsProvider) -> DnsPolicy {
-        DnsPolicy {
-            provider,
-            target: Some(DnsTarget { cname: Some("Ingress.Example.com.".into()), ..Default::default() }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn external_dns_annotates_the_ingress_and_others_do_not() {
-        let dns = Dns::from_policy(&policy(DnsProvider::ExternalDns), None).unwrap();
-        let annotations = dns.ingress_annotations("app-pr-1-abcdef.preview.example.com");
-        assert_eq!(annotations[EXTERNAL_DNS_HOSTNAME], "app-pr-1-abcdef.preview.example.com");
-        assert_eq!(annotations[EXTERNAL_DNS_TTL], "60");
-        assert_eq!(annotations[EXTERNAL_DNS_TARGET], "ingress.example.com");
-        let wildcard = Dns::from_policy(&policy(DnsProvider::Wildcard), None).unwrap();
-        assert!(wildcard.ingress_annotations("a.preview.example.com").is_empty());
-    }
-
-    #[test]
-    fn rfc2136_needs_its_secret_and_never_shows_it() {
-        let mut p = policy(DnsProvider::Rfc2136);
-        p.rfc2136 = Some(Rfc2136Policy {
-            server: "127.0.0.1:53".into(),
-            zone: "preview.example.com".into(),
-            key_name: "previewd".into(),
-            key_algorithm: TsigAlgorithmName::HmacSha256,
-            key_secret_env: "SOME_VAR".into(),
-        });
-        let e = Dns::from_policy(&p, None).unwrap_err();
-        assert!(e.to_string().contains("SOME_VAR"), "{e}");
-        let secret = SecretBytes::from_base64("c2VjcmV0LXNlY3JldA==").unwrap();
-        assert_eq!(format!("{secret:?}"), "SecretBytes([redacted])");
-        let dns = Dns::from_policy(&p, Some(secret)).unwrap();
-        let shown = format!("{dns:?}");
-        assert!(!shown.contains("c2VjcmV0") && !shown.contains("secret-secret"), "{shown}");
-        let bad = SecretBytes::from_base64("not base64!!").unwrap_err().to_string();
-        assert!(!bad.contains("not base64!!"), "{bad}");
-    }
-
-    #[test]
-    fn refusals_explain_themselves() {
-        let e = DnsError::Refused { server: "192.0.2.53:53".into(), rcode: "NOTAUTH/BADSIG".into() };
-        assert_eq!(
-            e.to_string(),
-            "the DNS server 192.0.2.53:53 refused the update: TSIG key not accepted; check the key name, algorithm and secret (NOTAUTH/BADSIG)"
-        );
-        assert!(!e.is_transient());
-        assert!(DnsError::Refused { server: String::new(), rcode: "SERVFAIL".into() }.is_transient());
-    }
-}
+mod tests;
