@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 
-/// The service's defaults (`RetentionConfig::default` in service/src/config.rs).
+/// The service's defaults (`RetentionConfig::default` in service/src/config/mod.rs).
 fn default_retention() -> Retention {
     let hours = |h: u64| Duration::from_secs(h * 3600);
     Retention {
