@@ -294,6 +294,18 @@ async fn main() -> anyhow::Result<()> {
     );
     let admin = previewd_e2e::cluster::admin_client().await?;
     let namespaces: kube::Api<Namespace> = kube::Api::all(admin.clone());
+    // Environments left by an earlier run would be measured with this one's (their pods, the
+    // API server's load, the periodic pass of a previewd that still watches them): refuse.
+    let leftovers = namespaces
+        .list_metadata(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=previewd"))
+        .await?;
+    if !leftovers.items.is_empty() {
+        bail!(
+            "the cluster holds {} namespaces of earlier previewd runs; start from a fresh cluster \
+             (e2e/controlplane/cluster.sh down) so that they are not measured too",
+            leftovers.items.len()
+        );
+    }
 
     let dir = tempfile::tempdir()?;
     let github = GitHubStandIn::start().await?;
