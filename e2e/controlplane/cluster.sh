@@ -22,6 +22,10 @@ SERVICE_RANGE=10.0.0.0/16
 # Pods each fake node takes: kwok's nodes cost nothing, and the fleet benchmark keeps 1,000
 # environments' pods (the kubelet default of 110 would stop it at 330 on 3 nodes).
 NODE_PODS=500
+# And the CPU and memory they offer, for the same reason: with 32 CPUs a node, the fixture's
+# 100m requests filled 3 nodes at 960 pods, and the fleet benchmark's last 40 stayed Pending.
+NODE_CPU=256
+NODE_MEMORY=1Ti
 
 # shellcheck source=SCRIPTDIR/../lib/pidfile.sh
 . "$HERE/../lib/pidfile.sh"
@@ -372,8 +376,8 @@ status:
       address: 192.0.2.$((i + 10))
     - type: Hostname
       address: kwok-node-$i
-  allocatable: {cpu: "32", memory: 128Gi, pods: "$NODE_PODS"}
-  capacity: {cpu: "32", memory: 128Gi, pods: "$NODE_PODS"}
+  allocatable: {cpu: "$NODE_CPU", memory: $NODE_MEMORY, pods: "$NODE_PODS"}
+  capacity: {cpu: "$NODE_CPU", memory: $NODE_MEMORY, pods: "$NODE_PODS"}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux
