@@ -7,6 +7,7 @@
 use super::kinds::insert_job;
 use super::{Backend, JobKind, NewJob, Store, StoreError, with_pool};
 use crate::time::{Millis, millis, now_ms};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Where a job is in its life.
@@ -91,6 +92,10 @@ fn claim_sql(lock: &str) -> String {
     )
 }
 
+/// Built once: workers claim at every poll.
+static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| claim_sql(""));
+static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| claim_sql(" FOR UPDATE SKIP LOCKED"));
+
 impl Store {
     /// Queues a job by its kind's dedup rule ([`super::Dedup`]): its id, or `None` when a
     /// waiting job absorbed it (periodic passes and watches may ask for the same work many
@@ -126,7 +131,7 @@ impl Store {
         .map_err(StoreError::query("requeueing jobs whose lease ran out"))?);
         match &self.backend {
             Backend::Sqlite(pool) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(claim_sql("")))
+                sqlx::query_as(sqlx::AssertSqlSafe(CLAIM_SQLITE.as_str()))
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)
@@ -135,7 +140,7 @@ impl Store {
                     .await
             }
             Backend::Postgres(pool) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(claim_sql(" FOR UPDATE SKIP LOCKED")))
+                sqlx::query_as(sqlx::AssertSqlSafe(CLAIM_POSTGRES.as_str()))
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)
