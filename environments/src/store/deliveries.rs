@@ -170,7 +170,9 @@ impl Store {
                     );
                     insert.push_values(chunk, |mut row, (delivery, job)| {
                         let now = crate::time::now_ms();
-                        // A delivery's job is its own work (`Dedup::Never`), so a plain insert.
+                        // A delivery's job is its own work, so a plain insert rather than
+                        // `insert_job!`'s rule-by-rule statement (one row per delivery, batched).
+                        debug_assert_eq!(job.kind().dedup(), super::Dedup::Never, "{:?}", job.kind());
                         row.push_bind(job.kind().name())
                             .push_bind(job.payload().to_owned())
                             .push_bind(*delivery)
