@@ -318,13 +318,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let github = GitHubStandIn::start().await?;
     let app = github.app().await?;
-    std::fs::write(dir.as_path().join("app.pem"), &app.private_key_pem)?;
+    std::fs::write(dir.join("app.pem"), &app.private_key_pem)?;
     let policy = std::fs::read_to_string(root().join("e2e/fixtures/policy.yaml"))?
         .replace("previewd-platform-secrets", previewd_e2e::cluster::SOURCE_NAMESPACE)
         .replace("global: 50", &format!("global: {limit}"))
         .replace("per_organization: 20", &format!("per_organization: {limit}"))
         .replace("per_repository: 5", &format!("per_repository: {limit}"));
-    std::fs::write(dir.as_path().join("policy.yaml"), policy)?;
+    std::fs::write(dir.join("policy.yaml"), policy)?;
     let templates = match pod_ready_seconds {
         0 => None,
         seconds => Some(previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(
@@ -333,9 +333,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let s = |p: PathBuf| p.display().to_string();
     let env: Vec<(String, String)> = [
-        ("PREVIEWD_DATABASE_URL", format!("sqlite://{}", dir.as_path().join("previewd.db").display())),
+        ("PREVIEWD_DATABASE_URL", format!("sqlite://{}", dir.join("previewd.db").display())),
         ("PREVIEWD_WEBHOOK_SECRETS", SECRET.to_owned()),
-        ("PREVIEWD_POLICY_FILE", s(dir.as_path().join("policy.yaml"))),
+        ("PREVIEWD_POLICY_FILE", s(dir.join("policy.yaml"))),
         (
             "PREVIEWD_TEMPLATES_DIR",
             s(templates.as_ref().map_or_else(|| root().join("templates"), |t| t.path().to_owned())),
@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
         ("PREVIEWD_INSTANCE", "bench".to_owned()),
         ("PREVIEWD_GITHUB__API_URL", github.url().to_owned()),
         ("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string()),
-        ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", s(dir.as_path().join("app.pem"))),
+        ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", s(dir.join("app.pem"))),
         // JSON, with the periodic passes logged (their durations are a fleet figure).
         ("PREVIEWD_LOG_FORMAT", "json".to_owned()),
         ("PREVIEWD_LOG_FILTER", "warn,previewd::periodic=info".to_owned()),
@@ -353,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_owned(), v))
     .chain((workers > 0).then(|| ("PREVIEWD_QUEUE__WORKERS".to_owned(), workers.to_string())))
     .collect();
-    let log = dir.as_path().join("previewd.log");
+    let log = dir.join("previewd.log");
     let mut previewd = Previewd::start(&binary, &env, &log).await?;
     github
         .configure(json!({
