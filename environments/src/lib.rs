@@ -4,9 +4,11 @@
 //! This crate knows nothing of HTTP or of GitHub's wire format; the `previewd` service translates
 //! deliveries into [`model`] types before they reach it.
 
+pub mod actions;
 pub mod cluster;
 pub mod dns;
 pub mod forge;
+pub mod hints;
 pub mod kinds;
 pub mod kube_client;
 pub mod model;
@@ -20,4 +22,5 @@ pub mod repo_config;
 pub mod spec;
 pub mod store;
 pub mod time;
+pub mod usage;
 pub mod yaml;

@@ -16,24 +16,17 @@ pub fn millis(d: Duration) -> Millis {
     d.as_millis().try_into().unwrap_or(Millis::MAX)
 }
 
+/// `ms` as an RFC 3339 UTC timestamp with whole seconds (`2026-12-07T05:30:00Z`); a time
+/// before the epoch is shown as the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Parses an RFC 3339 UTC timestamp (`2026-12-07T05:30:00Z`, fractions allowed; humantime reads
+/// only `Z` times, the form previewd writes) into
+/// milliseconds since the epoch.
+pub fn parse_rfc3339(text: &str) -> Result<Millis, humantime::TimestampError> {
+    let at = humantime::parse_rfc3339_weak(text)?;
+    Ok(at.duration_since(UNIX_EPOCH).map_or(0, millis))
 }

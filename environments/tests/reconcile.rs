@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, TestNamespace, admin_client, converge, previewd_client, torn_down};
+use previewd_environments::actions;
 use previewd_environments::cluster::Cluster;
 use previewd_environments::cluster::watch::{RolloutWatches, Wake};
 use previewd_environments::forge::{Checks, FixedRepoConfig, ForgeError};
@@ -340,10 +341,19 @@ previewd_e2e::each_backend! {
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let before = engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at.unwrap();
-        let extended = engine.extend(id, Duration::from_secs(2 * 3600)).await.unwrap();
+        let acting = &engine;
+        let extend = |by: Duration| async move {
+            let env = acting.store.reconcile_record(id).await.unwrap().unwrap();
+            let actor = actions::Actor::Api { token: "test".into() };
+            match actions::act(&acting.store, &acting.policy, &env, actions::Action::Extend(by), &actor, 3).await.unwrap() {
+                actions::Done::Extended { until, .. } => until,
+                other => panic!("{other:?}"),
+            }
+        };
+        let extended = extend(Duration::from_secs(2 * 3600)).await;
         assert_eq!(extended, before + 2 * 3600 * 1000);
         // Far beyond the policy's 7-day maximum: clamped to now + 7 days.
-        let clamped = engine.extend(id, Duration::from_secs(365 * 86_400)).await.unwrap();
+        let clamped = extend(Duration::from_secs(365 * 86_400)).await;
         let max = previewd_environments::time::now_ms() + 7 * 86_400 * 1000;
         assert!(clamped <= max && clamped > max - 60_000, "{clamped} vs {max}");
         // The next reconcile writes the new expiry on the namespace.
@@ -376,7 +386,7 @@ previewd_e2e::each_backend! {
         assert_eq!(due, [id]);
         engine.store.mark_warned(id).await.unwrap();
         assert!(engine.store.due_for_warning(soon).await.unwrap().is_empty(), "warned once");
-        engine.store.set_expiry(id, previewd_environments::time::now_ms() + 3_600_000).await.unwrap();
+        engine.store.set_expiry(id, previewd_environments::time::now_ms() + 3_600_000, None).await.unwrap();
         assert_eq!(engine.store.due_for_warning(soon).await.unwrap().len(), 1, "an extension makes a new warning due");
     }
 

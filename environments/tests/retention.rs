@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use previewd_environments::model::{EnvironmentState, PrNumber, PullRequest, RepoId};
-use previewd_environments::store::{DeliveryOutcome, JobState, NewDelivery, NewJob, Recorded, Retention, Store};
+use previewd_environments::store::{
+    DeliveryOutcome, JobState, NewAuditEntry, NewDelivery, NewJob, Recorded, Retention, Store,
+};
 use previewd_environments::time::now_ms;
 use std::time::Duration;
 
@@ -47,6 +49,7 @@ fn retention() -> Retention {
         deliveries: days(7),
         transitions: days(1),
         finished_environments: days(1),
+        audit: days(1),
         // Small, so that every kind is deleted over several batches.
         batch: 2,
     }
@@ -91,6 +94,12 @@ previewd_e2e::each_backend! {
             .await
             .unwrap();
         assert!(recorded.iter().all(|r| matches!(r, Recorded::New { .. })), "{recorded:?}");
+        // Two audit entries, written now.
+        for action in ["environment.extend", "environment.destroy"] {
+            let entry = NewAuditEntry { actor: "token:ops", action, environment_id: Some(live.id), target: "o/r#7", detail: None, outcome: "done", remote: None };
+            store.audit(&entry).await.unwrap();
+        }
+        assert_eq!(store.audit_entries(None, 10).await.unwrap().len(), 2);
 
         // Two days later: done jobs (1 day), the old deliveries, the deleted environment and the
         // live one's older transitions are past retention.
@@ -102,6 +111,8 @@ previewd_e2e::each_backend! {
             "{swept:?}"
         );
         assert_eq!(swept.transitions, 2, "the live environment's two older transitions: {swept:?}");
+        assert_eq!(swept.audit, 2, "audit entries past their day: {swept:?}");
+        assert!(store.audit_entries(None, 10).await.unwrap().is_empty());
         assert_eq!(count(&store, JobState::Done).await, 0);
         assert_eq!(count(&store, JobState::Dead).await, 1, "dead jobs are kept for 7 days");
         assert_eq!(count(&store, JobState::Running).await, 1);

@@ -371,7 +371,7 @@ previewd_e2e::each_backend! {
         // Further changes while a report waits are absorbed by it.
         store.transition(env.id, &"a".repeat(40), EnvironmentState::Provisioning, None, Some("n"), None, None).await.unwrap();
         store.mark_warned(env.id).await.unwrap();
-        store.set_expiry(env.id, now_ms() + 1000).await.unwrap();
+        store.set_expiry(env.id, now_ms() + 1000, None).await.unwrap();
         let reports = |jobs: Vec<previewd_environments::store::ClaimedJob>| {
             jobs.into_iter().filter(|j| j.kind == JobKind::Report).collect::<Vec<_>>()
         };
@@ -504,4 +504,68 @@ async fn job_retry_at(store: &Store, id: i64) -> i64 {
 async fn an_unsupported_url_is_refused_by_name() {
     let error = Store::connect(&"mysql://u:pw@h/db".into()).await.unwrap_err().to_string();
     assert!(error.contains("mysql://u:***@h/db") && !error.contains("pw"), "{error}");
+}
+
+/// Sets the `at` of environment `id`'s transitions, oldest first, to `times`, with plain SQL on
+/// the test's database: the history as it would be after those hours had passed.
+async fn backdate(url: &str, id: i64, times: &[i64]) {
+    let sql = "UPDATE environment_transitions SET at = $1 WHERE id = (SELECT id FROM environment_transitions \
+               WHERE environment_id = $2 ORDER BY id LIMIT 1 OFFSET $3)";
+    for (i, at) in times.iter().enumerate() {
+        let offset = i64::try_from(i).unwrap();
+        if url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(sql).bind(at).bind(id).bind(offset).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sql).bind(at).bind(id).bind(offset).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+mod usage {
+    use super::*;
+
+    previewd_e2e::each_backend! {
+        async fn usage_is_summed_from_the_history_with_the_requests_of_each_moment(db) {
+            use previewd_environments::usage::{GroupBy, totals};
+            use EnvironmentState::*;
+            const H: i64 = 3_600_000;
+            let store = store(&db.url).await;
+            let base = 1_000 * H;
+            // Waits an hour, provisions for one, Ready for four at 200m and 256 MiB (two replicas of
+            // 100m/128Mi), deleted after an hour of teardown.
+            let env = store.record_environment(&pr('a'), Pending, None).await.unwrap();
+            store.set_requests(env.id, 200, 256 << 20).await.unwrap();
+            for state in [Provisioning, Ready, Deleting, Deleted] {
+                store.record_environment(&pr('a'), state, None).await.unwrap();
+            }
+            backdate(&db.url, env.id, &[base, base + H, base + 2 * H, base + 6 * H, base + 7 * H]).await;
+            // Another repository's environment, Ready since before the period and still Ready.
+            let other = PullRequest { repo: Repo { id: RepoId(43), owner: "octo".into(), name: "api".into() }, ..pr('b') };
+            let ready = store.record_environment(&other, Pending, None).await.unwrap();
+            store.set_requests(ready.id, 1000, 1 << 30).await.unwrap();
+            store.record_environment(&other, Provisioning, None).await.unwrap();
+            store.record_environment(&other, Ready, None).await.unwrap();
+            backdate(&db.url, ready.id, &[base - 3 * H, base - 2 * H, base - H]).await;
+
+            let (from, to) = (base, base + 10 * H);
+            let rows = store.usage_rows(from, to).await.unwrap();
+            let usage = totals(&rows, from, to, GroupBy::Repository);
+            let app = usage["octo/app"];
+            assert_eq!(app.environments, 1);
+            assert!((app.environment_hours - 6.0).abs() < 1e-9, "Provisioning, Ready and Deleting: {app:?}");
+            assert!((app.cpu_hours - 6.0 * 0.2).abs() < 1e-9, "{app:?}");
+            assert!((app.memory_gib_hours - 6.0 * 0.25).abs() < 1e-9, "{app:?}");
+            let api = usage["octo/api"];
+            assert!((api.environment_hours - 10.0).abs() < 1e-9 && (api.cpu_hours - 10.0).abs() < 1e-9, "the whole period: {api:?}");
+            // A period after the first was deleted: only the second counts.
+            let later = store.usage_rows(base + 8 * H, base + 9 * H).await.unwrap();
+            let later = totals(&later, base + 8 * H, base + 9 * H, GroupBy::Owner);
+            assert_eq!(later["octo"].environments, 1);
+            assert!((later["octo"].environment_hours - 1.0).abs() < 1e-9, "{later:?}");
+        }
+    }
 }

@@ -29,6 +29,42 @@ pub enum Command {
     /// cluster: the platform team's way to try a template or policy change. Secrets are not
     /// printed (their values never leave the cluster).
     Render(RenderArgs),
+    /// Environments, through a running previewd's admin API (`--server`, a token).
+    Env {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Environment-hours and requested CPU- and memory-hours per repository or owner, with the
+    /// counts against each limit.
+    Usage {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Start of the period (RFC 3339; default 30 days before `--to`).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// End of the period (RFC 3339; default now).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// `repository` or `owner`.
+        #[arg(long, default_value = "repository")]
+        group_by: String,
+    },
+    /// Live environments against each limit, waiters and the job queue.
+    Limits {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Admin API tokens, in previewd's database (run where previewd's settings are, e.g. with
+    /// `kubectl exec` in its pod).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,4 +90,81 @@ pub struct RenderArgs {
     /// Head commit SHA.
     #[arg(long, default_value = "0000000000000000000000000000000000000000")]
     pub sha: String,
+}
+
+/// Where the admin API is and how to sign in to it.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// previewd's base URL.
+    #[arg(long, global = true, env = "PREVIEWD_SERVER", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub server: String,
+    /// A file holding the API token (else `PREVIEWD_TOKEN`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List environments, newest first.
+    List {
+        /// `owner/name`
+        #[arg(long)]
+        repository: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// Pending, Provisioning, Ready, Failed, Deleting, Deleted or Rejected.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        author: Option<String>,
+        /// Only environments changed since this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        updated_since: Option<String>,
+        /// The most environments to show (all pages are read up to this many).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep running and print each change as it happens.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show one environment with its history.
+    Show { id: i64 },
+    /// Move an environment's expiry later, like `2h` (within the policy's `ttl.max`).
+    Extend { id: i64, duration: String },
+    /// Deploy an environment's head commit again.
+    Redeploy { id: i64 },
+    /// Tear an environment down now.
+    Destroy { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        scope: Scope,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name: it is refused from then on.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// Read environments, usage and limits.
+    Read,
+    /// Also act on environments and read the audit log.
+    Admin,
 }

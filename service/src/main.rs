@@ -11,6 +11,15 @@ async fn main() -> anyhow::Result<()> {
         // A dry run needs no settings (no secret, no database).
         return previewd::render::run(args);
     }
+    // Clients of a running previewd: its settings are the server's business.
+    match cli.command {
+        Command::Env { server, command } => return previewd::admin::env(&server, command).await,
+        Command::Usage { server, from, to, group_by } => {
+            return previewd::admin::usage(&server, from, to, &group_by).await;
+        }
+        Command::Limits { server } => return previewd::admin::limits(&server).await,
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     previewd::telemetry::init(config.log_format, &config.log_filter);
     match cli.command {
@@ -21,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(backend = store.backend_name(), "database is up to date");
             Ok(())
         }
-        Command::Render(_) => Ok(()),
+        Command::Token { command, output } => previewd::admin::token(&config, command, output).await,
+        Command::Render(_) | Command::Env { .. } | Command::Usage { .. } | Command::Limits { .. } => Ok(()),
     }
 }

@@ -92,7 +92,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         &workers,
         process,
         store.clone(),
-        Arc::new(JobRunner::new(store.clone(), engine, github, watches, max_attempts)),
+        Arc::new(JobRunner::new(store.clone(), engine.clone(), github, watches, max_attempts)),
         WorkerSettings {
             workers: config.queue.workers,
             lease: config.lease(),
@@ -116,6 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             usize::try_from(config.http.max_inflight_body_bytes).unwrap_or(usize::MAX),
             config.body_timeout(),
         ),
+        engine: engine.clone(),
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(

@@ -595,8 +595,8 @@ async fn commands_need_write_access_and_unknown_ones_get_help() {
         (env.expires_at? >= before + 2 * 3_600_000 - 5_000).then_some(env)
     })
     .await;
-    assert!(extended.note.unwrap().contains("@writer extended"));
-    w.comment_saying(4, "@writer extended").await;
+    assert!(extended.note.unwrap().contains("by @writer with `/preview extend`"));
+    w.comment_saying(4, "by @writer with `/preview extend`").await;
     eventually("the command got a reaction", || async {
         let state = w.github.state().await.ok()?;
         state["reactions"].as_array()?.iter().any(|r| r["comment_id"] == comment && r["content"] == "+1").then_some(())

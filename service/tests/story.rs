@@ -137,7 +137,7 @@ previewd_e2e::each_backend! {
         s.deliver("issue_comment", &s.comment_payload(7, id, "writer", "/preview extend 2h")).await;
         let extended = s.wait(7, "extended", |e| e.expires_at.is_some_and(|at| at > before + 3_600_000)).await;
         assert_eq!(extended.state, "Ready");
-        s.comment_says(7, &["@writer extended"]).await;
+        s.comment_says(7, &["by @writer with `/preview extend`"]).await;
         let comments = s.github.comments(7).await.unwrap();
         assert!(comments.iter().any(|c| c["body"].as_str().unwrap().contains("Sorry @reader")), "the reader is refused");
 

@@ -37,6 +37,7 @@ fn default_retention() -> Retention {
         deliveries: hours(24 * 7),
         transitions: hours(24 * 7),
         finished_environments: hours(24 * 30),
+        audit: hours(24 * 365),
         batch: 1_000,
     }
 }

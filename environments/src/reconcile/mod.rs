@@ -316,6 +316,8 @@ impl Engine {
             (_, Some(deadline)) => deadline,
         };
         if env.state()? == EnvironmentState::Pending {
+            let (cpu_millis, memory_bytes) = spec.requested();
+            self.store.set_requests(env.id, cpu_millis, memory_bytes).await?;
             match self.settle(env, EnvironmentState::Provisioning, None, Some(&spec), Some(expires_at)).await? {
                 Step::Again => return Ok(Step::Again),
                 Step::Done(_) => {}
@@ -406,23 +408,6 @@ impl Engine {
             self.store.keep_config(env.id, &env.head_sha, text).await?;
         }
         Ok(file)
-    }
-
-    /// Moves the environment's expiry `by` later (from now if it has already passed), within the
-    /// policy's maximum TTL counted from now. Returns the new expiry; the next reconcile
-    /// writes it on the namespace.
-    pub async fn extend(&self, id: i64, by: Duration) -> Result<i64, ReconcileError> {
-        let env =
-            self.store.reconcile_record(id).await?.ok_or_else(|| {
-                ReconcileError::Store(StoreError::Corrupt(format!("environment {id} does not exist")))
-            })?;
-        let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
-        let now = now_ms();
-        let from = env.expires_at.unwrap_or(now).max(now);
-        let limit = now.saturating_add(crate::time::millis(policy.ttl.max));
-        let expires_at = from.saturating_add(crate::time::millis(by)).min(limit);
-        self.store.set_expiry(id, expires_at).await?;
-        Ok(expires_at)
     }
 
     async fn apply(

@@ -80,6 +80,17 @@ pub struct EnvironmentSpec {
     pub notes: Vec<String>,
 }
 
+impl EnvironmentSpec {
+    /// What the environment asks of the cluster: its container's requests times its replicas,
+    /// as (CPU millicores, memory bytes). Usage reports count these.
+    pub fn requested(&self) -> (i64, i64) {
+        let replicas = i64::from(self.replicas);
+        let cpu = self.resources.requests.cpu.cpu_millis().unwrap_or(0);
+        let memory = self.resources.requests.memory.bytes().unwrap_or(0);
+        (cpu.saturating_mul(replicas), memory.saturating_mul(replicas))
+    }
+}
+
 /// Requests and limits of the application container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerResources {

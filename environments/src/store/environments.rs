@@ -20,9 +20,12 @@ macro_rules! queue_report {
 macro_rules! insert_transition {
     ($tx:ident, $environment:expr, $from:expr, $to:expr, $head_sha:expr, $reason:expr, $at:expr) => {
         queue_report!($tx, $environment, $at);
+        // The environment's requests at this moment travel with the row (usage is computed
+        // from the history alone).
         sqlx::query(
-            "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at, \
+                requests_cpu_millis, requests_memory_bytes) \
+             SELECT $1, $2, $3, $4, $5, $6, requests_cpu_millis, requests_memory_bytes FROM environments WHERE id = $1",
         )
         .bind($environment)
         .bind($from)
@@ -493,14 +496,46 @@ impl Store {
         .map_err(StoreError::query("recording activity")))
     }
 
-    /// Sets a new expiry (an extension); a new warning is due before it.
-    pub async fn set_expiry(&self, id: i64, expires_at: Millis) -> Result<(), StoreError> {
-        self.update_and_report(
-            id,
-            "UPDATE environments SET expires_at = $1, warned_at = NULL WHERE id = $2",
-            expires_at,
+    /// Records what the environment asks of the cluster from now on (its rollout starts with
+    /// these requests); the next transition carries them into the history.
+    pub async fn set_requests(&self, id: i64, cpu_millis: i64, memory_bytes: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET requests_cpu_millis = $1, requests_memory_bytes = $2 WHERE id = $3",
         )
+        .bind(cpu_millis)
+        .bind(memory_bytes)
+        .bind(id)
+        .execute(pool)
         .await
+        .map(drop)
+        .map_err(StoreError::query("recording an environment's requests")))
+    }
+
+    /// Sets a new expiry (an extension) with the note the pull request shows for it (`None`
+    /// keeps the note), in one write; a new warning is due before it.
+    pub async fn set_expiry(&self, id: i64, expires_at: Millis, note: Option<&str>) -> Result<(), StoreError> {
+        let now = now_ms();
+        macro_rules! run {
+            ($kind:tt $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool, "extending an environment")?;
+                sqlx::query(
+                    "UPDATE environments SET expires_at = $1, warned_at = NULL, note = COALESCE($2, note) WHERE id = $3",
+                )
+                .bind(expires_at)
+                .bind(note)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("extending an environment"))?;
+                queue_report!(tx, id, now);
+                tx.commit().await.map_err(StoreError::query("extending an environment"))?;
+                Ok(())
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => run!(sqlite pool),
+            Backend::Postgres(pool) => run!(postgres pool),
+        }
     }
 
     /// Records that the expiry warning for the current expiry was given.

@@ -8,8 +8,10 @@
 //! query runs against both backends in the test suite.
 
 mod admission;
+mod audit;
 mod deliveries;
 mod environments;
+mod fleet;
 mod jobs;
 pub(crate) mod kinds;
 mod leases;
@@ -18,10 +20,13 @@ mod pulls;
 mod reports;
 mod repositories;
 mod retention;
+mod tokens;
 
 pub use admission::{AdmissionPass, Limits};
+pub use audit::{AuditRecord, NewAuditEntry};
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord};
+pub use fleet::{EnvironmentFilter, EnvironmentSummary, RepositorySlots};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState};
 pub use kinds::{Dedup, EnvironmentJob, JobKind, NewJob, REPORT_MAX_ATTEMPTS};
 pub use leases::Lease;
@@ -29,6 +34,7 @@ pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
 pub use retention::{Retention, Swept};
+pub use tokens::{TOKEN_PREFIX, TokenError, TokenRecord, TokenScope};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

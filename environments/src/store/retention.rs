@@ -26,6 +26,8 @@ pub struct Retention {
     pub transitions: Duration,
     /// Environments that are `Deleted` or `Rejected`, with their history and GitHub report.
     pub finished_environments: Duration,
+    /// Entries of the admin API's audit log.
+    pub audit: Duration,
     /// Rows per delete statement.
     pub batch: u32,
 }
@@ -38,11 +40,12 @@ pub struct Swept {
     pub deliveries: u64,
     pub transitions: u64,
     pub environments: u64,
+    pub audit: u64,
 }
 
 impl Swept {
     pub fn total(&self) -> u64 {
-        self.done_jobs + self.dead_jobs + self.deliveries + self.transitions + self.environments
+        self.done_jobs + self.dead_jobs + self.deliveries + self.transitions + self.environments + self.audit
     }
 }
 
@@ -64,7 +67,8 @@ impl Store {
     /// - deliveries, unless a job still references one;
     /// - `Deleted` and `Rejected` environments, with their transitions and GitHub report, unless
     ///   an environment is locked or a queued or running job names it;
-    /// - transitions, except the latest of each environment.
+    /// - transitions, except the latest of each environment;
+    /// - audit log entries.
     ///
     /// On SQLite the space is then reclaimed ([`Store::reclaim_space`]).
     pub async fn sweep(&self, retention: &Retention, now: Millis) -> Result<Swept, StoreError> {
@@ -109,6 +113,14 @@ impl Store {
                  WHERE t.at < $1 AND t.id < (SELECT MAX(l.id) FROM environment_transitions l \
                  WHERE l.environment_id = t.environment_id) ORDER BY t.id LIMIT $2)",
                 cutoff(now, retention.transitions),
+                batch,
+            )
+            .await?;
+        swept.audit = self
+            .delete_batches(
+                "deleting old audit entries",
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+                cutoff(now, retention.audit),
                 batch,
             )
             .await?;

@@ -252,6 +252,8 @@ pub struct RetentionConfig {
     /// `Deleted` and `Rejected` environments not changed for this long are deleted, with
     /// their history.
     pub finished_environments_hours: u64,
+    /// Audit log entries (admin API actions, token commands) older than this are deleted.
+    pub audit_hours: u64,
     /// Rows per delete statement: a smaller batch holds SQLite's write lock for less time.
     pub batch_rows: u32,
 }
@@ -265,6 +267,7 @@ impl Default for RetentionConfig {
             deliveries_hours: 24 * 7,
             transitions_hours: 24 * 7,
             finished_environments_hours: 24 * 30,
+            audit_hours: 24 * 365,
             batch_rows: 1_000,
         }
     }
@@ -280,6 +283,7 @@ impl RetentionConfig {
             deliveries: hours(self.deliveries_hours),
             transitions: hours(self.transitions_hours),
             finished_environments: hours(self.finished_environments_hours),
+            audit: hours(self.audit_hours),
             batch: self.batch_rows,
         }
     }

@@ -129,11 +129,13 @@ impl Config {
                 "must be between 60 and 604800 (a week)",
             );
         }
-        if [r.done_jobs_hours, r.dead_jobs_hours, r.transitions_hours, r.finished_environments_hours].contains(&0) {
+        if [r.done_jobs_hours, r.dead_jobs_hours, r.transitions_hours, r.finished_environments_hours, r.audit_hours]
+            .contains(&0)
+        {
             return invalid(
                 "retention",
                 "PREVIEWD_RETENTION__*",
-                "done_jobs_hours, dead_jobs_hours, transitions_hours and finished_environments_hours must be at least 1",
+                "done_jobs_hours, dead_jobs_hours, transitions_hours, finished_environments_hours and audit_hours must be at least 1",
             );
         }
         if r.deliveries_hours < self.github.redelivery_window_hours.max(1) {

@@ -1,5 +1,7 @@
-//! previewd's HTTP surface: the GitHub webhook endpoint and the operations endpoints.
+//! previewd's HTTP surface: the GitHub webhook endpoint, the admin API and the operations
+//! endpoints.
 
+pub mod api;
 mod body;
 mod ops;
 mod serve;
@@ -11,6 +13,7 @@ use crate::metrics::Metrics;
 use axum::Router;
 use axum::routing::{get, post};
 use previewd_environments::policy::Policy;
+use previewd_environments::reconcile::Engine;
 use previewd_environments::store::Store;
 use std::sync::Arc;
 
@@ -31,6 +34,8 @@ pub struct AppState {
     pub policy: Option<Arc<Policy>>,
     /// Memory and time allowed for webhook bodies (`http.*` settings).
     pub bodies: BodyBudget,
+    /// The engine, for the admin API's actions (its policy) ; `None` without a policy.
+    pub engine: Option<Arc<Engine>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,5 +44,6 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(api::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
         .with_state(state)
 }

@@ -74,7 +74,13 @@ pub async fn serve(
                 }
             },
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(tower::Layer::layer(
+                &axum::Extension(axum::extract::ConnectInfo(peer)),
+                router.clone(),
+            )),
+        );
         let open = Open::new(metrics.clone(), slot);
         let stop = stop.clone();
         connections.spawn(async move {

@@ -16,6 +16,7 @@ use crate::github::api::Permission;
 use crate::github::commands::{self, Command, ShaPrefix};
 use crate::github::report::GitHubSide;
 use crate::worker::JobError;
+use previewd_environments::actions::{self, Action, ActionError, Actor};
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo};
 use previewd_environments::spec::Commands;
 use previewd_environments::store::SeenHead;
@@ -170,42 +171,22 @@ impl JobRunner {
                 let seen = named.clone().map_or(Seen::HeadAt(created_at), Seen::Named);
                 return self.approve(side, repo, number, author, &seen, None).await;
             }
-            Command::Redeploy => match current.filter(|_| live) {
-                Some(env) => {
-                    let pr = env.pull_request();
-                    self.store.record_environment(&pr, EnvironmentState::Pending, None).await.map_err(transient)?;
-                    self.store.touch_environment(env.id).await.map_err(transient)?;
-                    let note = format!("@{author} asked for a redeploy");
-                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
-                    self.queue_reconcile(env.id).await?;
+            Command::Redeploy | Command::Extend(_) | Command::Destroy => {
+                let action = match command {
+                    Command::Redeploy => Action::Redeploy,
+                    Command::Extend(by) => Action::Extend(*by),
+                    _ => Action::Destroy,
+                };
+                match (current.filter(|_| live), &self.engine) {
+                    (Some(env), Some(engine)) => {
+                        let actor = Actor::Command { login: author.to_owned() };
+                        actions::act(&self.store, &engine.policy, &env, action, &actor, self.max_attempts)
+                            .await
+                            .map_err(action_failed)?;
+                    }
+                    _ => self.note_without_environment(repo, number, author, action.verb()).await?,
                 }
-                None => self.note_without_environment(repo, number, author, "redeploy").await?,
-            },
-            Command::Extend(by) => match (current.filter(|_| live), &self.engine) {
-                (Some(env), Some(engine)) => {
-                    let until = engine.extend(env.id, *by).await.map_err(|e| JobError::Transient(e.to_string()))?;
-                    let note = format!(
-                        "@{author} extended the environment to {}",
-                        previewd_environments::time::rfc3339(until)
-                    );
-                    self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
-                    // The namespace carries the expiry too.
-                    self.queue_reconcile(env.id).await?;
-                }
-                _ => self.note_without_environment(repo, number, author, "extend").await?,
-            },
-            Command::Destroy => match current.filter(|_| live) {
-                Some(env) => {
-                    let reason = format!("destroyed by @{author} with `/preview destroy`");
-                    self.store
-                        .record_environment(&env.pull_request(), EnvironmentState::Deleting, Some(&reason))
-                        .await
-                        .map_err(transient)?;
-                    self.store.set_command_state(env.id, Some(false), None, None).await.map_err(transient)?;
-                    self.queue_reconcile(env.id).await?;
-                }
-                None => self.note_without_environment(repo, number, author, "destroy").await?,
-            },
+            }
             Command::Status => {
                 if let Some(env) = current {
                     self.store.queue_report(env.id).await.map_err(transient)?;
@@ -302,6 +283,15 @@ impl JobRunner {
             self.store.set_command_state(env.id, None, None, Some(&note)).await.map_err(transient)?;
         }
         Ok(())
+    }
+}
+
+/// A refusal cannot happen here (the environment was live when read; a race with a teardown
+/// is a store refusal): both are worth no retry. The store's own errors keep their class.
+fn action_failed(error: ActionError) -> JobError {
+    match error {
+        ActionError::Store(error) => transient(error),
+        refused => JobError::Permanent(refused.to_string()),
     }
 }
 

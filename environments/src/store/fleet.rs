@@ -1,0 +1,138 @@
+//! The fleet as the platform team reads it (the admin API, the CLI): environments by filter,
+//! one page at a time.
+//!
+//! Pages are keyed by id, newest first (`id < cursor`). Ids never change, so a listing that runs
+//! while environments change state is neither skipped nor repeated: ordering by `updated_at`
+//! would move an environment that changes during the walk from a page not yet read to one
+//! already read.
+
+use super::{Store, StoreError, with_pool};
+use crate::model::EnvironmentState;
+use crate::time::Millis;
+
+/// Which environments to list. Every field narrows; matching is exact, owner and repository
+/// names case-insensitive (as GitHub treats them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentFilter {
+    /// `owner/name`
+    pub repository: Option<(String, String)>,
+    pub owner: Option<String>,
+    pub state: Option<EnvironmentState>,
+    pub author: Option<String>,
+    /// Changed at or after this time.
+    pub updated_since: Option<Millis>,
+}
+
+/// An environment as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnvironmentSummary {
+    pub id: i64,
+    pub repo_id: i64,
+    pub repo_owner: String,
+    pub repo_name: String,
+    pub pr_number: i64,
+    pub head_sha: String,
+    pub head_branch: String,
+    pub author: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub deployed_sha: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub warned_at: Option<Millis>,
+    pub note: Option<String>,
+    pub from_fork: bool,
+}
+
+pub(super) const SUMMARY_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, \
+     author, state, reason, name, url, deployed_sha, created_at, updated_at, expires_at, warned_at, note, from_fork";
+
+impl Store {
+    /// Up to `limit` environments matching `filter` with an id below `before` (all when `None`),
+    /// newest first.
+    pub async fn list_environments(
+        &self,
+        filter: &EnvironmentFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EnvironmentSummary>, StoreError> {
+        let (repo_owner, repo_name) = filter.repository.clone().unzip();
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM environments WHERE ($1 IS NULL OR id < $1) \
+             AND ($2 IS NULL OR (LOWER(repo_owner) = LOWER($2) AND LOWER(repo_name) = LOWER($3))) \
+             AND ($4 IS NULL OR LOWER(repo_owner) = LOWER($4)) AND ($5 IS NULL OR state = $5) \
+             AND ($6 IS NULL OR LOWER(author) = LOWER($6)) AND ($7 IS NULL OR updated_at >= $7) \
+             ORDER BY id DESC LIMIT $8"
+        )))
+        .bind(before)
+        .bind(repo_owner)
+        .bind(repo_name)
+        .bind(filter.owner.as_deref())
+        .bind(filter.state.map(EnvironmentState::as_str))
+        .bind(filter.author.as_deref())
+        .bind(filter.updated_since)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("listing environments")))
+    }
+
+    /// One environment by id.
+    pub async fn environment_summary(&self, id: i64) -> Result<Option<EnvironmentSummary>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM environments WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading an environment")))
+    }
+}
+
+/// Live slots and waiters of one repository, for the limits view.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RepositorySlots {
+    pub repo_id: i64,
+    pub repo_owner: String,
+    pub repo_name: String,
+    /// Environments holding an admission slot (counted against the limits).
+    pub held: i64,
+    /// Environments waiting for one.
+    pub waiting: i64,
+}
+
+impl Store {
+    /// Transitions that usage over `[from, to)` needs, by environment then time: every row
+    /// before `to` of each environment that changed during the period or holds resources now.
+    pub async fn usage_rows(&self, from: Millis, to: Millis) -> Result<Vec<crate::usage::UsageRow>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT t.environment_id, e.repo_owner, e.repo_name, t.to_state, t.at, t.requests_cpu_millis, \
+                t.requests_memory_bytes FROM environment_transitions t JOIN environments e ON e.id = t.environment_id \
+             WHERE t.at < $2 AND (e.state IN ('Provisioning', 'Ready', 'Failed', 'Deleting') \
+                OR EXISTS (SELECT 1 FROM environment_transitions w WHERE w.environment_id = t.environment_id AND w.at >= $1)) \
+             ORDER BY t.environment_id, t.at, t.id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("reading usage")))
+    }
+
+    /// Slots held and waiters, per repository that has either.
+    pub async fn slots(&self) -> Result<Vec<RepositorySlots>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT repo_id, MIN(repo_owner) AS repo_owner, MIN(repo_name) AS repo_name, \
+                SUM(CASE WHEN admitted_at IS NOT NULL THEN 1 ELSE 0 END) AS held, \
+                SUM(CASE WHEN waiting_since IS NOT NULL AND admitted_at IS NULL THEN 1 ELSE 0 END) AS waiting \
+             FROM environments WHERE admitted_at IS NOT NULL OR waiting_since IS NOT NULL \
+             GROUP BY repo_id ORDER BY MIN(repo_owner), MIN(repo_name)",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("counting admission slots")))
+    }
+}

@@ -1,0 +1,139 @@
+//! The admin API's client, for the CLI: one base URL, one bearer token, and the server's own
+//! words when it refuses.
+
+use crate::cli::ServerArgs;
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one call may take, connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most of an answer the CLI reads.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// previewd answered with an error: shown as previewd worded it.
+    #[error("previewd refused ({status}): {message}")]
+    Refused { status: StatusCode, message: String },
+    #[error("cannot reach previewd at {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    #[error("previewd's answer cannot be read ({0}); is --server a previewd?")]
+    Unreadable(String),
+}
+
+pub struct ApiClient {
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Without a trailing slash.
+    base: String,
+    token: SecretString,
+}
+
+/// `{error, message}`, as every error answer is.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    message: String,
+}
+
+impl ApiClient {
+    /// The token comes from `--token-file`, else `PREVIEWD_TOKEN`.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<ApiClient> {
+        let token = match &args.token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file {}", file.display()))?
+                .trim()
+                .to_owned(),
+            None => std::env::var("PREVIEWD_TOKEN").context(
+                "no token: set PREVIEWD_TOKEN or pass --token-file (create one with `previewd token create`)",
+            )?,
+        };
+        let base = args.server.trim_end_matches('/').to_owned();
+        let uri: Uri = base
+            .parse()
+            .with_context(|| format!("--server {}: not a URL like https://previewd.example.com", args.server))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            anyhow::bail!("--server {}: not a URL like https://previewd.example.com", args.server);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
+        {
+            Ok(builder) => builder,
+            Err(error) if uri.scheme_str() == Some("https") => {
+                return Err(error).context("reading the system's trusted certificates (needed for an https --server)");
+            }
+            // Plain HTTP needs no roots.
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .context("setting up TLS")?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        let https = builder.https_or_http().enable_http1().build();
+        let http = Client::builder(TokioExecutor::new()).build(https);
+        Ok(ApiClient { http, base, token: SecretString::from(token) })
+    }
+
+    /// Calls `path` (with its query, from `/api/...`) and reads the JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let unreachable = |detail: String| ClientError::Unreachable { server: self.base.clone(), detail };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}/{}", self.base, path.trim_start_matches('/')))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token.expose_secret()))
+            .header(header::USER_AGENT, concat!("previewd-cli/", env!("CARGO_PKG_VERSION")));
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(body.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).map_err(|e| ClientError::Unreadable(e.to_string()))?;
+        let call = async {
+            let response = self.http.request(request).await.map_err(|e| unreachable(error_chain(&e)))?;
+            let status = response.status();
+            let limited = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES);
+            let bytes = limited.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(ClientError::Refused { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable(e.to_string()))
+    }
+}
+
+/// An error with its causes (`connection refused` is a cause of hyper's "client error").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,62 @@
+//! `GET /api/v1/audit`: who did what, newest first (admin tokens only).
+
+use super::{ApiError, Caller, Page};
+use crate::http::AppState;
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use previewd_environments::store::{AuditRecord, TokenScope};
+use previewd_environments::time::rfc3339;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub at: String,
+    /// `token:<name>` for the API, `cli` for the token commands.
+    pub actor: String,
+    pub action: String,
+    pub environment_id: Option<i64>,
+    pub target: String,
+    pub detail: Option<String>,
+    /// `done`, or `refused (<status>): <message>`.
+    pub outcome: String,
+    /// The peer address of the request.
+    pub remote: Option<String>,
+}
+
+impl From<AuditRecord> for AuditEntryView {
+    fn from(r: AuditRecord) -> Self {
+        AuditEntryView {
+            id: r.id,
+            at: rfc3339(r.at),
+            actor: r.actor,
+            action: r.action,
+            environment_id: r.environment_id,
+            target: r.target,
+            detail: r.detail,
+            outcome: r.outcome,
+            remote: r.remote,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(TokenScope::Admin)?;
+    let mut page = Page::default();
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        page.take(&key, &value)?;
+    }
+    let rows = app.store.audit_entries(page.before, page.limit + 1).await?;
+    let (entries, next_cursor) = page.split(rows, |r| r.id);
+    Ok(Json(AuditPage { entries: entries.into_iter().map(AuditEntryView::from).collect(), next_cursor }))
+}

@@ -1,0 +1,354 @@
+//! `/api/v1/environments`: list, show, and act on environments.
+
+use super::{ApiError, Caller, Page};
+use crate::http::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use previewd_environments::actions::{self, Action, ActionError, Actor, Done};
+use previewd_environments::hints;
+use previewd_environments::model::EnvironmentState;
+use previewd_environments::store::{
+    EnvironmentFilter, EnvironmentSummary, NewAuditEntry, TokenScope, TransitionRecord,
+};
+use previewd_environments::time::{parse_rfc3339, rfc3339};
+use serde::{Deserialize, Serialize};
+
+/// An environment as the API shows it. Times are RFC 3339 UTC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentView {
+    pub id: i64,
+    /// `owner/name`
+    pub repository: String,
+    pub repository_id: i64,
+    pub pull_request: PullRequestView,
+    pub state: EnvironmentState,
+    /// Why it is in that state (a failure, a refusal, what a rollout waits for).
+    pub reason: Option<String>,
+    /// The namespace.
+    pub name: Option<String>,
+    pub url: Option<String>,
+    /// The head commit previewd is asked to deploy.
+    pub head_sha: String,
+    /// The commit the environment last became Ready with.
+    pub deployed_sha: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: Option<String>,
+    /// When the warning before the current expiry was posted.
+    pub expiry_warned_at: Option<String>,
+    /// The outcome of the last command or API action, as the pull request shows it.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequestView {
+    pub number: i64,
+    pub author: String,
+    pub head_branch: String,
+    pub from_fork: bool,
+}
+
+impl From<EnvironmentSummary> for EnvironmentView {
+    fn from(e: EnvironmentSummary) -> Self {
+        let state = EnvironmentState::parse(&e.state).unwrap_or(EnvironmentState::Failed);
+        EnvironmentView {
+            id: e.id,
+            repository: format!("{}/{}", e.repo_owner, e.repo_name),
+            repository_id: e.repo_id,
+            pull_request: PullRequestView {
+                number: e.pr_number,
+                author: e.author,
+                head_branch: e.head_branch,
+                from_fork: e.from_fork,
+            },
+            state,
+            reason: e.reason,
+            name: e.name,
+            url: e.url,
+            head_sha: e.head_sha,
+            deployed_sha: e.deployed_sha,
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            expires_at: e.expires_at.map(rfc3339),
+            expiry_warned_at: e.warned_at.map(rfc3339),
+            note: e.note,
+        }
+    }
+}
+
+/// One page of environments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentPage {
+    pub environments: Vec<EnvironmentView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/environments`
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EnvironmentPage>, ApiError> {
+    caller.require(TokenScope::Read)?;
+    let mut filter = EnvironmentFilter::default();
+    let mut page = Page::default();
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        let bad = |problem: &str| ApiError::field(StatusCode::BAD_REQUEST, &key, problem);
+        match &*key {
+            "repository" => {
+                let (owner, name) = value
+                    .split_once('/')
+                    .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+                    .ok_or_else(|| bad("must be `owner/name`"))?;
+                filter.repository = Some((owner.to_owned(), name.to_owned()));
+            }
+            "owner" => filter.owner = Some(value.into_owned()),
+            "author" => filter.author = Some(value.into_owned()),
+            "state" => {
+                let names: Vec<&str> = EnvironmentState::ALL.iter().map(|s| s.as_str()).collect();
+                filter.state = Some(
+                    EnvironmentState::parse(&value)
+                        .ok_or_else(|| bad(&format!("must be one of {}", names.join(", "))))?,
+                );
+            }
+            "updated_since" => {
+                filter.updated_since = Some(
+                    parse_rfc3339(&value).map_err(|_| bad("must be an RFC 3339 UTC time like 2026-12-07T05:30:00Z"))?,
+                );
+            }
+            _ => page.take(&key, &value)?,
+        }
+    }
+    let rows = app.store.list_environments(&filter, page.before, page.limit + 1).await?;
+    let (environments, next_cursor) = page.split(rows, |e| e.id);
+    Ok(Json(EnvironmentPage {
+        environments: environments.into_iter().map(EnvironmentView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One change of state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransitionView {
+    pub from: Option<String>,
+    pub to: String,
+    pub head_sha: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+impl From<TransitionRecord> for TransitionView {
+    fn from(t: TransitionRecord) -> Self {
+        TransitionView { from: t.from_state, to: t.to_state, head_sha: t.head_sha, reason: t.reason, at: rfc3339(t.at) }
+    }
+}
+
+/// The last time the environment failed, with what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureView {
+    pub reason: String,
+    pub head_sha: String,
+    pub at: String,
+    /// What kind of failure it is (`image_pull`, `quota`, `admission`, `crash_loop`, `timeout`,
+    /// `dns`, `config`, `template`), when previewd recognises it.
+    pub cause: Option<String>,
+    /// What the pull request's author or the platform team can do about it.
+    pub hint: Option<String>,
+}
+
+/// An environment with its history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentDetail {
+    #[serde(flatten)]
+    pub environment: EnvironmentView,
+    /// Oldest first, as far back as retention keeps them.
+    pub transitions: Vec<TransitionView>,
+    pub last_failure: Option<FailureView>,
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::field(StatusCode::BAD_REQUEST, "id", "must be a positive integer (an environment's `id`)")
+    })
+}
+
+async fn summary(app: &AppState, id: i64) -> Result<EnvironmentSummary, ApiError> {
+    app.store.environment_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))
+}
+
+/// `GET /api/v1/environments/{id}`
+pub async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnvironmentDetail>, ApiError> {
+    caller.require(TokenScope::Read)?;
+    let id = parse_id(&id)?;
+    let environment = summary(&app, id).await?;
+    let transitions = app.store.transitions(id).await?;
+    let last_failure = transitions.iter().rev().find(|t| t.to_state == EnvironmentState::Failed.as_str()).map(|t| {
+        let reason = t.reason.clone().unwrap_or_default();
+        let hint = hints::hint(&reason);
+        FailureView {
+            cause: hint.map(|h| h.cause.to_owned()),
+            hint: hint.map(|h| h.what_to_do.to_owned()),
+            reason,
+            head_sha: t.head_sha.clone(),
+            at: rfc3339(t.at),
+        }
+    });
+    Ok(Json(EnvironmentDetail {
+        environment: environment.into(),
+        transitions: transitions.into_iter().map(TransitionView::from).collect(),
+        last_failure,
+    }))
+}
+
+/// The body of `POST .../extend`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    /// How much later, like `2h`, `90m` or `1d`.
+    duration: String,
+}
+
+/// `POST /api/v1/environments/{id}/extend {"duration": "2h"}`
+pub async fn extend(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: ExtendBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::field(StatusCode::BAD_REQUEST, "body", format!("must be JSON like {{\"duration\": \"2h\"}} ({e})"))
+    })?;
+    let by = humantime::parse_duration(body.duration.trim()).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duration",
+            "must be a duration longer than zero, like `2h`, `90m` or `1d`",
+        )
+    })?;
+    take_action(app, caller, &id, Action::Extend(by), Some(format!("duration={}", body.duration.trim()))).await
+}
+
+/// `POST /api/v1/environments/{id}/redeploy`
+pub async fn redeploy(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    take_action(app, caller, &id, Action::Redeploy, None).await
+}
+
+/// `DELETE /api/v1/environments/{id}`
+pub async fn destroy(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    take_action(app, caller, &id, Action::Destroy, None).await
+}
+
+/// Carries out `action` through the same code as the pull request's commands, and audits it,
+/// refusals included.
+async fn take_action(
+    app: AppState,
+    caller: Caller,
+    id: &str,
+    action: Action,
+    detail: Option<String>,
+) -> Result<Response, ApiError> {
+    let outcome = act(&app, &caller, id, action).await;
+    let id = id.parse::<i64>().ok();
+    let target = match id {
+        Some(id) => match app.store.environment_summary(id).await.ok().flatten() {
+            Some(e) => format!("{}/{}#{}", e.repo_owner, e.repo_name, e.pr_number),
+            None => format!("environment {id}"),
+        },
+        None => "(no such environment)".to_owned(),
+    };
+    let written = match &outcome {
+        Ok(_) => "done".to_owned(),
+        Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
+    };
+    app.store
+        .audit(&NewAuditEntry {
+            actor: &caller.actor(),
+            action: action.name(),
+            environment_id: id,
+            target: &target,
+            detail: detail.as_deref(),
+            outcome: &written,
+            remote: caller.remote.as_deref(),
+        })
+        .await?;
+    let (status, done) = outcome?;
+    let environment: EnvironmentView = summary(&app, id.unwrap_or_default()).await?.into();
+    Ok((status, Json(ActionAnswer { environment, capped: matches!(done, Done::Extended { capped: true, .. }) }))
+        .into_response())
+}
+
+/// What an action answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionAnswer {
+    /// The environment after the action (the reconcile that carries it out runs next).
+    pub environment: EnvironmentView,
+    /// For an extension: whether the policy's `ttl.max` cut it short.
+    pub capped: bool,
+}
+
+async fn act(app: &AppState, caller: &Caller, id: &str, action: Action) -> Result<(StatusCode, Done), ApiError> {
+    caller.require(TokenScope::Admin)?;
+    let id = parse_id(id)?;
+    let Some(engine) = &app.engine else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_engine",
+            "this previewd has no policy_file: it manages no environments",
+        ));
+    };
+    let env = app
+        .store
+        .reconcile_record(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))?;
+    if let Action::Extend(by) = action {
+        let max = engine.policy.for_repository(&env.repo_owner, &env.repo_name).ttl.max;
+        if by > max {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "duration",
+                format!(
+                    "{} is longer than the policy's ttl.max for {}/{} ({})",
+                    humantime::format_duration(by),
+                    env.repo_owner,
+                    env.repo_name,
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+    }
+    let done = actions::act(
+        &app.store,
+        &engine.policy,
+        &env,
+        action,
+        &Actor::Api { token: caller.token.name.clone() },
+        app.job_max_attempts,
+    )
+    .await
+    .map_err(|error| match error {
+        ActionError::NotLive(..) => ApiError::new(StatusCode::CONFLICT, "not_live", error.to_string()),
+        ActionError::Store(error) if !error.is_retryable() => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", "the environment changed meanwhile; read it again")
+        }
+        ActionError::Store(error) => error.into(),
+    })?;
+    let status = if matches!(done, Done::Extended { .. }) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, done))
+}
