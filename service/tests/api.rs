@@ -32,8 +32,9 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 }
 
 /// A request with `token` (or none); the status and the JSON answer.
+/// Every answer is checked against the committed OpenAPI description.
 async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url);
+    let mut request = reqwest::Client::new().request(method.clone(), url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -50,6 +51,7 @@ async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Opt
             "{status}: error answers are {{error, message}}: {value}"
         );
     }
+    common::openapi::check(method.as_str(), url, status, &value);
     (status, value)
 }
 

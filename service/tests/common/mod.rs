@@ -2,6 +2,7 @@
 //! that signs deliveries the way GitHub does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod openapi;
 pub mod story;
 
 use previewd::config::Config;

@@ -8,7 +8,7 @@ use previewd_environments::store::{AuditRecord, TokenScope};
 use previewd_environments::time::rfc3339;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntryView {
     pub id: i64,
     pub at: String,
@@ -40,12 +40,25 @@ impl From<AuditRecord> for AuditEntryView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     pub next_cursor: Option<String>,
 }
 
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "listAudit", tag = "audit", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 100 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = AuditPage),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,

@@ -17,13 +17,15 @@ use previewd_environments::time::{parse_rfc3339, rfc3339};
 use serde::{Deserialize, Serialize};
 
 /// An environment as the API shows it. Times are RFC 3339 UTC.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentView {
     pub id: i64,
     /// `owner/name`
     pub repository: String,
     pub repository_id: i64,
     pub pull_request: PullRequestView,
+    /// `Pending`, `Provisioning`, `Ready`, `Failed`, `Deleting`, `Deleted` or `Rejected`.
+    #[schema(value_type = String, example = "Ready")]
     pub state: EnvironmentState,
     /// Why it is in that state (a failure, a refusal, what a rollout waits for).
     pub reason: Option<String>,
@@ -43,7 +45,7 @@ pub struct EnvironmentView {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullRequestView {
     pub number: i64,
     pub author: String,
@@ -80,14 +82,31 @@ impl From<EnvironmentSummary> for EnvironmentView {
 }
 
 /// One page of environments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentPage {
     pub environments: Vec<EnvironmentView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/environments`
+/// List environments, newest first.
+#[utoipa::path(get, path = "/api/v1/environments", operation_id = "listEnvironments", tag = "environments", security(("bearer" = [])),
+    params(
+        ("repository" = Option<String>, Query, description = "`owner/name`"),
+        ("owner" = Option<String>, Query, description = "The repositories' owner"),
+        ("state" = Option<String>, Query, description = "`Pending`, `Provisioning`, `Ready`, `Failed`, `Deleting`, `Deleted` or `Rejected`"),
+        ("author" = Option<String>, Query, description = "The pull request's author"),
+        ("updated_since" = Option<String>, Query, description = "Changed at or after this RFC 3339 UTC time"),
+        ("limit" = Option<u32>, Query, description = "1 to 100 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = EnvironmentPage),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -132,7 +151,7 @@ pub async fn list(
 }
 
 /// One change of state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitionView {
     pub from: Option<String>,
     pub to: String,
@@ -148,7 +167,7 @@ impl From<TransitionRecord> for TransitionView {
 }
 
 /// The last time the environment failed, with what to do about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureView {
     pub reason: String,
     pub head_sha: String,
@@ -161,7 +180,7 @@ pub struct FailureView {
 }
 
 /// An environment with its history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentDetail {
     #[serde(flatten)]
     pub environment: EnvironmentView,
@@ -180,7 +199,16 @@ async fn summary(app: &AppState, id: i64) -> Result<EnvironmentSummary, ApiError
     app.store.environment_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))
 }
 
-/// `GET /api/v1/environments/{id}`
+/// One environment with its history and last failure.
+#[utoipa::path(get, path = "/api/v1/environments/{id}", operation_id = "getEnvironment", tag = "environments", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    responses(
+        (status = 200, description = "The environment", body = EnvironmentDetail),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn show(
     State(app): State<AppState>,
     caller: Caller,
@@ -209,14 +237,26 @@ pub async fn show(
 }
 
 /// The body of `POST .../extend`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendBody {
+pub struct ExtendBody {
     /// How much later, like `2h`, `90m` or `1d`.
     duration: String,
 }
 
-/// `POST /api/v1/environments/{id}/extend {"duration": "2h"}`
+/// Move an environment's expiry later, within the policy's `ttl.max`.
+#[utoipa::path(post, path = "/api/v1/environments/{id}/extend", operation_id = "extendEnvironment", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    request_body = ExtendBody,
+    responses(
+        (status = 200, description = "Extended", body = ActionAnswer),
+        (status = 422, description = "The duration does not read, or is longer than `ttl.max`", body = ApiError),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 409, description = "The environment is not live, or this previewd has no policy", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn extend(
     State(app): State<AppState>,
     caller: Caller,
@@ -236,7 +276,17 @@ pub async fn extend(
     take_action(app, caller, &id, Action::Extend(by), Some(format!("duration={}", body.duration.trim()))).await
 }
 
-/// `POST /api/v1/environments/{id}/redeploy`
+/// Deploy an environment's head commit again.
+#[utoipa::path(post, path = "/api/v1/environments/{id}/redeploy", operation_id = "redeployEnvironment", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    responses(
+        (status = 202, description = "The redeploy is under way", body = ActionAnswer),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 409, description = "The environment is not live, or this previewd has no policy", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn redeploy(
     State(app): State<AppState>,
     caller: Caller,
@@ -245,7 +295,17 @@ pub async fn redeploy(
     take_action(app, caller, &id, Action::Redeploy, None).await
 }
 
-/// `DELETE /api/v1/environments/{id}`
+/// Tear an environment down now.
+#[utoipa::path(delete, path = "/api/v1/environments/{id}", operation_id = "destroyEnvironment", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    responses(
+        (status = 202, description = "The teardown is under way", body = ActionAnswer),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 409, description = "The environment is not live, or this previewd has no policy", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn destroy(
     State(app): State<AppState>,
     caller: Caller,
@@ -294,7 +354,7 @@ async fn take_action(
 }
 
 /// What an action answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionAnswer {
     /// The environment after the action (the reconcile that carries it out runs next).
     pub environment: EnvironmentView,

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod environments;
+pub mod openapi;
 pub mod usage;
 
 use super::AppState;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/usage", get(usage::usage))
         .route("/api/v1/limits", get(usage::limits))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .fallback(not_found)
 }
 
@@ -96,7 +98,7 @@ impl Page {
 }
 
 /// An error answer: `{"error", "message"}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,

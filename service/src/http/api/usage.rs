@@ -16,7 +16,7 @@ const MAX_PERIOD_DAYS: i64 = 400;
 const DAY_MS: i64 = 86_400_000;
 
 /// Usage of one repository or owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageGroup {
     /// `owner/name` or `owner`.
     pub key: String,
@@ -29,7 +29,7 @@ pub struct UsageGroup {
     pub memory_gib_hours: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageAnswer {
     pub from: String,
     pub to: String,
@@ -40,7 +40,21 @@ pub struct UsageAnswer {
     pub limits: LimitsAnswer,
 }
 
-/// `GET /api/v1/usage?from=&to=&group_by=repository|owner`
+/// Environment-hours and requested CPU- and memory-hours per repository or owner.
+#[utoipa::path(get, path = "/api/v1/usage", operation_id = "getUsage", tag = "fleet", security(("bearer" = [])),
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339 UTC; default 30 days before `to`"),
+        ("to" = Option<String>, Query, description = "RFC 3339 UTC; default now"),
+        ("group_by" = Option<String>, Query, description = "`repository` (default) or `owner`"),
+    ),
+    responses(
+        (status = 200, description = "Usage and the limits now", body = UsageAnswer),
+        (status = 422, description = "`from` is not before `to`, or the period is too long", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn usage(
     State(app): State<AppState>,
     caller: Caller,
@@ -102,7 +116,7 @@ pub async fn usage(
 }
 
 /// A count against its limit (`null` without a policy).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Count {
     /// `owner/name`, `owner`, or `global`.
     pub scope: String,
@@ -113,7 +127,7 @@ pub struct Count {
     pub waiting: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitsAnswer {
     pub global: Count,
     pub owners: Vec<Count>,
@@ -124,7 +138,15 @@ pub struct LimitsAnswer {
     pub queued_jobs: i64,
 }
 
-/// `GET /api/v1/limits`
+/// Live environments against each limit, waiters, and the job queue.
+#[utoipa::path(get, path = "/api/v1/limits", operation_id = "getLimits", tag = "fleet", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The counts", body = LimitsAnswer),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
 pub async fn limits(State(app): State<AppState>, caller: Caller) -> Result<Json<LimitsAnswer>, ApiError> {
     caller.require(TokenScope::Read)?;
     Ok(Json(limits_now(&app).await?))
