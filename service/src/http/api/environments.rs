@@ -336,17 +336,21 @@ async fn take_action(
         Ok(_) => "done".to_owned(),
         Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
     };
-    app.store
-        .audit(&NewAuditEntry {
-            actor: &caller.actor(),
-            action: action.name(),
-            environment_id: id,
-            target: &target,
-            detail: detail.as_deref(),
-            outcome: &written,
-            remote: caller.remote.as_deref(),
-        })
-        .await?;
+    let entry = NewAuditEntry {
+        actor: &caller.actor(),
+        action: action.name(),
+        environment_id: id,
+        target: &target,
+        detail: detail.as_deref(),
+        outcome: &written,
+        remote: caller.remote.as_deref(),
+    };
+    // The action is done (or refused) whatever happens to its entry: answering 503 now would
+    // invite a retry that extends twice. The entry is not lost from sight: it goes to the log.
+    if let Err(error) = app.store.audit(&entry).await {
+        tracing::error!(error = %error, actor = entry.actor, action = entry.action, target = entry.target,
+            outcome = entry.outcome, remote = entry.remote, "the audit log could not be written");
+    }
     let (status, done) = outcome?;
     let environment: EnvironmentView = summary(&app, id.unwrap_or_default()).await?.into();
     Ok((status, Json(ActionAnswer { environment, capped: matches!(done, Done::Extended { capped: true, .. }) }))
