@@ -325,12 +325,15 @@ async fn take_action(
 ) -> Result<Response, ApiError> {
     let outcome = act(&app, &caller, id, action).await;
     let id = id.parse::<i64>().ok();
-    let target = match id {
-        Some(id) => match app.store.environment_summary(id).await.ok().flatten() {
-            Some(e) => format!("{}/{}#{}", e.repo_owner, e.repo_name, e.pr_number),
-            None => format!("environment {id}"),
-        },
-        None => "(no such environment)".to_owned(),
+    // Read once, after the action: it names the target in the audit log and is the answer.
+    let after = match id {
+        Some(id) => app.store.environment_summary(id).await,
+        None => Ok(None),
+    };
+    let target = match (&after, id) {
+        (Ok(Some(e)), _) => format!("{}/{}#{}", e.repo_owner, e.repo_name, e.pr_number),
+        (_, Some(id)) => format!("environment {id}"),
+        (_, None) => "(no such environment)".to_owned(),
     };
     let written = match &outcome {
         Ok(_) => "done".to_owned(),
@@ -352,7 +355,8 @@ async fn take_action(
             outcome = entry.outcome, remote = entry.remote, "the audit log could not be written");
     }
     let (status, done) = outcome?;
-    let environment: EnvironmentView = summary(&app, id.unwrap_or_default()).await?.into();
+    let missing = || ApiError::not_found(format!("there is no environment {}", id.unwrap_or_default()));
+    let environment: EnvironmentView = after?.ok_or_else(missing)?.into();
     Ok((status, Json(ActionAnswer { environment, capped: matches!(done, Done::Extended { capped: true, .. }) }))
         .into_response())
 }
