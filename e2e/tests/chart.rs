@@ -226,7 +226,10 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
     assert_eq!(env["PREVIEWD_DATABASE_URL"]["secretKeyRef"], json!({"name": "previewd-database", "key": "url"}));
     assert_eq!(env["PREVIEWD_INSTANCE"], "previewd-prod");
     assert_eq!(env["PREVIEWD_POLICY_FILE"], "/etc/previewd/policy.yaml");
-    assert_eq!(env["PREVIEWD_REPO_CONFIG_FILE"], "/etc/previewd/repo-config.yaml");
+    // A GitHub App: each repository's own .preview.yaml, so no fixed one (previewd refuses both).
+    assert_eq!(env["PREVIEWD_GITHUB__APP_ID"], "123456");
+    assert_eq!(env["PREVIEWD_GITHUB__PRIVATE_KEY_FILE"], "/var/run/secrets/previewd/github-app/private-key.pem");
+    assert!(!env.contains_key("PREVIEWD_REPO_CONFIG_FILE"));
 
     let ingress = one(&docs, "Ingress");
     let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
@@ -275,10 +278,15 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     assert!(message.contains("database.existingSecret.name is required"), "{message}");
     let message = refused(&["webhook.existingSecret.name="]);
     assert!(message.contains("webhook.existingSecret.name is required"), "{message}");
+    // previewd refuses a fixed .preview.yaml with an App, and a policy with neither.
+    let message = refused(&["githubApp.appId=1,githubApp.existingSecret.name=k,repoConfig.image=x"]);
+    assert!(message.contains("repoConfig is for running without a GitHub App"), "{message}");
+    let message = refused(&["policy.base_domain=preview.example.com"]);
+    assert!(message.contains("policy needs a source of .preview.yaml"), "{message}");
     let message = refused(&["ingress.enabled=true"]);
     assert!(message.contains("ingress"), "{message}");
     // Values that become CEL string literals in the admission policies must be plain names.
-    let message = refused(&["policy.base_domain=x' || true || '"]);
+    let message = refused(&["policy.base_domain=x' || true || '", "repoConfig.port=8080"]);
     assert!(message.contains("is not a DNS name"), "{message}");
     let message = refused(&["rbac.readClusterRole=a' || true || 'b"]);
     assert!(message.contains("at '/rbac/readClusterRole'"), "{message}");
@@ -351,7 +359,8 @@ fn chart_rbac() -> Vec<Value> {
         "--set",
         "serviceAccount.name=previewd,secretsSourceNamespace=previewd-source",
         "--set",
-        &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test"),
+        // A policy needs a source of `.preview.yaml`; the fixed one is the shortest to give.
+        &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test,repoConfig.port=8080"),
         "--show-only",
         "templates/rbac.yaml",
         "--show-only",
