@@ -9,6 +9,7 @@ pub mod database;
 pub mod dns;
 pub mod fixtures;
 pub mod github;
+pub mod helm;
 pub mod measure;
 pub mod previewd;
 pub mod standin;

@@ -10,8 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,6 +21,7 @@ use kube::{Api, Client};
 use previewd_e2e::cluster::{
     self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, TestNamespace, environment_name, unique_name, wait_until,
 };
+use previewd_e2e::helm::helm;
 use previewd_environments::yaml::{self, Origin};
 use serde_json::{Value, json};
 
@@ -39,51 +39,6 @@ fn chart_dir() -> PathBuf {
 
 fn production_values() -> PathBuf {
     chart_dir().join("ci/production-values.yaml")
-}
-
-/// The helm binary: `PREVIEWD_TEST_HELM`, else the one `cluster.sh` builds into its cache.
-fn helm_binary() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("PREVIEWD_TEST_HELM") {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "PREVIEWD_TEST_HELM={} is not a file", path.display());
-            return path;
-        }
-        let script = cluster::cluster_script();
-        let find = || {
-            let out = Command::new("bash").arg(&script).arg("env").output().expect("running cluster.sh env");
-            let env = String::from_utf8_lossy(&out.stdout).into_owned();
-            env.lines()
-                .find_map(|l| l.strip_prefix("export PREVIEWD_TEST_HELM="))
-                .map(|v| PathBuf::from(v.replace('\\', "")))
-                .unwrap_or_else(|| panic!("`cluster.sh env` printed no PREVIEWD_TEST_HELM:\n{env}"))
-        };
-        let path = find();
-        if !path.is_file() {
-            let out = Command::new("bash").arg(&script).arg("build").output().expect("running cluster.sh build");
-            assert!(
-                out.status.success() && path.is_file(),
-                "helm is missing and `{} build` could not build it (set PREVIEWD_TEST_HELM to a helm v3 binary):\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        path
-    })
-}
-
-/// Runs helm with its own config and cache folders, so tests leave nothing in `$HOME`.
-fn helm(args: &[&str]) -> Output {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap()).path();
-    Command::new(helm_binary())
-        .args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .expect("running helm")
 }
 
 fn text(output: &Output) -> String {
