@@ -67,7 +67,7 @@ fn values_of(example: &Example) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Renders, lays out and starts one example; returns previewd's log on success.
+/// Renders, lays out and starts one example, and stops it.
 async fn run(example: &Example, standin: &GitHubStandIn, private_key: &str, app_id: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let values_file = dir.path().join("values.yaml");
