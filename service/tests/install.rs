@@ -112,7 +112,25 @@ async fn run(example: &Example, standin: &GitHubStandIn, private_key: &str, app_
     env.push(("KUBECONFIG".to_owned(), previewd_kubeconfig.display().to_string()));
     let binary = Path::new(env!("CARGO_BIN_EXE_previewd"));
     let log = dir.path().join("previewd.log");
+    // Counted before the start, so that a request previewd makes at once is not missed.
+    let seen = standin.requests().await?.len();
     let mut previewd = Previewd::start_exactly(binary, &pod.args, &env, &pod.workdir, &log).await?;
+    if has_app {
+        // The mounted key is the App's: the stand-in accepts previewd's App JWT (the start-up
+        // resync asks for the App's failed deliveries).
+        let what = "a request of previewd's authenticated as the App (JWT)";
+        let accepted = previewd_e2e::cluster::wait_until(std::time::Duration::from_secs(30), what, || async {
+            let requests = standin.requests().await?;
+            Ok(requests[seen.min(requests.len())..]
+                .iter()
+                .find(|r| r["auth"] == "jwt" && r["status"].as_u64().is_some_and(|s| s < 300))
+                .cloned())
+        })
+        .await;
+        if let Err(e) = accepted {
+            anyhow::bail!("{e:#}; previewd's log:\n{}", previewd.log_tail(40));
+        }
+    }
     let status = previewd.terminate(std::time::Duration::from_secs(60)).await?;
     anyhow::ensure!(status.is_some_and(|s| s.success()), "previewd exited with {status:?}:\n{}", previewd.log_tail(40));
     Ok(())
