@@ -83,6 +83,37 @@ pub struct Pod {
     pub env: Vec<(String, String)>,
     /// The image's WORKDIR under `root` (the container sets none).
     pub workdir: PathBuf,
+    /// With `readOnlyRootFilesystem`, the folders previewd may write to (mounts of an emptyDir
+    /// or a claim that are not `readOnly`); `None`: anywhere.
+    writable: Option<Vec<PathBuf>>,
+    /// Every file under `root` once laid out.
+    laid_out: Vec<PathBuf>,
+}
+
+impl Pod {
+    /// Files written since the layout where the pod's filesystem is read-only (the test runs as
+    /// a user who may write anywhere, so this is checked after the fact).
+    pub fn written_where_read_only(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let Some(writable) = &self.writable else { return Ok(Vec::new()) };
+        let mut now = Vec::new();
+        files_under(&self.root, &mut now)?;
+        Ok(now
+            .into_iter()
+            .filter(|f| !self.laid_out.contains(f) && !writable.iter().any(|w| f.starts_with(w)))
+            .collect())
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            files_under(&entry.path(), out)?;
+        } else {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// The one object of `kind` named `name` among the rendered documents.
@@ -136,6 +167,7 @@ pub fn materialise(
     let mut mounts: Vec<&Value> = container["volumeMounts"].as_array().map(|m| m.iter().collect()).unwrap_or_default();
     mounts.sort_by_key(|m| m["mountPath"].as_str().map_or(0, str::len));
     let volumes = spec["volumes"].as_array().context("the pod's volumes")?;
+    let mut writable = Vec::new();
     for mount in mounts {
         let path = mount["mountPath"].as_str().context("a mountPath")?;
         ensure!(mount["subPath"].is_null(), "{path}: subPath is not laid out by this test");
@@ -147,7 +179,14 @@ pub fn materialise(
         }
         std::fs::create_dir_all(&dir)?;
         volume_files(docs, volume, path, &dir, secret)?;
+        let scratch = volume.get("emptyDir").is_some() || volume.get("persistentVolumeClaim").is_some();
+        if scratch && mount["readOnly"] != true {
+            writable.push(dir);
+        }
     }
+    let read_only_root = container["securityContext"]["readOnlyRootFilesystem"] == true;
+    let mut laid_out = Vec::new();
+    files_under(root, &mut laid_out)?;
 
     let mut env = image.env.clone();
     for var in container["env"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -190,7 +229,8 @@ pub fn materialise(
     let program = argv.remove(0);
     ensure!(image.built.contains(&program), "{program} is not the binary the image builds ({:?})", image.built);
     let workdir = under(root, container["workingDir"].as_str().unwrap_or(&image.workdir));
-    Ok(Pod { root: root.to_owned(), program, args: argv, env, workdir })
+    let writable = read_only_root.then_some(writable);
+    Ok(Pod { root: root.to_owned(), program, args: argv, env, workdir, writable, laid_out })
 }
 
 /// Writes the files of a ConfigMap, Secret, emptyDir or claim volume into `dir`.

@@ -133,6 +133,8 @@ async fn run(example: &Example, standin: &GitHubStandIn, private_key: &str, app_
     }
     let status = previewd.terminate(std::time::Duration::from_secs(60)).await?;
     anyhow::ensure!(status.is_some_and(|s| s.success()), "previewd exited with {status:?}:\n{}", previewd.log_tail(40));
+    let written = pod.written_where_read_only()?;
+    anyhow::ensure!(written.is_empty(), "previewd wrote where the pod's filesystem is read-only: {written:?}");
     Ok(())
 }
 

@@ -62,7 +62,8 @@ fn workdir(files: &[(&str, String)]) -> tempfile::TempDir {
 /// Runs `previewd serve` (with `args`) in `cwd` until `/readyz` answers 200, then SIGTERM: it
 /// must stop cleanly.
 async fn serve(args: &[String], env: &[(String, String)], cwd: &Path) -> anyhow::Result<()> {
-    let log = cwd.join("previewd.log");
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("previewd.log");
     let mut previewd = Previewd::start_exactly(binary(), args, env, cwd, &log).await?;
     let status = previewd.terminate(Duration::from_secs(60)).await?;
     anyhow::ensure!(status.is_some_and(|s| s.success()), "exited with {status:?}:\n{}", previewd.log_tail(40));
@@ -258,5 +259,7 @@ helm() {
     let mut env = pod.env.clone();
     env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
     serve(&pod.args, &env, &pod.workdir).await.unwrap();
+    let written = pod.written_where_read_only().unwrap();
+    assert!(written.is_empty(), "previewd wrote where the pod's filesystem is read-only: {written:?}");
     standin.assert_no_violations().await.unwrap();
 }
