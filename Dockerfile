@@ -5,7 +5,8 @@
 #
 # Runtime: distroless cc (glibc, libgcc, CA certificates; no shell, no package manager),
 # user 65532 (nonroot). The template sets ship in /app/templates, which is also the
-# default of PREVIEWD_TEMPLATES_DIR here; the Helm chart mounts its ConfigMap over other paths.
+# default of PREVIEWD_TEMPLATES_DIR here; the Helm chart's `templates` replace only
+# /app/templates/environments, so the pull request texts (github/) stay these.
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot

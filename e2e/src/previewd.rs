@@ -9,7 +9,11 @@ use std::time::Duration;
 
 pub struct Previewd {
     binary: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Set by [`Previewd::start_exactly`]: the working directory, and nothing inherited from the
+    /// test's environment.
+    exactly: Option<PathBuf>,
     /// `http://127.0.0.1:<port>`
     pub base: String,
     log: PathBuf,
@@ -35,8 +39,39 @@ impl Previewd {
     /// `log`, and waits until it answers `/readyz`.
     pub async fn start(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Previewd> {
         let base = format!("http://127.0.0.1:{}", free_port()?);
-        let mut previewd =
-            Previewd { binary: binary.to_owned(), env: env.to_vec(), base, log: log.to_owned(), child: None };
+        let mut previewd = Previewd {
+            binary: binary.to_owned(),
+            args: vec!["serve".to_owned()],
+            env: env.to_vec(),
+            exactly: None,
+            base,
+            log: log.to_owned(),
+            child: None,
+        };
+        previewd.spawn().await?;
+        Ok(previewd)
+    }
+
+    /// Starts `binary args` in `cwd` with `env` and no other variable of the test's (but
+    /// `PREVIEWD_LISTEN`, on a free loopback port), and waits until it answers `/readyz`: previewd
+    /// as an example or a pod runs it, with nothing the test process happens to have set.
+    pub async fn start_exactly(
+        binary: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Previewd> {
+        let base = format!("http://127.0.0.1:{}", free_port()?);
+        let mut previewd = Previewd {
+            binary: binary.to_owned(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+            exactly: Some(cwd.to_owned()),
+            base,
+            log: log.to_owned(),
+            child: None,
+        };
         previewd.spawn().await?;
         Ok(previewd)
     }
@@ -48,8 +83,12 @@ impl Previewd {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = tokio::process::Command::new(&self.binary)
-            .arg("serve")
+        let mut command = tokio::process::Command::new(&self.binary);
+        if let Some(cwd) = &self.exactly {
+            command.env_clear().current_dir(cwd);
+        }
+        let child = command
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("PREVIEWD_LISTEN", &listen)
             .stdout(Stdio::from(log.try_clone()?))

@@ -10,8 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,6 +21,7 @@ use kube::{Api, Client};
 use previewd_e2e::cluster::{
     self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, TestNamespace, environment_name, unique_name, wait_until,
 };
+use previewd_e2e::helm::helm;
 use previewd_environments::yaml::{self, Origin};
 use serde_json::{Value, json};
 
@@ -39,51 +39,6 @@ fn chart_dir() -> PathBuf {
 
 fn production_values() -> PathBuf {
     chart_dir().join("ci/production-values.yaml")
-}
-
-/// The helm binary: `PREVIEWD_TEST_HELM`, else the one `cluster.sh` builds into its cache.
-fn helm_binary() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("PREVIEWD_TEST_HELM") {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "PREVIEWD_TEST_HELM={} is not a file", path.display());
-            return path;
-        }
-        let script = cluster::cluster_script();
-        let find = || {
-            let out = Command::new("bash").arg(&script).arg("env").output().expect("running cluster.sh env");
-            let env = String::from_utf8_lossy(&out.stdout).into_owned();
-            env.lines()
-                .find_map(|l| l.strip_prefix("export PREVIEWD_TEST_HELM="))
-                .map(|v| PathBuf::from(v.replace('\\', "")))
-                .unwrap_or_else(|| panic!("`cluster.sh env` printed no PREVIEWD_TEST_HELM:\n{env}"))
-        };
-        let path = find();
-        if !path.is_file() {
-            let out = Command::new("bash").arg(&script).arg("build").output().expect("running cluster.sh build");
-            assert!(
-                out.status.success() && path.is_file(),
-                "helm is missing and `{} build` could not build it (set PREVIEWD_TEST_HELM to a helm v3 binary):\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        path
-    })
-}
-
-/// Runs helm with its own config and cache folders, so tests leave nothing in `$HOME`.
-fn helm(args: &[&str]) -> Output {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap()).path();
-    Command::new(helm_binary())
-        .args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .expect("running helm")
 }
 
 fn text(output: &Output) -> String {
@@ -137,11 +92,15 @@ fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
 // ------------------------------------------------------------------------------------------
 
 #[test]
-fn lint_passes_with_default_and_production_values() {
+fn lint_passes_with_default_and_every_ci_values_file() {
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
     helm_ok(&["lint", "--strict", chart]);
-    helm_ok(&["lint", "--strict", chart, "-f", production_values().to_str().unwrap()]);
+    // Every values file of ci/ (service/tests/install.rs starts previewd on each).
+    for entry in std::fs::read_dir(chart_dir().join("ci")).unwrap() {
+        let path = entry.unwrap().path();
+        helm_ok(&["lint", "--strict", chart, "-f", path.to_str().unwrap()]);
+    }
 }
 
 #[test]
@@ -226,7 +185,10 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
     assert_eq!(env["PREVIEWD_DATABASE_URL"]["secretKeyRef"], json!({"name": "previewd-database", "key": "url"}));
     assert_eq!(env["PREVIEWD_INSTANCE"], "previewd-prod");
     assert_eq!(env["PREVIEWD_POLICY_FILE"], "/etc/previewd/policy.yaml");
-    assert_eq!(env["PREVIEWD_REPO_CONFIG_FILE"], "/etc/previewd/repo-config.yaml");
+    // A GitHub App: each repository's own .preview.yaml, so no fixed one (previewd refuses both).
+    assert_eq!(env["PREVIEWD_GITHUB__APP_ID"], "123456");
+    assert_eq!(env["PREVIEWD_GITHUB__PRIVATE_KEY_FILE"], "/var/run/secrets/previewd/github-app/private-key.pem");
+    assert!(!env.contains_key("PREVIEWD_REPO_CONFIG_FILE"));
 
     let ingress = one(&docs, "Ingress");
     let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
@@ -275,10 +237,15 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     assert!(message.contains("database.existingSecret.name is required"), "{message}");
     let message = refused(&["webhook.existingSecret.name="]);
     assert!(message.contains("webhook.existingSecret.name is required"), "{message}");
+    // previewd refuses a fixed .preview.yaml with an App, and a policy with neither.
+    let message = refused(&["githubApp.appId=1,githubApp.existingSecret.name=k,repoConfig.image=x"]);
+    assert!(message.contains("repoConfig is for running without a GitHub App"), "{message}");
+    let message = refused(&["policy.base_domain=preview.example.com"]);
+    assert!(message.contains("policy needs a source of .preview.yaml"), "{message}");
     let message = refused(&["ingress.enabled=true"]);
     assert!(message.contains("ingress"), "{message}");
     // Values that become CEL string literals in the admission policies must be plain names.
-    let message = refused(&["policy.base_domain=x' || true || '"]);
+    let message = refused(&["policy.base_domain=x' || true || '", "repoConfig.port=8080"]);
     assert!(message.contains("is not a DNS name"), "{message}");
     let message = refused(&["rbac.readClusterRole=a' || true || 'b"]);
     assert!(message.contains("at '/rbac/readClusterRole'"), "{message}");
@@ -351,7 +318,8 @@ fn chart_rbac() -> Vec<Value> {
         "--set",
         "serviceAccount.name=previewd,secretsSourceNamespace=previewd-source",
         "--set",
-        &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test"),
+        // A policy needs a source of `.preview.yaml`; the fixed one is the shortest to give.
+        &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test,repoConfig.port=8080"),
         "--show-only",
         "templates/rbac.yaml",
         "--show-only",

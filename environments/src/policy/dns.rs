@@ -109,8 +109,13 @@ pub struct Rfc2136Policy {
     pub key_secret_env: String,
 }
 
+/// The default of `dns.rfc2136.key_secret_env`. previewd's settings loader reads every other
+/// `PREVIEWD_*` variable (but `PREVIEWD_CONFIG` and `PREVIEWD_TEST_*`) as a setting and stops at
+/// one it does not know, so it reserves this name: the README's own example must start.
+pub const DEFAULT_TSIG_SECRET_ENV: &str = "PREVIEWD_DNS_TSIG_SECRET";
+
 fn default_tsig_secret_env() -> String {
-    "PREVIEWD_DNS_TSIG_SECRET".to_owned()
+    DEFAULT_TSIG_SECRET_ENV.to_owned()
 }
 
 /// TSIG algorithms previewd signs with (RFC 8945).
@@ -201,6 +206,16 @@ impl Rfc2136Policy {
             p.push(
                 "dns.rfc2136.key_secret_env",
                 format!("{env:?} is not an environment variable name (capitals, digits and `_`)"),
+            );
+        } else if env.starts_with("PREVIEWD_") && env != DEFAULT_TSIG_SECRET_ENV && !env.starts_with("PREVIEWD_TEST_") {
+            // Said here, at the policy, rather than left to the settings loader, whose answer
+            // ("unknown setting") would not say that the policy asked for the name.
+            p.push(
+                "dns.rfc2136.key_secret_env",
+                format!(
+                    "{env} would be read as a previewd setting (every PREVIEWD_* variable is one, except \
+                     {DEFAULT_TSIG_SECRET_ENV}); use {DEFAULT_TSIG_SECRET_ENV} or a name outside PREVIEWD_"
+                ),
             );
         }
     }

@@ -16,7 +16,9 @@ mod overrides;
 mod tests;
 mod validate;
 
-pub use dns::{DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server};
+pub use dns::{
+    DEFAULT_TSIG_SECRET_ENV, DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server,
+};
 pub use overrides::{
     EffectivePolicy, LimitsOverride, Override, ResourcesOverride, SecretsOverride, TemplatesOverride, TriggerOverride,
     TtlOverride,

@@ -354,6 +354,15 @@ fn dns_mistakes_name_the_field() {
         "dns.rfc2136.key_secret_env",
         "environment variable",
     );
+    has(
+        &problems(&rfc("server: 192.0.2.53, zone: example.com, key_name: k, key_secret_env: PREVIEWD_TSIG")),
+        "dns.rfc2136.key_secret_env",
+        "PREVIEWD_TSIG would be read as a previewd setting",
+    );
+    for allowed in ["PREVIEWD_DNS_TSIG_SECRET", "PREVIEWD_TEST_DNS_TSIG_SECRET", "DNS_TSIG_SECRET"] {
+        let fields = format!("server: 192.0.2.53, zone: example.com, key_name: k, key_secret_env: {allowed}");
+        assert!(parse(&rfc(&fields)).is_ok(), "{allowed} must be allowed");
+    }
     let e = error(&rfc("server: 192.0.2.53, zone: example.com, key_name: k, key_algorithm: hmac-md5"));
     assert!(e.contains("dns.rfc2136.key_algorithm: ") && e.contains("hmac-sha256"), "{e}");
 }

@@ -4,6 +4,7 @@
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use previewd_environments::policy::DEFAULT_TSIG_SECRET_ENV;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::figment::Yaml;
@@ -401,8 +402,11 @@ impl Config {
         let mut settings = Vec::new();
         for (key, value) in env {
             let key = &key["PREVIEWD_".len()..];
-            // PREVIEWD_CONFIG names the file itself; PREVIEWD_TEST_* belong to the test suite.
-            if key == "CONFIG" || key.starts_with("TEST_") {
+            // PREVIEWD_CONFIG names the file itself; PREVIEWD_TEST_* belong to the test suite;
+            // PREVIEWD_DNS_TSIG_SECRET is the default variable of the policy's TSIG key
+            // (`dns.rfc2136.key_secret_env`), read by the DNS provider and never a setting (the
+            // policy refuses any other PREVIEWD_* name there).
+            if key == "CONFIG" || key.starts_with("TEST_") || key == &DEFAULT_TSIG_SECRET_ENV["PREVIEWD_".len()..] {
                 continue;
             }
             if key == &WEBHOOK_SECRETS_ENV["PREVIEWD_".len()..] {

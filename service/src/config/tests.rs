@@ -26,6 +26,20 @@ fn defaults_need_only_a_secret() {
 }
 
 #[test]
+fn the_tsig_secrets_default_variable_is_not_a_setting() {
+    // The README's RFC 2136 example names it; read as a setting it stopped previewd at start.
+    let config = Config::load_from(
+        None,
+        env(&[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DNS_TSIG_SECRET", "c2VjcmV0IG9mIHRoZSBrZXk=")]),
+    )
+    .unwrap();
+    assert!(!format!("{config:?}").contains("c2VjcmV0IG9mIHRoZSBrZXk="), "the key's secret is no setting");
+    // Another PREVIEWD_* name is still a setting previewd does not know.
+    let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DNS_TSIG", "x")]);
+    assert!(message.contains("PREVIEWD_DNS_TSIG") && message.contains("unknown field"), "{message}");
+}
+
+#[test]
 fn missing_secret_names_the_setting() {
     let message = error(None, &[]);
     assert!(message.contains("webhook_secrets") && message.contains("PREVIEWD_WEBHOOK_SECRETS"), "{message}");
