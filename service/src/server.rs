@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.require_serving()?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = Shutdown::default();

@@ -19,6 +19,10 @@ use previewd_e2e::markdown::{Block, fenced_blocks, fill};
 use previewd_e2e::pod::{self, Consumer};
 use previewd_e2e::previewd::Previewd;
 use previewd_e2e::standin::GitHubStandIn;
+mod common;
+
+use anyhow::Context as _;
+use common::story::{sha, story};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,12 +74,12 @@ async fn serve(args: &[String], env: &[(String, String)], cwd: &Path) -> anyhow:
     Ok(())
 }
 
-/// Runs a command that ends by itself; it must succeed.
-fn run_to_exit(args: &[String], env: &[(String, String)], cwd: &Path) -> anyhow::Result<()> {
+/// Runs a command that ends by itself; it must succeed. Its stdout.
+fn run_to_exit(args: &[String], env: &[(String, String)], cwd: &Path) -> anyhow::Result<Vec<u8>> {
     let out =
         std::process::Command::new(binary()).args(args).env_clear().envs(env.to_vec()).current_dir(cwd).output()?;
     anyhow::ensure!(out.status.success(), "exited with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// One line of a shell example: its words, without the comment.
@@ -89,38 +93,151 @@ fn base_env() -> Vec<(String, String)> {
     vec![("PREVIEWD_WEBHOOK_SECRETS".to_owned(), uuid::Uuid::new_v4().simple().to_string())]
 }
 
-/// "Running previewd": each line, in a folder holding the files it names: `previewd.toml` (the
-/// configuration reference's), and for `render` the README's full examples of the policy and
-/// `.preview.yaml` (`e2e/fixtures/`), as `policy.yaml` and `.preview.yaml`.
-async fn run_commands(block: &Block, files: &BTreeMap<String, String>) -> Vec<String> {
+/// What a shell example runs against, beyond its own folder: a previewd already running
+/// (`<PREVIEWD_URL>`) and the values it needs filled in (`<ADMIN_TOKEN>`, `<ID>`).
+struct Given {
+    values: BTreeMap<&'static str, String>,
+    /// The state an environment of the example's ends in: `--watch` must have printed it.
+    watched_to: Option<&'static str>,
+}
+
+/// A shell example, run line by line in one folder as a reader types them there: `previewd`
+/// commands (`> FILE` writes stdout to FILE; a trailing `&` runs it in the background, as
+/// `env list --watch` runs), and `export NAME=VALUE ...`. The folder holds the files the
+/// example names: `previewd.toml` (the configuration reference's), and for `render` the
+/// README's full examples of the policy and `.preview.yaml` (`e2e/fixtures/`), as `policy.yaml`
+/// and `.preview.yaml`. A `<PREVIEWD_URL>` not given is a `previewd serve` started in that
+/// folder (its embedded store is the one the folder's `token create` wrote to).
+async fn run_commands(block: &Block, files: &BTreeMap<String, String>, mut given: Given) -> Vec<String> {
     let mut failures = Vec::new();
     let mut named: Vec<(&str, String)> =
         vec![("policy.yaml", read("e2e/fixtures/policy.yaml")), (".preview.yaml", read("e2e/fixtures/preview.yaml"))];
     let postgres = database::fresh(Backend::Postgres).await.unwrap();
-    let placeholders = BTreeMap::from([("POSTGRES_URL", postgres.url.clone())]);
+    given.values.insert("POSTGRES_URL", postgres.url.clone());
     for (name, text) in files {
-        named.push((name.as_str(), fill(text, &placeholders).unwrap()));
+        named.push((name.as_str(), fill(text, &given.values).unwrap()));
     }
-    for line in block.text.lines().filter(|l| !l.trim().is_empty()) {
-        let words = words(line);
-        if words.first().map(String::as_str) != Some("previewd") {
-            failures.push(format!("README.md line {} `{line}`: not a previewd command: teach this test", block.line));
+    let dir = workdir(&named);
+    let logs = tempfile::tempdir().unwrap();
+    let mut env = base_env();
+    let mut server = None;
+    let mut background = Vec::new();
+    for (offset, line) in block.text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = format!("README.md line {} `{line}`", block.line + 1 + offset);
+        if line.contains("<PREVIEWD_URL>") && !given.values.contains_key("PREVIEWD_URL") {
+            let log = logs.path().join("server.log");
+            match Previewd::start_exactly(binary(), &["serve".to_owned()], &env, dir.path(), &log).await {
+                Ok(previewd) => {
+                    given.values.insert("PREVIEWD_URL", previewd.base.clone());
+                    server = Some(previewd);
+                }
+                Err(e) => failures.push(format!("{at}: the previewd it talks to did not start: {e:#}")),
+            }
+        }
+        let mut words = match fill(line, &given.values) {
+            Ok(filled) => words(&filled),
+            Err(e) => {
+                failures.push(format!("{at}: {e:#}"));
+                continue;
+            }
+        };
+        if words.first().map(String::as_str) == Some("export") {
+            for assignment in &words[1..] {
+                let (name, value) = assignment.split_once('=').unwrap_or((assignment, ""));
+                env.push((name.to_owned(), value.to_owned()));
+            }
             continue;
         }
+        if words.first().map(String::as_str) != Some("previewd") {
+            failures.push(format!("{at}: not a previewd command: teach this test"));
+            continue;
+        }
+        let in_background = words.last().is_some_and(|w| w == "&");
+        if in_background {
+            words.pop();
+        }
+        let stdout_to = match words.iter().position(|w| w == ">") {
+            Some(i) => {
+                let file = words.get(i + 1).cloned();
+                words.truncate(i);
+                file
+            }
+            None => None,
+        };
         let args = words[1..].to_vec();
-        let dir = workdir(&named);
-        let result = if args.iter().any(|a| a == "serve") {
-            serve(&args, &base_env(), dir.path()).await
-        } else if ["migrate", "render", "--help"].iter().any(|c| args.first().is_some_and(|a| a == c)) {
-            run_to_exit(&args, &base_env(), dir.path())
+        let result = if in_background {
+            spawn_in_background(&args, &env, dir.path()).map(|child| background.push((at.clone(), child)))
+        } else if args.iter().any(|a| a == "serve") {
+            serve(&args, &env, dir.path()).await
+        } else if ["migrate", "render", "--help", "token", "env", "usage", "limits"]
+            .iter()
+            .any(|c| args.first().is_some_and(|a| a == c))
+        {
+            run_to_exit(&args, &env, dir.path()).and_then(|stdout| match &stdout_to {
+                Some(file) => Ok(std::fs::write(dir.path().join(file), stdout)?),
+                None => Ok(()),
+            })
         } else {
             Err(anyhow::anyhow!("this test does not know how to run it: teach service/tests/readme.rs"))
         };
         if let Err(e) = result {
-            failures.push(format!("README.md line {} `{line}`: {e:#}", block.line));
+            failures.push(format!("{at}: {e:#}"));
         }
     }
+    for (at, child) in background {
+        if let Err(e) = follow(child, given.watched_to).await {
+            failures.push(format!("{at}: {e:#}"));
+        }
+    }
+    if let Some(mut server) = server {
+        server.stop().await.unwrap();
+    }
     failures
+}
+
+/// A command of an example run with `&`: its stdout is read by [`follow`].
+fn spawn_in_background(args: &[String], env: &[(String, String)], cwd: &Path) -> anyhow::Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new(binary())
+        .args(args)
+        .env_clear()
+        .envs(env.to_vec())
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// A background `env list --watch`, once the example's other lines ran: it printed the list,
+/// then a line per change, up to the state the example's environment ends in.
+async fn follow(mut child: tokio::process::Child, watched_to: Option<&str>) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let to = watched_to.context("a command in the background, but no environment whose changes it shows")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await? {
+            let ended = line.split_whitespace().nth(2) == Some(to);
+            seen.push(line);
+            if ended {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("it ended")
+    })
+    .await;
+    child.kill().await.ok();
+    let out = child.wait_with_output().await?;
+    match waited {
+        Ok(Ok(())) => {
+            anyhow::ensure!(seen.iter().any(|l| l.contains("ID") && l.contains("STATE")), "no list first: {seen:#?}");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            Err(e.context(format!("before a line of state {to}: {seen:#?}\n{}", String::from_utf8_lossy(&out.stderr))))
+        }
+        Err(_) => anyhow::bail!("no line of state {to} within 120 s: {seen:#?}"),
+    }
 }
 
 /// A DNS policy example: `previewd serve` on it, with the `.preview.yaml` for every pull
@@ -167,8 +284,30 @@ async fn every_example_of_the_readme_runs_as_written() {
                 let commands: Vec<String> = block.text.lines().map(|l| words(l).join(" ")).collect();
                 assert_eq!(commands, ["./e2e/demo.sh", "./e2e/test.sh"], "{at}: a command this test does not run");
             }
+            // The CLI's tour: against a previewd with an environment of a pull request (the
+            // story harness: the control plane, BIND, the stand-in as GitHub), which it shows,
+            // extends, redeploys and destroys while `--watch` follows.
+            ("sh", None) if block.text.contains("<ADMIN_TOKEN>") => {
+                let db = database::fresh(Backend::Sqlite).await.unwrap();
+                let mut s = story(&db, |p| p).await;
+                s.open(12, &sha('a')).await;
+                let id = s.wait_state(12, "Ready").await.id;
+                let token = run_to_exit(
+                    &["token", "create", "--name", "readme", "--scope", "admin"].map(str::to_owned),
+                    &[("PREVIEWD_DATABASE_URL".to_owned(), db.url.clone())],
+                    s.dir.path(),
+                )
+                .unwrap();
+                let values = BTreeMap::from([
+                    ("PREVIEWD_URL", s.previewd.base.clone()),
+                    ("ADMIN_TOKEN", String::from_utf8(token).unwrap().trim().to_owned()),
+                    ("ID", id.to_string()),
+                ]);
+                failures.extend(run_commands(block, &files, Given { values, watched_to: Some("Deleted") }).await);
+                ran += 1;
+            }
             ("sh", None) => {
-                failures.extend(run_commands(block, &files).await);
+                failures.extend(run_commands(block, &files, Given { values: BTreeMap::new(), watched_to: None }).await);
                 ran += 1;
             }
             ("toml", Some("previewd.toml")) => {} // run by the commands that name it
@@ -190,7 +329,7 @@ async fn every_example_of_the_readme_runs_as_written() {
             _ => failures.push(format!("{at}: an example this test does not know how to run")),
         }
     }
-    assert!(ran >= 4, "the commands and the three DNS policies");
+    assert!(ran >= 6, "the commands, the tokens, the CLI and the three DNS policies");
     assert!(failures.is_empty(), "README examples that do not work as written:\n\n{}", failures.join("\n\n"));
 }
 
@@ -214,8 +353,9 @@ async fn the_chart_readmes_install_runs_as_written() {
             .unwrap();
     }
     std::os::unix::fs::symlink(repo_root().join("charts"), dir.path().join("charts")).unwrap();
-    let install: Vec<&Block> = blocks.iter().filter(|b| b.lang == "sh").collect();
-    assert_eq!(install.len(), 1, "one install example");
+    let shell: Vec<&Block> = blocks.iter().filter(|b| b.lang == "sh").collect();
+    let (install, exec): (Vec<&Block>, Vec<&Block>) = shell.iter().partition(|b| !b.text.contains(" exec "));
+    assert_eq!((install.len(), exec.len()), (1, 1), "one install example, one `kubectl exec` (the first token)");
     let prelude = r#"set -euo pipefail
 kubectl() { "$TEST_KUBECTL" "$@" --dry-run=client -o json >> objects.json; }
 helm() {
@@ -258,7 +398,43 @@ helm() {
     let pod = pod::materialise(&docs, &repo_root(), &root, &mut none).unwrap();
     let mut env = pod.env.clone();
     env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
-    serve(&pod.args, &env, &pod.workdir).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut previewd =
+        Previewd::start_exactly(binary(), &pod.args, &env, &pod.workdir, &logs.path().join("previewd.log"))
+            .await
+            .unwrap();
+
+    // `kubectl exec` runs the command in the running container: the same files and variables,
+    // so here a second process with exactly the pod's.
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let helm_install =
+        install[0].text.lines().map(words).find(|w| w.starts_with(&["helm".into(), "install".into()])).unwrap();
+    let namespace = &helm_install[helm_install.iter().position(|w| w == "-n").unwrap() + 1];
+    let line = exec[0].text.trim();
+    let (target, command) = line.split_once(" -- ").unwrap();
+    assert_eq!(
+        words(target),
+        ["kubectl", "-n", namespace, "exec"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([format!("deploy/{}", deployment["metadata"]["name"].as_str().unwrap())])
+            .collect::<Vec<_>>(),
+        "`{line}` names the chart's Deployment"
+    );
+    let command = words(command);
+    assert_eq!(command[0], "previewd", "{line}: the image's previewd is on PATH");
+    let token = run_to_exit(&command[1..], &env, &pod.workdir)
+        .unwrap_or_else(|e| panic!("`{line}` in the pod: {e:#}\n{}", previewd.log_tail(40)));
+    let token = String::from_utf8(token).unwrap().trim().to_owned();
+    let answer = reqwest::Client::new()
+        .get(format!("{}/api/v1/environments", previewd.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the token `{line}` printed is an API token of the running previewd");
+    let status = previewd.terminate(Duration::from_secs(60)).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "exited with {status:?}:\n{}", previewd.log_tail(40));
     let written = pod.written_where_read_only().unwrap();
     assert!(written.is_empty(), "previewd wrote where the pod's filesystem is read-only: {written:?}");
     standin.assert_no_violations().await.unwrap();

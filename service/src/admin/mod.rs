@@ -52,6 +52,13 @@ fn environments_table(environments: &[EnvironmentView]) -> Table {
     t
 }
 
+/// Whether `env list --watch` shows `new`: what a reader of the table would see change (an
+/// extension changes only the expiry).
+fn changed(old: &EnvironmentView, new: &EnvironmentView) -> bool {
+    (old.state, &old.reason, &old.url, &old.expires_at, &old.deployed_sha)
+        != (new.state, &new.reason, &new.url, &new.expires_at, &new.deployed_sha)
+}
+
 /// `previewd env ...`
 pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()> {
     let api = ApiClient::new(server)?;
@@ -81,18 +88,16 @@ pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()>
                 loop {
                     tokio::time::sleep(WATCH_INTERVAL).await;
                     for e in list_all(&api, &query, limit).await? {
-                        let changed = known
-                            .get(&e.id)
-                            .is_none_or(|old| old.state != e.state || old.reason != e.reason || old.url != e.url);
-                        if changed {
+                        if known.get(&e.id).is_none_or(|old| changed(old, &e)) {
                             match output {
                                 Output::Json => println!("{}", serde_json::to_string(&e)?),
                                 Output::Table => println!(
-                                    "{}  {}#{}  {}  {}",
+                                    "{}  {}#{}  {}  expires {}  {}",
                                     e.updated_at,
                                     e.repository,
                                     e.pull_request.number,
                                     e.state.as_str(),
+                                    or_dash(e.expires_at.as_deref()),
                                     e.reason.as_deref().or(e.url.as_deref()).unwrap_or_default()
                                 ),
                             }

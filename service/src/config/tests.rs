@@ -40,8 +40,9 @@ fn the_tsig_secrets_default_variable_is_not_a_setting() {
 }
 
 #[test]
-fn missing_secret_names_the_setting() {
-    let message = error(None, &[]);
+fn missing_secret_names_the_setting_when_serving_only() {
+    let config = Config::load_from(None, Vec::new()).unwrap();
+    let message = config.require_serving().unwrap_err().to_string();
     assert!(message.contains("webhook_secrets") && message.contains("PREVIEWD_WEBHOOK_SECRETS"), "{message}");
 }
 
