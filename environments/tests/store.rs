@@ -567,5 +567,32 @@ mod usage {
             assert_eq!(later["octo"].environments, 1);
             assert!((later["octo"].environment_hours - 1.0).abs() < 1e-9, "{later:?}");
         }
+
+        async fn the_retention_sweep_keeps_the_usage_of_the_period_it_keeps(db) {
+            use previewd_environments::store::Retention;
+            use previewd_environments::usage::{GroupBy, totals};
+            use EnvironmentState::*;
+            use std::time::Duration;
+            const H: i64 = 3_600_000;
+            let store = store(&db.url).await;
+            let base = 1_000 * H;
+            // Ready from 3 h before the cut-off (`base`), a push redeploys it 2 h after.
+            let env = store.record_environment(&pr('a'), Pending, None).await.unwrap();
+            store.set_requests(env.id, 500, 1 << 30).await.unwrap();
+            for state in [Provisioning, Ready, Pending, Provisioning, Ready] {
+                store.record_environment(&pr('a'), state, None).await.unwrap();
+            }
+            backdate(&db.url, env.id, &[base - 5 * H, base - 4 * H, base - 3 * H, base + 2 * H, base + 2 * H, base + 3 * H]).await;
+            let (from, to) = (base, base + 10 * H);
+            let before = totals(&store.usage_rows(from, to).await.unwrap(), from, to, GroupBy::Repository);
+            assert!((before["octo/app"].environment_hours - 10.0).abs() < 1e-9, "Ready at `from`, waiting 0 h: {before:?}");
+
+            let hours = |h: u64| Duration::from_secs(h * 3600);
+            let retention = Retention { done_jobs: hours(1), dead_jobs: hours(1), deliveries: hours(1), transitions: hours(24), finished_environments: hours(1), audit: hours(1), batch: 100 };
+            let swept = store.sweep(&retention, base + 24 * H).await.unwrap();
+            assert_eq!(swept.transitions, 2, "Pending and Provisioning before the cut-off; Ready was its state then: {swept:?}");
+            let after = totals(&store.usage_rows(from, to).await.unwrap(), from, to, GroupBy::Repository);
+            assert_eq!(format!("{after:?}"), format!("{before:?}"), "the kept period's usage is unchanged");
+        }
     }
 }

@@ -35,7 +35,7 @@ fn default_retention() -> Retention {
         done_jobs: hours(6),
         dead_jobs: hours(24 * 7),
         deliveries: hours(24 * 7),
-        transitions: hours(24 * 7),
+        transitions: hours(24 * 32),
         finished_environments: hours(24 * 30),
         audit: hours(24 * 365),
         batch: 1_000,

@@ -22,7 +22,7 @@ pub struct Retention {
     /// Deliveries. Replay protection needs them (the delivery id and the body digest) for the
     /// redelivery window, so this must not be shorter than that window.
     pub deliveries: Duration,
-    /// The history of environments, except each environment's latest transition.
+    /// The history of environments, except each environment's state at the cut-off.
     pub transitions: Duration,
     /// Environments that are `Deleted` or `Rejected`, with their history and GitHub report.
     pub finished_environments: Duration,
@@ -67,7 +67,8 @@ impl Store {
     /// - deliveries, unless a job still references one;
     /// - `Deleted` and `Rejected` environments, with their transitions and GitHub report, unless
     ///   an environment is locked or a queued or running job names it;
-    /// - transitions, except the latest of each environment;
+    /// - transitions, except the last of each environment before the cut-off: the state it was
+    ///   in then, so usage over the kept period (`usage.rs`) is the same after the sweep;
     /// - audit log entries.
     ///
     /// On SQLite the space is then reclaimed ([`Store::reclaim_space`]).
@@ -111,7 +112,7 @@ impl Store {
                 "deleting old transitions",
                 "DELETE FROM environment_transitions WHERE id IN (SELECT t.id FROM environment_transitions t \
                  WHERE t.at < $1 AND t.id < (SELECT MAX(l.id) FROM environment_transitions l \
-                 WHERE l.environment_id = t.environment_id) ORDER BY t.id LIMIT $2)",
+                 WHERE l.environment_id = t.environment_id AND l.at < $1) ORDER BY t.id LIMIT $2)",
                 cutoff(now, retention.transitions),
                 batch,
             )

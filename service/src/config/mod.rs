@@ -266,7 +266,7 @@ impl Default for RetentionConfig {
             done_jobs_hours: 6,
             dead_jobs_hours: 24 * 7,
             deliveries_hours: 24 * 7,
-            transitions_hours: 24 * 7,
+            transitions_hours: 24 * 32,
             finished_environments_hours: 24 * 30,
             audit_hours: 24 * 365,
             batch_rows: 1_000,
