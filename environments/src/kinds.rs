@@ -2,8 +2,46 @@
 //! is what previewd's RBAC grants (see `e2e/controlplane/previewd-rbac.yaml` and the chart), so
 //! a template can never ask previewd to touch anything else.
 
+use k8s_openapi::Resource;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use serde::Serialize;
 use std::fmt;
+
+/// A kind's place in the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    /// The URL path segment (`deployments`).
+    pub plural: &'static str,
+}
+
+impl ApiType {
+    const fn of<T: Resource>() -> ApiType {
+        ApiType {
+            group: T::GROUP,
+            version: T::VERSION,
+            api_version: T::API_VERSION,
+            kind: T::KIND,
+            plural: T::URL_PATH_SEGMENT,
+        }
+    }
+
+    /// The same, as kube's dynamic API takes it.
+    pub fn resource(self) -> kube::api::ApiResource {
+        kube::api::ApiResource {
+            group: self.group.to_owned(),
+            version: self.version.to_owned(),
+            api_version: self.api_version.to_owned(),
+            kind: self.kind.to_owned(),
+            plural: self.plural.to_owned(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Kind {
@@ -35,31 +73,29 @@ impl Kind {
         Kind::Ingress,
     ];
 
-    /// (group, version, kind, plural)
-    pub fn api(self) -> (&'static str, &'static str, &'static str, &'static str) {
+    /// Its API type, as k8s-openapi describes it: no table of groups and plurals to keep in
+    /// step with Kubernetes by hand.
+    pub fn api(self) -> ApiType {
         match self {
-            Kind::Namespace => ("", "v1", "Namespace", "namespaces"),
-            Kind::ResourceQuota => ("", "v1", "ResourceQuota", "resourcequotas"),
-            Kind::LimitRange => ("", "v1", "LimitRange", "limitranges"),
-            Kind::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
-            Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
-            Kind::Secret => ("", "v1", "Secret", "secrets"),
-            Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
-            Kind::Service => ("", "v1", "Service", "services"),
-            Kind::Deployment => ("apps", "v1", "Deployment", "deployments"),
-            Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+            Kind::Namespace => ApiType::of::<Namespace>(),
+            Kind::ResourceQuota => ApiType::of::<ResourceQuota>(),
+            Kind::LimitRange => ApiType::of::<LimitRange>(),
+            Kind::NetworkPolicy => ApiType::of::<NetworkPolicy>(),
+            Kind::ServiceAccount => ApiType::of::<ServiceAccount>(),
+            Kind::Secret => ApiType::of::<Secret>(),
+            Kind::ConfigMap => ApiType::of::<ConfigMap>(),
+            Kind::Service => ApiType::of::<Service>(),
+            Kind::Deployment => ApiType::of::<Deployment>(),
+            Kind::Ingress => ApiType::of::<Ingress>(),
         }
     }
 
-    pub fn api_version(self) -> String {
-        match self.api() {
-            ("", version, ..) => version.to_owned(),
-            (group, version, ..) => format!("{group}/{version}"),
-        }
+    pub fn api_version(self) -> &'static str {
+        self.api().api_version
     }
 
     pub fn name(self) -> &'static str {
-        self.api().2
+        self.api().kind
     }
 
     /// The kind named by `apiVersion` and `kind`, if previewd manages it.

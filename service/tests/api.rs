@@ -108,6 +108,24 @@ previewd_e2e::each_backend! {
         assert_eq!(shown["state"], "Ready");
         assert_eq!(shown["url"].as_str(), ready.url.as_deref());
         assert_eq!(shown["deployed_sha"], sha('a'));
+        // Its objects, as the cluster has them: the namespace first, the workload rolled out,
+        // no Secret (previewd may not read them).
+        let objects: Vec<(String, String, Option<bool>)> = shown["objects"].as_array().unwrap().iter()
+            .map(|o| (o["kind"].as_str().unwrap().to_owned(), o["name"].as_str().unwrap().to_owned(), o["ready"].as_bool())).collect();
+        let namespace = ready.name.clone().unwrap();
+        assert_eq!(objects[0], ("Namespace".to_owned(), namespace.clone(), Some(true)), "{shown}");
+        assert!(objects.contains(&("Deployment".to_owned(), "app".to_owned(), Some(true))), "{shown}");
+        assert!(objects.contains(&("Service".to_owned(), "app".to_owned(), None)), "{shown}");
+        assert!(!objects.iter().any(|(kind, ..)| kind == "Secret"), "{shown}");
+        assert!(shown["objects_error"].is_null(), "{shown}");
+        let in_cluster = kube::Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(previewd_e2e::cluster::admin_client().await.unwrap(), &namespace)
+            .list(&kube::api::ListParams::default()).await.unwrap();
+        let mut policies: Vec<&str> = objects.iter().filter(|(kind, ..)| kind == "NetworkPolicy").map(|(_, name, _)| name.as_str()).collect();
+        let mut expected: Vec<String> = in_cluster.items.into_iter().filter_map(|c| c.metadata.name).collect();
+        policies.sort_unstable();
+        expected.sort();
+        assert_eq!(policies.len(), 3, "the template's three: {shown}");
+        assert_eq!(policies, expected, "the NetworkPolicies as the cluster's admin sees them");
         let states: Vec<&str> = shown["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
         assert!(states.starts_with(&["Pending", "Provisioning"]) && states.ends_with(&["Ready"]), "{states:?}");
         assert_eq!(get(&format!("{api}/environments/999999"), Some(&reader)).await.0, 404);
@@ -176,6 +194,10 @@ previewd_e2e::each_backend! {
         let (ok, out, err) = cli(&["env", "show", &ready.id.to_string(), "-o", "json"], &server);
         assert!(ok, "{err}");
         assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], ready.id);
+        let (ok, out, err) = cli(&["env", "show", &ready.id.to_string()], &server);
+        assert!(ok, "{err}");
+        let deployment_row = out.lines().find(|l| l.split_whitespace().take(2).eq(["Deployment", "app"])).unwrap_or_else(|| panic!("{out}"));
+        assert!(deployment_row.contains("1 of 1 replicas available"), "{out}");
         let (ok, _, err) = cli(&["env", "show", "999999"], &server);
         assert!(!ok && err.contains("there is no environment 999999"), "the server's words: {err}");
         let (ok, _, err) = cli(&["env", "destroy", &ready.id.to_string()], &server);

@@ -14,9 +14,11 @@
 //! create that RoleBinding only in its own namespaces, only for that role and only for
 //! itself, so a leaked token cannot read ConfigMaps, pods or env vars anywhere else.
 
+pub mod inventory;
 pub mod rollout;
 pub mod watch;
 
+pub use inventory::InventoryObject;
 pub use rollout::{Rollout, RolloutFailure, WorkloadFailure};
 
 use crate::kinds::Kind;
@@ -25,9 +27,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,11 +126,6 @@ pub struct Cluster {
     username: Arc<OnceCell<String>>,
 }
 
-fn api_resource(kind: Kind) -> ApiResource {
-    let (group, version, name, plural) = kind.api();
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, name), plural)
-}
-
 impl Cluster {
     /// `read_cluster_role` is the ClusterRole previewd binds to itself in each environment
     /// namespace (setting `read_cluster_role`; the chart creates it).
@@ -144,7 +139,7 @@ impl Cluster {
     }
 
     fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
-        let resource = api_resource(kind);
+        let resource = kind.api().resource();
         if kind.is_namespaced() {
             Api::namespaced_with(self.client.clone(), namespace, &resource)
         } else {

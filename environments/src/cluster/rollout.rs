@@ -144,7 +144,7 @@ fn diagnose(deployment: &Deployment, replica_sets: &[ReplicaSet], pods: &[Pod]) 
     None
 }
 
-fn rolled_out(deployment: &Deployment) -> bool {
+pub(super) fn rolled_out(deployment: &Deployment) -> bool {
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let generation = deployment.metadata.generation.unwrap_or(0);
     let Some(status) = &deployment.status else { return false };
@@ -155,7 +155,7 @@ fn rolled_out(deployment: &Deployment) -> bool {
         && status.unavailable_replicas.unwrap_or(0) == 0
 }
 
-fn deployment_summary(deployment: &Deployment) -> String {
+pub(super) fn deployment_summary(deployment: &Deployment) -> String {
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
     let conditions: Vec<String> = status

@@ -125,6 +125,15 @@ pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()>
                         ]);
                     }
                     println!("\n{t}");
+                    let mut t = table(&["KIND", "NAME", "STATUS"]);
+                    for o in &detail.objects {
+                        t.add_row(vec![o.kind.clone(), o.name.clone(), o.status.clone()]);
+                    }
+                    match &detail.objects_error {
+                        Some(error) => println!("\nobjects: cannot be read now: {error}"),
+                        None if detail.objects.is_empty() => println!("\nobjects: none (no namespace)"),
+                        None => println!("\n{t}"),
+                    }
                     if let Some(f) = &detail.last_failure {
                         println!("\nlast failure ({}): {}", f.at, f.reason);
                         if let Some(hint) = &f.hint {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use previewd_environments::actions::{self, Action, ActionError, Actor, Done};
 use previewd_environments::hints;
 use previewd_environments::model::EnvironmentState;
+use previewd_environments::render::Ownership;
 use previewd_environments::store::{
     EnvironmentFilter, EnvironmentSummary, NewAuditEntry, TokenScope, TransitionRecord,
 };
@@ -187,6 +188,58 @@ pub struct EnvironmentDetail {
     /// Oldest first, as far back as retention keeps them.
     pub transitions: Vec<TransitionView>,
     pub last_failure: Option<FailureView>,
+    /// The objects previewd applied in the environment's namespace, as the cluster has them
+    /// now (the namespace first; Secrets are not read, by design). Empty when the namespace
+    /// does not exist, or when they could not be read (`objects_error` then says why).
+    pub objects: Vec<ObjectView>,
+    /// Why the objects could not be read now (the cluster refused or did not answer).
+    pub objects_error: Option<String>,
+}
+
+/// One object of an environment, as the cluster has it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ObjectView {
+    /// `Namespace`, `Deployment`, `Service`, …
+    pub kind: String,
+    pub name: String,
+    /// The namespace's phase; a Deployment's replicas and conditions; else `present`.
+    pub status: String,
+    /// For the namespace and Deployments: `Active`; rolled out completely. Absent for kinds
+    /// without such a state.
+    pub ready: Option<bool>,
+}
+
+/// How long `GET /environments/{id}` waits for the cluster before answering without objects.
+const INVENTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The environment's objects, or why they could not be read. Finished environments have none
+/// (their namespace is gone), and neither has a previewd without a policy (no cluster).
+async fn objects(app: &AppState, env: &EnvironmentSummary) -> (Vec<ObjectView>, Option<String>) {
+    let finished = [EnvironmentState::Deleted.as_str(), EnvironmentState::Rejected.as_str()];
+    let (Some(engine), Some(namespace)) = (&app.engine, &env.name) else { return (Vec::new(), None) };
+    if finished.contains(&env.state.as_str()) {
+        return (Vec::new(), None);
+    }
+    let owner = Ownership {
+        instance: engine.settings.instance.clone(),
+        environment: namespace.clone(),
+        repo_id: env.repo_id,
+        pr: env.pr_number,
+    };
+    match tokio::time::timeout(INVENTORY_TIMEOUT, engine.cluster.inventory(&owner)).await {
+        Ok(Ok(objects)) => (
+            objects
+                .into_iter()
+                .map(|o| ObjectView { kind: o.kind.name().to_owned(), name: o.name, status: o.status, ready: o.ready })
+                .collect(),
+            None,
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(environment = env.id, error = %error, "cannot read an environment's objects");
+            (Vec::new(), Some(error.to_string()))
+        }
+        Err(_) => (Vec::new(), Some(format!("the cluster did not answer within {} s", INVENTORY_TIMEOUT.as_secs()))),
+    }
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
@@ -229,10 +282,13 @@ pub async fn show(
             at: rfc3339(t.at),
         }
     });
+    let (objects, objects_error) = objects(&app, &environment).await;
     Ok(Json(EnvironmentDetail {
         environment: environment.into(),
         transitions: transitions.into_iter().map(TransitionView::from).collect(),
         last_failure,
+        objects,
+        objects_error,
     }))
 }
 
