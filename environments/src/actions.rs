@@ -3,7 +3,7 @@
 //! each means and writes it, so both ways change the desired state alike, say on the pull
 //! request who did it, and wake the reconciler.
 
-use crate::model::EnvironmentState;
+use crate::model::{Cause, EnvironmentState};
 use crate::policy::Policy;
 use crate::store::{NewJob, ReconcileRecord, Store, StoreError};
 use crate::time::{Millis, millis, now_ms, rfc3339};
@@ -47,6 +47,15 @@ pub enum Actor {
     Command { login: String },
     /// An admin API token, by its name.
     Api { token: String },
+}
+
+impl From<&Actor> for Cause {
+    fn from(actor: &Actor) -> Cause {
+        match actor {
+            Actor::Command { login } => Cause::Command { login: login.clone() },
+            Actor::Api { token } => Cause::Api { token: token.clone() },
+        }
+    }
 }
 
 impl Actor {
@@ -101,7 +110,7 @@ pub async fn act(
     let by = actor.by(action);
     let done = match action {
         Action::Redeploy => {
-            store.record_environment(&env.pull_request(), EnvironmentState::Pending, None).await?;
+            store.record_environment(&env.pull_request(), EnvironmentState::Pending, None, &actor.into()).await?;
             store.touch_environment(env.id).await?;
             store.set_command_state(env.id, None, None, Some(&format!("redeploy asked by {by}"))).await?;
             Done::Redeployed
@@ -115,7 +124,9 @@ pub async fn act(
         }
         Action::Destroy => {
             let reason = format!("destroyed by {by}");
-            store.record_environment(&env.pull_request(), EnvironmentState::Deleting, Some(&reason)).await?;
+            store
+                .record_environment(&env.pull_request(), EnvironmentState::Deleting, Some(&reason), &actor.into())
+                .await?;
             store.set_command_state(env.id, Some(false), None, None).await?;
             Done::Destroyed
         }

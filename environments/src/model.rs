@@ -136,6 +136,32 @@ impl EnvironmentState {
     }
 }
 
+/// Who or what caused a transition of an environment, stored with it (its reason says why; this
+/// says who): what a platform team asks first of an environment that went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// A GitHub delivery: its event and action (`pull_request.closed`), and its sender.
+    Event { event: String, sender: Option<String> },
+    /// A `/preview` command, by its author.
+    Command { login: String },
+    /// The admin API, by the token's name.
+    Api { token: String },
+    /// previewd itself: a reconcile's step, a retry, an expiry.
+    Previewd,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Event { event, sender: Some(sender) } => write!(f, "{event} by @{sender}"),
+            Cause::Event { event, sender: None } => f.write_str(event),
+            Cause::Command { login } => write!(f, "command by @{login}"),
+            Cause::Api { token } => write!(f, "token {token} via the API"),
+            Cause::Previewd => f.write_str("previewd"),
+        }
+    }
+}
+
 impl fmt::Display for EnvironmentState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -44,7 +44,11 @@ async fn admitted(store: &Store, ids: &[i64]) -> Vec<i64> {
 }
 
 async fn pending(store: &Store, pr: &PullRequest) -> i64 {
-    store.record_environment(pr, EnvironmentState::Pending, None).await.unwrap().id
+    store
+        .record_environment(pr, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd)
+        .await
+        .unwrap()
+        .id
 }
 
 previewd_e2e::each_backend! {
@@ -92,7 +96,7 @@ previewd_e2e::each_backend! {
 
         // The holder closes: its slot is given back at once, and the pass run after a
         // teardown admits the oldest waiter and queues a reconcile of it.
-        store.record_environment(&holder, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        store.record_environment(&holder, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(record(&store, first).await.admitted_at, None, "the closed one holds no slot");
         let pass = store.admit(None, &limits(&policy), 3).await.unwrap();
         assert_eq!(pass.woken, [waiters[0]]);
@@ -131,15 +135,15 @@ previewd_e2e::each_backend! {
         store.admit(Some(id_a), &limits(&policy), 3).await.unwrap();
         store.transition(id_a, &a.head_sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
         // A push moves it back to Pending: it keeps its slot.
-        store.record_environment(&a, EnvironmentState::Pending, None).await.unwrap();
+        store.record_environment(&a, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert!(record(&store, id_a).await.admitted_at.is_some(), "a push keeps the slot");
         let b = pending(&store, &pr(1, "app", 2)).await;
         assert!(matches!(store.admit(Some(b), &limits(&policy), 3).await.unwrap().decision, Some(LimitDecision::Queued { .. })));
 
         // Closed, then reopened: the slot went with the close, and B, waiting longer, has it.
-        store.record_environment(&a, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        store.record_environment(&a, EnvironmentState::Deleting, Some("pull request closed without merge"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         store.transition(id_a, &a.head_sha.0, EnvironmentState::Deleted, None, None, None, None).await.unwrap();
-        store.record_environment(&a, EnvironmentState::Pending, None).await.unwrap();
+        store.record_environment(&a, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         let reopened = record(&store, id_a).await;
         assert_eq!((reopened.admitted_at, reopened.waiting_since), (None, None));
         let pass = store.admit(Some(id_a), &limits(&policy), 3).await.unwrap();
@@ -165,7 +169,7 @@ previewd_e2e::each_backend! {
         let policy = policy("{ per_repository: 1 }");
         let closed = pr(1, "app", 1);
         let id = pending(&store, &closed).await;
-        store.record_environment(&closed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        store.record_environment(&closed, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         let pass = store.admit(Some(id), &limits(&policy), 3).await.unwrap();
         assert_eq!(pass.decision, None);
         assert_eq!(record(&store, id).await.admitted_at, None);

@@ -131,7 +131,12 @@ impl previewd_environments::forge::Forge for CountingForge {
 }
 
 async fn pending(engine: &Engine, pr: &PullRequest) -> i64 {
-    engine.store.record_environment(pr, EnvironmentState::Pending, None).await.unwrap().id
+    engine
+        .store
+        .record_environment(pr, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd)
+        .await
+        .unwrap()
+        .id
 }
 
 async fn state(engine: &Engine, id: i64) -> (String, Option<String>) {
@@ -166,7 +171,7 @@ previewd_e2e::each_backend! {
         // Reconciling a ready environment again is harmless (drift repair).
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
 
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
         assert!(Api::<Namespace>::all(admin).get_opt(&name).await.unwrap().is_none(), "namespace gone");
         assert_eq!(state(&engine, id).await, ("Deleted".into(), Some("pull request merged".into())));
@@ -218,7 +223,7 @@ previewd_e2e::each_backend! {
         assert_eq!(converge(&engine, b).await, Outcome::Settled(EnvironmentState::Rejected));
         let reason = state(&engine, b).await.1.unwrap();
         assert!(reason.contains("repository limit reached") && reason.contains("1 live environments (limit 1)"), "{reason}");
-        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request closed without merge"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         converge(&engine, a).await;
     }
 
@@ -233,7 +238,7 @@ previewd_e2e::each_backend! {
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -251,7 +256,7 @@ previewd_e2e::each_backend! {
         let mut new = old.clone();
         new.head_sha = CommitSha("9".repeat(40));
         let id = pending(&engine, &old).await;
-        engine.store.record_environment(&new, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.record_environment(&new, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         // A reconcile that started with the old SHA cannot record its result.
         let moved = engine.store.transition(id, &old.head_sha.0, EnvironmentState::Ready, None, None, None, None).await.unwrap();
         assert!(!moved);
@@ -263,7 +268,7 @@ previewd_e2e::each_backend! {
         let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &name).get("app").await.unwrap();
         let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap();
         assert!(image.ends_with(&"9".repeat(40)), "{image}");
-        engine.store.record_environment(&new, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&new, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         converge(&engine, id).await;
     }
 
@@ -275,7 +280,7 @@ previewd_e2e::each_backend! {
         let name = engine.store.reconcile_record(id).await.unwrap().unwrap().name.unwrap();
         // Someone deleted the namespace by hand and it is gone.
         torn_down(&engine.cluster, &name, Duration::from_secs(60)).await.unwrap();
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -293,12 +298,12 @@ previewd_e2e::each_backend! {
         let (state_b, reason) = state(&engine, b).await;
         assert_eq!(state_b, "Pending", "queued, not rejected");
         assert!(reason.unwrap().contains("repository limit reached"));
-        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&first, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, a).await, Outcome::Settled(EnvironmentState::Deleted));
         assert_eq!(converge(&engine, b).await, Outcome::Settled(EnvironmentState::Ready));
         let name_b = engine.store.reconcile_record(b).await.unwrap().unwrap().name.unwrap();
         let _cleanup_b = TestNamespace::adopt(&name_b).await.unwrap();
-        engine.store.record_environment(&second, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&second, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         converge(&engine, b).await;
     }
 
@@ -317,10 +322,10 @@ previewd_e2e::each_backend! {
             ..Default::default()
         };
         config_maps.create(&PostParams::default(), &held).await.unwrap();
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request closed without merge"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)), "teardown cannot finish yet");
         // The pull request is reopened: it waits for the name, without failing.
-        engine.store.record_environment(&pr, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert!(matches!(engine.reconcile(id).await.unwrap(), Outcome::RequeueAfter(_)));
         let (state_now, reason) = state(&engine, id).await;
         assert_eq!(state_now, "Pending");
@@ -328,7 +333,7 @@ previewd_e2e::each_backend! {
         let patch = serde_json::json!({"metadata": {"finalizers": null}});
         config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready), "never provisioned");
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         let engine = Engine { settings: EngineSettings { teardown_timeout: Duration::from_secs(60), ..engine.settings.clone() }, ..engine };
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
@@ -367,12 +372,12 @@ previewd_e2e::each_backend! {
         // extension, which stays.
         let mut pushed = pr.clone();
         pushed.head_sha = CommitSha("7".repeat(40));
-        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         engine.store.touch_environment(id).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         assert_eq!(engine.store.reconcile_record(id).await.unwrap().unwrap().expires_at, Some(clamped), "a push never shortens an extension");
         let pr = pushed;
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         converge(&engine, id).await;
     }
 
@@ -402,7 +407,7 @@ previewd_e2e::each_backend! {
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Ready));
         let deployment = Api::<Deployment>::namespaced(admin_client().await.unwrap(), &name).get_opt("app").await.unwrap();
         assert!(deployment.is_some(), "the environment was rebuilt");
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -418,7 +423,7 @@ previewd_e2e::each_backend! {
         let secrets: Api<Secret> = Api::namespaced(admin_client().await.unwrap(), &name);
         assert!(secrets.get_opt("db-readonly").await.unwrap().is_none(), "a fork got a platform secret");
         assert!(secrets.get_opt("generated-session-key").await.unwrap().is_some(), "its own generated secret it keeps");
-        engine.store.record_environment(&fork, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&fork, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -452,7 +457,7 @@ previewd_e2e::each_backend! {
         let _cleanup = TestNamespace::adopt(&name).await.unwrap();
         let host = format!("{name}.preview.test");
         assert!(engine.dns.verify(&host).await.is_ok(), "the record is published");
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
         let short = previewd_environments::dns::Dns::from_policy(&dns_policy(dns_server.server.to_string(), Duration::from_millis(300)), Some(secret())).unwrap();
         assert!(matches!(short.verify(&host).await, Err(previewd_environments::dns::DnsError::NotResolving { .. })), "the record is gone");
@@ -510,7 +515,7 @@ previewd_e2e::each_backend! {
         assert!(took < Duration::from_secs(20), "seen long before the 60 s deadline: {took:?}");
         let (_, reason) = state(&engine, id).await;
         assert_eq!(reason, None);
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -526,7 +531,7 @@ previewd_e2e::each_backend! {
         // A push while the first commit's pods take 40 s to start.
         let mut pushed = first.clone();
         pushed.head_sha = CommitSha("q".repeat(40));
-        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         let began = tokio::time::Instant::now();
         let outcome = engine.reconcile(id).await.unwrap();
         let took = began.elapsed();
@@ -537,7 +542,7 @@ previewd_e2e::each_backend! {
         assert_eq!(image, format!("registry.preview.test/acme/app:{}", "q".repeat(40)), "the new commit is applied");
         let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
         assert_eq!((env.state.as_str(), env.head_sha.as_str()), ("Provisioning", "q".repeat(40).as_str()));
-        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -556,7 +561,7 @@ previewd_e2e::each_backend! {
         }
         assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), after_provision, "resyncs read nothing");
         assert_eq!(after_provision, 1, "one read for the commit");
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -592,7 +597,7 @@ previewd_e2e::each_backend! {
         assert_eq!(namespaces.items.len(), 5, "five namespaces in the cluster");
         for (id, _cleanup) in &live {
             let env = one.store.reconcile_record(*id).await.unwrap().unwrap();
-            one.store.record_environment(&env.pull_request(), EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+            one.store.record_environment(&env.pull_request(), EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
             assert_eq!(converge(&one, *id).await, Outcome::Settled(EnvironmentState::Deleted));
         }
     }
@@ -619,7 +624,7 @@ previewd_e2e::each_backend! {
         let retried = history.iter().skip_while(|t| t.to_state != "Failed").find(|t| t.to_state == "Pending").unwrap();
         assert_eq!(retried.reason.as_deref(), Some("retry 1 of 5 of the rollout that failed"));
         assert_eq!(history.last().unwrap().to_state, "Ready");
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 
@@ -643,7 +648,7 @@ previewd_e2e::each_backend! {
         // A push starts the count anew.
         let mut pushed = pr.clone();
         pushed.head_sha = CommitSha("h".repeat(40));
-        engine.store.record_environment(&pushed, EnvironmentState::Pending, None).await.unwrap();
+        engine.store.record_environment(&pushed, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         let env = engine.store.reconcile_record(id).await.unwrap().unwrap();
         assert_eq!((env.retries, env.retry_at), (0, None));
         let outcome = past_rollout(&engine, id).await;
@@ -656,7 +661,7 @@ previewd_e2e::each_backend! {
         let at = env.retry_at.expect("a retry is scheduled");
         assert!(!engine.store.due_retries(at - 1).await.unwrap().contains(&id));
         assert!(engine.store.due_retries(at).await.unwrap().contains(&id));
-        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        engine.store.record_environment(&pushed, EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(converge(&engine, id).await, Outcome::Settled(EnvironmentState::Deleted));
     }
 

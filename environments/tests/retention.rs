@@ -65,12 +65,12 @@ previewd_e2e::each_backend! {
         let store = store(&db.url).await;
         let now = now_ms();
         // A live environment with a history of three transitions, and a deleted one.
-        let live = store.record_environment(&pr(7), Pending, None).await.unwrap();
-        store.record_environment(&pr(7), Provisioning, None).await.unwrap();
-        store.record_environment(&pr(7), Ready, None).await.unwrap();
-        let gone = store.record_environment(&pr(8), Pending, None).await.unwrap();
-        store.record_environment(&pr(8), Deleting, Some("closed")).await.unwrap();
-        store.record_environment(&pr(8), Deleted, Some("closed")).await.unwrap();
+        let live = store.record_environment(&pr(7), Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(7), Provisioning, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(7), Ready, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        let gone = store.record_environment(&pr(8), Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(8), Deleting, Some("closed"), &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(8), Deleted, Some("closed"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         // Their reports, and three more jobs, run to the end: five done.
         for name in ["a", "b", "c"] {
             store.enqueue(&job(name)).await.unwrap();
@@ -137,7 +137,7 @@ previewd_e2e::each_backend! {
         let swept = store.sweep(&retention(), later).await.unwrap();
         assert_eq!(swept.total(), 0, "{swept:?}");
         // A pull request whose environment was deleted can have one again (with a report queued).
-        let back = store.record_environment(&pr(8), Pending, Some("reopened")).await.unwrap();
+        let back = store.record_environment(&pr(8), Pending, Some("reopened"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(store.transitions(back.id).await.unwrap().len(), 1);
 
         // Eight days later: the dead job and the recent delivery go too; queued and running
@@ -155,9 +155,9 @@ previewd_e2e::each_backend! {
     async fn a_finished_environment_is_kept_while_a_job_still_needs_it(db) {
         use EnvironmentState::*;
         let store = store(&db.url).await;
-        store.record_environment(&pr(9), Pending, None).await.unwrap();
-        store.record_environment(&pr(9), Deleting, None).await.unwrap();
-        store.record_environment(&pr(9), Deleted, None).await.unwrap();
+        store.record_environment(&pr(9), Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(9), Deleting, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+        store.record_environment(&pr(9), Deleted, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         // Its report (saying on the pull request that it was deleted) has not run yet.
         assert_eq!(count(&store, JobState::Queued).await, 1);
         let swept = store.sweep(&retention(), now_ms() + 30 * DAY).await.unwrap();

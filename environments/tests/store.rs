@@ -297,12 +297,12 @@ previewd_e2e::each_backend! {
 
     async fn environment_changes_are_recorded_with_their_history(db) {
         let store = store(&db.url).await;
-        let created = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        let created = store.record_environment(&pr('a'), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!((created.state.as_str(), created.head_sha.as_str()), ("Pending", "a".repeat(40).as_str()));
-        let pushed = store.record_environment(&pr('b'), EnvironmentState::Pending, None).await.unwrap();
+        let pushed = store.record_environment(&pr('b'), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert_eq!(pushed.id, created.id, "keyed by repository id and pull request number");
         assert_eq!(pushed.head_sha, "b".repeat(40));
-        store.record_environment(&pr('b'), EnvironmentState::Deleting, Some("pull request merged")).await.unwrap();
+        store.record_environment(&pr('b'), EnvironmentState::Deleting, Some("pull request merged"), &previewd_environments::model::Cause::Previewd).await.unwrap();
         let current = store.environment(RepoId(42), PrNumber(7)).await.unwrap().unwrap();
         assert_eq!(current.state().unwrap(), EnvironmentState::Deleting);
         assert_eq!(current.reason.as_deref(), Some("pull request merged"));
@@ -334,11 +334,11 @@ previewd_e2e::each_backend! {
                 let pr = PullRequest { number: PrNumber(number), ..pr('a') };
                 let mut id = 0;
                 for step in path {
-                    id = store.record_environment(&pr, *step, None).await.unwrap().id;
+                    id = store.record_environment(&pr, *step, None, &previewd_environments::model::Cause::Previewd).await.unwrap().id;
                 }
                 let before = store.transitions(id).await.unwrap().len();
                 // The planner's writer, and the reconciler's.
-                let recorded = store.record_environment(&pr, to, Some("test")).await;
+                let recorded = store.record_environment(&pr, to, Some("test"), &previewd_environments::model::Cause::Previewd).await;
                 let moved = store.transition(id, &pr.head_sha.0, to, Some("test"), None, None, None).await.unwrap();
                 let state = store.environment(pr.repo.id, pr.number).await.unwrap().unwrap().state;
                 if from.can_become(to) {
@@ -360,14 +360,14 @@ previewd_e2e::each_backend! {
         // A new environment starts as the planner creates one.
         let new = PullRequest { number: PrNumber(9_999), ..pr('a') };
         for to in [Provisioning, Ready, Failed, Deleting, Deleted] {
-            assert!(store.record_environment(&new, to, None).await.is_err(), "new -> {to}");
+            assert!(store.record_environment(&new, to, None, &previewd_environments::model::Cause::Previewd).await.is_err(), "new -> {to}");
         }
         assert!(store.environment(new.repo.id, new.number).await.unwrap().is_none());
     }
 
     async fn every_change_queues_one_report_in_the_same_transaction(db) {
         let store = store(&db.url).await;
-        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         // Further changes while a report waits are absorbed by it.
         store.transition(env.id, &"a".repeat(40), EnvironmentState::Provisioning, None, Some("n"), None, None).await.unwrap();
         store.mark_warned(env.id).await.unwrap();
@@ -389,7 +389,7 @@ previewd_e2e::each_backend! {
         let mut labelled = pr('a');
         labelled.labels = vec!["preview:keep".into(), "bug".into()];
         labelled.draft = true;
-        let env = store.record_environment(&labelled, EnvironmentState::Pending, None).await.unwrap();
+        let env = store.record_environment(&labelled, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         let sha = CommitSha("a".repeat(40));
         store.set_command_state(env.id, Some(true), Some(&sha), Some("@dev approved")).await.unwrap();
         let record = store.reconcile_record(env.id).await.unwrap().unwrap();
@@ -399,7 +399,7 @@ previewd_e2e::each_backend! {
         // A later push is not approved; the deployed SHA is the one that became Ready.
         store.transition(env.id, &sha.0, EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
         store.transition(env.id, &sha.0, EnvironmentState::Ready, None, None, Some("https://x"), None).await.unwrap();
-        store.record_environment(&pr('b'), EnvironmentState::Pending, None).await.unwrap();
+        store.record_environment(&pr('b'), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         let record = store.reconcile_record_for(RepoId(42), PrNumber(7)).await.unwrap().unwrap();
         assert!(!record.approved());
         assert_eq!(record.deployed_sha.as_deref(), Some(sha.0.as_str()));
@@ -427,7 +427,7 @@ previewd_e2e::each_backend! {
     async fn one_report_of_an_environment_runs_at_a_time(db) {
         use previewd_environments::store::ReportedObject;
         let store = store(&db.url).await;
-        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None).await.unwrap();
+        let env = store.record_environment(&pr('a'), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
         assert!(store.take_lease(Lease::Report, env.id, "one", Duration::from_secs(60)).await.unwrap());
         assert!(!store.take_lease(Lease::Report, env.id, "two", Duration::from_secs(60)).await.unwrap());
         store.save_comment(env.id, 5, "digest").await.unwrap();
@@ -537,18 +537,18 @@ mod usage {
             let base = 1_000 * H;
             // Waits an hour, provisions for one, Ready for four at 200m and 256 MiB (two replicas of
             // 100m/128Mi), deleted after an hour of teardown.
-            let env = store.record_environment(&pr('a'), Pending, None).await.unwrap();
+            let env = store.record_environment(&pr('a'), Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             store.set_requests(env.id, 200, 256 << 20).await.unwrap();
             for state in [Provisioning, Ready, Deleting, Deleted] {
-                store.record_environment(&pr('a'), state, None).await.unwrap();
+                store.record_environment(&pr('a'), state, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             }
             backdate(&db.url, env.id, &[base, base + H, base + 2 * H, base + 6 * H, base + 7 * H]).await;
             // Another repository's environment, Ready since before the period and still Ready.
             let other = PullRequest { repo: Repo { id: RepoId(43), owner: "octo".into(), name: "api".into() }, ..pr('b') };
-            let ready = store.record_environment(&other, Pending, None).await.unwrap();
+            let ready = store.record_environment(&other, Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             store.set_requests(ready.id, 1000, 1 << 30).await.unwrap();
-            store.record_environment(&other, Provisioning, None).await.unwrap();
-            store.record_environment(&other, Ready, None).await.unwrap();
+            store.record_environment(&other, Provisioning, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
+            store.record_environment(&other, Ready, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             backdate(&db.url, ready.id, &[base - 3 * H, base - 2 * H, base - H]).await;
 
             let (from, to) = (base, base + 10 * H);
@@ -577,10 +577,10 @@ mod usage {
             let store = store(&db.url).await;
             let base = 1_000 * H;
             // Ready from 3 h before the cut-off (`base`), a push redeploys it 2 h after.
-            let env = store.record_environment(&pr('a'), Pending, None).await.unwrap();
+            let env = store.record_environment(&pr('a'), Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             store.set_requests(env.id, 500, 1 << 30).await.unwrap();
             for state in [Provisioning, Ready, Pending, Provisioning, Ready] {
-                store.record_environment(&pr('a'), state, None).await.unwrap();
+                store.record_environment(&pr('a'), state, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
             }
             backdate(&db.url, env.id, &[base - 5 * H, base - 4 * H, base - 3 * H, base + 2 * H, base + 2 * H, base + 3 * H]).await;
             let (from, to) = (base, base + 10 * H);

@@ -70,7 +70,12 @@ async fn a_throttled_apply_is_retried_later_and_the_environment_is_not_failed() 
     let client = kube_client::connect(Some(identity.kubeconfig())).await.unwrap();
     let db = fresh(Backend::Sqlite).await.unwrap();
     let engine = engine(&db.url, client).await;
-    let id = engine.store.record_environment(&pr(), EnvironmentState::Pending, None).await.unwrap().id;
+    let id = engine
+        .store
+        .record_environment(&pr(), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd)
+        .await
+        .unwrap()
+        .id;
 
     identity.throttle(&["patch"]).await.unwrap();
     let error = engine.reconcile(id).await.unwrap_err();

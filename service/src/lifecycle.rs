@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use previewd_environments::cluster::Cluster;
 use previewd_environments::cluster::watch::{RolloutWatches, Wake};
 use previewd_environments::forge::{FixedRepoConfig, Forge};
-use previewd_environments::model::EnvironmentState;
+use previewd_environments::model::{Cause, EnvironmentState};
 use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::Policy;
 use previewd_environments::reconcile::{Engine, EngineSettings, Outcome, ReconcileError};
@@ -259,7 +259,7 @@ async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
             if let Plan::Record { state, reason } =
                 plan(Some(env.state()?), &PrEvent::Expired(pr.clone()), &Gate::Allowed)
             {
-                engine.store.record_environment(&pr, state, reason.as_deref()).await?;
+                engine.store.record_environment(&pr, state, reason.as_deref(), &Cause::Previewd).await?;
                 tracing::info!(environment = env.id, "environment expired; tearing it down");
             }
         }

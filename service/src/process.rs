@@ -21,7 +21,9 @@ use crate::github::report::{GitHubSide, ReportError};
 use crate::lifecycle::run_reconcile;
 use crate::worker::{JobError, JobHandler};
 use previewd_environments::cluster::watch::RolloutWatches;
-use previewd_environments::model::{CloseReason, CommitSha, EnvironmentState, InstallationId, PullRequest, Repo};
+use previewd_environments::model::{
+    Cause, CloseReason, CommitSha, EnvironmentState, InstallationId, PullRequest, Repo,
+};
 use previewd_environments::planner::{Gate, Plan, PrEvent, plan};
 use previewd_environments::policy::ForkPolicy;
 use previewd_environments::reconcile::Engine;
@@ -100,10 +102,11 @@ impl JobRunner {
                     self.store.observe_head(repo, number, &pull_request.head_sha, at).await.map_err(transient)?;
                 }
                 let approve_label = self.approve_label(&pull_request);
+                let cause = Cause::Event { event: format!("pull_request.{}", action.name()), sender: sender.clone() };
                 match action {
                     PrAction::Closed => {
                         let reason = if merged { CloseReason::Merged } else { CloseReason::Closed };
-                        self.closed(&pull_request, reason).await
+                        self.closed(&pull_request, reason, &cause).await
                     }
                     PrAction::Labeled
                         if approve_label
@@ -124,13 +127,13 @@ impl JobRunner {
                         {
                             self.remove_label(&pull_request, approve).await?;
                         }
-                        self.consider(&pull_request, Activity::Renewing).await
+                        self.consider(&pull_request, Activity::Renewing, &cause).await
                     }
                     PrAction::Opened | PrAction::Reopened | PrAction::ReadyForReview => {
-                        self.consider(&pull_request, Activity::Renewing).await
+                        self.consider(&pull_request, Activity::Renewing, &cause).await
                     }
                     PrAction::Labeled | PrAction::Unlabeled | PrAction::ConvertedToDraft | PrAction::Edited => {
-                        self.consider(&pull_request, Activity::Revisit).await
+                        self.consider(&pull_request, Activity::Revisit, &cause).await
                     }
                 }
             }

@@ -220,6 +220,15 @@ previewd_e2e::each_backend! {
         let gone = s.wait_state(1, "Deleted").await;
         assert_eq!(gone.reason.as_deref(), Some("destroyed by token `ops` via the API"));
         s.comment_says(1, &["destroyed by token `ops` via the API"]).await;
+        // Who caused each step, as the history shows it.
+        let (_, shown) = get(&format!("{api}/environments/{}", ready.id), Some(&reader)).await;
+        let steps: Vec<(&str, &str)> = shown["transitions"].as_array().unwrap().iter().map(|t| (t["to"].as_str().unwrap(), t["actor"].as_str().unwrap())).collect();
+        assert_eq!(steps[0].0, "Pending", "{steps:?}");
+        assert!(steps[0].1.starts_with("pull_request.opened by @"), "the delivery and its sender: {steps:?}");
+        assert_eq!(steps[1], ("Provisioning", "previewd"), "{steps:?}");
+        assert!(steps.contains(&("Pending", "token ops via the API")), "the redeploy: {steps:?}");
+        assert!(steps.contains(&("Deleting", "token ops via the API")), "the destroy: {steps:?}");
+        assert_eq!(steps.last(), Some(&("Deleted", "previewd")), "{steps:?}");
         let (status, body) = call(reqwest::Method::DELETE, &format!("{api}/environments/{}", ready.id), Some(&admin), None).await;
         assert_eq!((status, body["error"].as_str()), (409, Some("not_live")), "{body}");
 
@@ -270,7 +279,7 @@ previewd_e2e::each_backend! {
         };
         let mut existing = Vec::new();
         for n in 1..=250 {
-            existing.push(store.record_environment(&pr(n), EnvironmentState::Pending, None).await.unwrap().id);
+            existing.push(store.record_environment(&pr(n), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap().id);
         }
         let (_, token) = store.create_token("pager", TokenScope::Read).await.unwrap();
         let token = token.expose_secret().to_owned();
@@ -281,9 +290,9 @@ previewd_e2e::each_backend! {
                 for round in 0..400_i64 {
                     let n = 1 + (round * 37) % 250;
                     let to = if round % 2 == 0 { EnvironmentState::Deleting } else { EnvironmentState::Pending };
-                    let _ = store.record_environment(&pr(n), to, None).await;
+                    let _ = store.record_environment(&pr(n), to, None, &previewd_environments::model::Cause::Previewd).await;
                     if round % 10 == 0 {
-                        store.record_environment(&pr(1000 + round), EnvironmentState::Pending, None).await.unwrap();
+                        store.record_environment(&pr(1000 + round), EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd).await.unwrap();
                     }
                     tokio::task::yield_now().await;
                 }

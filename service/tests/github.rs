@@ -639,6 +639,9 @@ async fn commands_need_write_access_and_unknown_ones_get_help() {
     assert_eq!(w.github.deliver("issue_comment", &payload).await.unwrap().status_code, 202);
     let gone = w.wait_state(4, "Deleted").await;
     assert!(gone.reason.unwrap().contains("destroyed by @writer"));
+    let history = w.server.store.transitions(gone.id).await.unwrap();
+    let deleting = history.iter().find(|t| t.to_state == "Deleting").unwrap();
+    assert_eq!(deleting.actor.as_deref(), Some("command by @writer"), "who caused it: {history:#?}");
     w.comment_saying(4, "destroyed by @writer").await;
     w.finish().await;
 }

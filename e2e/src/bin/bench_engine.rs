@@ -224,12 +224,24 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
     let cpu = CpuSample::take();
     for run in 1..=options.runs {
         let pr = pull_request(run)?;
-        let id = engine.store.record_environment(&pr, EnvironmentState::Pending, None).await?.id;
+        let id = engine
+            .store
+            .record_environment(&pr, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd)
+            .await?
+            .id;
         let start = Instant::now();
         let end = converge(&engine, id, EnvironmentState::Ready, start + deadline(1)).await?;
         let name = environment_name(&engine, id).await?;
         single_up.push(Sample { name: name.clone(), start, end });
-        engine.store.record_environment(&pr, EnvironmentState::Deleting, Some("benchmark")).await?;
+        engine
+            .store
+            .record_environment(
+                &pr,
+                EnvironmentState::Deleting,
+                Some("benchmark"),
+                &previewd_environments::model::Cause::Previewd,
+            )
+            .await?;
         let start = Instant::now();
         let end = converge(&engine, id, EnvironmentState::Deleted, start + deadline(1)).await?;
         single_down.push(Sample { name, start, end });
@@ -246,7 +258,13 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
     let mut ids = Vec::with_capacity(options.count);
     let prs: Vec<PullRequest> = (1..=options.count).map(|n| pull_request(1000 + n)).collect::<anyhow::Result<_>>()?;
     for pr in &prs {
-        ids.push(engine.store.record_environment(pr, EnvironmentState::Pending, None).await?.id);
+        ids.push(
+            engine
+                .store
+                .record_environment(pr, EnvironmentState::Pending, None, &previewd_environments::model::Cause::Previewd)
+                .await?
+                .id,
+        );
     }
     let cpu = CpuSample::take();
     let batch_up = batch(&engine, &ids, EnvironmentState::Ready, options.concurrency, deadline(options.count)).await?;
@@ -262,7 +280,15 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
     // 3. Tearing them down at once.
     println!("\n==> tearing {} environments down at once", options.count);
     for pr in &prs {
-        engine.store.record_environment(pr, EnvironmentState::Deleting, Some("benchmark")).await?;
+        engine
+            .store
+            .record_environment(
+                pr,
+                EnvironmentState::Deleting,
+                Some("benchmark"),
+                &previewd_environments::model::Cause::Previewd,
+            )
+            .await?;
     }
     let cpu = CpuSample::take();
     let batch_down =

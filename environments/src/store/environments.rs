@@ -2,7 +2,7 @@
 //! row (time, head SHA, reason) in the same transaction.
 
 use super::{Backend, Store, StoreError, begin_write, with_pool};
-use crate::model::{CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, RepoId};
+use crate::model::{Cause, CommitSha, EnvironmentState, InstallationId, PrNumber, PullRequest, RepoId};
 use crate::time::{Millis, now_ms};
 
 /// Queues a report of environment `$environment` inside transaction `$tx`, unless one is already
@@ -18,14 +18,14 @@ macro_rules! queue_report {
 /// Appends one row to an environment's history inside transaction `$tx` (either backend), and
 /// queues a report of the change.
 macro_rules! insert_transition {
-    ($tx:ident, $environment:expr, $from:expr, $to:expr, $head_sha:expr, $reason:expr, $at:expr) => {
+    ($tx:ident, $environment:expr, $from:expr, $to:expr, $head_sha:expr, $reason:expr, $at:expr, $cause:expr) => {
         queue_report!($tx, $environment, $at);
         // The environment's requests at this moment travel with the row (usage is computed
         // from the history alone).
         sqlx::query(
             "INSERT INTO environment_transitions (environment_id, from_state, to_state, head_sha, reason, at, \
-                requests_cpu_millis, requests_memory_bytes) \
-             SELECT $1, $2, $3, $4, $5, $6, requests_cpu_millis, requests_memory_bytes FROM environments WHERE id = $1",
+                requests_cpu_millis, requests_memory_bytes, actor) \
+             SELECT $1, $2, $3, $4, $5, $6, requests_cpu_millis, requests_memory_bytes, $7 FROM environments WHERE id = $1",
         )
         .bind($environment)
         .bind($from)
@@ -33,6 +33,7 @@ macro_rules! insert_transition {
         .bind($head_sha)
         .bind($reason)
         .bind($at)
+        .bind($cause.to_string())
         .execute(&mut *$tx)
         .await
         .map_err(StoreError::query("recording an environment transition"))?
@@ -78,6 +79,8 @@ pub struct TransitionRecord {
     pub head_sha: String,
     pub reason: Option<String>,
     pub at: Millis,
+    /// Who or what caused it ([`Cause`]'s text); `None` for rows from before it was recorded.
+    pub actor: Option<String>,
 }
 
 const ENVIRONMENT_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, \
@@ -109,7 +112,7 @@ impl Store {
     /// The transitions of an environment, oldest first.
     pub async fn transitions(&self, environment: i64) -> Result<Vec<TransitionRecord>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(
-            "SELECT from_state, to_state, head_sha, reason, at FROM environment_transitions \
+            "SELECT from_state, to_state, head_sha, reason, at, actor FROM environment_transitions \
              WHERE environment_id = $1 ORDER BY id",
         )
         .bind(environment)
@@ -119,12 +122,14 @@ impl Store {
     }
 
     /// Writes the pull request's details and moves its environment to `to` (creating it if
-    /// new), recording the transition. The pull request's head SHA replaces the stored one.
+    /// new), recording the transition as caused by `cause`. The pull request's head SHA
+    /// replaces the stored one.
     pub async fn record_environment(
         &self,
         pr: &PullRequest,
         to: EnvironmentState,
         reason: Option<&str>,
+        cause: &Cause,
     ) -> Result<EnvironmentRecord, StoreError> {
         let now = now_ms();
         macro_rules! record {
@@ -185,7 +190,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::query("writing an environment"))?;
-                insert_transition!(tx, record.id, before.map(|(_, state)| state), to, &pr.head_sha.0, reason, now);
+                insert_transition!(tx, record.id, before.map(|(_, state)| state), to, &pr.head_sha.0, reason, now, cause);
                 tx.commit().await.map_err(StoreError::query("committing an environment"))?;
                 Ok(record)
             }};
@@ -403,8 +408,8 @@ impl Store {
     ///
     /// Moves environment `id` to `to` if its head SHA is still `head_sha` (a newer push since
     /// the reconcile began wins, and the reconciler runs again for it) and the state machine
-    /// allows the move from its current state, recording the transition. Returns whether it
-    /// moved.
+    /// allows the move from its current state, recording the transition (caused by previewd:
+    /// the engine is its only caller). Returns whether it moved.
     #[allow(clippy::too_many_arguments)]
     pub async fn transition(
         &self,
@@ -463,7 +468,7 @@ impl Store {
                 .await
                 .map_err(StoreError::query("changing an environment's state"))?;
                 if from != to.as_str() || old_reason.as_deref() != reason {
-                    insert_transition!(tx, id, Some(&from), to, head_sha, reason, now);
+                    insert_transition!(tx, id, Some(&from), to, head_sha, reason, now, Cause::Previewd);
                 } else if visible {
                     queue_report!(tx, id, now);
                 }

@@ -114,13 +114,14 @@ pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()>
                 Output::Json => print_json(&detail),
                 Output::Table => {
                     println!("{}", environments_table(std::slice::from_ref(&detail.environment)));
-                    let mut t = table(&["AT", "FROM", "TO", "COMMIT", "REASON"]);
+                    let mut t = table(&["AT", "FROM", "TO", "COMMIT", "BY", "REASON"]);
                     for tr in &detail.transitions {
                         t.add_row(vec![
                             tr.at.clone(),
                             or_dash(tr.from.as_deref()),
                             tr.to.clone(),
                             short_sha(&tr.head_sha).to_owned(),
+                            or_dash(tr.actor.as_deref()),
                             or_dash(tr.reason.as_deref()),
                         ]);
                     }

@@ -96,19 +96,35 @@ pub enum PrAction {
 }
 
 impl PrAction {
+    const ALL: [PrAction; 9] = [
+        Self::Opened,
+        Self::Reopened,
+        Self::Synchronize,
+        Self::Closed,
+        Self::Labeled,
+        Self::Unlabeled,
+        Self::ReadyForReview,
+        Self::ConvertedToDraft,
+        Self::Edited,
+    ];
+
     fn parse(action: &str) -> Option<PrAction> {
-        Some(match action {
-            "opened" => Self::Opened,
-            "reopened" => Self::Reopened,
-            "synchronize" => Self::Synchronize,
-            "closed" => Self::Closed,
-            "labeled" => Self::Labeled,
-            "unlabeled" => Self::Unlabeled,
-            "ready_for_review" => Self::ReadyForReview,
-            "converted_to_draft" => Self::ConvertedToDraft,
-            "edited" => Self::Edited,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|a| a.name() == action)
+    }
+
+    /// GitHub's name of the action (`ready_for_review`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Reopened => "reopened",
+            Self::Synchronize => "synchronize",
+            Self::Closed => "closed",
+            Self::Labeled => "labeled",
+            Self::Unlabeled => "unlabeled",
+            Self::ReadyForReview => "ready_for_review",
+            Self::ConvertedToDraft => "converted_to_draft",
+            Self::Edited => "edited",
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::github::commands::{self, Command, ShaPrefix};
 use crate::github::report::GitHubSide;
 use crate::worker::JobError;
 use previewd_environments::actions::{self, Action, ActionError, Actor};
-use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo};
+use previewd_environments::model::{Cause, CommitSha, EnvironmentState, PrNumber, PullRequest, Repo};
 use previewd_environments::spec::Commands;
 use previewd_environments::store::SeenHead;
 use previewd_environments::time::now_ms;
@@ -165,7 +165,8 @@ impl JobRunner {
                 let who = side.installation_for(repo).await.map_err(report_failed)?;
                 let pr = side.github.pull(who, repo, number).await.map_err(github_failed)?.to_model();
                 let note = format!("@{author} asked for an environment");
-                self.grant(side, &pr, Commands { deploy: true, approve_fork: false }, &note).await?;
+                let cause = Cause::Command { login: author.to_owned() };
+                self.grant(side, &pr, Commands { deploy: true, approve_fork: false }, &note, &cause).await?;
             }
             Command::Approve(named) => {
                 let seen = named.clone().map_or(Seen::HeadAt(created_at), Seen::Named);
@@ -206,7 +207,8 @@ impl JobRunner {
         sender: Option<&str>,
     ) -> Result<(), JobError> {
         let (Some(side), Some(sender)) = (&self.github, sender) else {
-            return self.consider(pr, super::Activity::Revisit).await;
+            let cause = Cause::Event { event: "pull_request.labeled".to_owned(), sender: sender.map(str::to_owned) };
+            return self.consider(pr, super::Activity::Revisit, &cause).await;
         };
         let who = side.installation_for(&pr.repo).await.map_err(report_failed)?;
         let permission = side.github.permission(who, &pr.repo, sender).await.map_err(github_failed)?;
@@ -243,7 +245,13 @@ impl JobRunner {
                     Some(label) => format!("@{approver} approved commit {short} with the label `{label}`"),
                     None => format!("@{approver} approved commit {short}"),
                 };
-                self.grant(side, &pr, Commands { deploy: false, approve_fork: true }, &note).await?;
+                let cause = match label {
+                    Some(_) => {
+                        Cause::Event { event: "pull_request.labeled".to_owned(), sender: Some(approver.to_owned()) }
+                    }
+                    None => Cause::Command { login: approver.to_owned() },
+                };
+                self.grant(side, &pr, Commands { deploy: false, approve_fork: true }, &note, &cause).await?;
                 Ok(true)
             }
             Err(stale) => {

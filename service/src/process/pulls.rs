@@ -13,8 +13,8 @@ pub(super) enum Activity {
 }
 
 impl JobRunner {
-    pub(crate) async fn closed(&self, pr: &PullRequest, reason: CloseReason) -> Result<(), JobError> {
-        self.apply(pr, &PrEvent::Closed(pr.clone(), reason), &Gate::Allowed, Activity::Renewing).await.map(drop)
+    pub(crate) async fn closed(&self, pr: &PullRequest, reason: CloseReason, cause: &Cause) -> Result<(), JobError> {
+        self.apply(pr, &PrEvent::Closed(pr.clone(), reason), &Gate::Allowed, Activity::Renewing, cause).await.map(drop)
     }
 
     /// The label that approves `pr`'s head commit, if `pr` is a fork's and its repository lets
@@ -52,8 +52,8 @@ impl JobRunner {
     }
 
     /// Revisits `pr`'s environment after a change of the pull request.
-    pub(super) async fn consider(&self, pr: &PullRequest, activity: Activity) -> Result<(), JobError> {
-        self.consider_with(pr, activity, Commands::default()).await.map(drop)
+    pub(super) async fn consider(&self, pr: &PullRequest, activity: Activity, cause: &Cause) -> Result<(), JobError> {
+        self.consider_with(pr, activity, Commands::default(), cause).await.map(drop)
     }
 
     /// [`Self::consider`] with what a command grants; the environment's id if it has one.
@@ -62,6 +62,7 @@ impl JobRunner {
         pr: &PullRequest,
         activity: Activity,
         granted: Commands,
+        cause: &Cause,
     ) -> Result<Option<i64>, JobError> {
         let current = self.store.reconcile_record_for(pr.repo.id, pr.number).await.map_err(transient)?;
         let gate = self.gate(pr, current.as_ref(), granted);
@@ -75,7 +76,7 @@ impl JobRunner {
             && env.head_sha == pr.head_sha.0
         {
             let state = state.unwrap_or(EnvironmentState::Pending);
-            self.store.record_environment(pr, state, env.reason.as_deref()).await.map_err(transient)?;
+            self.store.record_environment(pr, state, env.reason.as_deref(), cause).await.map_err(transient)?;
             self.queue_reconcile(env.id).await?;
             return Ok(Some(env.id));
         }
@@ -101,7 +102,7 @@ impl JobRunner {
             }
         }
         let event = PrEvent::Pushed(pr.clone());
-        self.apply(pr, &event, &gate, activity).await
+        self.apply(pr, &event, &gate, activity, cause).await
     }
 
     pub(super) async fn apply(
@@ -110,13 +111,15 @@ impl JobRunner {
         event: &PrEvent,
         gate: &Gate,
         activity: Activity,
+        cause: &Cause,
     ) -> Result<Option<i64>, JobError> {
         let current = self.store.environment(pr.repo.id, pr.number).await.map_err(transient)?;
         let current_state =
             current.as_ref().map(|env| env.state()).transpose().map_err(|e| JobError::Permanent(e.to_string()))?;
         match plan(current_state, event, gate) {
             Plan::Record { state, reason } => {
-                let record = self.store.record_environment(pr, state, reason.as_deref()).await.map_err(transient)?;
+                let record =
+                    self.store.record_environment(pr, state, reason.as_deref(), cause).await.map_err(transient)?;
                 if state == EnvironmentState::Pending && activity == Activity::Renewing {
                     // Activity renews the TTL; the reconcile computes the new expiry.
                     self.store.touch_environment(record.id).await.map_err(transient)?;
@@ -149,8 +152,9 @@ impl JobRunner {
         pr: &PullRequest,
         granted: Commands,
         note: &str,
+        cause: &Cause,
     ) -> Result<(), JobError> {
-        match self.consider_with(pr, Activity::Renewing, granted).await? {
+        match self.consider_with(pr, Activity::Renewing, granted, cause).await? {
             Some(id) => {
                 let approved = granted.approve_fork.then_some(&pr.head_sha);
                 let requested = granted.deploy.then_some(true);

@@ -159,11 +159,22 @@ pub struct TransitionView {
     pub head_sha: String,
     pub reason: Option<String>,
     pub at: String,
+    /// Who or what caused it: `pull_request.synchronize by @dev`, `command by @dev`,
+    /// `token ops via the API`, `previewd` (its own step: a rollout, a retry, an expiry). Absent
+    /// for transitions recorded before previewd kept it.
+    pub actor: Option<String>,
 }
 
 impl From<TransitionRecord> for TransitionView {
     fn from(t: TransitionRecord) -> Self {
-        TransitionView { from: t.from_state, to: t.to_state, head_sha: t.head_sha, reason: t.reason, at: rfc3339(t.at) }
+        TransitionView {
+            from: t.from_state,
+            to: t.to_state,
+            head_sha: t.head_sha,
+            reason: t.reason,
+            at: rfc3339(t.at),
+            actor: t.actor,
+        }
     }
 }
 
