@@ -596,3 +596,46 @@ mod usage {
         }
     }
 }
+
+mod changes {
+    use super::*;
+    use previewd_environments::model::Cause;
+
+    previewd_e2e::each_backend! {
+        async fn the_change_feed_records_every_visible_change_and_nothing_else(db) {
+            use EnvironmentState::*;
+            let store = store(&db.url).await;
+            let start = store.last_change_id().await.unwrap();
+            let env = store.record_environment(&pr('a'), Pending, None, &Cause::Previewd).await.unwrap();
+            store.transition(env.id, &"a".repeat(40), Provisioning, None, Some("app-pr-7"), None, None).await.unwrap();
+            store.set_expiry(env.id, 9_000_000_000_000, Some("extended")).await.unwrap();
+            // Not shown by the API: no change.
+            store.set_requests(env.id, 100, 1 << 20).await.unwrap();
+            store.touch_environment(env.id).await.unwrap();
+            let changes = store.changes_after(start, 100).await.unwrap();
+            assert_eq!(changes.len(), 3, "created, moved, extended: {changes:?}");
+            assert!(changes.iter().all(|c| c.environment_id == env.id));
+            assert!(changes.windows(2).all(|w| w[0].id < w[1].id), "{changes:?}");
+            assert_eq!(store.last_change_id().await.unwrap(), changes[2].id);
+            assert_eq!(store.changes_after(changes[0].id, 100).await.unwrap(), changes[1..].to_vec());
+            assert_eq!(store.changes_after(changes[0].id, 1).await.unwrap(), changes[1..2].to_vec(), "at most the limit");
+            // The last seconds' changes come back with the new ones, for Postgres' late commits.
+            let since = store.changes_since(changes[2].id, changes[0].at, 100).await.unwrap();
+            assert_eq!(since, changes, "{since:?}");
+            // A day later the sweep deletes them.
+            let retention = previewd_environments::store::Retention {
+                done_jobs: Duration::from_secs(3600),
+                dead_jobs: Duration::from_secs(3600),
+                deliveries: Duration::from_secs(3600),
+                transitions: Duration::from_secs(24 * 3600 * 365),
+                finished_environments: Duration::from_secs(3600),
+                audit: Duration::from_secs(3600),
+                batch: 100,
+            };
+            let day = i64::try_from(previewd_environments::store::CHANGES_KEPT.as_millis()).unwrap();
+            let swept = store.sweep(&retention, changes[2].at + day + 1).await.unwrap();
+            assert!(swept.changes >= 3, "{swept:?}");
+            assert!(store.changes_after(start, 100).await.unwrap().is_empty());
+        }
+    }
+}

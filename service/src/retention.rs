@@ -34,6 +34,7 @@ pub async fn sweep_once(store: &Store, retention: &Retention) {
             transitions = swept.transitions,
             environments = swept.environments,
             audit = swept.audit,
+            changes = swept.changes,
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "retention sweep deleted {} rows",
             swept.total()
@@ -82,9 +83,16 @@ mod tests {
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let line =
             text.lines().find(|l| l.contains("retention sweep deleted 0 rows")).unwrap_or_else(|| panic!("{text}"));
-        for field in
-            ["done_jobs=0", "dead_jobs=0", "deliveries=0", "transitions=0", "environments=0", "audit=0", "elapsed_ms="]
-        {
+        for field in [
+            "done_jobs=0",
+            "dead_jobs=0",
+            "deliveries=0",
+            "transitions=0",
+            "environments=0",
+            "audit=0",
+            "changes=0",
+            "elapsed_ms=",
+        ] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
     }

@@ -7,6 +7,7 @@ use crate::github::report::GitHubSide;
 use crate::github::resync::Resync;
 use crate::github::signature::WebhookSecrets;
 use crate::github::texts::Texts;
+use crate::http::api::events::ChangeFeed;
 use crate::http::{AppState, BodyBudget, ServeSettings, router};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -118,6 +119,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
             config.body_timeout(),
         ),
         engine: engine.clone(),
+        changes: ChangeFeed::start(store.clone(), shutdown.stop.clone()),
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(

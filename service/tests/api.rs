@@ -325,6 +325,78 @@ previewd_e2e::each_backend! {
         assert!(seen.values().all(|n| *n == 1), "nothing repeated");
         server.stop().await;
     }
+
+    async fn the_event_stream_follows_changes_and_resumes_after_a_reconnect(db) {
+        use previewd_environments::model::Cause;
+        let server = TestServer::start_with(config(&db, &[])).await;
+        let store = server.store.clone();
+        let pr = |repo: &str, n: i64| PullRequest {
+            repo: Repo { id: RepoId(if repo == "shop" { 78 } else { 79 }), owner: "acme".into(), name: repo.into() },
+            number: PrNumber(n),
+            head_sha: CommitSha("a".repeat(40)),
+            head_branch: "b".into(),
+            author: "dev".into(),
+            from_fork: false,
+            draft: false,
+            labels: vec![],
+        };
+        let (_, token) = store.create_token("watcher", TokenScope::Read).await.unwrap();
+        let token = token.expose_secret().to_owned();
+        let url = format!("{}/api/v1/events?repository=acme/shop", server.base);
+
+        let mut stream = EventStream::open(&url, &token, None).await;
+        let first = store.record_environment(&pr("shop", 1), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+        store.record_environment(&pr("other", 1), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+        store.transition(first.id, &"a".repeat(40), EnvironmentState::Provisioning, None, Some("shop-pr-1"), None, None).await.unwrap();
+        store.transition(first.id, &"a".repeat(40), EnvironmentState::Ready, None, Some("shop-pr-1"), Some("https://shop-pr-1.example"), None).await.unwrap();
+        // Written by previewd without a visible change: no event.
+        store.set_requests(first.id, 100, 1 << 20).await.unwrap();
+        let mut states = Vec::new();
+        let mut last = 0;
+        while states.last().map(String::as_str) != Some("Ready") {
+            let (kind, id, data) = stream.next().await;
+            assert_eq!(kind, "change", "{data}");
+            assert!(id > last, "ids increase: {id} after {last}");
+            last = id;
+            assert_eq!(data["environment"]["repository"], "acme/shop", "the filter holds: {data}");
+            states.push(data["environment"]["state"].as_str().unwrap().to_owned());
+        }
+        // Changes of one environment within one read of the feed (200 ms) arrive as one event
+        // with the latest view, so intermediate states may be skipped, never reordered.
+        let order = ["Pending", "Provisioning", "Ready"];
+        let positions: Vec<usize> = states.iter().map(|s| order.iter().position(|o| o == s).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{states:?}");
+        drop(stream);
+
+        // Missed while away: an extension (no transition), a new pull request; then resumed.
+        store.set_expiry(first.id, 4_102_444_800_000, Some("extended")).await.unwrap();
+        let second = store.record_environment(&pr("shop", 2), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+        let mut resumed = EventStream::open(&url, &token, Some(last)).await;
+        let (_, id, data) = resumed.next().await;
+        assert!(id > last, "{id} after {last}");
+        assert_eq!((data["environment"]["id"].as_i64(), data["environment"]["expires_at"].as_str()), (Some(first.id), Some("2100-01-01T00:00:00Z")), "{data}");
+        let (_, next, data) = resumed.next().await;
+        assert!(next > id, "{next} after {id}");
+        assert_eq!(data["environment"]["id"].as_i64(), Some(second.id), "{data}");
+        // Then live again.
+        store.transition(second.id, &"a".repeat(40), EnvironmentState::Provisioning, None, None, None, None).await.unwrap();
+        let (_, live, data) = resumed.next().await;
+        assert!(live > next && data["environment"]["state"] == "Provisioning", "{data}");
+
+        // Refusals name the field.
+        for (query, header, field) in [("", Some("abc"), "Last-Event-ID"), ("?colour=red", None, "colour"), ("?state=Sleepy", None, "state")] {
+            let mut request = reqwest::Client::new().get(format!("{}/api/v1/events{query}", server.base)).bearer_auth(&token);
+            if let Some(header) = header {
+                request = request.header("last-event-id", header);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 400, "{query}");
+            let body: Value = answer.json().await.unwrap();
+            assert!(body["message"].as_str().unwrap().starts_with(&format!("{field}:")), "{body}");
+        }
+        assert_eq!(reqwest::get(format!("{}/api/v1/events", server.base)).await.unwrap().status(), 401);
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -333,4 +405,44 @@ async fn the_cli_names_a_missing_token_and_an_unreachable_server() {
     assert!(!ok && err.contains("PREVIEWD_TOKEN"), "{err}");
     let (ok, _, err) = cli(&["env", "list"], &[("PREVIEWD_SERVER", "http://127.0.0.1:9"), ("PREVIEWD_TOKEN", "pvd_x")]);
     assert!(!ok && err.contains("cannot reach previewd at http://127.0.0.1:9"), "{err}");
+}
+
+/// A `text/event-stream` answer, read event by event.
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(url: &str, token: &str, last_event_id: Option<i64>) -> EventStream {
+        let mut request = reqwest::Client::new().get(url).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream { response, buffer: String::new() }
+    }
+
+    /// The next event (keep-alive comments skipped): its type, id and JSON data.
+    async fn next(&mut self) -> (String, i64, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field =
+                    |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_owned());
+                let Some(data) = field("data:") else { continue };
+                let kind = field("event:").unwrap_or_else(|| "message".into());
+                let id = field("id:").map_or(0, |v| v.parse().unwrap());
+                return (kind, id, serde_json::from_str(&data).unwrap_or(Value::String(data)));
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("an event within 30 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }

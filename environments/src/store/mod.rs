@@ -9,6 +9,7 @@
 
 mod admission;
 mod audit;
+mod changes;
 mod deliveries;
 mod environments;
 mod fleet;
@@ -24,6 +25,7 @@ mod tokens;
 
 pub use admission::{AdmissionPass, Limits};
 pub use audit::{AuditRecord, NewAuditEntry};
+pub use changes::ChangeRecord;
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
 pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord};
 pub use fleet::{EnvironmentFilter, EnvironmentSummary, RepositorySlots};
@@ -33,7 +35,7 @@ pub use leases::Lease;
 pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
-pub use retention::{Retention, Swept};
+pub use retention::{CHANGES_KEPT, Retention, Swept};
 pub use tokens::{TOKEN_PREFIX, TokenError, TokenRecord, TokenScope};
 
 use secrecy::{ExposeSecret, SecretString};

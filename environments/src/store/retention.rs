@@ -41,13 +41,25 @@ pub struct Swept {
     pub transitions: u64,
     pub environments: u64,
     pub audit: u64,
+    /// Rows of the change feed ([`CHANGES_KEPT`]).
+    pub changes: u64,
 }
 
 impl Swept {
     pub fn total(&self) -> u64 {
-        self.done_jobs + self.dead_jobs + self.deliveries + self.transitions + self.environments + self.audit
+        self.done_jobs
+            + self.dead_jobs
+            + self.deliveries
+            + self.transitions
+            + self.environments
+            + self.audit
+            + self.changes
     }
 }
+
+/// How long the change feed behind the event stream keeps a change: a client that reconnects
+/// within a day resumes where it was; one away longer reloads the list (the stream tells it).
+pub const CHANGES_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// Pause between two batches, so that writers waiting for SQLite's lock (which is not fair) get it.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
@@ -69,7 +81,8 @@ impl Store {
     ///   an environment is locked or a queued or running job names it;
     /// - transitions, except the last of each environment before the cut-off: the state it was
     ///   in then, so usage over the kept period (`usage.rs`) is the same after the sweep;
-    /// - audit log entries.
+    /// - audit log entries;
+    /// - the change feed's rows older than [`CHANGES_KEPT`].
     ///
     /// On SQLite the space is then reclaimed ([`Store::reclaim_space`]).
     pub async fn sweep(&self, retention: &Retention, now: Millis) -> Result<Swept, StoreError> {
@@ -122,6 +135,15 @@ impl Store {
                 "deleting old audit entries",
                 "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
                 cutoff(now, retention.audit),
+                batch,
+            )
+            .await?;
+        swept.changes = self
+            .delete_batches(
+                "deleting old environment changes",
+                "DELETE FROM environment_changes WHERE id IN (SELECT id FROM environment_changes WHERE at < $1 \
+                 ORDER BY id LIMIT $2)",
+                cutoff(now, CHANGES_KEPT),
                 batch,
             )
             .await?;

@@ -4,6 +4,9 @@
 use crate::cli::ServerArgs;
 use anyhow::Context;
 use bytes::Bytes;
+use eventsource_stream::{Event, Eventsource};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -31,6 +34,9 @@ pub enum ClientError {
     #[error("previewd's answer cannot be read ({0}); is --server a previewd?")]
     Unreadable(String),
 }
+
+/// The events of an open stream, as [`ApiClient::events`] reads them.
+pub type EventStream = BoxStream<'static, Result<Event, ClientError>>;
 
 pub struct ApiClient {
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -85,6 +91,34 @@ impl ApiClient {
         Ok(ApiClient { http, base, token: SecretString::from(token) })
     }
 
+    fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}/{}", self.base, path.trim_start_matches('/')))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token.expose_secret()))
+            .header(header::USER_AGENT, concat!("previewd-cli/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn unreachable(&self, detail: String) -> ClientError {
+        ClientError::Unreachable { server: self.base.clone(), detail }
+    }
+
+    /// Sends `request`; the answer's status and head, within [`CALL_TIMEOUT`].
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))?
+            .map_err(|e| self.unreachable(error_chain(&e)))
+    }
+
+    /// The server's words for a refusal.
+    fn refused(status: StatusCode, bytes: &[u8]) -> ClientError {
+        let message = serde_json::from_slice::<ErrorBody>(bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).chars().take(200).collect());
+        ClientError::Refused { status, message }
+    }
+
     /// Calls `path` (with its query, from `/api/...`) and reads the JSON answer.
     pub async fn call<T: DeserializeOwned>(
         &self,
@@ -92,12 +126,7 @@ impl ApiClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let unreachable = |detail: String| ClientError::Unreachable { server: self.base.clone(), detail };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}/{}", self.base, path.trim_start_matches('/')))
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token.expose_secret()))
-            .header(header::USER_AGENT, concat!("previewd-cli/", env!("CARGO_PKG_VERSION")));
+        let mut request = self.request(method, path);
         let body = match body {
             Some(body) => {
                 request = request.header(header::CONTENT_TYPE, "application/json");
@@ -106,23 +135,46 @@ impl ApiClient {
             None => Full::new(Bytes::new()),
         };
         let request = request.body(body).map_err(|e| ClientError::Unreadable(e.to_string()))?;
-        let call = async {
-            let response = self.http.request(request).await.map_err(|e| unreachable(error_chain(&e)))?;
+        let read = async {
+            let response = self.send(request).await?;
             let status = response.status();
             let limited = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES);
-            let bytes = limited.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            let bytes = limited.collect().await.map_err(|e| self.unreachable(e.to_string()))?.to_bytes();
             Ok::<_, ClientError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, call)
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, read)
             .await
-            .map_err(|_| unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))??;
+            .map_err(|_| self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))??;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(ClientError::Refused { status, message });
+            return Err(Self::refused(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable(e.to_string()))
+    }
+
+    /// Opens `path` (from `/api/...`) as an event stream, starting after event `last_event_id`
+    /// when given. The stream has no time limit; it ends when the server closes it.
+    pub async fn events(&self, path: &str, last_event_id: Option<&str>) -> Result<EventStream, ClientError> {
+        let mut request = self.request(Method::GET, path).header(header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request.body(Full::new(Bytes::new())).map_err(|e| ClientError::Unreadable(e.to_string()))?;
+        let response = self.send(request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let limited = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES);
+            let bytes = limited.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return Err(Self::refused(status, &bytes));
+        }
+        let server = self.base.clone();
+        Ok(response
+            .into_body()
+            .into_data_stream()
+            .eventsource()
+            .map(move |event| {
+                event.map_err(|e| ClientError::Unreachable { server: server.clone(), detail: e.to_string() })
+            })
+            .boxed())
     }
 }
 

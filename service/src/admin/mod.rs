@@ -6,6 +6,7 @@ pub mod client;
 use crate::cli::{EnvCommand, Output, Scope, ServerArgs, TokenCommand};
 use crate::config::Config;
 use crate::http::api::environments::{ActionAnswer, EnvironmentDetail, EnvironmentPage, EnvironmentView};
+use crate::http::api::events::ChangeEvent;
 use crate::http::api::usage::{LimitsAnswer, UsageAnswer};
 use anyhow::Context;
 use client::ApiClient;
@@ -15,11 +16,10 @@ use previewd_environments::model::short_sha;
 use previewd_environments::store::{NewAuditEntry, Store, TokenRecord, TokenScope};
 use previewd_environments::time::rfc3339;
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// How often `env list --watch` asks for changes.
-const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// The wait before `env list --watch` reconnects to a stream that ended.
+const RECONNECT: Duration = Duration::from_secs(1);
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -52,61 +52,43 @@ fn environments_table(environments: &[EnvironmentView]) -> Table {
     t
 }
 
-/// Whether `env list --watch` shows `new`: what a reader of the table would see change (an
-/// extension changes only the expiry).
-fn changed(old: &EnvironmentView, new: &EnvironmentView) -> bool {
-    (old.state, &old.reason, &old.url, &old.expires_at, &old.deployed_sha)
-        != (new.state, &new.reason, &new.url, &new.expires_at, &new.deployed_sha)
-}
-
 /// `previewd env ...`
 pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()> {
     let api = ApiClient::new(server)?;
     let output = server.output;
     match command {
         EnvCommand::List { repository, owner, state, author, updated_since, limit, watch } => {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            for (key, value) in [
-                ("repository", repository),
-                ("owner", owner),
-                ("state", state),
-                ("author", author),
-                ("updated_since", updated_since),
-            ] {
-                if let Some(value) = value {
-                    query.append_pair(key, &value);
+            let filters = [("repository", repository), ("owner", owner), ("state", state), ("author", author)];
+            let filters: Vec<(&str, String)> = filters.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+            let encode = |pairs: &[(&str, String)]| {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                query.extend_pairs(pairs);
+                query.finish()
+            };
+            let mut listed = filters.clone();
+            listed.extend(updated_since.map(|since| ("updated_since", since)));
+            let query = encode(&listed);
+            if !watch {
+                let all = list_all(&api, &query, limit).await?;
+                match output {
+                    Output::Json => print_json(&all)?,
+                    Output::Table => println!("{}", environments_table(&all)),
                 }
+                return Ok(());
             }
-            let query = query.finish();
-            let mut seen = list_all(&api, &query, limit).await?;
+            // Following: the stream is opened first, so no change falls between it and the list.
+            let path = format!("api/v1/events?{}", encode(&filters));
+            let mut events = api.events(&path, None).await?;
+            let all = list_all(&api, &query, limit).await?;
             match output {
-                Output::Json => print_json(&seen)?,
-                Output::Table => println!("{}", environments_table(&seen)),
-            }
-            if watch {
-                let mut known: HashMap<i64, EnvironmentView> = seen.drain(..).map(|e| (e.id, e)).collect();
-                loop {
-                    tokio::time::sleep(WATCH_INTERVAL).await;
-                    for e in list_all(&api, &query, limit).await? {
-                        if known.get(&e.id).is_none_or(|old| changed(old, &e)) {
-                            match output {
-                                Output::Json => println!("{}", serde_json::to_string(&e)?),
-                                Output::Table => println!(
-                                    "{}  {}#{}  {}  expires {}  {}",
-                                    e.updated_at,
-                                    e.repository,
-                                    e.pull_request.number,
-                                    e.state.as_str(),
-                                    or_dash(e.expires_at.as_deref()),
-                                    e.reason.as_deref().or(e.url.as_deref()).unwrap_or_default()
-                                ),
-                            }
-                            known.insert(e.id, e);
-                        }
+                Output::Json => {
+                    for e in &all {
+                        println!("{}", serde_json::to_string(e)?);
                     }
                 }
+                Output::Table => println!("{}", environments_table(&all)),
             }
-            Ok(())
+            watch_events(&api, &path, &mut events, output).await
         }
         EnvCommand::Show { id } => {
             let detail: EnvironmentDetail = api.call(Method::GET, &format!("api/v1/environments/{id}"), None).await?;
@@ -178,6 +160,48 @@ fn action_done(output: Output, answer: &ActionAnswer, what: &str) -> anyhow::Res
 }
 
 /// Every page of a listing, up to `limit` environments.
+/// Prints each change of the stream at `path` as it comes, one line each; reconnects where it
+/// left off when the connection drops (`Last-Event-ID`), and ends only with an error the server
+/// words (a revoked token) or when previewd cannot be reached again.
+async fn watch_events(
+    api: &ApiClient,
+    path: &str,
+    events: &mut client::EventStream,
+    output: Output,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let mut last: Option<String> = None;
+    loop {
+        while let Some(Ok(event)) = events.next().await {
+            if !event.id.is_empty() {
+                last = Some(event.id.clone());
+            }
+            match event.event.as_str() {
+                "change" => {
+                    let change: ChangeEvent = serde_json::from_str(&event.data)?;
+                    let e = &change.environment;
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string(e)?),
+                        Output::Table => println!(
+                            "{}  {}#{}  {}  expires {}  {}",
+                            e.updated_at,
+                            e.repository,
+                            e.pull_request.number,
+                            e.state.as_str(),
+                            or_dash(e.expires_at.as_deref()),
+                            e.reason.as_deref().or(e.url.as_deref()).unwrap_or_default()
+                        ),
+                    }
+                }
+                "reset" => eprintln!("previewd: {} (run `env list` again for the whole list)", event.data),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(RECONNECT).await;
+        *events = api.events(path, last.as_deref()).await?;
+    }
+}
+
 async fn list_all(api: &ApiClient, query: &str, limit: usize) -> anyhow::Result<Vec<EnvironmentView>> {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub bodies: BodyBudget,
     /// The engine, for the admin API's actions (its policy) ; `None` without a policy.
     pub engine: Option<Arc<Engine>>,
+    /// The store's change feed, read once for every open event stream.
+    pub changes: Arc<api::events::ChangeFeed>,
 }
 
 pub fn router(state: AppState) -> Router {

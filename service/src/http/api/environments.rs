@@ -90,6 +90,31 @@ pub struct EnvironmentPage {
     pub next_cursor: Option<String>,
 }
 
+/// Reads `key` into `filter` if it is one of the filters the list and the event stream share
+/// (`repository`, `owner`, `state`, `author`); `false` for another key.
+pub(super) fn filter_param(filter: &mut EnvironmentFilter, key: &str, value: &str) -> Result<bool, ApiError> {
+    let bad = |problem: &str| ApiError::field(StatusCode::BAD_REQUEST, key, problem);
+    match key {
+        "repository" => {
+            let (owner, name) = value
+                .split_once('/')
+                .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+                .ok_or_else(|| bad("must be `owner/name`"))?;
+            filter.repository = Some((owner.to_owned(), name.to_owned()));
+        }
+        "owner" => filter.owner = Some(value.to_owned()),
+        "author" => filter.author = Some(value.to_owned()),
+        "state" => {
+            let names: Vec<&str> = EnvironmentState::ALL.iter().map(|s| s.as_str()).collect();
+            filter.state = Some(
+                EnvironmentState::parse(value).ok_or_else(|| bad(&format!("must be one of {}", names.join(", "))))?,
+            );
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// List environments, newest first.
 #[utoipa::path(get, path = "/api/v1/environments", operation_id = "listEnvironments", tag = "environments", security(("bearer" = [])),
     params(
@@ -117,30 +142,12 @@ pub async fn list(
     let mut filter = EnvironmentFilter::default();
     let mut page = Page::default();
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
-        let bad = |problem: &str| ApiError::field(StatusCode::BAD_REQUEST, &key, problem);
-        match &*key {
-            "repository" => {
-                let (owner, name) = value
-                    .split_once('/')
-                    .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
-                    .ok_or_else(|| bad("must be `owner/name`"))?;
-                filter.repository = Some((owner.to_owned(), name.to_owned()));
-            }
-            "owner" => filter.owner = Some(value.into_owned()),
-            "author" => filter.author = Some(value.into_owned()),
-            "state" => {
-                let names: Vec<&str> = EnvironmentState::ALL.iter().map(|s| s.as_str()).collect();
-                filter.state = Some(
-                    EnvironmentState::parse(&value)
-                        .ok_or_else(|| bad(&format!("must be one of {}", names.join(", "))))?,
-                );
-            }
-            "updated_since" => {
-                filter.updated_since = Some(
-                    parse_rfc3339(&value).map_err(|_| bad("must be an RFC 3339 UTC time like 2026-12-07T05:30:00Z"))?,
-                );
-            }
-            _ => page.take(&key, &value)?,
+        if key == "updated_since" {
+            filter.updated_since = Some(parse_rfc3339(&value).map_err(|_| {
+                ApiError::field(StatusCode::BAD_REQUEST, &key, "must be an RFC 3339 UTC time like 2026-12-07T05:30:00Z")
+            })?);
+        } else if !filter_param(&mut filter, &key, &value)? {
+            page.take(&key, &value)?;
         }
     }
     let rows = app.store.list_environments(&filter, page.before, page.limit + 1).await?;

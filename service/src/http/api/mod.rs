@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod environments;
+pub mod events;
 pub mod openapi;
 pub mod usage;
 
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/environments/{id}", get(environments::show).delete(environments::destroy))
         .route("/api/v1/environments/{id}/extend", post(environments::extend))
         .route("/api/v1/environments/{id}/redeploy", post(environments::redeploy))
+        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/usage", get(usage::usage))
         .route("/api/v1/limits", get(usage::limits))

@@ -2,7 +2,7 @@
 //! answers' own types, so it cannot describe an API other than the one served.
 //! `service/openapi.json` is its committed copy; `tests/openapi.rs` fails when they differ.
 
-use super::{ApiError, Caller, audit, environments, usage};
+use super::{ApiError, Caller, audit, environments, events, usage};
 use axum::Json;
 use previewd_environments::store::TokenScope;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         environments::extend,
         environments::redeploy,
         environments::destroy,
+        events::stream,
         usage::usage,
         usage::limits,
         audit::list,

@@ -1,0 +1,254 @@
+//! `GET /api/v1/events`: the fleet's changes as Server-Sent Events, for the CLI's `--watch`,
+//! scripts and the dashboard's live table.
+//!
+//! One [`ChangeFeed`] per process reads the store's change feed (written by triggers, see
+//! `environments/src/store/changes.rs`) a few times a second and hands each change to every open
+//! stream, so a thousand open streams cost one query per round, not a thousand. Each event
+//! carries the environment as `GET /environments/{id}` shows it (not a delta), with the
+//! change's id as its SSE id: a client that reconnects with `Last-Event-ID` is first sent what
+//! it missed, read from the store, then the live changes. Every replica sees every change, since
+//! the feed is in the shared store.
+
+use super::environments::{EnvironmentView, filter_param};
+use super::{ApiError, Caller};
+use crate::http::AppState;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use previewd_environments::store::{ChangeRecord, EnvironmentFilter, Store, TokenScope};
+use previewd_environments::time::now_ms;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How often the feed reads the store: the most a change waits before it is sent.
+const POLL: Duration = Duration::from_millis(200);
+/// How far back each read also looks, for ids Postgres makes visible out of order.
+const LOOKBACK_MS: i64 = 5_000;
+/// Changes read per round and replayed per reconnect at most. A client further behind is sent
+/// a `reset` event: it should read the list again.
+const BATCH: u32 = 1_000;
+/// Changes waiting for a slow client; beyond this it is sent `reset`.
+const BUFFER: usize = 1_024;
+/// How often an open stream checks that its token was not revoked meanwhile.
+const TOKEN_CHECK: Duration = Duration::from_secs(30);
+
+/// One change, as every stream sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChangeEvent {
+    /// The change's id, also the SSE event id.
+    pub id: i64,
+    /// The environment after the change.
+    pub environment: EnvironmentView,
+}
+
+/// The process's reader of the change feed.
+pub struct ChangeFeed {
+    sender: broadcast::Sender<Arc<ChangeEvent>>,
+}
+
+impl ChangeFeed {
+    /// Starts reading the store's feed until `stop`.
+    pub fn start(store: Store, stop: CancellationToken) -> Arc<ChangeFeed> {
+        let (sender, _) = broadcast::channel(BUFFER);
+        let feed = Arc::new(ChangeFeed { sender: sender.clone() });
+        tokio::spawn(async move {
+            let mut reader = Reader { store, sender, after: None, seen: BTreeMap::new() };
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(error) = reader.round().await {
+                    tracing::warn!(%error, "reading the change feed failed; trying again");
+                }
+            }
+        });
+        feed
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.sender.subscribe()
+    }
+}
+
+struct Reader {
+    store: Store,
+    sender: broadcast::Sender<Arc<ChangeEvent>>,
+    /// The highest id read; `None` until the first round, which starts at the newest change.
+    after: Option<i64>,
+    /// Ids read in the last [`LOOKBACK_MS`] (and when they were made), so none is sent twice.
+    seen: BTreeMap<i64, i64>,
+}
+
+impl Reader {
+    async fn round(&mut self) -> Result<(), previewd_environments::store::StoreError> {
+        let now = now_ms();
+        let Some(after) = self.after else {
+            // From the newest change on: a stream that wants older ones asks with Last-Event-ID.
+            self.after = Some(self.store.last_change_id().await?);
+            return Ok(());
+        };
+        let rows = self.store.changes_since(after, now - LOOKBACK_MS, BATCH).await?;
+        let fresh: Vec<ChangeRecord> = rows.into_iter().filter(|r| !self.seen.contains_key(&r.id)).collect();
+        for row in &fresh {
+            self.seen.insert(row.id, row.at);
+            self.after = self.after.max(Some(row.id));
+        }
+        self.seen.retain(|_, at| *at >= now - 2 * LOOKBACK_MS);
+        // Read on while nobody listens (one indexed query), so the first stream to open misses
+        // nothing; the environments are read only for someone.
+        if self.sender.receiver_count() > 0 {
+            for event in events_of(&self.store, &fresh).await? {
+                // No receiver left is not an error: the next round notices.
+                let _ = self.sender.send(Arc::new(event));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One event per environment among `changes` (its last change's id), in the order of those.
+async fn events_of(
+    store: &Store,
+    changes: &[ChangeRecord],
+) -> Result<Vec<ChangeEvent>, previewd_environments::store::StoreError> {
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    for change in changes {
+        last.insert(change.environment_id, change.id);
+    }
+    let mut ordered: Vec<(i64, i64)> = last.into_iter().map(|(env, id)| (id, env)).collect();
+    ordered.sort_unstable();
+    let mut events = Vec::with_capacity(ordered.len());
+    for (id, environment) in ordered {
+        // Deleted by retention meanwhile: nothing to show.
+        if let Some(summary) = store.environment_summary(environment).await? {
+            events.push(ChangeEvent { id, environment: summary.into() });
+        }
+    }
+    Ok(events)
+}
+
+/// Whether `e` passes `filter` (its time bound aside, which a stream does not take): the
+/// list's rules (`fleet.rs`), names compared case-insensitively as GitHub does.
+fn matches(filter: &EnvironmentFilter, e: &EnvironmentView) -> bool {
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let (owner, name) = e.repository.split_once('/').unwrap_or((&e.repository, ""));
+    filter.repository.as_ref().is_none_or(|(o, n)| same(o, owner) && same(n, name))
+        && filter.owner.as_deref().is_none_or(|o| same(o, owner))
+        && filter.state.is_none_or(|s| s == e.state)
+        && filter.author.as_deref().is_none_or(|a| same(a, &e.pull_request.author))
+}
+
+/// The fleet's changes as they happen.
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "streamEvents", tag = "environments", security(("bearer" = [])),
+    params(
+        ("repository" = Option<String>, Query, description = "`owner/name`"),
+        ("owner" = Option<String>, Query, description = "The repositories' owner"),
+        ("state" = Option<String>, Query, description = "Only changes to this state"),
+        ("author" = Option<String>, Query, description = "The pull request's author"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "The last event id received: the stream starts with the changes after it"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: events `change` (data: a ChangeEvent, id: the change's id) and `reset` (the client is too far behind: read the list again)", body = ChangeEvent, content_type = "text/event-stream"),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
+pub async fn stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    caller.require(TokenScope::Read)?;
+    let mut filter = EnvironmentFilter::default();
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        if !filter_param(&mut filter, &key, &value)? {
+            let problem = "is not a parameter of this endpoint (repository, owner, state, author)";
+            return Err(ApiError::field(StatusCode::BAD_REQUEST, &key, problem));
+        }
+    }
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| ApiError::field(StatusCode::BAD_REQUEST, "Last-Event-ID", "must be an event id"))?,
+        ),
+    };
+    // Subscribed before the replay is read, so nothing falls between the two.
+    let mut live = app.changes.subscribe();
+    let replay = match resume {
+        Some(after) => {
+            let missed = app.store.changes_after(after, BATCH + 1).await?;
+            Some((missed.len() > BATCH as usize, events_of(&app.store, &missed).await?))
+        }
+        None => None,
+    };
+    let (out, mut receiver) = mpsc::channel::<Event>(64);
+    let (store, token) = (app.store.clone(), caller.token.id);
+    tokio::spawn(async move {
+        let mut sent = HashSet::new();
+        if let Some((too_far, events)) = replay {
+            if too_far {
+                let _ = out.send(reset("more changes were missed than are replayed")).await;
+            } else {
+                for event in events {
+                    sent.insert(event.id);
+                    if matches(&filter, &event.environment) && out.send(change(&event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut check = tokio::time::interval(TOKEN_CHECK);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) if sent.remove(&event.id) => {}
+                    Ok(event) => {
+                        if matches(&filter, &event.environment) && out.send(change(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = out.send(reset("this client fell behind")).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = check.tick() => {
+                    let revoked = store.tokens().await.map(|all| !all.iter().any(|t| t.id == token && t.revoked_at.is_none()));
+                    if revoked.unwrap_or(false) {
+                        return;
+                    }
+                }
+                () = out.closed() => return,
+            }
+        }
+    });
+    let events = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn change(event: &ChangeEvent) -> Event {
+    Event::default()
+        .event("change")
+        .id(event.id.to_string())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default().event("change").id(event.id.to_string()))
+}
+
+fn reset(why: &str) -> Event {
+    Event::default().event("reset").data(why)
+}
