@@ -639,3 +639,58 @@ mod changes {
         }
     }
 }
+
+mod sessions {
+    use super::*;
+    use previewd_environments::model::Cause;
+    use previewd_environments::store::{EnvironmentFilter, SessionRepository};
+    use secrecy::{ExposeSecret, SecretString};
+
+    previewd_e2e::each_backend! {
+        async fn a_session_is_found_by_its_secret_until_it_expires_and_limits_what_is_listed(db) {
+            let store = store(&db.url).await;
+            let now = previewd_environments::time::now_ms();
+            let mine = store.record_environment(&pr('a'), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+            let other = PullRequest { repo: Repo { id: RepoId(43), owner: "octo".into(), name: "secret".into() }, ..pr('b') };
+            let theirs = store.record_environment(&other, EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+
+            let readable = [SessionRepository { repo_id: 42, can_write: true }];
+            let (session, secret) = store.create_session("dev", false, now + 3_600_000, &readable).await.unwrap();
+            assert_eq!(secret.expose_secret().len(), 43, "256 bits in base64url");
+            assert_eq!(store.session(&secret).await.unwrap().as_ref(), Some(&session));
+            assert_eq!(store.session(&SecretString::from("not-it")).await.unwrap(), None);
+            assert_eq!(store.session_repositories(session.id).await.unwrap(), readable);
+            assert_eq!(session.csrf_token.len(), 43);
+
+            let visible = EnvironmentFilter { visible_to_session: Some(session.id), ..EnvironmentFilter::default() };
+            let listed: Vec<i64> = store.list_environments(&visible, None, 100).await.unwrap().iter().map(|e| e.id).collect();
+            assert_eq!(listed, [mine.id], "only the repositories GitHub said they may read");
+            let everyone: Vec<i64> = store.list_environments(&EnvironmentFilter::default(), None, 100).await.unwrap().iter().map(|e| e.id).collect();
+            assert_eq!(everyone, [theirs.id, mine.id]);
+
+            // GitHub says otherwise now.
+            store.refresh_session_repositories(session.id, &[SessionRepository { repo_id: 43, can_write: false }]).await.unwrap();
+            let listed: Vec<i64> = store.list_environments(&visible, None, 100).await.unwrap().iter().map(|e| e.id).collect();
+            assert_eq!(listed, [theirs.id]);
+            assert!(store.session(&secret).await.unwrap().unwrap().repositories_checked_at >= session.repositories_checked_at);
+
+            // Signing out ends it; an expired one is not found, and the sweep deletes it.
+            assert!(store.end_session(&secret).await.unwrap());
+            assert_eq!(store.session(&secret).await.unwrap(), None);
+            assert!(!store.end_session(&secret).await.unwrap());
+            let (expired, old) = store.create_session("dev", false, now - 1, &readable).await.unwrap();
+            assert_eq!(store.session(&old).await.unwrap(), None, "expired");
+            let retention = previewd_environments::store::Retention {
+                done_jobs: Duration::from_secs(3600),
+                dead_jobs: Duration::from_secs(3600),
+                deliveries: Duration::from_secs(3600),
+                transitions: Duration::from_secs(3600),
+                finished_environments: Duration::from_secs(3600),
+                audit: Duration::from_secs(3600),
+                batch: 100,
+            };
+            assert_eq!(store.sweep(&retention, now).await.unwrap().sessions, 1);
+            assert!(store.session_repositories(expired.id).await.unwrap().is_empty(), "its repositories went with it");
+        }
+    }
+}

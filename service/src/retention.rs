@@ -35,6 +35,7 @@ pub async fn sweep_once(store: &Store, retention: &Retention) {
             environments = swept.environments,
             audit = swept.audit,
             changes = swept.changes,
+            sessions = swept.sessions,
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "retention sweep deleted {} rows",
             swept.total()

@@ -21,6 +21,8 @@ pub struct EnvironmentFilter {
     pub author: Option<String>,
     /// Changed at or after this time.
     pub updated_since: Option<Millis>,
+    /// Only repositories the dashboard session with this id may read.
+    pub visible_to_session: Option<i64>,
 }
 
 /// An environment as a listing shows it.
@@ -65,6 +67,7 @@ impl Store {
              AND ($2 IS NULL OR (LOWER(repo_owner) = LOWER($2) AND LOWER(repo_name) = LOWER($3))) \
              AND ($4 IS NULL OR LOWER(repo_owner) = LOWER($4)) AND ($5 IS NULL OR state = $5) \
              AND ($6 IS NULL OR LOWER(author) = LOWER($6)) AND ($7 IS NULL OR updated_at >= $7) \
+             AND ($9 IS NULL OR repo_id IN (SELECT repo_id FROM session_repositories WHERE session_id = $9)) \
              ORDER BY id DESC LIMIT $8"
         )))
         .bind(before)
@@ -75,6 +78,7 @@ impl Store {
         .bind(filter.author.as_deref())
         .bind(filter.updated_since)
         .bind(i64::from(limit))
+        .bind(filter.visible_to_session)
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("listing environments")))

@@ -21,6 +21,7 @@ mod pulls;
 mod reports;
 mod repositories;
 mod retention;
+mod sessions;
 mod tokens;
 
 pub use admission::{AdmissionPass, Limits};
@@ -36,6 +37,7 @@ pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
 pub use retention::{CHANGES_KEPT, Retention, Swept};
+pub use sessions::{SessionRecord, SessionRepository};
 pub use tokens::{TOKEN_PREFIX, TokenError, TokenRecord, TokenScope};
 
 use secrecy::{ExposeSecret, SecretString};

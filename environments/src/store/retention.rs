@@ -43,6 +43,8 @@ pub struct Swept {
     pub audit: u64,
     /// Rows of the change feed ([`CHANGES_KEPT`]).
     pub changes: u64,
+    /// Dashboard sessions past their expiry.
+    pub sessions: u64,
 }
 
 impl Swept {
@@ -54,6 +56,7 @@ impl Swept {
             + self.environments
             + self.audit
             + self.changes
+            + self.sessions
     }
 }
 
@@ -82,7 +85,8 @@ impl Store {
     /// - transitions, except the last of each environment before the cut-off: the state it was
     ///   in then, so usage over the kept period (`usage.rs`) is the same after the sweep;
     /// - audit log entries;
-    /// - the change feed's rows older than [`CHANGES_KEPT`].
+    /// - the change feed's rows older than [`CHANGES_KEPT`];
+    /// - dashboard sessions that have expired (with their repositories).
     ///
     /// On SQLite the space is then reclaimed ([`Store::reclaim_space`]).
     pub async fn sweep(&self, retention: &Retention, now: Millis) -> Result<Swept, StoreError> {
@@ -144,6 +148,14 @@ impl Store {
                 "DELETE FROM environment_changes WHERE id IN (SELECT id FROM environment_changes WHERE at < $1 \
                  ORDER BY id LIMIT $2)",
                 cutoff(now, CHANGES_KEPT),
+                batch,
+            )
+            .await?;
+        swept.sessions = self
+            .delete_batches(
+                "deleting expired sessions",
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < $1 ORDER BY id LIMIT $2)",
+                now,
                 batch,
             )
             .await?;
