@@ -12,33 +12,18 @@
 # e2e/postgres.sh when they are not running, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-
-step() { printf '\n==> %s\n' "$*" >&2; }
-
-bench_args=()
-if [ "${1:-}" = "--" ]; then shift; bench_args=("$@"); fi
-
-started_pg=""
-started_cluster=""
-cleanup() {
-  if [ -n "$started_cluster" ]; then e2e/controlplane/cluster.sh down >/dev/null 2>&1 || true; fi
-  if [ -n "$started_pg" ]; then e2e/postgres.sh down >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
+# shellcheck source=SCRIPTDIR/../lib/bench.sh
+. e2e/lib/bench.sh
+bench_args_from "$@"
 
 step "building the benchmark (release)"
 cargo build --release --locked -p previewd-e2e --bin bench_engine
 
-step "Kubernetes control plane"
-if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
-e2e/controlplane/cluster.sh up >&2
-eval "$(e2e/controlplane/cluster.sh env)"
+start_cluster
 
-step "Postgres"
-if ! e2e/postgres.sh status >/dev/null 2>&1; then started_pg=1; fi
-eval "$(e2e/postgres.sh up)"
+start_postgres
 
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(target_dir)
 
 step "benchmark"
 "$target_dir/release/bench_engine" ${bench_args[@]+"${bench_args[@]}"}

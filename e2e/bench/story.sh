@@ -9,28 +9,17 @@
 #   e2e/bench/story.sh -- --sequential 10 --burst 20
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-
-step() { printf '\n==> %s\n' "$*" >&2; }
-
-bench_args=()
-if [ "${1:-}" = "--" ]; then shift; bench_args=("$@"); fi
-
-started_cluster=""
-cleanup() {
-  if [ -n "$started_cluster" ]; then e2e/controlplane/cluster.sh down >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
+# shellcheck source=SCRIPTDIR/../lib/bench.sh
+. e2e/lib/bench.sh
+bench_args_from "$@"
 
 step "building previewd and the benchmark (release)"
 cargo build --release --locked -p previewd -p previewd-e2e --bin previewd --bin bench_story
 npm ci --prefix e2e --no-audit --no-fund --loglevel=error
 
-step "Kubernetes control plane"
-if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
-e2e/controlplane/cluster.sh up >&2
-eval "$(e2e/controlplane/cluster.sh env)"
+start_cluster
 
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(target_dir)
 
 step "benchmark"
 BENCH_PREVIEWD_BIN="$target_dir/release/previewd" "$target_dir/release/bench_story" ${bench_args[@]+"${bench_args[@]}"}

@@ -59,6 +59,25 @@ pub async fn fresh(backend: Backend) -> anyhow::Result<TestDatabase> {
     }
 }
 
+/// Drops the Postgres database of `url` (made by [`fresh`]), with its connections: for benchmarks,
+/// whose databases are too large to leave until `e2e/postgres.sh down`.
+pub async fn drop_postgres(url: &str) -> anyhow::Result<()> {
+    let server = std::env::var(POSTGRES_URL_ENV).with_context(|| format!("{POSTGRES_URL_ENV} is not set"))?;
+    let path = url.split('?').next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or_default();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("unexpected database name in the database URL");
+    }
+    let mut admin =
+        sqlx::PgConnection::connect(&server).await.context("connecting to Postgres to drop the database")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    admin.close().await.ok();
+    Ok(())
+}
+
 /// `postgres://host:port/postgres?x` → `postgres://host:port/<name>?x`.
 fn with_database(server: &str, name: &str) -> anyhow::Result<String> {
     let (base, query) = server.split_once('?').map_or((server, None), |(b, q)| (b, Some(q)));

@@ -4,6 +4,7 @@
 //! A service that is missing makes a test fail with a message saying how to start it; nothing
 //! here skips a test.
 
+pub mod cli;
 pub mod cluster;
 pub mod database;
 pub mod dns;

@@ -37,8 +37,9 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
+use previewd_e2e::cli::{flags, number};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, admin_client, previewd_client};
-use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
+use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, drop_postgres, fresh};
 use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
 use previewd_environments::cluster::Cluster;
 use previewd_environments::forge::FixedRepoConfig;
@@ -49,7 +50,6 @@ use previewd_environments::render::{INSTANCE_LABEL, Renderer};
 use previewd_environments::store::Store;
 use previewd_environments::yaml::{self, Origin};
 use serde::de::DeserializeOwned;
-use sqlx::Connection;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -85,14 +85,7 @@ struct Options {
 fn parse_options() -> anyhow::Result<Options> {
     let mut options =
         Options { store: Backend::Sqlite, runs: 5, count: 50, concurrency: 0, timeout: Duration::from_secs(300) };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = |v: &str| v.parse::<usize>().with_context(|| format!("{flag}: `{v}` is not a number"));
+    for (flag, value) in flags(USAGE)? {
         match flag.as_str() {
             "--store" => {
                 options.store = match value.as_str() {
@@ -101,10 +94,10 @@ fn parse_options() -> anyhow::Result<Options> {
                     other => bail!("--store: `{other}` is neither sqlite nor postgres\n{USAGE}"),
                 }
             }
-            "--runs" => options.runs = number(&value)?,
-            "--count" => options.count = number(&value)?,
-            "--concurrency" => options.concurrency = number(&value)?,
-            "--timeout" => options.timeout = Duration::from_secs(u64::try_from(number(&value)?)?),
+            "--runs" => options.runs = number(&flag, &value)?,
+            "--count" => options.count = number(&flag, &value)?,
+            "--concurrency" => options.concurrency = number(&flag, &value)?,
+            "--timeout" => options.timeout = Duration::from_secs(number(&flag, &value)?),
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
@@ -137,7 +130,7 @@ async fn main_async(options: Options) -> anyhow::Result<()> {
     // Everything this run created, whatever happened.
     let mut cleanup = delete_namespaces(&admin, &instance).await;
     if options.store == Backend::Postgres {
-        cleanup = cleanup.and(drop_database(&database.url).await);
+        cleanup = cleanup.and(drop_postgres(&database.url).await);
     }
     drop(database);
     match (outcome, cleanup) {
@@ -480,23 +473,6 @@ async fn delete_namespaces(admin: &Client, instance: &str) -> anyhow::Result<()>
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let server = std::env::var(POSTGRES_URL_ENV).with_context(|| format!("{POSTGRES_URL_ENV} is not set"))?;
-    let path = url.split('?').next().unwrap_or(url);
-    let name = path.rsplit('/').next().unwrap_or_default();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        bail!("unexpected database name in the benchmark's database URL");
-    }
-    let mut admin =
-        sqlx::PgConnection::connect(&server).await.context("connecting to Postgres to drop the database")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("dropping database {name}"))?;
-    admin.close().await.ok();
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

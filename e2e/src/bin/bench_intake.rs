@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use previewd_e2e::cli::{flags, number};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, fresh};
 use previewd_e2e::fixtures::example;
 use previewd_e2e::github::sign;
@@ -91,23 +92,16 @@ fn parse_options() -> anyhow::Result<Options> {
         action: "opened".to_owned(),
         targets: vec![Target::Sqlite, Target::Postgres, Target::Octokit],
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{flag}: `{v}` is not a number"));
+    for (flag, value) in flags(USAGE)? {
         match flag.as_str() {
             "--previewd" => options.previewd = PathBuf::from(value),
             "--node" => options.node = value,
-            "--duration" => options.duration = Duration::from_secs(number(&value)?),
-            "--warmup" => options.warmup = Duration::from_secs(number(&value)?),
-            "--connections" => options.connections = usize::try_from(number(&value)?)?.max(1),
-            "--body-bytes" => options.body_bytes = usize::try_from(number(&value)?)?,
-            "--client-threads" => options.client_threads = usize::try_from(number(&value)?)?.max(1),
-            "--workers" => options.workers = Some(number(&value)?),
+            "--duration" => options.duration = Duration::from_secs(number(&flag, &value)?),
+            "--warmup" => options.warmup = Duration::from_secs(number(&flag, &value)?),
+            "--connections" => options.connections = number::<usize>(&flag, &value)?.max(1),
+            "--body-bytes" => options.body_bytes = number::<usize>(&flag, &value)?,
+            "--client-threads" => options.client_threads = number::<usize>(&flag, &value)?.max(1),
+            "--workers" => options.workers = Some(number(&flag, &value)?),
             "--action" => options.action = value,
             "--targets" => {
                 options.targets = value
