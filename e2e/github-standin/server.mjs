@@ -58,6 +58,12 @@ function reset() {
     token_ttl_seconds: 3600,
     rate_limit: 5000,
     check_responses: false,
+    // The App's OAuth client (the dashboard's sign-in), and who the browser is signed in to
+    // GitHub as: /login/oauth/authorize sends them straight back with a code, or with
+    // error=access_denied when nobody is.
+    client_id: "Iv1.previewd-test",
+    client_secret: "standin-client-secret",
+    oauth_user: null,
   };
   state = {
     repos: [], // {id, owner, name, installation_id, private, default_branch}
@@ -72,6 +78,10 @@ function reset() {
     deliveries: [], // newest first: {id, guid, event, action, installation_id, repository_id, payload, status_code, status, redelivery, delivered_at, duration}
     tokens: {}, // token -> {installation_id, expires_at, repository_ids | null, permissions}
     tokens_issued: {}, // installation id -> count
+    oauth_codes: {}, // code -> {login, redirect_uri, expires_at}
+    user_tokens: {}, // ghu_ token -> {login, expires_at}
+    org_members: {}, // org (lower case) -> [login (lower case)]
+    team_members: {}, // "org/team" (lower case) -> [login (lower case)]
   };
   nextId = 1000;
   requests = [];
@@ -510,6 +520,11 @@ function authenticate(req) {
   }
   const pat = config.pats.find((p) => p.token === token);
   if (pat) return { kind: "pat", login: pat.login, token };
+  const userToken = state.user_tokens[token];
+  if (userToken) {
+    if (Date.parse(userToken.expires_at) <= Date.now()) return { kind: "none", error: "Bad credentials", expired: true };
+    return { kind: "user", login: userToken.login, token };
+  }
   return { kind: "none", error: "Bad credentials" };
 }
 
@@ -668,13 +683,79 @@ function contextsOn(r, sha) {
   return latest;
 }
 
+// The permission `login` was given on `r` ("none" when none).
+function permissionOf(r, login) {
+  const given = state.permissions[fullName(r).toLowerCase()]?.[login.toLowerCase()];
+  return given && given !== "not-a-user" ? given : "none";
+}
+
+// The installed repositories `login` has explicit permission on.
+function userRepos(login) {
+  return state.repos.filter((r) => r.installation_id != null && permissionOf(r, login) !== "none");
+}
+
+function userTokenOnly(c) {
+  if (c.auth.kind === "none") return badCredentials();
+  return [403, { message: "You must authenticate with an access token authorized to a GitHub App in order to list installations", documentation_url: DOCS, status: "403" }];
+}
+
+// GitHub's web flow (github.com/login/oauth/...), outside the REST API and its description:
+// checked here against GitHub's documentation of the flow instead.
+// https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-user-access-token-for-a-github-app
+function oauth(req, res, url, raw) {
+  const problem = (reason) => {
+    violations.push({ kind: "request", method: req.method, path: url.pathname, operation: "oauth", reason });
+    return send(res, 400, { message: reason });
+  };
+  if (req.method === "GET" && url.pathname === "/login/oauth/authorize") {
+    const q = url.searchParams;
+    const known = ["client_id", "redirect_uri", "state", "login", "allow_signup", "prompt", "code_challenge", "code_challenge_method", "scope", "response_type"];
+    const unknown = [...q.keys()].filter((k) => !known.includes(k));
+    if (unknown.length) return problem(`unknown parameters ${unknown.join(", ")}`);
+    if (q.get("client_id") !== config.client_id) return problem(`client_id ${q.get("client_id")} is not the App's (${config.client_id})`);
+    const redirect = q.get("redirect_uri");
+    if (!redirect || !/^https?:\/\//.test(redirect)) return problem("redirect_uri must be the App's callback URL");
+    const back = new URL(redirect);
+    if (q.get("state")) back.searchParams.set("state", q.get("state"));
+    if (!config.oauth_user) {
+      back.searchParams.set("error", "access_denied");
+      back.searchParams.set("error_description", "The user has denied your application access.");
+    } else {
+      const code = crypto.randomBytes(10).toString("hex");
+      state.oauth_codes[code] = { login: config.oauth_user, redirect_uri: redirect, expires_at: Date.now() + 600_000 };
+      back.searchParams.set("code", code);
+    }
+    res.writeHead(302, { location: back.toString(), "content-type": "text/html; charset=utf-8" });
+    return res.end("");
+  }
+  if (req.method === "POST" && url.pathname === "/login/oauth/access_token") {
+    const type = req.headers["content-type"] ?? "";
+    const body = type.startsWith("application/json") ? JSON.parse(raw || "{}") : Object.fromEntries(new URLSearchParams(raw));
+    if (!String(req.headers.accept ?? "").includes("application/json")) return problem("send Accept: application/json to get JSON (GitHub answers form-encoded otherwise)");
+    for (const name of ["client_id", "client_secret", "code"]) if (!body[name]) return problem(`${name} is required`);
+    const answer = (value) => send(res, 200, value);
+    if (body.client_id !== config.client_id || body.client_secret !== config.client_secret) {
+      return answer({ error: "incorrect_client_credentials", error_description: "The client_id and/or client_secret passed are incorrect.", error_uri: "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials" });
+    }
+    const grant = state.oauth_codes[body.code];
+    delete state.oauth_codes[body.code];
+    if (!grant || grant.expires_at <= Date.now() || (body.redirect_uri && body.redirect_uri !== grant.redirect_uri)) {
+      return answer({ error: "bad_verification_code", error_description: "The code passed is incorrect or expired.", error_uri: "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code" });
+    }
+    const token = "ghu_" + crypto.randomBytes(18).toString("base64url").replace(/[-_]/g, "x");
+    state.user_tokens[token] = { login: grant.login, expires_at: isoSeconds(Date.now() + 28_800_000) };
+    return answer({ access_token: token, expires_in: 28800, refresh_token: "ghr_" + crypto.randomBytes(30).toString("hex"), refresh_token_expires_in: 15811200, scope: "", token_type: "bearer" });
+  }
+  return send(res, 404, { message: "Not Found" });
+}
+
 const handlers = {
   "GET /app": (c) => (c.auth.kind === "jwt" ? [200, appJson()] : needsJwt()),
 
   // The user a token belongs to: a personal access token's. An App's JWT or installation token
   // is no user, and GitHub says so.
   "GET /user": (c) => {
-    if (c.auth.kind === "pat") {
+    if (c.auth.kind === "pat" || c.auth.kind === "user") {
       const base = ex(c.entry, 200);
       return [200, Object.assign(base, user(c.auth.login), { user_view_type: "private", created_at: "2024-01-01T00:00:00Z", updated_at: "2024-01-01T00:00:00Z" })];
     }
@@ -709,6 +790,53 @@ const handlers = {
     if (scoped) answer.repositories = installed.filter((r) => scoped.includes(r.id)).map((r) => repoJson(r));
     else delete answer.repositories;
     return [201, answer];
+  },
+
+  // A user access token (the App's user authorization) sees the App's installations and the
+  // repositories in them it has explicit permission on, as GitHub lists them.
+  "GET /user/installations": (c) => {
+    if (c.auth.kind !== "user") return userTokenOnly(c);
+    const ids = [...new Set(userRepos(c.auth.login).map((r) => r.installation_id))].sort((a, b) => a - b);
+    const base = first(ex(c.entry, 200).installations);
+    const [page, headers] = paginate(ids.map((i) => installationJson(i, structuredClone(base))), c);
+    return [200, { total_count: ids.length, installations: page }, headers];
+  },
+
+  "GET /user/installations/{installation_id}/repositories": (c) => {
+    if (c.auth.kind !== "user") return userTokenOnly(c);
+    const installation = Number(c.params.installation_id);
+    const repos = userRepos(c.auth.login).filter((r) => r.installation_id === installation);
+    if (!repos.length) return notFound();
+    const [page, headers] = paginate(repos.map((r) => {
+      const rank = ["none", "read", "triage", "write", "maintain", "admin"].indexOf(permissionOf(r, c.auth.login));
+      return Object.assign(repoJson(r), { permissions: { admin: rank >= 5, maintain: rank >= 4, push: rank >= 3, triage: rank >= 2, pull: rank >= 1 } });
+    }), c);
+    return [200, { total_count: repos.length, repository_selection: "selected", repositories: page }, headers];
+  },
+
+  "GET /user/memberships/orgs/{org}": (c) => {
+    if (c.auth.kind !== "user" && c.auth.kind !== "pat") return userTokenOnly(c);
+    if (!(state.org_members[c.params.org.toLowerCase()] ?? []).includes(c.auth.login.toLowerCase())) return notFound();
+    const base = ex(c.entry, 200);
+    return [200, Object.assign(base, {
+      state: "active",
+      role: "member",
+      url: `${baseUrl}/orgs/${c.params.org}/memberships/${c.auth.login}`,
+      organization_url: `${baseUrl}/orgs/${c.params.org}`,
+      organization: Object.assign(base.organization ?? {}, { login: c.params.org, id: userId(c.params.org), url: `${baseUrl}/orgs/${c.params.org}` }),
+      user: Object.assign(base.user ?? {}, user(c.auth.login)),
+    })];
+  },
+
+  "GET /orgs/{org}/teams/{team_slug}/memberships/{username}": (c) => {
+    if (c.auth.kind === "none") return badCredentials();
+    const key = `${c.params.org}/${c.params.team_slug}`.toLowerCase();
+    if (!(state.team_members[key] ?? []).includes(c.params.username.toLowerCase())) return notFound();
+    return [200, Object.assign(ex(c.entry, 200), {
+      url: `${baseUrl}/organizations/${userId(c.params.org)}/team/${hash(key) >>> 0}/memberships/${c.params.username}`,
+      role: "member",
+      state: "active",
+    })];
   },
 
   "GET /app/installations": (c) => {
@@ -1287,6 +1415,16 @@ async function control(method, parts, body) {
       else state.permissions[key][body.login.toLowerCase()] = body.permission;
       return [200, {}];
     }
+    case "PUT /org_members": {
+      need(body, "org", "logins");
+      state.org_members[body.org.toLowerCase()] = body.logins.map((l) => l.toLowerCase());
+      return [200, {}];
+    }
+    case "PUT /team_members": {
+      need(body, "org", "team", "logins");
+      state.team_members[`${body.org}/${body.team}`.toLowerCase()] = body.logins.map((l) => l.toLowerCase());
+      return [200, {}];
+    }
     case "POST /pulls": {
       const r = controlRepo(body);
       need(body, "number", "head_sha");
@@ -1506,6 +1644,7 @@ const server = http.createServer(async (req, res) => {
       const [status, answer] = await control(req.method, parts, body);
       return send(res, status, answer);
     }
+    if (url.pathname.startsWith("/login/oauth/")) return oauth(req, res, url, raw);
     await api(req, res, url, raw);
   } catch (error) {
     if (error instanceof Refused) return send(res, 400, { message: error.message });

@@ -38,7 +38,13 @@ impl Previewd {
     /// Starts `binary serve` with `env` (plus `PREVIEWD_LISTEN` on a free port), logging to
     /// `log`, and waits until it answers `/readyz`.
     pub async fn start(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Previewd> {
-        let base = format!("http://127.0.0.1:{}", free_port()?);
+        Self::start_at(binary, env, log, &format!("http://127.0.0.1:{}", free_port()?)).await
+    }
+
+    /// [`Previewd::start`] listening at `base` (`http://127.0.0.1:PORT`), for settings that must
+    /// name previewd's own address before it starts (the dashboard's `public_url`).
+    pub async fn start_at(binary: &Path, env: &[(String, String)], log: &Path, base: &str) -> anyhow::Result<Previewd> {
+        let base = base.to_owned();
         let mut previewd = Previewd {
             binary: binary.to_owned(),
             args: vec!["serve".to_owned()],

@@ -166,9 +166,16 @@ impl GitHubStandIn {
 
     /// Changes settings (the others stay): `webhook_url`, `webhook_secret`, `pats`
     /// (`[{token, login}]`), `token_ttl_seconds`, `rate_limit` (per token and hour),
-    /// `check_responses` (also check the stand-in's own answers against the description).
+    /// `check_responses` (also check the stand-in's own answers against the description),
+    /// `client_id`, `client_secret`, `oauth_user` (who the browser is signed in to GitHub as).
     pub async fn configure(&self, settings: Value) -> anyhow::Result<()> {
         self.control(reqwest::Method::PUT, "config", settings).await.map(drop)
+    }
+
+    /// `PUT /_standin/<what>` with `body`, for the control routes without a method of their own
+    /// (`org_members`, `team_members`: see the stand-in's README).
+    pub async fn put_control(&self, what: &str, body: Value) -> anyhow::Result<()> {
+        self.control(reqwest::Method::PUT, what, body).await.map(drop)
     }
 
     /// Forgets everything but the App's key: repositories, pulls, comments, tokens, deliveries,

@@ -47,6 +47,8 @@ pub enum Actor {
     Command { login: String },
     /// An admin API token, by its name.
     Api { token: String },
+    /// A person signed in to the dashboard (with write access to the repository).
+    Dashboard { login: String },
 }
 
 impl From<&Actor> for Cause {
@@ -54,6 +56,7 @@ impl From<&Actor> for Cause {
         match actor {
             Actor::Command { login } => Cause::Command { login: login.clone() },
             Actor::Api { token } => Cause::Api { token: token.clone() },
+            Actor::Dashboard { login } => Cause::Dashboard { login: login.clone() },
         }
     }
 }
@@ -66,6 +69,7 @@ impl Actor {
                 format!("@{login} with `/preview {}`", action.verb())
             }
             Self::Api { token } => format!("token `{token}` via the API"),
+            Self::Dashboard { login } => format!("@{login} via the dashboard"),
         }
     }
 }

@@ -146,6 +146,8 @@ pub enum Cause {
     Command { login: String },
     /// The admin API, by the token's name.
     Api { token: String },
+    /// The dashboard, by the signed-in person's GitHub login.
+    Dashboard { login: String },
     /// previewd itself: a reconcile's step, a retry, an expiry.
     Previewd,
 }
@@ -157,6 +159,7 @@ impl fmt::Display for Cause {
             Cause::Event { event, sender: None } => f.write_str(event),
             Cause::Command { login } => write!(f, "command by @{login}"),
             Cause::Api { token } => write!(f, "token {token} via the API"),
+            Cause::Dashboard { login } => write!(f, "@{login} via the dashboard"),
             Cause::Previewd => f.write_str("previewd"),
         }
     }

@@ -692,5 +692,30 @@ mod sessions {
             assert_eq!(store.sweep(&retention, now).await.unwrap().sessions, 1);
             assert!(store.session_repositories(expired.id).await.unwrap().is_empty(), "its repositories went with it");
         }
+
+        async fn the_dashboard_search_finds_text_in_the_repository_branch_or_author_and_nothing_else(db) {
+            let store = store(&db.url).await;
+            let mut a = pr('a');
+            a.head_branch = "feature/Checkout_50%".into();
+            a.author = "Alice".into();
+            let a = store.record_environment(&a, EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+            let mut b = PullRequest { repo: Repo { id: RepoId(43), owner: "octo".into(), name: "Billing".into() }, ..pr('b') };
+            b.head_branch = "fix-invoices".into();
+            b.author = "bob".into();
+            let b = store.record_environment(&b, EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+            let found = |text: &str| {
+                let store = store.clone();
+                let filter = EnvironmentFilter { search: Some(text.to_owned()), ..EnvironmentFilter::default() };
+                async move { store.list_environments(&filter, None, 100).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>() }
+            };
+            assert_eq!(found("octo/bill").await, [b.id], "the repository, case-insensitively");
+            assert_eq!(found("CHECKOUT").await, [a.id], "the branch");
+            assert_eq!(found("alice").await, [a.id], "the author");
+            assert_eq!(found("50%").await, [a.id], "a literal %");
+            assert_eq!(found("%").await, [a.id], "% is no wildcard");
+            assert_eq!(found("t_5").await, [a.id], "_ is literal: it matches `t_5`, and only that");
+            assert_eq!(found("x_i").await, Vec::<i64>::new(), "_ is no wildcard: `fix-invoices` has no `x_i`");
+            assert_eq!(found("nowhere").await, Vec::<i64>::new());
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod intake;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod process;
 pub mod render;
 pub mod retention;

@@ -120,6 +120,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         ),
         engine: engine.clone(),
         changes: ChangeFeed::start(store.clone(), shutdown.stop.clone()),
+        dashboard: load_dashboard(&config)?,
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(
@@ -165,6 +166,36 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     store.close().await;
     tracing::info!("previewd stopped");
     Ok(())
+}
+
+/// The dashboard, from `<templates_dir>/dashboard/`. Without a sign-in configured, templates that
+/// are not there only leave the dashboard out (a warning says so); with one, or when a template
+/// is there but broken, previewd does not start.
+fn load_dashboard(config: &Config) -> anyhow::Result<Option<Arc<crate::http::dashboard::Dashboard>>> {
+    use crate::http::dashboard::{Dashboard, DashboardError, DashboardSettings};
+    let oauth = config.dashboard.oauth(&config.github)?;
+    let signs_in = oauth.is_some();
+    let settings = DashboardSettings {
+        github_web_url: config.github.web_url.clone(),
+        github_api_url: config.github.api_url.clone(),
+        github_timeout: Duration::from_secs(config.github.request_timeout_seconds),
+        oauth,
+        session_lifetime: Duration::from_secs(config.dashboard.session_hours * 3600),
+        permissions_cache: Duration::from_secs(config.dashboard.permissions_cache_seconds),
+        admins: config.dashboard.admins.clone(),
+        allowed_orgs: config.dashboard.allowed_orgs.clone(),
+    };
+    match Dashboard::load(&config.templates_dir, &settings) {
+        Ok(dashboard) => {
+            tracing::info!(sign_in = signs_in, "the dashboard is served at /");
+            Ok(Some(Arc::new(dashboard)))
+        }
+        Err(DashboardError::Read { path, source }) if !signs_in && source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path, "no dashboard: its templates are not there (setting templates_dir)");
+            Ok(None)
+        }
+        Err(error) => Err(error).context("loading the dashboard (setting templates_dir)"),
+    }
 }
 
 /// previewd's GitHub side, or `None` without credentials (nothing is reported on pull

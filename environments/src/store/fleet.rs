@@ -23,6 +23,8 @@ pub struct EnvironmentFilter {
     pub updated_since: Option<Millis>,
     /// Only repositories the dashboard session with this id may read.
     pub visible_to_session: Option<i64>,
+    /// Text found (case-insensitively) in `owner/name`, the head branch or the author.
+    pub search: Option<String>,
 }
 
 /// An environment as a listing shows it.
@@ -52,6 +54,11 @@ pub struct EnvironmentSummary {
 pub(super) const SUMMARY_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, \
      author, state, reason, name, url, deployed_sha, created_at, updated_at, expires_at, warned_at, note, from_fork";
 
+/// `text` lowercased, with LIKE's wildcards escaped (`\\` is the escape character).
+fn like_pattern(text: &str) -> String {
+    text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 impl Store {
     /// Up to `limit` environments matching `filter` with an id below `before` (all when `None`),
     /// newest first.
@@ -68,6 +75,8 @@ impl Store {
              AND ($4 IS NULL OR LOWER(repo_owner) = LOWER($4)) AND ($5 IS NULL OR state = $5) \
              AND ($6 IS NULL OR LOWER(author) = LOWER($6)) AND ($7 IS NULL OR updated_at >= $7) \
              AND ($9 IS NULL OR repo_id IN (SELECT repo_id FROM session_repositories WHERE session_id = $9)) \
+             AND ($10 IS NULL OR LOWER(repo_owner || '/' || repo_name || ' ' || head_branch || ' ' || author) \
+                LIKE '%' || $10 || '%' ESCAPE '\\') \
              ORDER BY id DESC LIMIT $8"
         )))
         .bind(before)
@@ -79,6 +88,7 @@ impl Store {
         .bind(filter.updated_since)
         .bind(i64::from(limit))
         .bind(filter.visible_to_session)
+        .bind(filter.search.as_deref().map(like_pattern))
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("listing environments")))

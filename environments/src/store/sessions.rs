@@ -112,6 +112,19 @@ impl Store {
         .map_err(StoreError::query("reading a session")))
     }
 
+    /// Whether session `id` still holds (not ended, not expired).
+    pub async fn session_is_live(&self, id: i64) -> Result<bool, StoreError> {
+        let found: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE id = $1 AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading a session")))?;
+        Ok(found.is_some())
+    }
+
     /// The repositories of session `id`.
     pub async fn session_repositories(&self, id: i64) -> Result<Vec<SessionRepository>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(

@@ -2,6 +2,7 @@
 //! words when it refuses.
 
 use crate::cli::ServerArgs;
+use crate::outbound::{HttpsClient, error_chain};
 use anyhow::Context;
 use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
@@ -9,12 +10,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one call may take, connection included.
@@ -39,7 +36,7 @@ pub enum ClientError {
 pub type EventStream = BoxStream<'static, Result<Event, ClientError>>;
 
 pub struct ApiClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: HttpsClient,
     /// Without a trailing slash.
     base: String,
     token: SecretString,
@@ -70,24 +67,8 @@ impl ApiClient {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             anyhow::bail!("--server {}: not a URL like https://previewd.example.com", args.server);
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
-        {
-            Ok(builder) => builder,
-            Err(error) if uri.scheme_str() == Some("https") => {
-                return Err(error).context("reading the system's trusted certificates (needed for an https --server)");
-            }
-            // Plain HTTP needs no roots.
-            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .context("setting up TLS")?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            ),
-        };
-        let https = builder.https_or_http().enable_http1().build();
-        let http = Client::builder(TokioExecutor::new()).build(https);
+        let http = crate::outbound::https_client(uri.scheme_str() == Some("https"))
+            .with_context(|| format!("--server {}", args.server))?;
         Ok(ApiClient { http, base, token: SecretString::from(token) })
     }
 
@@ -176,16 +157,4 @@ impl ApiClient {
             })
             .boxed())
     }
-}
-
-/// An error with its causes (`connection refused` is a cause of hyper's "client error").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -80,12 +80,16 @@ pub struct Config {
     pub github: GitHubConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    pub dashboard: DashboardConfig,
 }
+
+mod dashboard;
+mod validate;
+
+pub use dashboard::{DashboardConfig, OAuthClient};
 
 /// Environment variables whose values are secrets, taken verbatim (not parsed as numbers or
 /// lists) and never echoed.
-mod validate;
-
 const GITHUB_PRIVATE_KEY_ENV: &str = "PREVIEWD_GITHUB__PRIVATE_KEY";
 const GITHUB_TOKEN_ENV: &str = "PREVIEWD_GITHUB__TOKEN";
 const DATABASE_URL_ENV: &str = "PREVIEWD_DATABASE_URL";
@@ -126,6 +130,16 @@ pub struct GitHubConfig {
     pub redelivery_window_hours: u64,
     /// Timeout of each call to GitHub.
     pub request_timeout_seconds: u64,
+    /// GitHub's web root, where people sign in to the dashboard: `https://github.com`, or
+    /// `https://HOST` for GitHub Enterprise Server.
+    pub web_url: String,
+    /// The App's "Client ID" (its settings page), for signing people in to the dashboard.
+    pub client_id: Option<String>,
+    /// A file holding one of the App's client secrets.
+    pub client_secret_file: Option<PathBuf>,
+    /// The client secret as text (environment variable only).
+    #[serde(default, skip_serializing)]
+    pub client_secret: Option<SecretString>,
 }
 
 impl Default for GitHubConfig {
@@ -141,6 +155,10 @@ impl Default for GitHubConfig {
             resync_interval_seconds: 300,
             redelivery_window_hours: 72,
             request_timeout_seconds: 30,
+            web_url: "https://github.com".to_owned(),
+            client_id: None,
+            client_secret_file: None,
+            client_secret: None,
         }
     }
 }
@@ -354,6 +372,7 @@ impl Default for Config {
             github: GitHubConfig::default(),
             http: HttpConfig::default(),
             retention: RetentionConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -399,6 +418,7 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("PREVIEWD_")).collect();
         let mut secrets_from_env = None;
         let (mut private_key_from_env, mut token_from_env, mut database_url_from_env) = (None, None, None);
+        let mut client_secret_from_env = None;
         let mut settings = Vec::new();
         for (key, value) in env {
             let key = &key["PREVIEWD_".len()..];
@@ -415,6 +435,8 @@ impl Config {
                 private_key_from_env = Some(SecretString::from(value));
             } else if key == &GITHUB_TOKEN_ENV["PREVIEWD_".len()..] {
                 token_from_env = Some(SecretString::from(value));
+            } else if key == &dashboard::CLIENT_SECRET_ENV["PREVIEWD_".len()..] {
+                client_secret_from_env = Some(SecretString::from(value));
             } else if key == &DATABASE_URL_ENV["PREVIEWD_".len()..] {
                 database_url_from_env = Some(SecretString::from(value));
             } else {
@@ -445,6 +467,9 @@ impl Config {
         }
         if let Some(url) = database_url_from_env {
             config.database_url = url;
+        }
+        if client_secret_from_env.is_some() {
+            config.github.client_secret = client_secret_from_env;
         }
         config.validate()?;
         Ok(config)

@@ -180,3 +180,35 @@ fn the_database_url_is_a_secret() {
     let message = error(None, &[("PREVIEWD_WEBHOOK_SECRETS", "s"), ("PREVIEWD_DATABASE_URL", "mysql://u:my-pw@h")]);
     assert!(message.contains("database_url") && !message.contains("my-pw"), "{message}");
 }
+
+#[test]
+fn the_dashboard_needs_the_apps_client_and_says_which_setting_is_missing() {
+    let off = Config::load_from(None, Vec::new()).unwrap();
+    assert!(off.dashboard.oauth(&off.github).unwrap().is_none(), "no public_url: no dashboard");
+    let base = [("PREVIEWD_DASHBOARD__PUBLIC_URL", "https://previewd.example.com/")];
+    let message = error(None, &base);
+    assert!(message.contains("github.client_id") && message.contains("PREVIEWD_GITHUB__CLIENT_ID"), "{message}");
+    let message = error(None, &[base[0], ("PREVIEWD_GITHUB__CLIENT_ID", "Iv1.abc")]);
+    assert!(message.contains("PREVIEWD_GITHUB__CLIENT_SECRET"), "{message}");
+    let client = [base[0], ("PREVIEWD_GITHUB__CLIENT_ID", "Iv1.abc"), ("PREVIEWD_GITHUB__CLIENT_SECRET", "0123")];
+    let message = error(None, &client);
+    assert!(message.contains("github.app_id"), "the dashboard signs in through the App: {message}");
+    let message = error(None, &[base[0], ("PREVIEWD_DASHBOARD__PUBLIC_URL", "previewd.example.com")]);
+    assert!(message.contains("dashboard.public_url"), "{message}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.pem"), "unused").unwrap();
+    let key = dir.path().join("key.pem").display().to_string();
+    let mut full = client.to_vec();
+    full.extend([("PREVIEWD_GITHUB__APP_ID", "7"), ("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", key.as_str())]);
+    let config = Config::load_from(None, env(&full)).unwrap();
+    let oauth = config.dashboard.oauth(&config.github).unwrap().unwrap();
+    assert_eq!(oauth.client_secret.expose_secret(), "0123", "a secret is taken verbatim");
+    assert_eq!(
+        (oauth.public_url.as_str(), oauth.web_url.as_str()),
+        ("https://previewd.example.com", "https://github.com")
+    );
+    assert!(!format!("{config:?}{oauth:?}").contains("0123"), "never shown");
+    let message = error(None, &[full.as_slice(), &[("PREVIEWD_DASHBOARD__SESSION_HOURS", "0")]].concat());
+    assert!(message.contains("dashboard.session_hours"), "{message}");
+}

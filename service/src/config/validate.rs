@@ -122,7 +122,35 @@ impl Config {
             return invalid("queue.poll_interval_ms", "PREVIEWD_QUEUE__POLL_INTERVAL_MS", "must be at least 10");
         }
         self.validate_http()?;
+        self.validate_dashboard()?;
         self.validate_retention()
+    }
+
+    fn validate_dashboard(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.to_owned() });
+        if self.dashboard.oauth(&self.github)?.is_none() {
+            return Ok(());
+        }
+        if self.github.app_id.is_none() {
+            return invalid(
+                "github.app_id",
+                "PREVIEWD_GITHUB__APP_ID",
+                "the dashboard (dashboard.public_url) signs people in through the GitHub App",
+            );
+        }
+        let d = &self.dashboard;
+        if !(1..=24 * 30).contains(&d.session_hours) {
+            return invalid("dashboard.session_hours", "PREVIEWD_DASHBOARD__SESSION_HOURS", "must be 1 to 720");
+        }
+        if !(10..=3600).contains(&d.permissions_cache_seconds) {
+            return invalid(
+                "dashboard.permissions_cache_seconds",
+                "PREVIEWD_DASHBOARD__PERMISSIONS_CACHE_SECONDS",
+                "must be 10 to 3600",
+            );
+        }
+        Ok(())
     }
 
     fn validate_retention(&self) -> Result<(), ConfigError> {

@@ -10,3 +10,4 @@ pub mod report;
 pub mod resync;
 pub mod signature;
 pub mod texts;
+pub mod user;

@@ -1,8 +1,9 @@
-//! previewd's HTTP surface: the GitHub webhook endpoint, the admin API and the operations
-//! endpoints.
+//! previewd's HTTP surface: the GitHub webhook endpoint, the admin API, the dashboard and the
+//! operations endpoints.
 
 pub mod api;
 mod body;
+pub mod dashboard;
 mod ops;
 mod serve;
 mod webhook;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub engine: Option<Arc<Engine>>,
     /// The store's change feed, read once for every open event stream.
     pub changes: Arc<api::events::ChangeFeed>,
+    /// The dashboard's templates and sign-in; `None` when its templates did not load.
+    pub dashboard: Option<Arc<dashboard::Dashboard>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,5 +50,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(api::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
+        .merge(dashboard::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
         .with_state(state)
 }

@@ -60,6 +60,10 @@ pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) ->
     change(format!("{}{}{}", &base[..start], dns_block, &base[end..]))
 }
 
+/// The OAuth client the stand-in's App has (its defaults, `PUT /_standin/config` changes them).
+pub const STANDIN_CLIENT_ID: &str = "Iv1.previewd-test";
+pub const STANDIN_CLIENT_SECRET: &str = "standin-client-secret";
+
 pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) -> Story {
     story_with(db, change_policy, &[]).await
 }
@@ -78,6 +82,7 @@ pub async fn story_with(
     std::fs::write(dir.path().join("policy.yaml"), policy(&dns, change_policy)).unwrap();
     std::fs::write(dir.path().join("app.pem"), &app.private_key_pem).unwrap();
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let base = format!("http://127.0.0.1:{}", previewd_e2e::previewd::free_port().unwrap());
     let path = |p: &Path| p.display().to_string();
     let env: Vec<(String, String)> = [
         ("PREVIEWD_DATABASE_URL", db.url.clone()),
@@ -97,15 +102,21 @@ pub async fn story_with(
         ("PREVIEWD_QUEUE__LEASE_SECONDS", "5".to_owned()),
         ("PREVIEWD_LOG_FILTER", "info".to_owned()),
         ("STORY_TSIG_SECRET", dns.tsig_secret.clone()),
+        // The dashboard signs people in through the stand-in's OAuth web flow.
+        ("PREVIEWD_DASHBOARD__PUBLIC_URL", base.clone()),
+        ("PREVIEWD_GITHUB__WEB_URL", github.url().to_owned()),
+        ("PREVIEWD_GITHUB__CLIENT_ID", STANDIN_CLIENT_ID.to_owned()),
+        ("PREVIEWD_GITHUB__CLIENT_SECRET", STANDIN_CLIENT_SECRET.to_owned()),
     ]
     .into_iter()
     .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
     .chain(overrides.iter().cloned())
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let previewd = Previewd::start(Path::new(env!("CARGO_BIN_EXE_previewd")), &env, &dir.path().join("previewd.log"))
-        .await
-        .unwrap();
+    let previewd =
+        Previewd::start_at(Path::new(env!("CARGO_BIN_EXE_previewd")), &env, &dir.path().join("previewd.log"), &base)
+            .await
+            .unwrap();
     github
         .configure(json!({"webhook_url": format!("{}/webhooks/github", previewd.base), "webhook_secret": SECRET}))
         .await

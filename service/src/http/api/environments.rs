@@ -12,7 +12,7 @@ use previewd_environments::hints;
 use previewd_environments::model::EnvironmentState;
 use previewd_environments::render::Ownership;
 use previewd_environments::store::{
-    EnvironmentFilter, EnvironmentSummary, NewAuditEntry, TokenScope, TransitionRecord,
+    EnvironmentFilter, EnvironmentSummary, NewAuditEntry, ReconcileRecord, TokenScope, TransitionRecord,
 };
 use previewd_environments::time::{parse_rfc3339, rfc3339};
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ pub struct EnvironmentPage {
 
 /// Reads `key` into `filter` if it is one of the filters the list and the event stream share
 /// (`repository`, `owner`, `state`, `author`); `false` for another key.
-pub(super) fn filter_param(filter: &mut EnvironmentFilter, key: &str, value: &str) -> Result<bool, ApiError> {
+pub(crate) fn filter_param(filter: &mut EnvironmentFilter, key: &str, value: &str) -> Result<bool, ApiError> {
     let bad = |problem: &str| ApiError::field(StatusCode::BAD_REQUEST, key, problem);
     match key {
         "repository" => {
@@ -286,8 +286,13 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<EnvironmentDetail>, ApiError> {
     caller.require(TokenScope::Read)?;
-    let id = parse_id(&id)?;
-    let environment = summary(&app, id).await?;
+    Ok(Json(detail(&app, parse_id(&id)?).await?))
+}
+
+/// Environment `id` with its history, last failure and objects (the API's and the
+/// dashboard's view).
+pub(crate) async fn detail(app: &AppState, id: i64) -> Result<EnvironmentDetail, ApiError> {
+    let environment = summary(app, id).await?;
     let transitions = app.store.transitions(id).await?;
     let last_failure = transitions.iter().rev().find(|t| t.to_state == EnvironmentState::Failed.as_str()).map(|t| {
         let reason = t.reason.clone().unwrap_or_default();
@@ -300,14 +305,14 @@ pub async fn show(
             at: rfc3339(t.at),
         }
     });
-    let (objects, objects_error) = objects(&app, &environment).await;
-    Ok(Json(EnvironmentDetail {
+    let (objects, objects_error) = objects(app, &environment).await;
+    Ok(EnvironmentDetail {
         environment: environment.into(),
         transitions: transitions.into_iter().map(TransitionView::from).collect(),
         last_failure,
         objects,
         objects_error,
-    }))
+    })
 }
 
 /// The body of `POST .../extend`.
@@ -347,7 +352,7 @@ pub async fn extend(
             "must be a duration longer than zero, like `2h`, `90m` or `1d`",
         )
     })?;
-    take_action(app, caller, &id, Action::Extend(by), Some(format!("duration={}", body.duration.trim()))).await
+    token_action(app, caller, &id, Action::Extend(by), Some(format!("duration={}", body.duration.trim()))).await
 }
 
 /// Deploy an environment's head commit again.
@@ -366,7 +371,7 @@ pub async fn redeploy(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    take_action(app, caller, &id, Action::Redeploy, None).await
+    token_action(app, caller, &id, Action::Redeploy, None).await
 }
 
 /// Tear an environment down now.
@@ -385,19 +390,33 @@ pub async fn destroy(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    take_action(app, caller, &id, Action::Destroy, None).await
+    token_action(app, caller, &id, Action::Destroy, None).await
+}
+
+/// Who takes an action: what the planner, the audit log and the pull request call them, and
+/// what they may do.
+pub(crate) struct Acting<'a> {
+    pub actor: Actor,
+    /// The audit log's actor (`token:ci`, `github:octocat`).
+    pub audit_actor: String,
+    pub remote: Option<&'a str>,
+    /// Refuses (403) before the environment is read: an API token's scope.
+    pub allowed: Result<(), ApiError>,
+    /// Refuses (403) once the environment is read: a person's access to its repository.
+    pub may_act_on: &'a (dyn Fn(&ReconcileRecord) -> Result<(), ApiError> + Send + Sync),
 }
 
 /// Carries out `action` through the same code as the pull request's commands, and audits it,
-/// refusals included.
-async fn take_action(
-    app: AppState,
-    caller: Caller,
+/// refusals included. The answer's status: 200 for an extension, 202 for what a reconcile
+/// carries out.
+pub(crate) async fn take_action(
+    app: &AppState,
+    acting: Acting<'_>,
     id: &str,
     action: Action,
     detail: Option<String>,
-) -> Result<Response, ApiError> {
-    let outcome = act(&app, &caller, id, action).await;
+) -> Result<(StatusCode, ActionAnswer), ApiError> {
+    let outcome = act(app, &acting, id, action).await;
     let id = id.parse::<i64>().ok();
     // Read once, after the action: it names the target in the audit log and is the answer.
     let after = match id {
@@ -414,13 +433,13 @@ async fn take_action(
         Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
     };
     let entry = NewAuditEntry {
-        actor: &caller.actor(),
+        actor: &acting.audit_actor,
         action: action.name(),
         environment_id: id,
         target: &target,
         detail: detail.as_deref(),
         outcome: &written,
-        remote: caller.remote.as_deref(),
+        remote: acting.remote,
     };
     // The action is done (or refused) whatever happens to its entry: answering 503 now would
     // invite a retry that extends twice. The entry is not lost from sight: it goes to the log.
@@ -431,8 +450,26 @@ async fn take_action(
     let (status, done) = outcome?;
     let missing = || ApiError::not_found(format!("there is no environment {}", id.unwrap_or_default()));
     let environment: EnvironmentView = after?.ok_or_else(missing)?.into();
-    Ok((status, Json(ActionAnswer { environment, capped: matches!(done, Done::Extended { capped: true, .. }) }))
-        .into_response())
+    Ok((status, ActionAnswer { environment, capped: matches!(done, Done::Extended { capped: true, .. }) }))
+}
+
+/// An API token's action.
+async fn token_action(
+    app: AppState,
+    caller: Caller,
+    id: &str,
+    action: Action,
+    detail: Option<String>,
+) -> Result<Response, ApiError> {
+    let acting = Acting {
+        actor: Actor::Api { token: caller.token.name.clone() },
+        audit_actor: caller.actor(),
+        remote: caller.remote.as_deref(),
+        allowed: caller.require(TokenScope::Admin),
+        may_act_on: &|_| Ok(()),
+    };
+    let (status, answer) = take_action(&app, acting, id, action, detail).await?;
+    Ok((status, Json(answer)).into_response())
 }
 
 /// What an action answers.
@@ -444,8 +481,8 @@ pub struct ActionAnswer {
     pub capped: bool,
 }
 
-async fn act(app: &AppState, caller: &Caller, id: &str, action: Action) -> Result<(StatusCode, Done), ApiError> {
-    caller.require(TokenScope::Admin)?;
+async fn act(app: &AppState, acting: &Acting<'_>, id: &str, action: Action) -> Result<(StatusCode, Done), ApiError> {
+    acting.allowed.clone()?;
     let id = parse_id(id)?;
     let Some(engine) = &app.engine else {
         return Err(ApiError::new(
@@ -459,6 +496,7 @@ async fn act(app: &AppState, caller: &Caller, id: &str, action: Action) -> Resul
         .reconcile_record(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))?;
+    (acting.may_act_on)(&env)?;
     if let Action::Extend(by) = action {
         let max = engine.policy.for_repository(&env.repo_owner, &env.repo_name).ttl.max;
         if by > max {
@@ -475,22 +513,15 @@ async fn act(app: &AppState, caller: &Caller, id: &str, action: Action) -> Resul
             ));
         }
     }
-    let done = actions::act(
-        &app.store,
-        &engine.policy,
-        &env,
-        action,
-        &Actor::Api { token: caller.token.name.clone() },
-        app.job_max_attempts,
-    )
-    .await
-    .map_err(|error| match error {
-        ActionError::NotLive(..) => ApiError::new(StatusCode::CONFLICT, "not_live", error.to_string()),
-        ActionError::Store(error) if !error.is_retryable() => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", "the environment changed meanwhile; read it again")
-        }
-        ActionError::Store(error) => error.into(),
-    })?;
+    let done = actions::act(&app.store, &engine.policy, &env, action, &acting.actor, app.job_max_attempts)
+        .await
+        .map_err(|error| match error {
+            ActionError::NotLive(..) => ApiError::new(StatusCode::CONFLICT, "not_live", error.to_string()),
+            ActionError::Store(error) if !error.is_retryable() => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "the environment changed meanwhile; read it again")
+            }
+            ActionError::Store(error) => error.into(),
+        })?;
     let status = if matches!(done, Done::Extended { .. }) { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, done))
 }

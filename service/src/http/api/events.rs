@@ -15,7 +15,8 @@ use crate::http::AppState;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use previewd_environments::store::{ChangeRecord, EnvironmentFilter, Store, TokenScope};
 use previewd_environments::time::now_ms;
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ const LOOKBACK_MS: i64 = 5_000;
 const BATCH: u32 = 1_000;
 /// Changes waiting for a slow client; beyond this it is sent `reset`.
 const BUFFER: usize = 1_024;
-/// How often an open stream checks that its token was not revoked meanwhile.
+/// How often an open stream checks that its token or session still holds.
 const TOKEN_CHECK: Duration = Duration::from_secs(30);
 
 /// One change, as every stream sends it.
@@ -45,6 +46,9 @@ pub struct ChangeEvent {
     /// The environment after the change.
     pub environment: EnvironmentView,
 }
+
+/// The events one client is sent.
+pub(crate) type EventStream = BoxStream<'static, Result<Event, std::convert::Infallible>>;
 
 /// The process's reader of the change feed.
 pub struct ChangeFeed {
@@ -135,7 +139,7 @@ async fn events_of(
 
 /// Whether `e` passes `filter` (its time bound aside, which a stream does not take): the
 /// list's rules (`fleet.rs`), names compared case-insensitively as GitHub does.
-fn matches(filter: &EnvironmentFilter, e: &EnvironmentView) -> bool {
+pub(crate) fn matches(filter: &EnvironmentFilter, e: &EnvironmentView) -> bool {
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let (owner, name) = e.repository.split_once('/').unwrap_or((&e.repository, ""));
     filter.repository.as_ref().is_none_or(|(o, n)| same(o, owner) && same(n, name))
@@ -165,7 +169,7 @@ pub async fn stream(
     caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     caller.require(TokenScope::Read)?;
     let mut filter = EnvironmentFilter::default();
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
@@ -174,71 +178,109 @@ pub async fn stream(
             return Err(ApiError::field(StatusCode::BAD_REQUEST, &key, problem));
         }
     }
-    let resume = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|id| *id >= 0)
-                .ok_or_else(|| ApiError::field(StatusCode::BAD_REQUEST, "Last-Event-ID", "must be an event id"))?,
-        ),
-    };
-    // Subscribed before the replay is read, so nothing falls between the two.
-    let mut live = app.changes.subscribe();
-    let replay = match resume {
-        Some(after) => {
-            let missed = app.store.changes_after(after, BATCH + 1).await?;
-            Some((missed.len() > BATCH as usize, events_of(&app.store, &missed).await?))
-        }
-        None => None,
-    };
-    let (out, mut receiver) = mpsc::channel::<Event>(64);
-    let (store, token) = (app.store.clone(), caller.token.id);
-    tokio::spawn(async move {
-        let mut sent = HashSet::new();
-        if let Some((too_far, events)) = replay {
-            if too_far {
-                let _ = out.send(reset("more changes were missed than are replayed")).await;
-            } else {
-                for event in events {
-                    sent.insert(event.id);
-                    if matches(&filter, &event.environment) && out.send(change(&event)).await.is_err() {
-                        return;
-                    }
-                }
+    let resume = last_event_id(&headers)?;
+    let keep = move |event: &ChangeEvent| matches(&filter, &event.environment);
+    let events = app.changes.stream(&app.store, resume, Holder::Token(caller.token.id), keep).await?;
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The `Last-Event-ID` a reconnecting client sends.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0)
+        .map(Some)
+        .ok_or_else(|| ApiError::field(StatusCode::BAD_REQUEST, "Last-Event-ID", "must be an event id"))
+}
+
+/// Who holds a stream open: it ends within [`TOKEN_CHECK`] of their access ending.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Holder {
+    /// An API token, until revoked.
+    Token(i64),
+    /// A dashboard session, until it ends or expires.
+    Session(i64),
+}
+
+impl Holder {
+    async fn still_allowed(self, store: &Store) -> bool {
+        let live = match self {
+            Holder::Token(id) => {
+                store.tokens().await.map(|all| all.iter().any(|t| t.id == id && t.revoked_at.is_none()))
             }
-        }
-        let mut check = tokio::time::interval(TOKEN_CHECK);
-        check.tick().await;
-        loop {
-            tokio::select! {
-                received = live.recv() => match received {
-                    Ok(event) if sent.remove(&event.id) => {}
-                    Ok(event) => {
-                        if matches(&filter, &event.environment) && out.send(change(&event)).await.is_err() {
+            Holder::Session(id) => store.session_is_live(id).await,
+        };
+        // A store that does not answer ends nothing: the stream's reads fail on their own.
+        live.unwrap_or(true)
+    }
+}
+
+impl ChangeFeed {
+    /// The events one client receives: after `resume` (its Last-Event-ID) what it missed, then
+    /// the live changes, each if `keep` says so, for as long as `holder` may read.
+    pub(crate) async fn stream(
+        &self,
+        store: &Store,
+        resume: Option<i64>,
+        holder: Holder,
+        keep: impl Fn(&ChangeEvent) -> bool + Send + 'static,
+    ) -> Result<EventStream, ApiError> {
+        // Subscribed before the replay is read, so nothing falls between the two.
+        let mut live = self.subscribe();
+        let replay = match resume {
+            Some(after) => {
+                let missed = store.changes_after(after, BATCH + 1).await?;
+                Some((missed.len() > BATCH as usize, events_of(store, &missed).await?))
+            }
+            None => None,
+        };
+        let (out, mut receiver) = mpsc::channel::<Event>(64);
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut sent = HashSet::new();
+            if let Some((too_far, events)) = replay {
+                if too_far {
+                    let _ = out.send(reset("more changes were missed than are replayed")).await;
+                } else {
+                    for event in events {
+                        sent.insert(event.id);
+                        if keep(&event) && out.send(change(&event)).await.is_err() {
                             return;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = out.send(reset("this client fell behind")).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = check.tick() => {
-                    let revoked = store.tokens().await.map(|all| !all.iter().any(|t| t.id == token && t.revoked_at.is_none()));
-                    if revoked.unwrap_or(false) {
-                        return;
-                    }
                 }
-                () = out.closed() => return,
             }
-        }
-    });
-    let events = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+            let mut check = tokio::time::interval(TOKEN_CHECK);
+            check.tick().await;
+            loop {
+                tokio::select! {
+                    received = live.recv() => match received {
+                        Ok(event) if sent.remove(&event.id) => {}
+                        Ok(event) => {
+                            if keep(&event) && out.send(change(&event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = out.send(reset("this client fell behind")).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = check.tick() => {
+                        if !holder.still_allowed(&store).await {
+                            return;
+                        }
+                    }
+                    () = out.closed() => return,
+                }
+            }
+        });
+        Ok(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok))).boxed())
+    }
 }
 
 fn change(event: &ChangeEvent) -> Event {

@@ -1,0 +1,317 @@
+//! The dashboard over HTTP, as a browser uses it: sign-in through the GitHub stand-in's OAuth web
+//! flow (redirects and cookies followed by hand, so each step is checked), the pages each person
+//! may see, the live event stream, and the buttons, on both stores, against the real previewd
+//! binary, control plane and DNS server (the story harness).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::story::*;
+use futures::StreamExt;
+use previewd_environments::model::{Cause, CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
+use previewd_environments::store::TokenScope;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A browser: its cookies, no automatic redirects.
+struct Browser {
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+/// What a request answered.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { http, cookies: BTreeMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Keeps the answer's cookies (a `Max-Age=0` one is deleted), and returns the raw
+    /// `Set-Cookie` values for the test to check.
+    fn keep_cookies(&mut self, response: &reqwest::Response) -> Vec<String> {
+        let mut raw = Vec::new();
+        for value in response.headers().get_all(SET_COOKIE) {
+            let value = value.to_str().unwrap().to_owned();
+            let (pair, _) = value.split_once(';').unwrap_or((&value, ""));
+            let (name, content) = pair.split_once('=').unwrap();
+            if value.contains("Max-Age=0") || content.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), content.to_owned());
+            }
+            raw.push(value);
+        }
+        raw
+    }
+
+    async fn answer(&mut self, request: reqwest::RequestBuilder) -> (Answer, Vec<String>) {
+        let response = request.header(COOKIE, self.cookie_header()).send().await.unwrap();
+        let set = self.keep_cookies(&response);
+        let status = response.status().as_u16();
+        let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+        let body = unescape(&response.text().await.unwrap());
+        (Answer { status, location, body }, set)
+    }
+
+    async fn get(&mut self, url: &str) -> Answer {
+        self.answer(self.http.get(url)).await.0
+    }
+
+    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let request = self.http.post(url).header("content-type", "application/x-www-form-urlencoded").body(body);
+        self.answer(request).await.0
+    }
+}
+
+/// The page's text as a browser reads it: minijinja's HTML escapes (`& < > " ' /`) undone.
+fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A location relative to `base`, made absolute.
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") { location.to_owned() } else { format!("{base}{location}") }
+}
+
+/// Signs `login` in (the stand-in's browser is signed in to GitHub as them) by opening `start`
+/// and following every redirect: previewd, GitHub's authorize page, previewd's callback, back
+/// to `start`. Checks the cookies on the way; returns the browser and the page finally shown.
+async fn sign_in(s: &Story, login: &str, start: &str) -> (Browser, Answer) {
+    s.github.configure(json!({"oauth_user": login})).await.unwrap();
+    let base = s.previewd.base.clone();
+    let mut browser = Browser::new();
+    let first = browser.get(&format!("{base}{start}")).await;
+    assert_eq!(first.status, 303, "a page without a session sends the browser to sign in: {}", first.body);
+    let login_url = absolute(&base, first.location.as_deref().unwrap());
+    assert!(login_url.starts_with(&format!("{base}/auth/login?next=")), "{login_url}");
+    let (to_github, set) = browser.answer(browser.http.get(&login_url)).await;
+    assert_eq!(to_github.status, 303);
+    let authorize = to_github.location.unwrap();
+    assert!(authorize.starts_with(&format!("{}/login/oauth/authorize?", s.github.url())), "{authorize}");
+    assert!(authorize.contains(&format!("client_id={STANDIN_CLIENT_ID}")), "{authorize}");
+    let state_cookie = set.iter().find(|c| c.starts_with("previewd_oauth=")).expect("the sign-in's state cookie");
+    assert!(state_cookie.contains("HttpOnly") && state_cookie.contains("SameSite=Lax"), "{state_cookie}");
+    let back = browser.get(&authorize).await;
+    assert_eq!(back.status, 302, "GitHub sends a signed-in person straight back: {}", back.body);
+    let callback = back.location.unwrap();
+    assert!(callback.starts_with(&format!("{base}/auth/callback?")), "{callback}");
+    let (signed_in, set) = browser.answer(browser.http.get(&callback)).await;
+    assert_eq!(signed_in.status, 303, "the callback: {}", signed_in.body);
+    assert_eq!(signed_in.location.as_deref(), Some(start));
+    let session = set.iter().find(|c| c.starts_with("previewd_session=")).expect("the session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "no Secure cookie over plain http: {session}");
+    let page = browser.get(&format!("{base}{start}")).await;
+    (browser, page)
+}
+
+/// The session's CSRF token, from a page's forms.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with the CSRF token") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// An environment of another repository of the same installation, which `writer` and `reader`
+/// have no access to.
+fn elsewhere(n: i64) -> PullRequest {
+    PullRequest {
+        repo: Repo { id: RepoId(4_242_424), owner: OWNER.into(), name: "secret-project".into() },
+        number: PrNumber(n),
+        head_sha: CommitSha("c".repeat(40)),
+        head_branch: "hidden-branch".into(),
+        author: "someone".into(),
+        from_fork: false,
+        draft: false,
+        labels: vec![],
+    }
+}
+
+previewd_e2e::each_backend! {
+    async fn people_sign_in_with_github_see_their_repositories_and_act_with_write_access(db) {
+        let mut s = story(&db, |p| p).await;
+        let base = s.previewd.base.clone();
+        s.github.add_repo(4_242_424, OWNER, "secret-project", Some(INSTALLATION)).await.unwrap();
+        s.github.set_permission(OWNER, "secret-project", "boss", "admin").await.unwrap();
+        let hidden = s.store.record_environment(&elsewhere(7), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+        s.open(1, &sha('a')).await;
+        let ready = s.wait_state(1, "Ready").await;
+        let mine = format!("{OWNER}/{}#1", s.repo);
+
+        // Someone GitHub does not sign in is refused, and gets no session.
+        s.github.configure(json!({"oauth_user": null})).await.unwrap();
+        let mut stranger = Browser::new();
+        let to_github = stranger.get(&format!("{base}/auth/login")).await;
+        let back = stranger.get(to_github.location.as_deref().unwrap()).await;
+        let refused = stranger.get(back.location.as_deref().unwrap()).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(refused.body.contains("GitHub did not sign you in"), "{}", refused.body);
+        assert!(!stranger.cookies.contains_key("previewd_session"));
+        // A callback whose state was not started here is refused.
+        let forged = Browser::new().get(&format!("{base}/auth/callback?code=abc&state=forged")).await;
+        assert_eq!(forged.status, 400, "{}", forged.body);
+        assert!(forged.body.contains("state:"), "{}", forged.body);
+
+        // The writer sees their repository's environment, not the other one.
+        let (mut writer, page) = sign_in(&s, "writer", "/").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(&mine) && page.body.contains("Signed in as <strong>writer</strong>"), "{}", page.body);
+        assert!(!page.body.contains("secret-project"), "another repository's environment is not shown");
+        let not_theirs = writer.get(&format!("{base}/environments/{}", hidden.id)).await;
+        assert_eq!(not_theirs.status, 404, "{}", not_theirs.body);
+        assert!(!not_theirs.body.contains("secret-project"));
+
+        // Its page: the history, the objects, and the buttons (the writer may act).
+        let page = writer.get(&format!("{base}/environments/{}", ready.id)).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for part in ["History", "Objects in its namespace", "Deployment", "Extend", "Redeploy", "Destroy",
+            "/pull/1\"", "pull_request.opened by @"] {
+            assert!(page.body.contains(part), "the environment page shows {part}: {}", page.body);
+        }
+        let token = csrf(&page.body);
+
+        // Acting needs the session's CSRF token: another site's form cannot act.
+        let url = format!("{base}/environments/{}", ready.id);
+        let forged = writer.post(&format!("{url}/extend"), &[("csrf", "guess"), ("duration", "2h")]).await;
+        assert_eq!(forged.status, 403, "{}", forged.body);
+        assert_eq!(s.environment(1).await.unwrap().expires_at, ready.expires_at, "a refused action changes nothing");
+        let bad = writer.post(&format!("{url}/extend"), &[("csrf", &token), ("duration", "soon")]).await;
+        assert_eq!(bad.status, 422);
+        assert!(bad.body.contains("duration: must be a duration like 2h"), "the page says why: {}", bad.body);
+
+        let extended = writer.post(&format!("{url}/extend"), &[("csrf", &token), ("duration", "3h")]).await;
+        assert_eq!(extended.status, 303, "{}", extended.body);
+        assert_eq!(extended.location.as_deref(), Some(format!("/environments/{}?done=extend", ready.id).as_str()));
+        let after = s.environment(1).await.unwrap();
+        assert!(after.expires_at.unwrap() > ready.expires_at.unwrap(), "the expiry moved: {after:?}");
+        s.comment_says(1, &["extended to", "by @writer via the dashboard"]).await;
+        let shown = writer.get(&absolute(&base, extended.location.as_deref().unwrap())).await;
+        assert!(shown.body.contains("Extended."), "{}", shown.body);
+
+        // A reader sees the environment but no buttons, and is refused if they post anyway.
+        let (mut reader, page) = sign_in(&s, "reader", &format!("/environments/{}", ready.id)).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(&mine) && !page.body.contains(">Destroy</button>"), "{}", page.body);
+        let reader_csrf = csrf(&page.body);
+        let refused = reader.post(&format!("{url}/destroy"), &[("csrf", &reader_csrf), ("confirm", "yes")]).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(refused.body.contains("needs write access"), "{}", refused.body);
+        assert_eq!(s.environment(1).await.unwrap().state, "Ready");
+
+        // The live stream: a pull request opened after the page loaded arrives and turns Ready;
+        // the other repository's changes, made first, never reach the writer.
+        let stream = writer.http.get(format!("{base}/events")).header(COOKIE, writer.cookie_header()).send().await.unwrap();
+        assert_eq!(stream.status(), 200);
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        s.store.record_environment(&elsewhere(7), EnvironmentState::Provisioning, None, &Cause::Previewd).await.unwrap();
+        s.open(2, &sha('b')).await;
+        let bytes = futures::stream::unfold(stream, |mut r| async move {
+            r.chunk().await.transpose().map(|chunk| (chunk, r))
+        });
+        let mut events = std::pin::pin!(eventsource_stream::Eventsource::eventsource(bytes));
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(event) = events.next().await {
+                let event = event.unwrap();
+                if event.event != "change" {
+                    continue;
+                }
+                let change: Value = serde_json::from_str(&event.data).unwrap();
+                let e = &change["environment"];
+                seen.push(format!("{}#{} {}", e["repository"].as_str().unwrap(), e["pull_request"]["number"], e["state"]));
+                if e["pull_request"]["number"] == 2 && e["state"] == "Ready" {
+                    return;
+                }
+            }
+        }).await;
+        assert!(found.is_ok(), "pull request 2 turns Ready on the stream; seen: {seen:?}");
+        assert!(seen.iter().all(|e| !e.contains("secret-project")), "{seen:?}");
+
+        // Destroying asks for confirmation, then tears down, said on the pull request.
+        let unconfirmed = writer.post(&format!("{url}/destroy"), &[("csrf", &token)]).await;
+        assert_eq!(unconfirmed.status, 422);
+        assert!(unconfirmed.body.contains("confirm: tick the box"), "{}", unconfirmed.body);
+        let destroyed = writer.post(&format!("{url}/destroy"), &[("csrf", &token), ("confirm", "yes")]).await;
+        assert_eq!(destroyed.status, 303, "{}", destroyed.body);
+        let gone = s.wait_state(1, "Deleted").await;
+        assert_eq!(gone.reason.as_deref(), Some("destroyed by @writer via the dashboard"));
+        s.comment_says(1, &["destroyed by @writer via the dashboard"]).await;
+
+        // The audit log has the person, each action and each refusal.
+        let (_, admin) = s.store.create_token("audit", TokenScope::Admin).await.unwrap();
+        let audit: Value = reqwest::Client::new().get(format!("{base}/api/v1/audit")).bearer_auth(admin.expose_secret())
+            .send().await.unwrap().json().await.unwrap();
+        let entries: Vec<String> = audit["entries"].as_array().unwrap().iter()
+            .map(|e| format!("{} {} {}", e["actor"].as_str().unwrap(), e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+            .collect();
+        for wanted in ["github:writer dashboard.sign_in done", "github:writer environment.extend done",
+            "github:writer environment.destroy done", "github:reader environment.destroy refused (403)"] {
+            assert!(entries.iter().any(|e| e.starts_with(wanted)), "{wanted} in {entries:?}");
+        }
+
+        // An API token sees every environment (scripts), the other repository's too.
+        let page = reqwest::Client::new().get(format!("{base}/")).bearer_auth(admin.expose_secret()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("secret-project#7"));
+
+        // Signing out ends the session: its cookie opens nothing any more.
+        let old = writer.cookies.clone();
+        let out = writer.post(&format!("{base}/auth/logout"), &[("csrf", &token)]).await;
+        assert_eq!(out.status, 303);
+        assert!(!writer.cookies.contains_key("previewd_session"), "the cookie is cleared");
+        writer.cookies = old;
+        let after = writer.get(&format!("{base}/")).await;
+        assert_eq!(after.status, 303, "the ended session is sent to sign in again");
+        s.github.assert_no_violations().await.unwrap();
+        s.finish().await;
+    }
+
+    async fn sign_in_can_be_limited_to_organisations_and_admins_come_from_a_team(db) {
+        let s = story_with(&db, |p| p, &[
+            ("PREVIEWD_DASHBOARD__ALLOWED_ORGS", "[acme]".to_owned()),
+            ("PREVIEWD_DASHBOARD__ADMINS", "[acme/platform, root]".to_owned()),
+        ]).await;
+        let base = s.previewd.base.clone();
+        // Not a member of acme: refused at the callback, with the reason.
+        s.github.configure(json!({"oauth_user": "writer"})).await.unwrap();
+        let mut outsider = Browser::new();
+        let to_github = outsider.get(&format!("{base}/auth/login")).await;
+        let back = outsider.get(to_github.location.as_deref().unwrap()).await;
+        let refused = outsider.get(back.location.as_deref().unwrap()).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(refused.body.contains("@writer is not a member of an organisation allowed to sign in (acme)"), "{}", refused.body);
+
+        // A member signs in; a member of acme/platform is an admin and sees the Platform link.
+        s.github.put_control("org_members", json!({"org": "acme", "logins": ["writer", "ops"]})).await.unwrap();
+        s.github.put_control("team_members", json!({"org": "acme", "team": "platform", "logins": ["ops"]})).await.unwrap();
+        let (_, page) = sign_in(&s, "writer", "/").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(!page.body.contains("href=\"/platform\""), "writer is no admin");
+        let (_, page) = sign_in(&s, "ops", "/").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("href=\"/platform\""), "ops is an admin through acme/platform: {}", page.body);
+        s.github.assert_no_violations().await.unwrap();
+        s.finish().await;
+    }
+}
