@@ -16,6 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// The OAuth client of the stand-in's App, as it starts (`configure` with `client_id` and
+/// `client_secret` changes them): what previewd's dashboard signs people in with.
+pub const CLIENT_ID: &str = "Iv1.previewd-test";
+pub const CLIENT_SECRET: &str = "standin-client-secret";
+
 /// The App the stand-in plays: previewd authenticates as it with this id and key.
 #[derive(Debug, Clone, Deserialize)]
 pub struct App {

@@ -826,3 +826,99 @@ async fn a_documented_operation_the_stand_in_lacks_is_recorded_too() {
     assert_eq!(violations[0]["kind"], "unimplemented", "{violations:#?}");
     assert_eq!(violations[0]["operation"], "repos/list-branches");
 }
+
+/// The web flow of the App's user authorization (outside the REST API: checked against GitHub's
+/// documentation of it), then what the user's token sees, each answer in GitHub's shape.
+#[tokio::test]
+async fn the_oauth_web_flow_gives_a_user_token_that_sees_its_installations_and_memberships() {
+    let (standin, gh) = standin().await;
+    standin.set_permission("acme", "web", "dev", "write").await.unwrap();
+    standin.set_permission("acme", "other", "dev", "read").await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let authorize = |state: &str| {
+        format!(
+            "{}/login/oauth/authorize?client_id={}&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state={state}",
+            standin.url(),
+            previewd_e2e::standin::CLIENT_ID
+        )
+    };
+    // Nobody signed in to GitHub: sent back with access_denied.
+    let denied = http.get(authorize("s1")).send().await.unwrap();
+    assert_eq!(denied.status(), 302);
+    let location = denied.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("http://127.0.0.1:9/cb?")
+            && location.contains("error=access_denied")
+            && location.contains("state=s1"),
+        "{location}"
+    );
+
+    standin.configure(json!({"oauth_user": "dev"})).await.unwrap();
+    let back = http.get(authorize("s2")).send().await.unwrap();
+    let location = reqwest::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let query: std::collections::HashMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(query["state"], "s2");
+    let exchange = |code: String, secret: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/login/oauth/access_token", standin.url());
+        async move {
+            let form = [
+                ("client_id", previewd_e2e::standin::CLIENT_ID),
+                ("client_secret", secret),
+                ("code", &code),
+                ("redirect_uri", "http://127.0.0.1:9/cb"),
+                ("grant_type", "authorization_code"),
+            ];
+            // Form-encoded as a browser would (the URL crate's encoder, reqwest's own).
+            let mut encoder = reqwest::Url::parse("http://form.invalid/").unwrap();
+            encoder.query_pairs_mut().extend_pairs(form);
+            let body = encoder.query().unwrap().to_owned();
+            let answer = http
+                .post(url)
+                .header("accept", "application/json")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "GitHub answers the exchange 200, errors included");
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let wrong = exchange(query["code"].clone(), "not-the-secret").await;
+    assert_eq!(wrong["error"], "incorrect_client_credentials");
+    // Wrong client credentials are refused before the code is looked at: it still works.
+    let token = exchange(query["code"].clone(), previewd_e2e::standin::CLIENT_SECRET).await;
+    assert_eq!(token["token_type"], "bearer", "{token}");
+    let used = exchange(query["code"].clone(), previewd_e2e::standin::CLIENT_SECRET).await;
+    assert_eq!(used["error"], "bad_verification_code", "a code is used once");
+    let user = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let u = Some(user.as_str());
+
+    standin.put_control("org_members", json!({"org": "acme", "logins": ["dev"]})).await.unwrap();
+    standin.put_control("team_members", json!({"org": "acme", "team": "platform", "logins": ["dev"]})).await.unwrap();
+    let me = gh.call(Method::GET, "/user", u, None).await;
+    assert_eq!((me.status.as_u16(), me.body["login"].as_str()), (200, Some("dev")), "{}", me.body);
+    let installations = gh.call(Method::GET, "/user/installations", u, None).await;
+    assert_eq!(installations.status, 200, "{}", installations.body);
+    let ids: Vec<i64> =
+        installations.body["installations"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [INSTALLATION, 6], "both installations hold a repository dev may read, by id");
+    let repos = gh.call(Method::GET, &format!("/user/installations/{INSTALLATION}/repositories"), u, None).await;
+    assert_eq!(repos.status, 200, "{}", repos.body);
+    assert_eq!(repos.body["repositories"][0]["full_name"], "acme/web");
+    assert_eq!(repos.body["repositories"][0]["permissions"]["push"], true);
+    let read_only = gh.call(Method::GET, "/user/installations/6/repositories", u, None).await;
+    assert_eq!(read_only.body["repositories"][0]["permissions"]["push"], false);
+    let member = gh.call(Method::GET, "/user/memberships/orgs/acme", u, None).await;
+    assert_eq!((member.status.as_u16(), member.body["state"].as_str()), (200, Some("active")), "{}", member.body);
+    assert_eq!(gh.call(Method::GET, "/user/memberships/orgs/elsewhere", u, None).await.status, 404);
+    let team = gh.call(Method::GET, "/orgs/acme/teams/platform/memberships/dev", u, None).await;
+    assert_eq!((team.status.as_u16(), team.body["state"].as_str()), (200, Some("active")), "{}", team.body);
+    assert_eq!(gh.call(Method::GET, "/orgs/acme/teams/platform/memberships/other", u, None).await.status, 404);
+    // An installation token is no user.
+    let installation = gh.installation_token(&standin).await;
+    assert_eq!(gh.call(Method::GET, "/user/installations", Some(&installation), None).await.status, 403);
+    // check_responses is on: every answer above was checked against its response schema.
+    standin.assert_no_violations().await.unwrap();
+}

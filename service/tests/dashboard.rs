@@ -308,9 +308,26 @@ previewd_e2e::each_backend! {
         let (_, page) = sign_in(&s, "writer", "/").await;
         assert_eq!(page.status, 200, "{}", page.body);
         assert!(!page.body.contains("href=\"/platform\""), "writer is no admin");
-        let (_, page) = sign_in(&s, "ops", "/").await;
+        let (mut writer, _) = sign_in(&s, "writer", "/").await;
+        let (mut ops, page) = sign_in(&s, "ops", "/").await;
         assert_eq!(page.status, 200, "{}", page.body);
         assert!(page.body.contains("href=\"/platform\""), "ops is an admin through acme/platform: {}", page.body);
+
+        // The platform page: limits and the queue, usage, what expires soon, the day's failures.
+        s.store.record_environment(&elsewhere(7), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+        let e = s.store.record_environment(&elsewhere(7), EnvironmentState::Provisioning, None, &Cause::Previewd).await.unwrap();
+        let reason = "rollout failed: the image cannot be pulled: registry.test/app:abc (ErrImagePull)";
+        s.store.record_environment(&elsewhere(7), EnvironmentState::Failed, Some(reason), &Cause::Previewd).await.unwrap();
+        s.store.set_expiry(e.id, previewd_environments::time::now_ms() + 1_800_000, None).await.unwrap();
+        assert_eq!(writer.get(&format!("{base}/platform")).await.status, 403, "writer is no admin");
+        let platform = ops.get(&format!("{base}/platform?days=1&group_by=repository")).await;
+        assert_eq!(platform.status, 200, "{}", platform.body);
+        for part in ["Limits now", "jobs queued", "Environment-hours per repository, last 1 day<",
+            "acme/secret-project", &format!("href=\"/environments/{}\"", e.id), "image_pull", reason,
+            "check that CI pushed the image"] {
+            assert!(platform.body.contains(part), "the platform page shows {part}: {}", platform.body);
+        }
+        assert_eq!(ops.get(&format!("{base}/platform?days=2")).await.status, 400);
         s.github.assert_no_violations().await.unwrap();
         s.finish().await;
     }

@@ -56,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let database = dir.path().join("previewd.db");
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
+    // DEMO_KEEP=1: wait at the Ready environment, so a person can click through the dashboard.
+    let keep = std::env::var_os("DEMO_KEEP").is_some_and(|v| !v.is_empty());
 
     // GitHub is played by the stand-in the tests use: previewd reads `.preview.yaml` from it and
     // reports there, exactly as it would on github.com.
@@ -65,7 +67,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&key, &app.private_key_pem)?;
 
     say(&format!("starting `previewd serve` on {base}, embedded SQLite store {}", database.display()));
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    // Every PREVIEWD_* variable is a setting of previewd's: the demo's own (PREVIEWD_DEMO_LOCAL)
+    // and whatever the shell has would be refused or change what the demo shows.
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PREVIEWD_")) {
+        command.env_remove(name);
+    }
+    let child = command
         .arg("serve")
         .env("PREVIEWD_LISTEN", format!("127.0.0.1:{port}"))
         .env("PREVIEWD_DATABASE_URL", format!("sqlite://{}", database.display()))
@@ -78,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
         .env("PREVIEWD_GITHUB__API_URL", github.url())
         .env("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string())
         .env("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", &key)
+        // The dashboard signs people in through the stand-in's OAuth web flow.
+        .env("PREVIEWD_DASHBOARD__PUBLIC_URL", &base)
+        .env("PREVIEWD_GITHUB__WEB_URL", github.url())
+        .env("PREVIEWD_GITHUB__CLIENT_ID", previewd_e2e::standin::CLIENT_ID)
+        .env("PREVIEWD_GITHUB__CLIENT_SECRET", previewd_e2e::standin::CLIENT_SECRET)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
@@ -96,6 +109,11 @@ async fn main() -> anyhow::Result<()> {
         .configure(serde_json::json!({"webhook_url": format!("{base}/webhooks/github"), "webhook_secret": SECRET}))
         .await?;
     github.add_repo(opened["repository"]["id"].as_i64().unwrap_or(1), repo_owner, repo_name, Some(1)).await?;
+    // The pull request's author may write to the repository, and the stand-in's browser is
+    // signed in to GitHub as them: the dashboard shows them their environment and its buttons.
+    let author = opened["pull_request"]["user"]["login"].as_str().unwrap_or("dev").to_owned();
+    github.set_permission(repo_owner, repo_name, &author, "write").await?;
+    github.configure(serde_json::json!({"oauth_user": author})).await?;
     let preview = std::fs::read_to_string(root.join("e2e/demo/preview.yaml"))?;
     github.put_file(repo_owner, repo_name, &head, ".preview.yaml", Some(&preview)).await?;
     github
@@ -115,6 +133,14 @@ async fn main() -> anyhow::Result<()> {
     show_objects(&client, &name).await?;
     say(&format!("preview URL: {}", url.unwrap_or_default()));
     show_github(&github, number, "Ready").await?;
+    say(&format!(
+        "the dashboard: {base}/ (sign-in goes through the GitHub stand-in, as @{author}); this environment: {base}/environments/{id}"
+    ));
+    if keep {
+        say("DEMO_KEEP is set: the dashboard stays open; press Enter to go on (merge and teardown)");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
 
     say(&format!("GitHub: pull request {repo}#{number} merged"));
     let mut closed = opened.clone();
@@ -145,6 +171,11 @@ async fn main() -> anyhow::Result<()> {
             from.unwrap_or_default(),
             reason.map(|r| format!(" ({r})")).unwrap_or_default()
         );
+    }
+    if keep {
+        say(&format!("the dashboard still shows the story at {base}/; press Enter to stop"));
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
     }
     say("stopping previewd (SIGTERM)");
     Ok(())

@@ -6,6 +6,7 @@
 //! would move an environment that changes during the walk from a page not yet read to one
 //! already read.
 
+use super::environments::LIVE_STATES;
 use super::{Store, StoreError, with_pool};
 use crate::model::EnvironmentState;
 use crate::time::Millis;
@@ -92,6 +93,38 @@ impl Store {
         .fetch_all(pool)
         .await
         .map_err(StoreError::query("listing environments")))
+    }
+
+    /// Live environments whose expiry is before `before`, soonest first, at most `limit`: the
+    /// platform page's "about to expire".
+    pub async fn expiring_environments(
+        &self,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<EnvironmentSummary>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM environments WHERE state IN {LIVE_STATES} AND expires_at IS NOT NULL \
+             AND expires_at < $1 ORDER BY expires_at, id LIMIT $2"
+        )))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("listing expiring environments")))
+    }
+
+    /// The reasons environments turned `Failed` with since `since`, with how often, most
+    /// frequent first (at most `limit`): the platform page's failures of the last day.
+    pub async fn failure_reasons(&self, since: Millis, limit: u32) -> Result<Vec<(String, i64)>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(
+            "SELECT COALESCE(reason, '') AS reason, COUNT(*) AS n FROM environment_transitions \
+             WHERE to_state = 'Failed' AND at >= $1 GROUP BY COALESCE(reason, '') ORDER BY n DESC, reason LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::query("counting failure reasons")))
     }
 
     /// One environment by id.

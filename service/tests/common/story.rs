@@ -60,9 +60,7 @@ pub fn policy(dns: &previewd_e2e::dns::TestDnsServer, change: impl Fn(String) ->
     change(format!("{}{}{}", &base[..start], dns_block, &base[end..]))
 }
 
-/// The OAuth client the stand-in's App has (its defaults, `PUT /_standin/config` changes them).
-pub const STANDIN_CLIENT_ID: &str = "Iv1.previewd-test";
-pub const STANDIN_CLIENT_SECRET: &str = "standin-client-secret";
+pub use previewd_e2e::standin::{CLIENT_ID as STANDIN_CLIENT_ID, CLIENT_SECRET as STANDIN_CLIENT_SECRET};
 
 pub async fn story(db: &TestDatabase, change_policy: impl Fn(String) -> String) -> Story {
     story_with(db, change_policy, &[]).await

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// The longest period one usage answer covers.
 const MAX_PERIOD_DAYS: i64 = 400;
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Usage of one repository or owner.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -91,6 +91,12 @@ pub async fn usage(
             format!("the period may be at most {MAX_PERIOD_DAYS} days"),
         ));
     }
+    Ok(Json(report(&app, from, to, group_by).await?))
+}
+
+/// Usage over `[from, to)` per group, and the limits now: the API's answer, and the dashboard's
+/// platform page.
+pub(crate) async fn report(app: &AppState, from: i64, to: i64, group_by: GroupBy) -> Result<UsageAnswer, ApiError> {
     let rows = app.store.usage_rows(from, to).await?;
     let mut groups: Vec<UsageGroup> = usage::totals(&rows, from, to, group_by)
         .into_iter()
@@ -103,7 +109,7 @@ pub async fn usage(
         })
         .collect();
     groups.sort_by(|a, b| b.environment_hours.total_cmp(&a.environment_hours).then_with(|| a.key.cmp(&b.key)));
-    Ok(Json(UsageAnswer {
+    Ok(UsageAnswer {
         from: rfc3339(from),
         to: rfc3339(to),
         group_by: match group_by {
@@ -111,8 +117,8 @@ pub async fn usage(
             GroupBy::Owner => "owner".into(),
         },
         groups,
-        limits: limits_now(&app).await?,
-    }))
+        limits: limits_now(app).await?,
+    })
 }
 
 /// A count against its limit (`null` without a policy).
@@ -152,7 +158,7 @@ pub async fn limits(State(app): State<AppState>, caller: Caller) -> Result<Json<
     Ok(Json(limits_now(&app).await?))
 }
 
-async fn limits_now(app: &AppState) -> Result<LimitsAnswer, ApiError> {
+pub(crate) async fn limits_now(app: &AppState) -> Result<LimitsAnswer, ApiError> {
     let slots = app.store.slots().await?;
     let policy = app.engine.as_ref().map(|engine| &engine.policy);
     let mut owners: BTreeMap<String, (i64, i64)> = BTreeMap::new();

@@ -9,6 +9,7 @@
 
 mod actions;
 mod auth;
+mod platform;
 mod viewer;
 
 use super::AppState;
@@ -30,8 +31,8 @@ use std::time::Duration;
 pub use viewer::{PageViewer, Viewer};
 
 /// The templates the pages need, by file name; `static/dashboard.js` is served as it is.
-const TEMPLATES: [&str; 5] =
-    ["base.html", "environments.html", "environment-row.html", "environment.html", "signed-out.html"];
+const TEMPLATES: [&str; 6] =
+    ["base.html", "environments.html", "environment-row.html", "environment.html", "platform.html", "signed-out.html"];
 /// Environments per page.
 const PAGE_SIZE: u32 = 50;
 
@@ -191,6 +192,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(environments))
         .route("/environments/{id}", get(environment))
         .route("/events", get(events))
+        .route("/platform", get(platform::page))
         .route("/environments/{id}/extend", post(actions::extend))
         .route("/environments/{id}/redeploy", post(actions::redeploy))
         .route("/environments/{id}/destroy", post(actions::destroy))
