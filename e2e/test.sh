@@ -2,8 +2,8 @@
 # Runs every check and test of previewd, from a clean checkout on a fresh machine:
 #   formatting, clippy, then all tests on SQLite and on a real Postgres, against a real
 #   Kubernetes control plane built from pinned upstream releases.
-# It installs and starts what it needs (Postgres and BIND 9 from Debian's packages, the npm test
-# fixtures, the control plane) and stops the services it started when it ends.
+# It installs and starts what it needs (Postgres, BIND 9 and Chromium from Debian's packages, the
+# npm test fixtures, the control plane) and stops the services it started when it ends.
 #
 #   e2e/test.sh              everything
 #   e2e/test.sh -- ARGS      passes ARGS to `cargo test` (e.g. `-- -p previewd --test webhook`)
@@ -76,6 +76,10 @@ step "DNS server (BIND 9 on a loopback port)"
 if ! e2e/dns.sh status >/dev/null 2>&1; then started_dns=1; fi
 dns_env=$(within 900 "e2e/dns.sh up" e2e/dns.sh up)
 eval "$dns_env"
+
+step "Chromium (Debian's package, for the dashboard's browser tests)"
+browser_env=$(within 900 "e2e/browser.sh up" e2e/browser.sh up)
+eval "$browser_env"
 
 step "Kubernetes control plane (the first run builds it from source)"
 if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi

@@ -332,3 +332,100 @@ previewd_e2e::each_backend! {
         s.finish().await;
     }
 }
+
+/// The Chromium the browser tests drive: `PREVIEWD_TEST_CHROMIUM`, set by `e2e/browser.sh`
+/// (which installs Debian's package); the test fails, saying so, without it.
+fn chromium() -> String {
+    let path = std::env::var("PREVIEWD_TEST_CHROMIUM").unwrap_or_default();
+    assert!(
+        !path.is_empty() && std::path::Path::new(&path).exists(),
+        "PREVIEWD_TEST_CHROMIUM does not name a Chromium ({path:?}): run `eval \"$(e2e/browser.sh up)\"` (e2e/test.sh does)"
+    );
+    path
+}
+
+/// A reviewer's walk through the dashboard in headless Chromium (`e2e/browser/dashboard.mjs`,
+/// Playwright): signing in through the stand-in's OAuth flow, the table, a pull request opened
+/// after the page loaded arriving live and turning Ready, extend and destroy from the page (seen
+/// on the pull request), a failure's cause, a reader refused, axe-core on every page, and
+/// screenshots at desktop and phone widths. One store: the HTTP tests above cover both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_uses_the_dashboard_in_a_real_browser() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let chromium = chromium();
+    let db = previewd_e2e::database::fresh(previewd_e2e::database::Backend::Sqlite).await.unwrap();
+    // A failure stays Failed: the page shows its cause whatever the retries would do.
+    let mut s = story_with(&db, |p| p, &[("PREVIEWD_ENGINE__FAILED_RETRIES", "0".to_owned())]).await;
+    s.github.add_repo(4_242_424, OWNER, "secret-project", Some(INSTALLATION)).await.unwrap();
+    s.store.record_environment(&elsewhere(7), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+    s.open(1, &sha('a')).await;
+    let ready = s.wait_state(1, "Ready").await;
+    let broken = PullRequest {
+        repo: Repo { id: RepoId(s.repo_id), owner: OWNER.into(), name: s.repo.clone() },
+        number: PrNumber(99),
+        ..elsewhere(99)
+    };
+    s.store.record_environment(&broken, EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
+    let reason = "rollout failed: the image cannot be pulled: registry.test/app:abc (ErrImagePull)";
+    let broken =
+        s.store.record_environment(&broken, EnvironmentState::Failed, Some(reason), &Cause::Previewd).await.unwrap();
+
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/browser/dashboard.mjs");
+    let mut driver = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("BASE", &s.previewd.base)
+        .env("STANDIN", s.github.url())
+        .env("CHROMIUM", &chromium)
+        .env("OUT", &out)
+        .env("PR1", format!("{OWNER}/{}#1", s.repo))
+        .env("PR2", format!("{OWNER}/{}#2", s.repo))
+        .env("ENV1", ready.id.to_string())
+        .env("BROKEN", broken.id.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs e2e/browser/dashboard.mjs");
+    let mut stdin = driver.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut steps = Vec::new();
+    let last = loop {
+        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+            .await
+            .expect("the browser driver says something within 300 s")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the browser driver ended after {steps:?}"));
+        let said: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if said.get("ok").is_some() {
+            break said;
+        }
+        let step = said["step"].as_str().unwrap().to_owned();
+        if step == "watching" {
+            // The page is loaded and its event stream open: now the pull request is opened.
+            s.open(2, &sha('b')).await;
+            stdin.write_all(b"go\n").await.unwrap();
+        }
+        steps.push(step);
+    };
+    assert_eq!(
+        last["ok"],
+        true,
+        "the browser walk failed after {steps:?}: {}",
+        last["error"].as_str().unwrap_or_default()
+    );
+    assert_eq!(steps, ["watching", "live", "extended", "destroyed", "refused"]);
+    assert!(driver.wait().await.unwrap().success());
+    for shot in last["screenshots"].as_array().unwrap() {
+        let path = shot.as_str().unwrap();
+        assert!(std::fs::metadata(path).unwrap().len() > 1000, "{path} is a picture");
+        println!("screenshot: {path}");
+    }
+    // What the browser did is on the pull request, said as the dashboard's.
+    s.comment_says(1, &["extended to", "by @writer via the dashboard"]).await;
+    let gone = s.wait_state(1, "Deleted").await;
+    assert_eq!(gone.reason.as_deref(), Some("destroyed by @writer via the dashboard"));
+    s.github.assert_no_violations().await.unwrap();
+    s.finish().await;
+}

@@ -53,6 +53,9 @@ function follow(table) {
   const template = document.getElementById("row-template");
   const live = document.getElementById("live");
   const source = new EventSource(table.dataset.events);
+  // Whether the table is live, for styles and for the browser tests.
+  source.addEventListener("open", () => { document.documentElement.dataset.live = "open"; });
+  source.addEventListener("error", () => { document.documentElement.dataset.live = "reconnecting"; });
   source.addEventListener("change", (message) => {
     const e = JSON.parse(message.data).environment;
     let row = document.getElementById("env-" + e.id);
