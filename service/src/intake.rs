@@ -16,6 +16,14 @@ use tokio::task::JoinHandle;
 const MAX_BATCH: usize = 1_000;
 /// Deliveries waiting for the writer at most; further handlers wait (back-pressure).
 const QUEUE_CAPACITY: usize = 8_192;
+/// The longest a delivery waits for its commit, from its hand-over, and the longest one batch
+/// waits for the store. GitHub gives up on a delivery after 10 s and counts it failed, whatever
+/// previewd answers later; a store that is away longer (a database restarting, a failover) is
+/// answered 503 within that, so GitHub records a refusal it redelivers rather than a timeout.
+/// (The pool's own acquire timeout, 10 s, is as long as GitHub's.) A delivery committed just as
+/// its wait ended is answered 503 too; its redelivery is then recognised by its delivery id and
+/// answered as a duplicate.
+const STORE_WAIT: Duration = Duration::from_secs(7);
 
 /// Why a delivery could not be recorded. The store's message is kept for the log; GitHub is
 /// told only that the delivery was not stored.
@@ -51,10 +59,17 @@ impl Intake {
     }
 
     /// Records a delivery (and its job) durably.
+    /// Refused within [`STORE_WAIT`] of the call when the store has not committed it by then
+    /// (it may still be stored: its redelivery is then answered as a duplicate).
     pub async fn record(&self, delivery: NewDelivery) -> Result<Recorded, IntakeError> {
+        let deadline = tokio::time::Instant::now() + STORE_WAIT;
+        let late = || IntakeError::Store(format!("the store did not answer within {} s", STORE_WAIT.as_secs()));
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Pending { delivery, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
-        answer.await.map_err(|_| IntakeError::ShuttingDown)?
+        tokio::time::timeout_at(deadline, self.tx.send(Pending { delivery, reply }))
+            .await
+            .map_err(|_| late())?
+            .map_err(|_| IntakeError::ShuttingDown)?;
+        tokio::time::timeout_at(deadline, answer).await.map_err(|_| late())?.map_err(|_| IntakeError::ShuttingDown)?
     }
 }
 
@@ -68,7 +83,12 @@ async fn write_batches(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) = batch.drain(..).map(|p| (p.delivery, p.reply)).unzip();
         let window_start = now_ms().saturating_sub(millis(replay_window));
-        match store.record_deliveries(&deliveries, window_start).await {
+        let recorded = match tokio::time::timeout(STORE_WAIT, store.record_deliveries(&deliveries, window_start)).await
+        {
+            Ok(recorded) => recorded.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("the store did not answer within {} s", STORE_WAIT.as_secs())),
+        };
+        match recorded {
             Ok(answers) => {
                 let queued =
                     deliveries.iter().zip(&answers).any(|(d, a)| d.job.is_some() && matches!(a, Recorded::New { .. }));
@@ -82,7 +102,7 @@ async fn write_batches(
             }
             Err(error) => {
                 tracing::error!(error = %error, deliveries = replies.len(), "could not store deliveries; they were refused with 503");
-                let error = IntakeError::Store(error.to_string());
+                let error = IntakeError::Store(error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
