@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod database;
 pub mod dns;
 pub mod fixtures;
+pub mod fleet;
 pub mod github;
 pub mod helm;
 pub mod markdown;
