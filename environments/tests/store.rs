@@ -693,7 +693,7 @@ mod sessions {
             assert!(store.session_repositories(expired.id).await.unwrap().is_empty(), "its repositories went with it");
         }
 
-        async fn the_dashboard_search_finds_text_in_the_repository_branch_or_author_and_nothing_else(db) {
+        async fn the_dashboard_search_finds_text_in_the_repository_branch_author_or_title_and_nothing_else(db) {
             let store = store(&db.url).await;
             let mut a = pr('a');
             a.head_branch = "feature/Checkout_50%".into();
@@ -716,6 +716,12 @@ mod sessions {
             assert_eq!(found("t_5").await, [a.id], "_ is literal: it matches `t_5`, and only that");
             assert_eq!(found("x_i").await, Vec::<i64>::new(), "_ is no wildcard: `fix-invoices` has no `x_i`");
             assert_eq!(found("nowhere").await, Vec::<i64>::new());
+            // The title, once a delivery named it; a late delivery's older title does not return.
+            store.observe_title(RepoId(43), PrNumber(7), "Faster Invoices", 2_000).await.unwrap();
+            store.observe_title(RepoId(43), PrNumber(7), "Old title", 1_000).await.unwrap();
+            assert_eq!(found("faster inv").await, [b.id]);
+            assert_eq!(found("old title").await, Vec::<i64>::new());
+            assert_eq!(store.environment_summary(b.id).await.unwrap().unwrap().title.as_deref(), Some("Faster Invoices"));
         }
     }
 }

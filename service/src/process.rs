@@ -90,7 +90,7 @@ impl JobRunner {
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
         match event {
-            Event::PullRequest { action, pull_request, merged, label, sender, updated_at, installation } => {
+            Event::PullRequest { action, pull_request, merged, label, sender, updated_at, installation, title } => {
                 if !self.serves(&pull_request.repo) {
                     return Ok(());
                 }
@@ -100,6 +100,9 @@ impl JobRunner {
                 if let Some(at) = updated_at {
                     let (repo, number) = (pull_request.repo.id, pull_request.number);
                     self.store.observe_head(repo, number, &pull_request.head_sha, at).await.map_err(transient)?;
+                    if let Some(title) = &title {
+                        self.store.observe_title(repo, number, title, at).await.map_err(transient)?;
+                    }
                 }
                 let approve_label = self.approve_label(&pull_request);
                 let cause = Cause::Event { event: format!("pull_request.{}", action.name()), sender: sender.clone() };

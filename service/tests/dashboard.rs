@@ -190,6 +190,9 @@ previewd_e2e::each_backend! {
             assert!(page.body.contains(part), "the environment page shows {part}: {}", page.body);
         }
         let token = csrf(&page.body);
+        // The pull request's title, as the delivery named it.
+        let title = s.store.environment_summary(ready.id).await.unwrap().unwrap().title.expect("the delivery's title");
+        assert!(!title.is_empty() && page.body.contains(&title), "the page shows the title {title:?}");
 
         // Acting needs the session's CSRF token: another site's form cannot act.
         let url = format!("{base}/environments/{}", ready.id);

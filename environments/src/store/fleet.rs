@@ -24,7 +24,8 @@ pub struct EnvironmentFilter {
     pub updated_since: Option<Millis>,
     /// Only repositories the dashboard session with this id may read.
     pub visible_to_session: Option<i64>,
-    /// Text found (case-insensitively) in `owner/name`, the head branch or the author.
+    /// Text found (case-insensitively) in `owner/name`, the head branch, the author or the
+    /// pull request's title.
     pub search: Option<String>,
 }
 
@@ -50,10 +51,14 @@ pub struct EnvironmentSummary {
     pub warned_at: Option<Millis>,
     pub note: Option<String>,
     pub from_fork: bool,
+    /// The pull request's title, as GitHub last named it (`None` until a delivery did).
+    pub title: Option<String>,
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, \
-     author, state, reason, name, url, deployed_sha, created_at, updated_at, expires_at, warned_at, note, from_fork";
+     author, state, reason, name, url, deployed_sha, created_at, updated_at, expires_at, warned_at, note, from_fork, \
+     (SELECT p.title FROM pull_requests p WHERE p.repo_id = environments.repo_id \
+        AND p.pr_number = environments.pr_number) AS title";
 
 /// `text` lowercased, with LIKE's wildcards escaped (`\\` is the escape character).
 fn like_pattern(text: &str) -> String {
@@ -76,8 +81,9 @@ impl Store {
              AND ($4 IS NULL OR LOWER(repo_owner) = LOWER($4)) AND ($5 IS NULL OR state = $5) \
              AND ($6 IS NULL OR LOWER(author) = LOWER($6)) AND ($7 IS NULL OR updated_at >= $7) \
              AND ($9 IS NULL OR repo_id IN (SELECT repo_id FROM session_repositories WHERE session_id = $9)) \
-             AND ($10 IS NULL OR LOWER(repo_owner || '/' || repo_name || ' ' || head_branch || ' ' || author) \
-                LIKE '%' || $10 || '%' ESCAPE '\\') \
+             AND ($10 IS NULL OR LOWER(repo_owner || '/' || repo_name || ' ' || head_branch || ' ' || author || ' ' || \
+                COALESCE((SELECT p.title FROM pull_requests p WHERE p.repo_id = environments.repo_id \
+                    AND p.pr_number = environments.pr_number), '')) LIKE '%' || $10 || '%' ESCAPE '\\') \
              ORDER BY id DESC LIMIT $8"
         )))
         .bind(before)

@@ -49,6 +49,30 @@ impl Store {
         .map_err(StoreError::query("recording a pull request's head")))
     }
 
+    /// Records that GitHub named `title` as the title of pull request `number` at GitHub time
+    /// `at`; a title named earlier than the one recorded is ignored (a late delivery).
+    pub async fn observe_title(
+        &self,
+        repo: RepoId,
+        number: PrNumber,
+        title: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO pull_requests (repo_id, pr_number, title, title_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (repo_id, pr_number) DO UPDATE SET title = excluded.title, title_at = excluded.title_at \
+             WHERE pull_requests.title_at IS NULL OR pull_requests.title_at <= excluded.title_at",
+        )
+        .bind(repo.0)
+        .bind(number.0)
+        .bind(title)
+        .bind(at)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::query("recording a pull request's title")))
+    }
+
     /// The head recorded by [`Store::observe_head`], if any.
     pub async fn seen_head(&self, repo: RepoId, number: PrNumber) -> Result<Option<SeenHead>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(

@@ -64,6 +64,8 @@ struct Base {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Pull {
     pub number: i64,
+    #[serde(default)]
+    pub title: Option<String>,
     pub state: String,
     #[serde(default)]
     pub draft: Option<bool>,

@@ -28,6 +28,10 @@ pub enum Event {
         #[serde(default)]
         updated_at: Option<i64>,
         installation: Option<InstallationId>,
+        /// The pull request's title, for the dashboard (at most [`MAX_TITLE`] characters).
+        /// Absent in jobs queued by older versions and in events previewd synthesises.
+        #[serde(default)]
+        title: Option<String>,
     },
     /// A comment on a pull request that contains a `/preview` command.
     Command {
@@ -295,8 +299,17 @@ fn pull_request(p: wire::PullRequestEvent) -> Result<Classified, PayloadError> {
             sender: p.sender.map(|u| u.login),
             updated_at: pr.updated_at.as_deref().and_then(github_time),
             installation: p.installation.map(|i| InstallationId(i.id)),
+            title: pr.title.map(|t| bounded_title(&t)),
         }),
     })
+}
+
+/// The most of a title kept: GitHub allows 256 characters; anything longer is not GitHub's.
+pub const MAX_TITLE: usize = 256;
+
+/// `title` cut to [`MAX_TITLE`] characters.
+pub fn bounded_title(title: &str) -> String {
+    title.chars().take(MAX_TITLE).collect()
 }
 
 fn issue_comment(p: wire::IssueCommentEvent) -> Classified {
@@ -422,6 +435,8 @@ mod wire {
 
     #[derive(Deserialize)]
     pub struct PullRequest {
+        #[serde(default)]
+        pub title: Option<String>,
         pub user: Option<User>,
         pub head: Branch,
         pub draft: Option<bool>,

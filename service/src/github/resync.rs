@@ -142,6 +142,7 @@ impl Resync {
                 // The listing's time: its head was pushed no later.
                 updated_at: pull.updated_at.as_deref().and_then(super::events::github_time),
                 installation,
+                title: pull.title.as_deref().map(super::events::bounded_title),
             };
             self.queue(&event).await?;
         }
@@ -171,6 +172,7 @@ impl Resync {
                 sender: None,
                 updated_at: None,
                 installation,
+                title: None,
             };
             self.queue(&event).await?;
         }

@@ -33,6 +33,7 @@ function fill(row, e) {
   const pr = row.querySelector("a.pr");
   pr.href = "/environments/" + e.id;
   pr.textContent = e.repository + "#" + e.pull_request.number;
+  row.querySelector(".title").textContent = e.pull_request.title || "";
   row.querySelector(".branch").textContent = e.pull_request.head_branch;
   row.querySelector(".author").textContent = e.pull_request.author;
   const state = row.querySelector(".state");

@@ -49,6 +49,8 @@ pub struct EnvironmentView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullRequestView {
     pub number: i64,
+    /// As GitHub last named it; `null` until a delivery did.
+    pub title: Option<String>,
     pub author: String,
     pub head_branch: String,
     pub from_fork: bool,
@@ -63,6 +65,7 @@ impl From<EnvironmentSummary> for EnvironmentView {
             repository_id: e.repo_id,
             pull_request: PullRequestView {
                 number: e.pr_number,
+                title: e.title,
                 author: e.author,
                 head_branch: e.head_branch,
                 from_fork: e.from_fork,

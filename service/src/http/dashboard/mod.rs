@@ -437,7 +437,8 @@ async fn events(
         matches(&filter, e)
             && readable.as_ref().is_none_or(|r| r.contains(&e.repository_id))
             && search.as_deref().is_none_or(|q| {
-                format!("{} {} {}", e.repository, e.pull_request.head_branch, e.pull_request.author)
+                let title = e.pull_request.title.as_deref().unwrap_or_default();
+                format!("{} {} {} {title}", e.repository, e.pull_request.head_branch, e.pull_request.author)
                     .to_lowercase()
                     .contains(q)
             })
