@@ -1,7 +1,7 @@
 -- The dashboard's sign-ins with GitHub (service/src/http/dashboard/):
 --   sessions:             one per sign-in. Only the SHA-256 of the session's secret (the cookie)
 --                         is kept, as for API tokens; the person's GitHub token is never stored
---                         (it stays in the memory of the process that signed them in).
+--                         (it is used for the sign-in's calls to GitHub, then dropped).
 --                         csrf_token is sent back with every form, so a page of another site
 --                         cannot act in the person's name.
 --   session_repositories: the repositories GitHub said the person may read, and whether they may
