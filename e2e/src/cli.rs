@@ -1,5 +1,6 @@
 //! The benchmarks' command lines: `--flag value` pairs after the program's name.
 
+use crate::database::Backend;
 use anyhow::Context;
 use std::str::FromStr;
 
@@ -22,4 +23,14 @@ pub fn flags(usage: &str) -> anyhow::Result<Vec<(String, String)>> {
 /// The value of `flag`, as a number.
 pub fn number<T: FromStr>(flag: &str, value: &str) -> anyhow::Result<T> {
     value.parse().ok().with_context(|| format!("{flag}: `{value}` is not a number"))
+}
+
+/// The stores `--store` names: `sqlite`, `postgres` or `both`.
+pub fn stores(value: &str) -> anyhow::Result<Vec<Backend>> {
+    Ok(match value {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => anyhow::bail!("--store {other}: sqlite, postgres or both"),
+    })
 }

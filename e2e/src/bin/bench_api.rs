@@ -20,7 +20,7 @@
 //! answer is not what the seeded store holds.
 
 use anyhow::{Context, bail};
-use previewd_e2e::cli::{flags, number};
+use previewd_e2e::cli::{flags, number, stores};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, drop_postgres, fresh};
 use previewd_e2e::fleet::{FleetShape, OWNERS, REPOSITORIES, Rng, admin_token, seed};
 use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
@@ -72,14 +72,7 @@ fn parse_options() -> anyhow::Result<Options> {
     };
     for (flag, value) in flags(USAGE)? {
         match flag.as_str() {
-            "--store" => {
-                options.stores = match value.as_str() {
-                    "sqlite" => vec![Backend::Sqlite],
-                    "postgres" => vec![Backend::Postgres],
-                    "both" => vec![Backend::Sqlite, Backend::Postgres],
-                    other => bail!("--store {other}: sqlite, postgres or both"),
-                }
-            }
+            "--store" => options.stores = stores(&value)?,
             "--environments" => options.environments = number::<u64>(&flag, &value)?.max(1),
             "--days" => options.days = number::<i64>(&flag, &value)?.max(1),
             "--pushes-per-day" => options.pushes_per_day = number::<u64>(&flag, &value)?.max(1),

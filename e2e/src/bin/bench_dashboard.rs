@@ -22,7 +22,7 @@
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use previewd_e2e::cli::{flags, number};
+use previewd_e2e::cli::{flags, number, stores};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, drop_postgres, fresh};
 use previewd_e2e::fleet::{FleetShape, OWNERS, Rng, admin_token, seed};
 use previewd_e2e::measure::{cpu_seconds, load_average, percentile};
@@ -68,14 +68,7 @@ fn parse_options() -> anyhow::Result<Options> {
     };
     for (flag, value) in flags(USAGE)? {
         match flag.as_str() {
-            "--store" => {
-                options.stores = match value.as_str() {
-                    "sqlite" => vec![Backend::Sqlite],
-                    "postgres" => vec![Backend::Postgres],
-                    "both" => vec![Backend::Sqlite, Backend::Postgres],
-                    other => bail!("--store {other}: sqlite, postgres or both"),
-                }
-            }
+            "--store" => options.stores = stores(&value)?,
             "--environments" => options.environments = number::<u64>(&flag, &value)?.max(1),
             "--requests" => options.requests = number::<usize>(&flag, &value)?.max(1),
             "--warmup" => options.warmup = number(&flag, &value)?,
