@@ -186,7 +186,7 @@ previewd_e2e::each_backend! {
         let page = writer.get(&format!("{base}/environments/{}", ready.id)).await;
         assert_eq!(page.status, 200, "{}", page.body);
         for part in ["History", "Objects in its namespace", "Deployment", "Extend", "Redeploy", "Destroy",
-            "/pull/1\"", "pull_request.opened by @"] {
+            "/pull/1\"", "/deployments/preview%2Fpr-1\"", "pull_request.opened by @"] {
             assert!(page.body.contains(part), "the environment page shows {part}: {}", page.body);
         }
         let token = csrf(&page.body);
@@ -233,7 +233,8 @@ previewd_e2e::each_backend! {
             r.chunk().await.transpose().map(|chunk| (chunk, r))
         });
         let mut events = std::pin::pin!(eventsource_stream::Eventsource::eventsource(bytes));
-        let mut seen = Vec::new();
+        // (repository#number state, event id) of each change, until #2 is Ready.
+        let mut seen: Vec<(String, String)> = Vec::new();
         let found = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(event) = events.next().await {
                 let event = event.unwrap();
@@ -242,14 +243,37 @@ previewd_e2e::each_backend! {
                 }
                 let change: Value = serde_json::from_str(&event.data).unwrap();
                 let e = &change["environment"];
-                seen.push(format!("{}#{} {}", e["repository"].as_str().unwrap(), e["pull_request"]["number"], e["state"]));
+                let what = format!("{}#{} {}", e["repository"].as_str().unwrap(), e["pull_request"]["number"], e["state"]);
+                seen.push((what, event.id.clone()));
                 if e["pull_request"]["number"] == 2 && e["state"] == "Ready" {
                     return;
                 }
             }
         }).await;
         assert!(found.is_ok(), "pull request 2 turns Ready on the stream; seen: {seen:?}");
-        assert!(seen.iter().all(|e| !e.contains("secret-project")), "{seen:?}");
+        assert!(seen.iter().all(|(e, _)| !e.contains("secret-project")), "{seen:?}");
+        // A browser that reconnects with the first event's id is sent what came after it.
+        assert!(seen.len() >= 2, "{seen:?}");
+        let resumed = writer.http.get(format!("{base}/events")).header(COOKIE, writer.cookie_header())
+            .header("last-event-id", &seen[0].1).send().await.unwrap();
+        let bytes = futures::stream::unfold(resumed, |mut r| async move {
+            r.chunk().await.transpose().map(|chunk| (chunk, r))
+        });
+        let mut replay = std::pin::pin!(eventsource_stream::Eventsource::eventsource(bytes));
+        // Several changes of one environment are sent as its last one.
+        let expected: Vec<&str> = seen[1..].iter().map(|(_, id)| id.as_str()).collect();
+        let last = seen.last().unwrap().1.clone();
+        let mut replayed: Vec<String> = Vec::new();
+        while replayed.last() != Some(&last) {
+            let event = tokio::time::timeout(Duration::from_secs(10), replay.next()).await
+                .unwrap_or_else(|_| panic!("the missed events are sent at once; got {replayed:?} of {expected:?}")).unwrap().unwrap();
+            if event.event == "change" {
+                assert!(expected.contains(&event.id.as_str()), "{} was not missed: {expected:?}", event.id);
+                replayed.push(event.id);
+            }
+        }
+        let numbers: Vec<i64> = replayed.iter().map(|id| id.parse().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order: {numbers:?}");
 
         // Destroying asks for confirmation, then tears down, said on the pull request.
         let unconfirmed = writer.post(&format!("{url}/destroy"), &[("csrf", &token)]).await;

@@ -394,6 +394,8 @@ async fn environment_page(
         viewer: ViewerContext<'a>,
         e: &'a EnvironmentView,
         pull_request_url: String,
+        /// The pull request's GitHub deployments (previewd's deployment environment).
+        deployments_url: String,
         transitions: &'a [super::api::environments::TransitionView],
         last_failure: Option<&'a super::api::environments::FailureView>,
         objects: &'a [super::api::environments::ObjectView],
@@ -409,6 +411,18 @@ async fn environment_page(
             viewer: viewer.context(),
             e,
             pull_request_url: format!("{}/{}/pull/{}", dashboard.github_web_url, e.repository, e.pull_request.number),
+            deployments_url: format!(
+                "{}/{}/deployments/{}",
+                dashboard.github_web_url,
+                e.repository,
+                form_urlencoded::byte_serialize(
+                    crate::github::report::environment_name(previewd_environments::model::PrNumber(
+                        e.pull_request.number
+                    ))
+                    .as_bytes()
+                )
+                .collect::<String>()
+            ),
             transitions: &detail.transitions,
             last_failure: detail.last_failure.as_ref(),
             objects: &detail.objects,
