@@ -95,8 +95,12 @@ async fn run(format: &str, auth: GitHubAuth) -> (String, Vec<(String, String)>) 
         hold("the personal access token", &pat);
         s.github.configure(json!({"pats": [{"token": pat, "login": "preview-bot"}]})).await.unwrap();
         restart_with(&mut s, |env| {
+            // Without an App there is no dashboard sign-in (it is the App's user authorization).
             env.retain(|(k, _)| {
-                !k.starts_with("PREVIEWD_GITHUB__APP_ID") && !k.starts_with("PREVIEWD_GITHUB__PRIVATE_KEY")
+                !k.starts_with("PREVIEWD_GITHUB__APP_ID")
+                    && !k.starts_with("PREVIEWD_GITHUB__PRIVATE_KEY")
+                    && !k.starts_with("PREVIEWD_GITHUB__CLIENT_")
+                    && !k.starts_with("PREVIEWD_DASHBOARD__")
             });
             env.push(("PREVIEWD_GITHUB__TOKEN".to_owned(), pat.clone()));
         })
@@ -141,6 +145,30 @@ async fn run(format: &str, auth: GitHubAuth) -> (String, Vec<(String, String)>) 
         hold(what, &value["sha256=".len()..]);
     }
     hold("a bearer token sent to previewd", &bearer);
+
+    // The dashboard's sign-in: the App's client secret, the code exchanged for the person's
+    // token, and the session cookie.
+    if auth == GitHubAuth::App {
+        hold("the App's client secret", STANDIN_CLIENT_SECRET);
+        s.github.configure(json!({"oauth_user": "writer"})).await.unwrap();
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let cookie_of = |r: &reqwest::Response, name: &str| {
+            r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+                v.split(';').next().filter(|pair| pair.starts_with(&format!("{name}="))).map(str::to_owned)
+            })
+        };
+        let login = browser.get(format!("{}/auth/login", s.previewd.base)).send().await.unwrap();
+        let state = cookie_of(&login, "previewd_oauth").expect("the sign-in's state cookie");
+        let authorize = login.headers()["location"].to_str().unwrap().to_owned();
+        let back = browser.get(authorize).send().await.unwrap();
+        let callback = back.headers()["location"].to_str().unwrap().to_owned();
+        let code = callback.split("code=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        hold("the sign-in's code", &code);
+        let signed_in = browser.get(callback).header("cookie", state).send().await.unwrap();
+        assert_eq!(signed_in.status(), 303, "signed in");
+        let session = cookie_of(&signed_in, "previewd_session").expect("the session cookie");
+        hold("the dashboard session's cookie", &session["previewd_session=".len()..]);
+    }
 
     // GitHub answering errors: a push whose reports meet 500s and a 403 rate limit first.
     s.github
