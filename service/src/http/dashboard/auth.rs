@@ -68,7 +68,9 @@ pub(super) async fn login(State(app): State<AppState>, Query(query): Query<Login
     let state = CsrfToken::new_random();
     let next = local_path(query.next.as_deref());
     let (url, _) = auth.client().authorize_url(|| state.clone()).url();
-    let value = format!("{}~{next}", state.secret());
+    // Percent-encoded: a `;` or `,` in the path must not end the cookie's value.
+    let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let value = format!("{}~{encoded}", state.secret());
     let cookie = set_cookie(auth, STATE_COOKIE, &value, "/auth", STATE_LIFETIME);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
 }
@@ -108,6 +110,10 @@ pub(super) async fn callback(
     };
     let kept = cookie(&headers, STATE_COOKIE).unwrap_or_default();
     let (kept_state, next) = kept.split_once('~').unwrap_or(("", "/"));
+    let next: String = form_urlencoded::parse(format!("next={next}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
     if kept_state.is_empty() || !same_secret(kept_state, state) {
         return Err(refused(
             StatusCode::BAD_REQUEST,
@@ -163,7 +169,7 @@ pub(super) async fn callback(
     );
     let session = set_cookie(auth, SESSION_COOKIE, secrecy::ExposeSecret::expose_secret(&secret), "/", lifetime);
     let clear = set_cookie(auth, STATE_COOKIE, "", "/auth", Duration::ZERO);
-    let mut response = Redirect::to(&local_path(Some(next))).into_response();
+    let mut response = Redirect::to(&local_path(Some(&next))).into_response();
     for value in [session, clear] {
         if let Ok(value) = value.parse() {
             response.headers_mut().append(header::SET_COOKIE, value);

@@ -122,7 +122,12 @@ impl FromRequestParts<AppState> for PageViewer {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
         let signs_in = app.dashboard.as_ref().and_then(|d| d.auth.as_ref());
-        let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // After signing in the browser comes back here: for a form's POST, the page it was on
+        // (`/environments/12/extend` → `/environments/12`), where it may send the form again.
+        let here = match parts.method {
+            axum::http::Method::GET => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            _ => parts.uri.path().rsplit_once('/').map_or("/", |(page, _)| if page.is_empty() { "/" } else { page }),
+        };
         let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
         let login = || Redirect::to(&format!("/auth/login?next={next}")).into_response();
         let scripted = parts.headers.contains_key(header::AUTHORIZATION);
