@@ -190,10 +190,35 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
     assert_eq!(env["PREVIEWD_GITHUB__PRIVATE_KEY_FILE"], "/var/run/secrets/previewd/github-app/private-key.pem");
     assert!(!env.contains_key("PREVIEWD_REPO_CONFIG_FILE"));
 
+    // The dashboard signs people in with the App's client, its secret mounted as a file.
+    assert_eq!(env["PREVIEWD_DASHBOARD__PUBLIC_URL"], "https://previewd.example.com");
+    assert_eq!(env["PREVIEWD_GITHUB__CLIENT_ID"], "Iv1.0123456789abcdef");
+    assert_eq!(env["PREVIEWD_GITHUB__CLIENT_SECRET_FILE"], "/var/run/secrets/previewd/github-client/client-secret");
+    assert_eq!(env["PREVIEWD_DASHBOARD__ADMINS"], "[platform-lead, acme/platform]");
+    assert_eq!(env["PREVIEWD_DASHBOARD__ALLOWED_ORGS"], "[acme]");
+
     let ingress = one(&docs, "Ingress");
     let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
-    assert_eq!(paths.as_array().unwrap().len(), 1, "only the webhook endpoint is exposed");
-    assert_eq!(paths[0]["path"], "/webhooks/github");
+    let exposed: Vec<(&str, &str)> = paths
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["pathType"].as_str().unwrap()))
+        .collect();
+    // The webhook, the dashboard and the admin API; never /metrics, /healthz or /readyz.
+    assert_eq!(
+        exposed,
+        [
+            ("/webhooks/github", "Exact"),
+            ("/", "Exact"),
+            ("/environments", "Prefix"),
+            ("/events", "Exact"),
+            ("/platform", "Exact"),
+            ("/auth", "Prefix"),
+            ("/static", "Prefix"),
+            ("/api/v1", "Prefix")
+        ]
+    );
     // The edge refuses what previewd would refuse (25 MiB), beside the values' own annotations.
     let annotations = &ingress["metadata"]["annotations"];
     assert_eq!(annotations["nginx.ingress.kubernetes.io/proxy-body-size"], "25m");
@@ -244,6 +269,17 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
     assert!(message.contains("policy needs a source of .preview.yaml"), "{message}");
     let message = refused(&["ingress.enabled=true"]);
     assert!(message.contains("ingress"), "{message}");
+    // The dashboard's sign-in needs the App, its client id and a client secret, as previewd does.
+    let message = refused(&["dashboard.publicUrl=https://p.example.com"]);
+    assert!(message.contains("signs people in through the GitHub App: set githubApp.appId"), "{message}");
+    let message =
+        refused(&["dashboard.publicUrl=https://p.example.com,githubApp.appId=1,githubApp.existingSecret.name=k"]);
+    assert!(message.contains("set githubApp.clientId"), "{message}");
+    let with_client = "dashboard.publicUrl=https://p.example.com,githubApp.appId=1,githubApp.existingSecret.name=k,githubApp.clientId=c";
+    let message = refused(&[with_client]);
+    assert!(message.contains("set githubApp.clientSecret.existingSecret.name"), "{message}");
+    let message = refused(&["dashboard.sessionHours=0"]);
+    assert!(message.contains("at '/dashboard/sessionHours'"), "{message}");
     // Values that become CEL string literals in the admission policies must be plain names.
     let message = refused(&["policy.base_domain=x' || true || '", "repoConfig.port=8080"]);
     assert!(message.contains("is not a DNS name"), "{message}");

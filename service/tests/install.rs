@@ -103,6 +103,9 @@ async fn run(example: &Example, standin: &GitHubStandIn, private_key: &str, app_
             Consumer::File(path) if path.starts_with("/var/run/secrets/previewd/github-app/") => {
                 Ok(private_key.to_owned())
             }
+            Consumer::File(path) if path.starts_with("/var/run/secrets/previewd/github-client/") => {
+                Ok(previewd_e2e::standin::CLIENT_SECRET.to_owned())
+            }
             _ => anyhow::bail!("the test does not know what Secret {name} key {key} holds (read by {consumer:?})"),
         }
     };
