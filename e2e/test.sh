@@ -107,4 +107,12 @@ done
 step "tests"
 within 3600 "cargo test" cargo test --workspace --locked --no-fail-fast "${cargo_args[@]}"
 
+# The dashboard's browser tests leave screenshots of each page at desktop and phone widths, for
+# a person to look at (not committed).
+shots="${CARGO_TARGET_DIR:-target}/tmp/dashboard-screenshots"
+if [ -d "$shots" ]; then
+  step "screenshots of the dashboard (service/tests/dashboard.rs)"
+  ls -1 "$shots"/*.png >&2 || true
+fi
+
 step "all checks and tests passed"

@@ -108,10 +108,19 @@ async function main() {
     await accessible(page, "a failed environment's page");
     await shoot(page, "failure-desktop");
 
+    // The platform page (the writer is one of dashboard.admins here): limits, usage, failures.
+    await page.getByRole("link", { name: "Platform" }).click();
+    await page.waitForURL(`${BASE}/platform`);
+    await page.getByRole("heading", { name: "Failures of the last day" }).waitFor();
+    await page.getByRole("cell", { name: "image_pull" }).waitFor();
+    await accessible(page, "the platform page");
+    await shoot(page, "platform-desktop");
+    say({ step: "platform" });
+
     // The same pages at a phone's width.
     const small = await browser.newContext({ viewport: phone, storageState: await context.storageState() });
     const p = await small.newPage();
-    for (const [name, url] of [["environments-phone", "/"], ["environment-phone", `/environments/${ENV1}`], ["failure-phone", `/environments/${BROKEN}`]]) {
+    for (const [name, url] of [["environments-phone", "/"], ["environment-phone", `/environments/${ENV1}`], ["failure-phone", `/environments/${BROKEN}`], ["platform-phone", "/platform"]]) {
       await p.goto(`${BASE}${url}`);
       await accessible(p, `${url} at a phone's width`);
       await shoot(p, name);

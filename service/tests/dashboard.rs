@@ -376,15 +376,19 @@ fn chromium() -> String {
 /// A reviewer's walk through the dashboard in headless Chromium (`e2e/browser/dashboard.mjs`,
 /// Playwright): signing in through the stand-in's OAuth flow, the table, a pull request opened
 /// after the page loaded arriving live and turning Ready, extend and destroy from the page (seen
-/// on the pull request), a failure's cause, a reader refused, axe-core on every page, and
-/// screenshots at desktop and phone widths. One store: the HTTP tests above cover both.
+/// on the pull request), a failure's cause, the platform page, a reader refused, axe-core on
+/// every page, and screenshots at desktop and phone widths (their folder is listed by
+/// `e2e/test.sh` at the end). One store: the HTTP tests above cover both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_uses_the_dashboard_in_a_real_browser() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let chromium = chromium();
     let db = previewd_e2e::database::fresh(previewd_e2e::database::Backend::Sqlite).await.unwrap();
     // A failure stays Failed: the page shows its cause whatever the retries would do.
-    let mut s = story_with(&db, |p| p, &[("PREVIEWD_ENGINE__FAILED_RETRIES", "0".to_owned())]).await;
+    // The writer is an admin too, so the walk covers the platform page.
+    let overrides =
+        [("PREVIEWD_ENGINE__FAILED_RETRIES", "0".to_owned()), ("PREVIEWD_DASHBOARD__ADMINS", "[writer]".to_owned())];
+    let mut s = story_with(&db, |p| p, &overrides).await;
     s.github.add_repo(4_242_424, OWNER, "secret-project", Some(INSTALLATION)).await.unwrap();
     s.store.record_environment(&elsewhere(7), EnvironmentState::Pending, None, &Cause::Previewd).await.unwrap();
     s.open(1, &sha('a')).await;
@@ -444,7 +448,7 @@ async fn a_reviewer_uses_the_dashboard_in_a_real_browser() {
         "the browser walk failed after {steps:?}: {}",
         last["error"].as_str().unwrap_or_default()
     );
-    assert_eq!(steps, ["watching", "live", "extended", "destroyed", "refused"]);
+    assert_eq!(steps, ["watching", "live", "extended", "destroyed", "platform", "refused"]);
     assert!(driver.wait().await.unwrap().success());
     for shot in last["screenshots"].as_array().unwrap() {
         let path = shot.as_str().unwrap();
