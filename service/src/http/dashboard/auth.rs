@@ -128,27 +128,8 @@ pub(super) async fn callback(
         refused(status, "github", error.to_string())
     })?;
     drop(token);
-    let audit = |outcome: String| {
-        let store = app.store.clone();
-        let login = person.login.clone();
-        let remote = remote.clone();
-        async move {
-            let entry = NewAuditEntry {
-                actor: &format!("github:{login}"),
-                action: "dashboard.sign_in",
-                environment_id: None,
-                target: &login,
-                detail: None,
-                outcome: &outcome,
-                remote: remote.as_deref(),
-            };
-            if let Err(error) = store.audit(&entry).await {
-                tracing::error!(%error, login, outcome, "the audit log could not be written");
-            }
-        }
-    };
     if let Some(why) = &person.refused {
-        audit(format!("refused (403): {why}")).await;
+        audit_sign_in(&app, &person.login, remote.as_deref(), &format!("refused (403): {why}")).await;
         return Err(refused(StatusCode::FORBIDDEN, "not_allowed", why.clone()));
     }
     // A sign-in replaces the session it refreshes.
@@ -160,7 +141,7 @@ pub(super) async fn callback(
     let lifetime = auth.session_lifetime;
     let expires_at = now_ms() + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let (_, secret) = app.store.create_session(&person.login, person.is_admin, expires_at, &repositories).await?;
-    audit("done".to_owned()).await;
+    audit_sign_in(&app, &person.login, remote.as_deref(), "done").await;
     tracing::info!(
         login = person.login,
         repositories = repositories.len(),
@@ -176,6 +157,23 @@ pub(super) async fn callback(
         }
     }
     Ok(response)
+}
+
+/// Records a sign-in (or its refusal) in the audit log; one that cannot be written goes to the
+/// log instead, and the sign-in goes on.
+async fn audit_sign_in(app: &AppState, login: &str, remote: Option<&str>, outcome: &str) {
+    let entry = NewAuditEntry {
+        actor: &format!("github:{login}"),
+        action: "dashboard.sign_in",
+        environment_id: None,
+        target: login,
+        detail: None,
+        outcome,
+        remote,
+    };
+    if let Err(error) = app.store.audit(&entry).await {
+        tracing::error!(%error, login, outcome, "the audit log could not be written");
+    }
 }
 
 #[derive(Deserialize)]

@@ -133,7 +133,8 @@ impl DashboardAuth {
             )?))
             // GitHub documents the client's credentials as parameters of the request.
             .set_auth_type(oauth2::AuthType::RequestBody);
-        let http = crate::outbound::https_client(true).map_err(|e| DashboardError::Setting(e.to_string()))?;
+        let http = crate::outbound::https_client(oauth.web_url.starts_with("https://"))
+            .map_err(|e| DashboardError::Setting(e.to_string()))?;
         Ok(DashboardAuth {
             client,
             http,
