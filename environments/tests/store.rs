@@ -637,6 +637,28 @@ mod changes {
             assert!(swept.changes >= 3, "{swept:?}");
             assert!(store.changes_after(start, 100).await.unwrap().is_empty());
         }
+
+        async fn a_title_that_changes_is_a_change_of_its_environment(db) {
+            use EnvironmentState::*;
+            let store = store(&db.url).await;
+            // A title named before the environment exists changes nothing.
+            let start = store.last_change_id().await.unwrap();
+            store.observe_title(RepoId(42), PrNumber(7), "First", 1_000).await.unwrap();
+            assert!(store.changes_after(start, 100).await.unwrap().is_empty());
+            let env = store.record_environment(&pr('a'), Pending, None, &Cause::Previewd).await.unwrap();
+            let created = store.last_change_id().await.unwrap();
+            // Edited: a change; the same title again, or an older one arriving late: none.
+            store.observe_title(RepoId(42), PrNumber(7), "Second", 2_000).await.unwrap();
+            let changes = store.changes_after(created, 100).await.unwrap();
+            assert_eq!(changes.iter().map(|c| c.environment_id).collect::<Vec<_>>(), [env.id], "{changes:?}");
+            let edited = store.last_change_id().await.unwrap();
+            store.observe_title(RepoId(42), PrNumber(7), "Second", 3_000).await.unwrap();
+            store.observe_title(RepoId(42), PrNumber(7), "Zeroth", 500).await.unwrap();
+            // Another pull request's title is not this environment's.
+            store.observe_title(RepoId(42), PrNumber(8), "Other", 2_000).await.unwrap();
+            assert!(store.changes_after(edited, 100).await.unwrap().is_empty());
+            assert_eq!(store.environment_summary(env.id).await.unwrap().unwrap().title.as_deref(), Some("Second"));
+        }
     }
 }
 
