@@ -181,6 +181,13 @@ previewd_e2e::each_backend! {
         let not_theirs = writer.get(&format!("{base}/environments/{}", hidden.id)).await;
         assert_eq!(not_theirs.status, 404, "{}", not_theirs.body);
         assert!(!not_theirs.body.contains("secret-project"));
+        // A browser's navigation gets the same refusal as a page (scripts keep the JSON).
+        let request = writer.http.get(format!("{base}/environments/{}", hidden.id)).header("accept", "text/html,*/*;q=0.8");
+        let (page, _) = writer.answer(request).await;
+        assert_eq!(page.status, 404);
+        assert!(page.body.starts_with("<!doctype html>") && page.body.contains("<h1>Not Found</h1>"), "{}", page.body);
+        assert!(page.body.contains(&format!("there is no environment {} you may see", hidden.id)), "{}", page.body);
+        assert!(not_theirs.body.starts_with('{'), "without text/html: JSON {}", not_theirs.body);
 
         // Its page: the history, the objects, and the buttons (the writer may act).
         let page = writer.get(&format!("{base}/environments/{}", ready.id)).await;

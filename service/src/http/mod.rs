@@ -50,6 +50,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(api::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
-        .merge(dashboard::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
+        .merge(dashboard::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
         .with_state(state)
 }

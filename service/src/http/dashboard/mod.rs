@@ -31,8 +31,15 @@ use std::time::Duration;
 pub use viewer::{PageViewer, Viewer};
 
 /// The templates the pages need, by file name; `static/dashboard.js` is served as it is.
-const TEMPLATES: [&str; 6] =
-    ["base.html", "environments.html", "environment-row.html", "environment.html", "platform.html", "signed-out.html"];
+const TEMPLATES: [&str; 7] = [
+    "base.html",
+    "environments.html",
+    "environment-row.html",
+    "environment.html",
+    "platform.html",
+    "signed-out.html",
+    "error.html",
+];
 /// Environments per page.
 const PAGE_SIZE: u32 = 50;
 
@@ -188,7 +195,7 @@ impl Dashboard {
     }
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router(app: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(environments))
         .route("/environments/{id}", get(environment))
@@ -202,6 +209,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/signed-out", get(auth::signed_out))
         .route("/static/dashboard.js", get(script))
+        .layer(axum::middleware::from_fn_with_state(app, html_errors))
 }
 
 /// The peer's address, for the audit log.
@@ -213,6 +221,59 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Remote {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         Ok(Remote(info.map(|info| info.0.to_string())))
+    }
+}
+
+/// An error answered to a browser's navigation (`Accept: text/html`) as a page, from
+/// `error.html`: the same status and message as the JSON `{error, message}` scripts get.
+async fn html_errors(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let is_error = status.is_client_error() || status.is_server_error();
+    let Some(dashboard) = app.dashboard.as_deref().filter(|_| wants_html && is_json && is_error) else {
+        return response;
+    };
+    #[derive(Deserialize)]
+    struct Body {
+        message: String,
+    }
+    let (parts, body) = response.into_parts();
+    // previewd's own error answers are a few hundred bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (status, "the error answer could not be read").into_response();
+    };
+    let message = serde_json::from_slice::<Body>(&bytes).map(|b| b.message).unwrap_or_default();
+    #[derive(Serialize)]
+    struct Context<'a> {
+        status: u16,
+        title: &'a str,
+        message: String,
+        sign_in: bool,
+    }
+    let context = Context {
+        status: status.as_u16(),
+        title: status.canonical_reason().unwrap_or("Error"),
+        message,
+        sign_in: status == StatusCode::UNAUTHORIZED && dashboard.auth.is_some(),
+    };
+    match dashboard.render("error.html", context) {
+        Ok(page) => (status, page).into_response(),
+        // The JSON answer as it was.
+        Err(_) => Response::from_parts(parts, axum::body::Body::from(bytes)),
     }
 }
 
