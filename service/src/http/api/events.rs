@@ -137,8 +137,9 @@ async fn events_of(
     Ok(events)
 }
 
-/// Whether `e` passes `filter` (its time bound aside, which a stream does not take): the
-/// list's rules (`fleet.rs`), names compared case-insensitively as GitHub does.
+/// Whether `e` passes `filter` (its time bound and session aside, which a stream checks
+/// otherwise): the list's rules (`fleet.rs`), names compared case-insensitively as GitHub does,
+/// the search as a case-insensitive substring of the same text the list searches.
 pub(crate) fn matches(filter: &EnvironmentFilter, e: &EnvironmentView) -> bool {
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let (owner, name) = e.repository.split_once('/').unwrap_or((&e.repository, ""));
@@ -146,6 +147,12 @@ pub(crate) fn matches(filter: &EnvironmentFilter, e: &EnvironmentView) -> bool {
         && filter.owner.as_deref().is_none_or(|o| same(o, owner))
         && filter.state.is_none_or(|s| s == e.state)
         && filter.author.as_deref().is_none_or(|a| same(a, &e.pull_request.author))
+        && filter.search.as_deref().is_none_or(|q| {
+            let title = e.pull_request.title.as_deref().unwrap_or_default();
+            format!("{} {} {} {title}", e.repository, e.pull_request.head_branch, e.pull_request.author)
+                .to_lowercase()
+                .contains(&q.to_lowercase())
+        })
 }
 
 /// The fleet's changes as they happen.
@@ -293,4 +300,59 @@ fn change(event: &ChangeEvent) -> Event {
 
 fn reset(why: &str) -> Event {
     Event::default().event("reset").data(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::api::environments::PullRequestView;
+    use previewd_environments::model::EnvironmentState;
+
+    fn view() -> EnvironmentView {
+        EnvironmentView {
+            id: 1,
+            repository: "Acme/Shop".into(),
+            repository_id: 7,
+            pull_request: PullRequestView {
+                number: 3,
+                title: Some("Faster Checkout".into()),
+                author: "Dev".into(),
+                head_branch: "feature/pay_50%".into(),
+                from_fork: false,
+            },
+            state: EnvironmentState::Ready,
+            reason: None,
+            name: None,
+            url: None,
+            head_sha: "a".repeat(40),
+            deployed_sha: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            expires_at: None,
+            expiry_warned_at: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_stream_keeps_what_the_list_would_show_names_and_search_case_insensitively() {
+        let filter = |f: fn(&mut EnvironmentFilter)| {
+            let mut filter = EnvironmentFilter::default();
+            f(&mut filter);
+            matches(&filter, &view())
+        };
+        assert!(filter(|_| {}));
+        assert!(filter(|f| f.repository = Some(("acme".into(), "shop".into()))));
+        assert!(!filter(|f| f.repository = Some(("acme".into(), "web".into()))));
+        assert!(filter(|f| f.owner = Some("ACME".into())));
+        assert!(filter(|f| f.author = Some("dev".into())));
+        assert!(!filter(|f| f.state = Some(EnvironmentState::Failed)));
+        for found in ["acme/sh", "PAY_50%", "dev", "faster checkout"] {
+            assert!(
+                matches(&EnvironmentFilter { search: Some(found.into()), ..EnvironmentFilter::default() }, &view()),
+                "{found}"
+            );
+        }
+        assert!(!filter(|f| f.search = Some("billing".into())));
+    }
 }

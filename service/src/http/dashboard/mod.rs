@@ -505,19 +505,12 @@ async fn events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (filter, form, _) = read_query(query.as_deref(), &viewer)?;
+    let (filter, _, _) = read_query(query.as_deref(), &viewer)?;
+    // The session's repositories as read now (the list asks the store for them instead).
     let readable: Option<HashSet<i64>> = viewer.readable();
-    let search = (!form.q.is_empty()).then(|| form.q.to_lowercase());
     let keep = move |event: &ChangeEvent| {
         let e = &event.environment;
-        matches(&filter, e)
-            && readable.as_ref().is_none_or(|r| r.contains(&e.repository_id))
-            && search.as_deref().is_none_or(|q| {
-                let title = e.pull_request.title.as_deref().unwrap_or_default();
-                format!("{} {} {} {title}", e.repository, e.pull_request.head_branch, e.pull_request.author)
-                    .to_lowercase()
-                    .contains(q)
-            })
+        matches(&filter, e) && readable.as_ref().is_none_or(|r| r.contains(&e.repository_id))
     };
     let resume = last_event_id(&headers)?;
     let holder = match &viewer {
