@@ -7,7 +7,7 @@
 /// A recognised cause and its hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hint {
-    /// `image_pull`, `quota`, `admission`, `crash_loop`, `timeout`, `dns`, `config`, `template`.
+    /// `image_pull`, `quota`, `admission`, `crash_loop`, `job`, `timeout`, `dns`, `config`, `template`.
     pub cause: &'static str,
     pub what_to_do: &'static str,
 }
@@ -47,6 +47,13 @@ const HINTS: &[(&str, Hint)] = &[
         Hint {
             cause: "crash_loop",
             what_to_do: "the application exits at start: read the container's log (`kubectl logs` in the environment's namespace) and check its `env` and secrets",
+        },
+    ),
+    (
+        "the job failed",
+        Hint {
+            cause: "job",
+            what_to_do: "the database's seed failed: read its log (`kubectl logs job/<name>` in the environment's namespace), fix `database.seed` or the data, push, and run `/preview reset-db` to seed a new database",
         },
     ),
     (
@@ -95,9 +102,11 @@ mod tests {
             (RolloutFailure::AdmissionRefused("runAsNonRoot".into()), "admission"),
             (RolloutFailure::CrashLoop("exit 1".into()), "crash_loop"),
             (RolloutFailure::Timeout { seconds: 300, detail: "0/1 ready".into() }, "timeout"),
+            (RolloutFailure::JobFailed("BackoffLimitExceeded".into()), "job"),
         ];
         for (failure, expected) in failures {
-            let reason = WorkloadFailure { workload: "app".into(), failure }.to_string();
+            let kind = crate::cluster::rollout::WorkloadKind::Deployment;
+            let reason = WorkloadFailure { kind, workload: "app".into(), failure }.to_string();
             assert_eq!(cause(&reason), Some(expected), "{reason}");
         }
     }

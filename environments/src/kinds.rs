@@ -3,8 +3,11 @@
 //! a template can never ask previewd to touch anything else.
 
 use k8s_openapi::Resource;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use serde::Serialize;
 use std::fmt;
@@ -54,13 +57,30 @@ pub enum Kind {
     ServiceAccount,
     Secret,
     ConfigMap,
+    PersistentVolumeClaim,
     Service,
+    StatefulSet,
     Deployment,
+    /// Run once: created when the StatefulSets are ready, never updated (see
+    /// `Cluster::start_jobs`).
+    Job,
     Ingress,
+    /// Gateway API; a custom resource, so not every cluster serves it.
+    HttpRoute,
 }
 
+/// Gateway API's HTTPRoute, which k8s-openapi (built-in types only) does not describe: the one
+/// kind whose place in the API is written here.
+const HTTP_ROUTE: ApiType = ApiType {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    api_version: "gateway.networking.k8s.io/v1",
+    kind: "HTTPRoute",
+    plural: "httproutes",
+};
+
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::ResourceQuota,
         Kind::LimitRange,
@@ -68,9 +88,13 @@ impl Kind {
         Kind::ServiceAccount,
         Kind::Secret,
         Kind::ConfigMap,
+        Kind::PersistentVolumeClaim,
         Kind::Service,
+        Kind::StatefulSet,
         Kind::Deployment,
+        Kind::Job,
         Kind::Ingress,
+        Kind::HttpRoute,
     ];
 
     /// Its API type, as k8s-openapi describes it: no table of groups and plurals to keep in
@@ -85,8 +109,12 @@ impl Kind {
             Kind::Secret => ApiType::of::<Secret>(),
             Kind::ConfigMap => ApiType::of::<ConfigMap>(),
             Kind::Service => ApiType::of::<Service>(),
+            Kind::PersistentVolumeClaim => ApiType::of::<PersistentVolumeClaim>(),
+            Kind::StatefulSet => ApiType::of::<StatefulSet>(),
             Kind::Deployment => ApiType::of::<Deployment>(),
+            Kind::Job => ApiType::of::<Job>(),
             Kind::Ingress => ApiType::of::<Ingress>(),
+            Kind::HttpRoute => HTTP_ROUTE,
         }
     }
 
@@ -105,6 +133,11 @@ impl Kind {
 
     pub fn is_namespaced(self) -> bool {
         self != Kind::Namespace
+    }
+
+    /// Served only where its CRD is installed: a cluster without it has none to list or prune.
+    pub fn is_custom(self) -> bool {
+        self == Kind::HttpRoute
     }
 }
 

@@ -46,6 +46,24 @@ pub fn hostname(name: &str, base_domain: &str) -> String {
     format!("{name}.{}", base_domain.trim_end_matches('.').to_ascii_lowercase())
 }
 
+/// The host label of public service `service` of environment `name` (other than the first,
+/// which gets `name` itself): `<service>--<name>`, still one label, so the wildcard record and
+/// certificate cover it. When that is longer than a label, the environment name's slug is cut
+/// (never its `-pr-<number>-<hash>` end, which keeps environments apart), and the label still
+/// ends with the environment's suffix, which the admission policies check.
+pub fn service_label(name: &str, service: &str) -> String {
+    let label = format!("{service}--{name}");
+    if label.len() <= MAX_LABEL_LEN {
+        return label;
+    }
+    let suffix_at = name.rfind("-pr-").unwrap_or(0);
+    let (slug, suffix) = name.split_at(suffix_at);
+    let room = MAX_LABEL_LEN.saturating_sub(service.len() + 2 + suffix.len());
+    let slug = slug[..room.min(slug.len())].trim_end_matches('-');
+    let label = format!("{service}--{slug}{suffix}");
+    label.chars().take(MAX_LABEL_LEN).collect::<String>().trim_end_matches('-').to_owned()
+}
+
 /// Whether `s` is a DNS-1123 label as Kubernetes checks namespace names: 1 to 63 characters of
 /// lowercase letters, digits and `-`, starting and ending with a letter or digit.
 pub fn is_dns1123_label(s: &str) -> bool {
@@ -83,6 +101,22 @@ fn slug(name: &str) -> String {
 fn repo_hash(repo: &Repo) -> String {
     let digest = Sha256::digest(repo.id.0.to_string().as_bytes());
     digest.iter().take(HASH_HEX_LEN / 2).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod service_label_tests {
+    use super::*;
+
+    #[test]
+    fn service_labels_stay_one_label_and_keep_the_environments_suffix() {
+        assert_eq!(service_label("shop-pr-42-3f9a1c", "api"), "api--shop-pr-42-3f9a1c");
+        let long = format!("{}-pr-12345-3f9a1c", "a".repeat(63 - "-pr-12345-3f9a1c".len()));
+        assert_eq!(long.len(), 63);
+        let label = service_label(&long, "admin-console");
+        assert_eq!(label.len(), 63);
+        assert!(is_dns1123_label(&label), "{label}");
+        assert!(label.starts_with("admin-console--a") && label.ends_with("-pr-12345-3f9a1c"), "{label}");
+    }
 }
 
 #[cfg(test)]

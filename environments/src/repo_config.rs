@@ -29,7 +29,7 @@ pub enum RepoConfigError {
     #[error("{REPO_CONFIG_FILE} is empty; it needs at least `{EXAMPLE}`")]
     Empty,
     #[error(
-        "{REPO_CONFIG_FILE}: image: missing; name the container image to run, e.g. `{EXAMPLE}` ({{sha}} is replaced by the head commit)"
+        "{REPO_CONFIG_FILE}: image: missing; name the container image to run, e.g. `{EXAMPLE}` ({{sha}} is replaced by the head commit), or list several under `services:`"
     )]
     MissingImage,
     /// Larger than previewd reads (its size when known): refused before it is read or parsed.
@@ -61,19 +61,51 @@ impl RepoFile {
     }
 }
 
-/// A repository's `.preview.yaml`.
+/// A repository's `.preview.yaml`: the services to run, an optional database, and the template
+/// set and lifetime.
+///
+/// Two forms are read. The one-service form (`image:`, `port:` and so on at the top) is one
+/// public service named `app`, as previewd has always read it; its problems are named without a
+/// prefix (`port: …`). The `services:` form names each service, and its problems are named
+/// under it (`services.api.port: …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoConfig {
+    /// In the order the file lists them; never empty.
+    pub services: Vec<(String, ServiceConfig)>,
+    pub database: Option<DatabaseConfig>,
+    /// The template set to render; the platform's default when left out.
+    pub template: Option<String>,
+    /// How long the environment lives after its last activity; the platform's default when left
+    /// out, and at most the platform's maximum.
+    #[serde(with = "duration_text::option", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    /// Written in the one-service form: its fields are named without `services.app.`.
+    pub single: bool,
+}
+
+/// The name of the service of the one-service form.
+pub const SINGLE_SERVICE: &str = "app";
+
+/// One service: a Deployment, and a Service in front of it when it has a port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepoConfig {
+pub struct ServiceConfig {
     /// The container image. `{sha}` is replaced by the head commit's full SHA, `{short_sha}` by
     /// its first 12 characters, so CI can push `ghcr.io/acme/app:<sha>` and previewd finds it.
     #[serde(default)]
     pub image: String,
-    /// The port the container serves HTTP on.
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The port the container serves HTTP on. A service without one (a worker) gets no
+    /// Service and no readiness probe, and cannot be public.
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Replaces the image's entrypoint.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Replaces the image's arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
     /// Plain environment variables. Numbers and booleans are taken as their text, so
     /// `DEBUG: true` means the string `true` (Kubernetes wants strings; YAML makes that a trap).
     #[serde(default, deserialize_with = "env_map")]
@@ -84,26 +116,117 @@ pub struct RepoConfig {
     pub secrets: Vec<String>,
     /// Secrets previewd generates for this environment: random, kept across redeploys, and
     /// exposed as an environment variable named after the secret in upper case with `-` as `_`
-    /// (`session-key` becomes `SESSION_KEY`).
+    /// (`session-key` becomes `SESSION_KEY`). Services naming the same one share its value.
     #[serde(default)]
     pub generated_secrets: Vec<String>,
     /// Requests and limits of the container; the platform's defaults fill what is left out.
     #[serde(default)]
     pub resources: RequestedResources,
+    /// The readiness check, on a service with a port; `/` when left out.
     #[serde(default)]
-    pub health_check: HealthCheck,
-    /// The template set to render; the platform's default when left out.
+    pub health_check: Option<HealthCheck>,
+    /// Whether the service gets a URL. Internal services are reached by the others at
+    /// `http://<name>`.
     #[serde(default)]
-    pub template: Option<String>,
-    /// How long the environment lives after its last activity; the platform's default when left
-    /// out, and at most the platform's maximum.
-    #[serde(default, with = "duration_text::option", skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<Duration>,
+    pub expose: Expose,
 }
 
-fn default_port() -> u16 {
-    8080
+/// Whether a service gets a URL of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expose {
+    /// Reached only by the environment's other services.
+    #[default]
+    Internal,
+    /// Its own hostname under the platform's base domain, shown on the pull request.
+    Public,
 }
+
+/// A database for the environment, from the platform's template set and images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub engine: DatabaseEngine,
+    /// One of the versions the platform offers for the engine; its default when left out.
+    #[serde(default, deserialize_with = "optional_text")]
+    pub version: Option<String>,
+    /// How the new database gets its data, once per environment (again on `/preview reset-db`).
+    #[serde(default)]
+    pub seed: Option<SeedConfig>,
+}
+
+/// The database engines previewd knows how to wire to services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseEngine {
+    Postgres,
+}
+
+impl DatabaseEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatabaseEngine::Postgres => "postgres",
+        }
+    }
+}
+
+/// Seeding: a command run in a service's image, or SQL files of the repository at the head
+/// commit (run in order with `psql`). Exactly one of `command` and `sql`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedConfig {
+    pub command: Vec<String>,
+    /// The service whose image (and environment) runs `command`; the first service when left out.
+    pub service: Option<String>,
+    /// Paths in the repository, run in this order.
+    pub sql: Vec<String>,
+}
+
+/// The file as written, before the two forms are told apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    image: Option<String>,
+    port: Option<u16>,
+    replicas: Option<u32>,
+    command: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "optional_env_map")]
+    env: Option<BTreeMap<String, String>>,
+    secrets: Option<Vec<String>>,
+    generated_secrets: Option<Vec<String>>,
+    resources: Option<RequestedResources>,
+    health_check: Option<HealthCheck>,
+    services: Option<Services>,
+    database: Option<DatabaseConfig>,
+    template: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    ttl: Option<Duration>,
+}
+
+/// `services:`, in the file's order.
+struct Services(Vec<(String, ServiceConfig)>);
+
+impl<'de> Deserialize<'de> for Services {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Services;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of service names to services")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Services, A::Error> {
+                let mut services = Vec::new();
+                while let Some((name, service)) = map.next_entry::<String, ServiceConfig>()? {
+                    services.push((name, service));
+                }
+                Ok(Services(services))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 fn default_replicas() -> u32 {
     1
 }
@@ -143,47 +266,115 @@ impl RepoConfig {
             return Err(RepoConfigError::TooLarge { size: Some(text.len() as u64) });
         }
         // A file of only comments is YAML's null; say "empty" rather than "invalid type: unit".
-        let config: RepoConfig = yaml::parse(text, Origin::Repository)
+        let raw: RawConfig = yaml::parse(text, Origin::Repository)
             .map_err(|e| RepoConfigError::Parse { path: e.path, message: e.message })?
             .ok_or(RepoConfigError::Empty)?;
-        if config.image.trim().is_empty() {
-            return Err(RepoConfigError::MissingImage);
+        let parse = |path: &str, message: String| RepoConfigError::Parse { path: path.to_owned(), message };
+        let single_fields = [
+            ("image", raw.image.is_some()),
+            ("port", raw.port.is_some()),
+            ("replicas", raw.replicas.is_some()),
+            ("command", raw.command.is_some()),
+            ("args", raw.args.is_some()),
+            ("env", raw.env.is_some()),
+            ("secrets", raw.secrets.is_some()),
+            ("generated_secrets", raw.generated_secrets.is_some()),
+            ("resources", raw.resources.is_some()),
+            ("health_check", raw.health_check.is_some()),
+        ];
+        let (services, single) = match raw.services {
+            Some(Services(services)) => {
+                if let Some((field, _)) = single_fields.iter().find(|(_, given)| *given) {
+                    return Err(parse(
+                        field,
+                        "belongs under a service when the file lists `services:`; move it into the service it is for"
+                            .to_owned(),
+                    ));
+                }
+                if services.is_empty() {
+                    return Err(parse("services", "lists no service; name at least one, with its `image`".to_owned()));
+                }
+                for (name, service) in &services {
+                    if service.image.trim().is_empty() {
+                        return Err(parse(
+                            &format!("services.{name}.image"),
+                            format!("missing; name the container image to run, e.g. `{EXAMPLE}`"),
+                        ));
+                    }
+                }
+                (services, false)
+            }
+            None => {
+                let image = raw.image.filter(|i| !i.trim().is_empty()).ok_or(RepoConfigError::MissingImage)?;
+                let service = ServiceConfig {
+                    image,
+                    port: Some(raw.port.unwrap_or(8080)),
+                    replicas: raw.replicas.unwrap_or(1),
+                    command: raw.command.unwrap_or_default(),
+                    args: raw.args.unwrap_or_default(),
+                    env: raw.env.unwrap_or_default(),
+                    secrets: raw.secrets.unwrap_or_default(),
+                    generated_secrets: raw.generated_secrets.unwrap_or_default(),
+                    resources: raw.resources.unwrap_or_default(),
+                    health_check: raw.health_check,
+                    expose: Expose::Public,
+                };
+                (vec![(SINGLE_SERVICE.to_owned(), service)], true)
+            }
+        };
+        Ok(RepoConfig { services, database: raw.database, template: raw.template, ttl: raw.ttl, single })
+    }
+
+    /// Where a service's field is named in problems: `port` in the one-service form,
+    /// `services.api.port` otherwise.
+    pub fn field(&self, service: &str, field: &str) -> String {
+        if self.single { field.to_owned() } else { format!("services.{service}.{field}") }
+    }
+}
+
+fn optional_env_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    env_map(deserializer).map(Some)
+}
+
+/// A text that YAML may have read as a number (`version: 16`).
+fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(Text::deserialize(deserializer)?.0))
+}
+
+/// A string, or a number or boolean taken as its text.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean (quote it to be sure: \"...\")")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
         }
-        Ok(config)
+        deserializer.deserialize_any(Visitor)
     }
 }
 
 /// Environment variable values: strings, or numbers and booleans taken as their text.
 fn env_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
-    struct Value(String);
-    impl<'de> Deserialize<'de> for Value {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Visitor;
-            impl serde::de::Visitor<'_> for Visitor {
-                type Value = Value;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string, number or boolean (quote it to be sure: \"...\")")
-                }
-                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-                    Ok(Value(v.to_owned()))
-                }
-                fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
-                    Ok(Value(v.to_string()))
-                }
-                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
-                    Ok(Value(v.to_string()))
-                }
-                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-                    Ok(Value(v.to_string()))
-                }
-                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-                    Ok(Value(v.to_string()))
-                }
-            }
-            deserializer.deserialize_any(Visitor)
-        }
-    }
-    let map = BTreeMap::<String, Value>::deserialize(deserializer)?;
+    let map = BTreeMap::<String, Text>::deserialize(deserializer)?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
@@ -195,16 +386,25 @@ mod tests {
         RepoConfig::from_yaml(text).unwrap_err().to_string()
     }
 
+    fn only_service(config: &RepoConfig) -> &ServiceConfig {
+        assert_eq!(config.services.len(), 1);
+        &config.services[0].1
+    }
+
     #[test]
     fn a_minimal_file_gets_the_defaults() {
         let config = RepoConfig::from_yaml("image: ghcr.io/acme/app:{sha}\n").unwrap();
-        assert_eq!(config.image, "ghcr.io/acme/app:{sha}");
-        assert_eq!(config.port, 8080);
-        assert_eq!(config.replicas, 1);
-        assert_eq!(config.health_check.path, "/");
-        assert!(config.env.is_empty() && config.secrets.is_empty() && config.generated_secrets.is_empty());
-        assert_eq!(config.resources, RequestedResources::default());
-        assert_eq!((config.template, config.ttl), (None, None));
+        assert!(config.single);
+        assert_eq!(config.services[0].0, "app");
+        let app = only_service(&config);
+        assert_eq!(app.image, "ghcr.io/acme/app:{sha}");
+        assert_eq!(app.port, Some(8080));
+        assert_eq!(app.replicas, 1);
+        assert_eq!(app.expose, Expose::Public);
+        assert_eq!(app.health_check, None);
+        assert!(app.env.is_empty() && app.secrets.is_empty() && app.generated_secrets.is_empty());
+        assert_eq!(app.resources, RequestedResources::default());
+        assert_eq!((config.template, config.ttl, config.database), (None, None, None));
     }
 
     #[test]
@@ -226,14 +426,66 @@ ttl: 3d
 "#,
         )
         .unwrap();
-        assert_eq!(config.port, 3000);
-        assert_eq!(config.env["WORKERS"], "4");
-        assert_eq!(config.env["DEBUG"], "true");
-        assert_eq!(config.env["RATIO"], "0.5");
-        assert_eq!(config.resources.requests.cpu.as_ref().map(Quantity::as_str), Some("250m"));
-        assert_eq!(config.resources.limits.cpu, None);
-        assert_eq!(config.health_check.path, "/healthz");
+        let app = only_service(&config);
+        assert_eq!(app.port, Some(3000));
+        assert_eq!(app.env["WORKERS"], "4");
+        assert_eq!(app.env["DEBUG"], "true");
+        assert_eq!(app.env["RATIO"], "0.5");
+        assert_eq!(app.resources.requests.cpu.as_ref().map(Quantity::as_str), Some("250m"));
+        assert_eq!(app.resources.limits.cpu, None);
+        assert_eq!(app.health_check.as_ref().map(|h| h.path.as_str()), Some("/healthz"));
         assert_eq!(config.ttl, Some(Duration::from_secs(3 * 86400)));
+    }
+
+    #[test]
+    fn several_services_and_a_database_parse_in_the_files_order() {
+        let config = RepoConfig::from_yaml(
+            r#"
+services:
+  web: { image: "ghcr.io/acme/web:{sha}", port: 3000, expose: public }
+  api:
+    image: ghcr.io/acme/api:{sha}
+    port: 8080
+    command: [/api, serve]
+    args: [--verbose]
+    health_check: { path: /healthz }
+  worker: { image: "ghcr.io/acme/api:{sha}", command: [/api, work], replicas: 2 }
+database:
+  engine: postgres
+  version: 16
+  seed: { command: [/api, seed], service: api }
+"#,
+        )
+        .unwrap();
+        assert!(!config.single);
+        let names: Vec<&str> = config.services.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web", "api", "worker"]);
+        assert_eq!(config.services[0].1.expose, Expose::Public);
+        assert_eq!(config.services[1].1.expose, Expose::Internal);
+        assert_eq!(config.services[1].1.command, ["/api", "serve"]);
+        assert_eq!(config.services[2].1.port, None);
+        let database = config.database.as_ref().unwrap();
+        assert_eq!((database.engine, database.version.as_deref()), (DatabaseEngine::Postgres, Some("16")));
+        let seed = database.seed.as_ref().unwrap();
+        assert_eq!((seed.command.len(), seed.service.as_deref()), (2, Some("api")));
+        assert_eq!(config.field("api", "port"), "services.api.port");
+    }
+
+    #[test]
+    fn the_two_forms_are_not_mixed() {
+        let e = error("image: x\nservices: { web: { image: y } }\n");
+        assert!(e.starts_with(".preview.yaml: image: belongs under a service"), "{e}");
+        let e = error("port: 80\nservices: { web: { image: y } }\n");
+        assert!(e.starts_with(".preview.yaml: port: belongs under a service"), "{e}");
+        assert!(error("services: {}\n").starts_with(".preview.yaml: services: lists no service"));
+        let e = error("services: { web: { port: 80 } }\n");
+        assert!(e.starts_with(".preview.yaml: services.web.image: missing"), "{e}");
+        let e = error("services: { web: { image: y, expose: everyone } }\n");
+        assert!(e.starts_with(".preview.yaml: services.web.expose: "), "{e}");
+        let e = error("image: x\ndatabase: { engine: mysql }\n");
+        assert!(e.starts_with(".preview.yaml: database.engine: "), "{e}");
+        let e = error("image: x\ndatabase: { engine: postgres, seed: { script: x } }\n");
+        assert!(e.starts_with(".preview.yaml: database.seed.script: unknown field"), "{e}");
     }
 
     #[test]

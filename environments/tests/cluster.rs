@@ -196,7 +196,7 @@ async fn a_quota_too_small_for_the_pods_is_reported_as_quota_exceeded() {
     env.cluster.apply(&env.owner, &render(&env, 1, "50m")).await.unwrap();
     let rollout = settled_rollout(&env.cluster, &env.owner.environment, Duration::from_secs(60)).await.unwrap();
     match rollout {
-        Rollout::Failed(WorkloadFailure { workload, failure: RolloutFailure::QuotaExceeded(message) }) => {
+        Rollout::Failed(WorkloadFailure { workload, failure: RolloutFailure::QuotaExceeded(message), .. }) => {
             assert_eq!(workload, "app");
             assert!(message.contains("exceeded quota"), "{message}");
         }

@@ -41,18 +41,24 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         &policy,
         &pr,
         &config,
-        &Placement { name: None, expires_at, instance: "previewd", dns: dns.as_ref() },
+        &Placement { name: None, expires_at, instance: "previewd", dns: dns.as_ref(), database_generation: 1 },
     )?;
     use std::fmt::Write as _;
     let mut out = String::new();
     writeln!(out, "# environment {} at {}", spec.name, spec.url)?;
+    for (service, url) in spec.service_urls() {
+        writeln!(out, "# service {service}: {url}")?;
+    }
+    if let Some(seed) = spec.database.as_ref().and_then(|d| d.seed.as_ref()) {
+        writeln!(out, "# Job {}: runs once, after the database is ready", seed.job)?;
+    }
     for note in &spec.notes {
         writeln!(out, "# note: {note}")?;
     }
     for secret in &spec.generated_secrets {
         writeln!(out, "# Secret generated-{secret}: random value, created once in the cluster (not shown)")?;
     }
-    for secret in &spec.platform_secrets {
+    for secret in spec.platform_secrets.iter().chain(&spec.tls_secret) {
         writeln!(out, "# Secret {secret}: copied from {} (not shown)", effective.secrets.source_namespace)?;
     }
     for manifest in manifests {

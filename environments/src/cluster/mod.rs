@@ -19,7 +19,7 @@ pub mod rollout;
 pub mod watch;
 
 pub use inventory::InventoryObject;
-pub use rollout::{Rollout, RolloutFailure, WorkloadFailure};
+pub use rollout::{Rollout, RolloutFailure, WorkloadFailure, WorkloadKind};
 
 use crate::kinds::Kind;
 use crate::render::{ENVIRONMENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Manifest, Ownership};
@@ -149,14 +149,15 @@ impl Cluster {
 
     /// Applies `manifests` (in order) with server-side apply, then deletes what this
     /// environment owns but was not rendered this time. Re-applying an unchanged environment
-    /// changes nothing in the cluster.
+    /// changes nothing in the cluster. Jobs are not applied here but kept from pruning: they run
+    /// once, started by [`Cluster::start_jobs`].
     ///
     /// Right after the Namespace (always first), previewd grants itself its reads there
     /// ([`Cluster::grant_reads`]); pruning waits until they are in effect.
     pub async fn apply(&self, owner: &Ownership, manifests: &[Manifest]) -> Result<(), ClusterError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut granted = false;
-        for manifest in manifests {
+        for manifest in manifests.iter().filter(|m| m.kind != Kind::Job) {
             if !granted && manifest.kind != Kind::Namespace {
                 self.grant_reads(owner).await?;
                 granted = true;
@@ -257,10 +258,15 @@ impl Cluster {
                 continue; // the namespace is the environment; secrets are pruned by `sync_secrets`
             }
             let api = self.api(kind, &owner.environment);
-            let listed = api
-                .list_metadata(&ListParams::default().labels(&owner.selector()))
-                .await
-                .map_err(ClusterError::from_kube(format!("list {kind}s in {}", owner.environment)))?;
+            let listed = match api.list_metadata(&ListParams::default().labels(&owner.selector())).await {
+                Ok(listed) => listed,
+                // No CRD, so nothing of that kind to prune (a template asking for one fails
+                // at apply, with the API server's message).
+                Err(kube::Error::Api(status)) if status.code == 404 && kind.is_custom() => continue,
+                Err(error) => {
+                    return Err(ClusterError::from_kube(format!("list {kind}s in {}", owner.environment))(error));
+                }
+            };
             for object in listed.items {
                 let Some(name) = object.metadata.name else { continue };
                 if !wanted.contains(&(kind, name.as_str())) {
@@ -352,6 +358,51 @@ impl Cluster {
             .await
             .map_err(ClusterError::from_kube(format!("prune secrets in {}", owner.environment)))?;
         Ok(())
+    }
+
+    /// Creates the rendered Jobs that do not exist yet, once every StatefulSet of the namespace
+    /// has rolled out (the seed needs its database). A Job that exists is left as it is, whatever
+    /// it renders to now: it ran (or runs) once, and a Job's pod template cannot change. A new
+    /// run is a new name (the database's next generation). Returns whether it is still waiting
+    /// for a StatefulSet.
+    pub async fn start_jobs(&self, owner: &Ownership, jobs: &[&Manifest]) -> Result<bool, ClusterError> {
+        if jobs.is_empty() {
+            return Ok(false);
+        }
+        let namespace = &owner.environment;
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(self.client.clone(), namespace);
+        let sets = sets
+            .list(&ListParams::default())
+            .await
+            .map_err(ClusterError::from_kube(format!("list statefulsets in {namespace}")))?;
+        if !sets.items.iter().all(rollout::set_rolled_out) {
+            return Ok(true);
+        }
+        let api = self.api(Kind::Job, namespace);
+        let existing: BTreeSet<String> = api
+            .list_metadata(&ListParams::default().labels(&owner.selector()))
+            .await
+            .map_err(ClusterError::from_kube(format!("list jobs in {namespace}")))?
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        for job in jobs.iter().filter(|j| !existing.contains(&j.name)) {
+            let object: DynamicObject =
+                serde_json::from_value(job.object.clone()).map_err(|e| ClusterError::Rejected {
+                    action: format!("create job {namespace}/{}", job.name),
+                    message: e.to_string(),
+                })?;
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+            match api.create(&params, &object).await {
+                Ok(_) => tracing::info!(namespace, job = job.name, "started a job"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => {
+                    return Err(ClusterError::from_kube(format!("create job {namespace}/{}", job.name))(error));
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Reads a platform secret from the source namespace.

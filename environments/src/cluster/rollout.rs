@@ -1,13 +1,16 @@
 //! Where the rollout of an environment's workloads stands, from one look at the cluster.
 //!
 //! The reconciler never waits here: it asks once, records what it learnt, and is woken by the
-//! rollout watch (see [`super::watch`]) or its deadline. Every Deployment the environment's
-//! namespace holds counts, and a failure names the workload it belongs to.
+//! rollout watch (see [`super::watch`]) or its deadline. Every Deployment and StatefulSet the
+//! environment's namespace holds counts, and every Job must have completed; a failure names the
+//! workload it belongs to.
 
 use super::{Cluster, ClusterError};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use std::fmt;
 
 /// Why a workload's rollout cannot become ready: specific enough for the pull request's author.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +23,9 @@ pub enum RolloutFailure {
     AdmissionRefused(String),
     #[error("the container keeps crashing: {0}")]
     CrashLoop(String),
+    /// A run-once Job (the database's seed) failed; it is not run again for the same database.
+    #[error("the job failed: {0}; fix it, push, and ask for `/preview reset-db` to run it on a new database")]
+    JobFailed(String),
     #[error("not ready after {seconds} s: {detail}")]
     Timeout { seconds: u64, detail: String },
 }
@@ -34,17 +40,36 @@ impl RolloutFailure {
             | RolloutFailure::QuotaExceeded(_)
             | RolloutFailure::CrashLoop(_)
             | RolloutFailure::Timeout { .. } => true,
-            RolloutFailure::AdmissionRefused(_) => false,
+            RolloutFailure::AdmissionRefused(_) | RolloutFailure::JobFailed(_) => false,
         }
     }
 }
 
 /// A rollout that failed, and the workload it failed in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("deployment `{workload}`: {failure}")]
+#[error("{kind} `{workload}`: {failure}")]
 pub struct WorkloadFailure {
+    pub kind: WorkloadKind,
     pub workload: String,
     pub failure: RolloutFailure,
+}
+
+/// The kinds of workload a rollout waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    Job,
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+            WorkloadKind::Job => "job",
+        })
+    }
 }
 
 /// Where the rollout of every workload in a namespace stands.
@@ -59,48 +84,106 @@ pub enum Rollout {
 }
 
 impl Cluster {
-    /// Looks once at every Deployment in `namespace`: complete, still progressing, or failed
-    /// with a reason that names the Deployment. Replica sets and pods are read only when a
-    /// Deployment is not complete.
+    /// Looks once at every Deployment, StatefulSet and Job in `namespace`: complete, still
+    /// progressing, or failed with a reason that names the workload. Replica sets and pods are
+    /// read only when something is not complete.
     pub async fn rollout(&self, namespace: &str) -> Result<Rollout, ClusterError> {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let deployments = deployments
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list deployments in {namespace}")))?;
-        let pending: Vec<&Deployment> = deployments.items.iter().filter(|d| !rolled_out(d)).collect();
+        let list = ListParams::default();
+        let action = |what: &str| ClusterError::from_kube(format!("list {what} in {namespace}"));
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), namespace);
+        let deployments = deployments.list(&list).await.map_err(action("deployments"))?.items;
+        let sets = Api::<StatefulSet>::namespaced(self.client.clone(), namespace);
+        let sets = sets.list(&list).await.map_err(action("statefulsets"))?.items;
+        let jobs = Api::<Job>::namespaced(self.client.clone(), namespace);
+        let jobs = jobs.list(&list).await.map_err(action("jobs"))?.items;
+        let pending = Pending {
+            deployments: deployments.iter().filter(|d| !rolled_out(d)).collect(),
+            sets: sets.iter().filter(|s| !set_rolled_out(s)).collect(),
+            jobs: jobs.iter().filter(|j| !job_complete(j)).collect(),
+        };
         if pending.is_empty() {
             return Ok(Rollout::Complete);
         }
-        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-        let replica_sets = replica_sets
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list replica sets in {namespace}")))?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pods = pods
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list pods in {namespace}")))?;
-        Ok(assess(&pending, &replica_sets.items, &pods.items))
+        let replica_sets = if pending.deployments.is_empty() {
+            Vec::new()
+        } else {
+            let api = Api::<ReplicaSet>::namespaced(self.client.clone(), namespace);
+            api.list(&list).await.map_err(action("replica sets"))?.items
+        };
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        let pods = pods.list(&list).await.map_err(action("pods"))?.items;
+        Ok(assess(&pending, &replica_sets, &pods))
     }
 }
 
-/// The verdict on the Deployments that have not rolled out.
-fn assess(pending: &[&Deployment], replica_sets: &[ReplicaSet], pods: &[Pod]) -> Rollout {
-    for deployment in pending {
+/// The workloads that have not rolled out (or, for Jobs, completed).
+#[derive(Default)]
+struct Pending<'a> {
+    deployments: Vec<&'a Deployment>,
+    sets: Vec<&'a StatefulSet>,
+    jobs: Vec<&'a Job>,
+}
+
+impl Pending<'_> {
+    fn is_empty(&self) -> bool {
+        self.deployments.is_empty() && self.sets.is_empty() && self.jobs.is_empty()
+    }
+}
+
+/// The verdict on the workloads that have not rolled out.
+fn assess(pending: &Pending<'_>, replica_sets: &[ReplicaSet], pods: &[Pod]) -> Rollout {
+    let failed = |kind, workload: Option<&String>, failure| {
+        Rollout::Failed(WorkloadFailure { kind, workload: workload.cloned().unwrap_or_default(), failure })
+    };
+    for deployment in &pending.deployments {
         if let Some(failure) = diagnose(deployment, replica_sets, pods) {
-            return Rollout::Failed(WorkloadFailure { workload: name_of(deployment), failure });
+            return failed(WorkloadKind::Deployment, deployment.metadata.name.as_ref(), failure);
         }
     }
-    let workloads: Vec<String> = pending.iter().map(|d| format!("deployment `{}`", name_of(d))).collect();
-    let detail: Vec<String> =
-        pending.iter().zip(&workloads).map(|(d, name)| format!("{name}: {}", deployment_summary(d))).collect();
+    for set in &pending.sets {
+        let owners = set.metadata.uid.iter().map(String::as_str).collect::<Vec<_>>();
+        if let Some(failure) = diagnose_pods(&owners, pods) {
+            return failed(WorkloadKind::StatefulSet, set.metadata.name.as_ref(), failure);
+        }
+    }
+    for job in &pending.jobs {
+        if let Some(message) = job_failure(job) {
+            return failed(WorkloadKind::Job, job.metadata.name.as_ref(), RolloutFailure::JobFailed(message));
+        }
+        let owners = job.metadata.uid.iter().map(String::as_str).collect::<Vec<_>>();
+        if let Some(failure) = diagnose_pods(&owners, pods) {
+            return failed(WorkloadKind::Job, job.metadata.name.as_ref(), failure);
+        }
+    }
+    let mut workloads = Vec::new();
+    let mut detail = Vec::new();
+    for d in &pending.deployments {
+        let name = format!("deployment `{}`", name_of(&d.metadata));
+        detail.push(format!("{name}: {}", deployment_summary(d)));
+        workloads.push(name);
+    }
+    for set in &pending.sets {
+        let name = format!("statefulset `{}`", name_of(&set.metadata));
+        let status = set.status.clone().unwrap_or_default();
+        let wanted = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        detail.push(format!("{name}: {} of {wanted} replicas ready", status.ready_replicas.unwrap_or(0)));
+        workloads.push(name);
+    }
+    for job in &pending.jobs {
+        let name = format!("job `{}`", name_of(&job.metadata));
+        let status = job.status.clone().unwrap_or_default();
+        detail.push(format!(
+            "{name}: {} running, {} succeeded",
+            status.active.unwrap_or(0),
+            status.succeeded.unwrap_or(0)
+        ));
+        workloads.push(name);
+    }
     Rollout::Progressing { workloads, detail: detail.join("; ") }
 }
 
-fn name_of(deployment: &Deployment) -> String {
-    deployment.metadata.name.clone().unwrap_or_default()
+fn name_of(metadata: &kube::api::ObjectMeta) -> String {
+    metadata.name.clone().unwrap_or_default()
 }
 
 /// Why a rollout cannot succeed, judged from what the controllers and the kubelet reported:
@@ -126,9 +209,14 @@ fn diagnose(deployment: &Deployment, replica_sets: &[ReplicaSet], pods: &[Pod]) 
     }
     // Only this Deployment's pods: another one's crash loop is named under its own name.
     let owned_uids: Vec<&str> = owned.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+    diagnose_pods(&owned_uids, pods)
+}
+
+/// An image that cannot be pulled or a crash loop in the pods owned by one of `owners` (uids).
+fn diagnose_pods(owners: &[&str], pods: &[Pod]) -> Option<RolloutFailure> {
     let its_pods = pods
         .iter()
-        .filter(|pod| pod.metadata.owner_references.iter().flatten().any(|o| owned_uids.contains(&o.uid.as_str())));
+        .filter(|pod| pod.metadata.owner_references.iter().flatten().any(|o| owners.contains(&o.uid.as_str())));
     for status in its_pods.flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten())) {
         let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
         let reason = waiting.reason.clone().unwrap_or_default();
@@ -142,6 +230,33 @@ fn diagnose(deployment: &Deployment, replica_sets: &[ReplicaSet], pods: &[Pod]) 
         }
     }
     None
+}
+
+/// A StatefulSet whose every replica is ready at its current revision.
+pub(super) fn set_rolled_out(set: &StatefulSet) -> bool {
+    let wanted = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let generation = set.metadata.generation.unwrap_or(0);
+    let Some(status) = &set.status else { return false };
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.replicas == wanted
+        && status.ready_replicas.unwrap_or(0) == wanted
+        && status.updated_replicas.unwrap_or(0) == wanted
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision
+}
+
+fn job_condition<'a>(job: &'a Job, kind: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.iter().flat_map(|s| s.conditions.iter().flatten()).find(|c| c.type_ == kind && c.status == "True")
+}
+
+fn job_complete(job: &Job) -> bool {
+    job_condition(job, "Complete").is_some()
+}
+
+/// The Job's `Failed` condition, as reason and message.
+fn job_failure(job: &Job) -> Option<String> {
+    job_condition(job, "Failed")
+        .map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
 }
 
 pub(super) fn rolled_out(deployment: &Deployment) -> bool {
@@ -235,9 +350,11 @@ mod tests {
     fn a_crash_loop_is_named_under_the_deployment_whose_pod_crashes() {
         let other: Deployment = serde_json::from_value(json!({"metadata": {"name": "worker", "uid": "d-2"}})).unwrap();
         let crashing = [pod("CrashLoopBackOff", "back-off 40s restarting")];
-        let verdict = assess(&[&other, &deployment()], &[replica_set()], &crashing);
+        let d = deployment();
+        let pending = Pending { deployments: vec![&other, &d], ..Pending::default() };
+        let verdict = assess(&pending, &[replica_set()], &crashing);
         match verdict {
-            Rollout::Failed(WorkloadFailure { workload, failure: RolloutFailure::CrashLoop(_) }) => {
+            Rollout::Failed(WorkloadFailure { workload, failure: RolloutFailure::CrashLoop(_), .. }) => {
                 assert_eq!(workload, "app");
             }
             other => panic!("expected app's crash loop, got {other:?}"),
@@ -247,7 +364,8 @@ mod tests {
     #[test]
     fn progress_names_every_deployment_still_starting() {
         let other: Deployment = serde_json::from_value(json!({"metadata": {"name": "worker", "uid": "d-2"}})).unwrap();
-        match assess(&[&deployment(), &other], &[], &[]) {
+        let d = deployment();
+        match assess(&Pending { deployments: vec![&d, &other], ..Pending::default() }, &[], &[]) {
             Rollout::Progressing { workloads, detail } => {
                 assert_eq!(workloads, ["deployment `app`", "deployment `worker`"]);
                 assert!(
@@ -257,5 +375,56 @@ mod tests {
             }
             other => panic!("expected progress, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_failed_job_is_named_and_a_running_one_waits() {
+        let failed: Job = serde_json::from_value(json!({
+            "metadata": {"name": "seed-1", "uid": "j-1"},
+            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}
+        }))
+        .unwrap();
+        match assess(&Pending { jobs: vec![&failed], ..Pending::default() }, &[], &[]) {
+            Rollout::Failed(failure) => {
+                assert_eq!(failure.kind, WorkloadKind::Job);
+                assert!(!failure.failure.can_pass());
+                let text = failure.to_string();
+                assert!(
+                    text.starts_with("job `seed-1`: the job failed: BackoffLimitExceeded: Job has reached"),
+                    "{text}"
+                );
+                assert!(text.contains("/preview reset-db"), "{text}");
+            }
+            other => panic!("expected the job's failure, got {other:?}"),
+        }
+        let running: Job =
+            serde_json::from_value(json!({"metadata": {"name": "seed-1"}, "status": {"active": 1}})).unwrap();
+        assert!(!job_complete(&running));
+        match assess(&Pending { jobs: vec![&running], ..Pending::default() }, &[], &[]) {
+            Rollout::Progressing { workloads, detail } => {
+                assert_eq!(workloads, ["job `seed-1`"]);
+                assert_eq!(detail, "job `seed-1`: 1 running, 0 succeeded");
+            }
+            other => panic!("expected progress, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_statefulset_counts_when_every_replica_is_ready_at_its_current_revision() {
+        let set = |status: serde_json::Value| -> StatefulSet {
+            serde_json::from_value(json!({"metadata": {"name": "database-1", "generation": 1}, "spec": {"replicas": 1, "selector": {}, "serviceName": "database", "template": {}}, "status": status})).unwrap()
+        };
+        assert!(set_rolled_out(&set(
+            json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"})
+        )));
+        assert!(!set_rolled_out(&set(
+            json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"})
+        )));
+        assert!(!set_rolled_out(&set(
+            json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})
+        )));
+        assert!(!set_rolled_out(&set(
+            json!({"observedGeneration": 0, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"})
+        )));
     }
 }

@@ -4,7 +4,7 @@
 //! Two kinds of watch, shaped by what previewd may read (see the module above):
 //!
 //! - **Rollouts**, one watch per environment that is rolling out, on the metadata of the
-//!   Deployments and pods in its namespace. previewd may not list workloads cluster-wide (a
+//!   Deployments, StatefulSets, Jobs and pods in its namespace. previewd may not list workloads cluster-wide (a
 //!   leaked token must not read another team's pods), so there is no single cluster-wide watch;
 //!   instead a watch lives only while its environment rolls out (seconds to minutes), and their
 //!   number is capped ([`RolloutWatches::new`]'s `max`). An environment over the cap is polled
@@ -18,7 +18,8 @@
 
 use crate::render::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -131,9 +132,13 @@ async fn watch_rollout(
 ) {
     let deployments = Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), &namespace);
     let deployments = watcher(deployments, watcher::Config::default()).default_backoff().map_ok(|e| is_news(&e));
+    let sets = Api::<PartialObjectMeta<StatefulSet>>::namespaced(client.clone(), &namespace);
+    let sets = watcher(sets, watcher::Config::default()).default_backoff().map_ok(|e| is_news(&e));
+    let jobs = Api::<PartialObjectMeta<Job>>::namespaced(client.clone(), &namespace);
+    let jobs = watcher(jobs, watcher::Config::default()).default_backoff().map_ok(|e| is_news(&e));
     let pods = Api::<PartialObjectMeta<Pod>>::namespaced(client, &namespace);
     let pods = watcher(pods, watcher::Config::default()).default_backoff().map_ok(|e| is_news(&e));
-    let mut events = stream::select(deployments.boxed(), pods.boxed());
+    let mut events = stream::select_all([deployments.boxed(), sets.boxed(), jobs.boxed(), pods.boxed()]);
     loop {
         let deadline = *until.borrow_and_update();
         tokio::select! {

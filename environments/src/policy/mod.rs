@@ -15,6 +15,7 @@ mod overrides;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod workloads;
 
 pub use dns::{
     DEFAULT_TSIG_SECRET_ENV, DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server,
@@ -24,6 +25,7 @@ pub use overrides::{
     TtlOverride,
 };
 pub(crate) use validate::Unit;
+pub use workloads::{DatabasePolicy, EnginePolicy, GatewayPolicy, ParentRef, Routing, Storage, TlsMode, keys};
 
 use crate::naming::{self, MAX_DNS_NAME_LEN, MAX_LABEL_LEN};
 use crate::quantity::{Quantity, QuantityError};
@@ -101,9 +103,19 @@ pub struct Policy {
     /// The template sets environments may be rendered from.
     #[serde(default)]
     pub templates: Templates,
-    /// How previews are exposed.
+    /// How traffic reaches public services: an Ingress each (`ingress`, the default) or an
+    /// HTTPRoute each on the platform's Gateway (`gateway`).
+    #[serde(default)]
+    pub routing: Routing,
+    /// How previews are exposed with routing `ingress`.
     #[serde(default)]
     pub ingress: IngressPolicy,
+    /// The platform's Gateway, with routing `gateway`.
+    #[serde(default)]
+    pub gateway: GatewayPolicy,
+    /// The databases repositories may ask for.
+    #[serde(default)]
+    pub database: DatabasePolicy,
     /// What an environment's pods may reach.
     #[serde(default)]
     pub network: NetworkPolicy,
@@ -193,13 +205,15 @@ pub struct ResourcePolicy {
     pub quota: QuotaPolicy,
     /// The namespace's LimitRange: defaults and maximum of one container.
     pub container: ContainerPolicy,
-    /// The most replicas a repository may ask for.
+    /// The most replicas a repository may ask for, per service.
     pub max_replicas: u32,
+    /// The most services an environment may have (its database not counted).
+    pub max_services: u32,
 }
 
 impl Default for ResourcePolicy {
     fn default() -> Self {
-        Self { quota: QuotaPolicy::default(), container: ContainerPolicy::default(), max_replicas: 3 }
+        Self { quota: QuotaPolicy::default(), container: ContainerPolicy::default(), max_replicas: 3, max_services: 5 }
     }
 }
 
@@ -350,8 +364,15 @@ pub struct IngressPolicy {
     pub class_name: String,
     /// Namespace of the ingress controller, the only source of traffic into an environment.
     pub controller_namespace: String,
-    /// The wildcard certificate's Secret; empty relies on the controller's default certificate.
+    /// How each Ingress gets its certificate: `copy` (the default), `cert_manager` or
+    /// `controller_default` (see [`TlsMode`]).
+    pub tls: TlsMode,
+    /// The wildcard certificate's Secret in `secrets.source_namespace`, which `tls: copy` copies
+    /// into each environment under the same name. Empty is the same as `tls:
+    /// controller_default`.
     pub tls_secret_name: String,
+    /// The cert-manager ClusterIssuer, with `tls: cert_manager`.
+    pub cert_manager_issuer: String,
     /// Extra annotations on every Ingress.
     pub annotations: BTreeMap<String, String>,
 }
@@ -361,7 +382,9 @@ impl Default for IngressPolicy {
         Self {
             class_name: "nginx".to_owned(),
             controller_namespace: "ingress-nginx".to_owned(),
+            tls: TlsMode::Copy,
             tls_secret_name: "preview-wildcard-tls".to_owned(),
+            cert_manager_issuer: String::new(),
             annotations: BTreeMap::new(),
         }
     }
@@ -383,11 +406,15 @@ pub struct SecretsPolicy {
     pub source_namespace: String,
     /// Names of the Secrets in `source_namespace` a repository may list in `.preview.yaml`.
     pub allowed: Vec<String>,
+    /// Registry credentials (`kubernetes.io/dockerconfigjson` Secrets in `source_namespace`)
+    /// copied into every environment and named as the workloads' `imagePullSecrets`. Never
+    /// given to a pull request from a fork.
+    pub image_pull: Vec<String>,
 }
 
 impl Default for SecretsPolicy {
     fn default() -> Self {
-        Self { source_namespace: "previewd-platform-secrets".to_owned(), allowed: Vec::new() }
+        Self { source_namespace: "previewd-platform-secrets".to_owned(), allowed: Vec::new(), image_pull: Vec::new() }
     }
 }
 

@@ -47,6 +47,7 @@ pub struct ResourcesOverride {
     pub quota: Option<QuotaValues>,
     pub container: Option<ContainerPolicy>,
     pub max_replicas: Option<u32>,
+    pub max_services: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,7 @@ pub struct EffectivePolicy {
     pub quota: QuotaValues,
     pub container: ContainerPolicy,
     pub max_replicas: u32,
+    pub max_services: u32,
     pub allowed_registries: Vec<String>,
     pub forks: ForkPolicy,
     pub trigger: Trigger,
@@ -89,7 +91,10 @@ pub struct EffectivePolicy {
     pub keep_label: String,
     pub approve_label: String,
     pub templates: Templates,
+    pub routing: Routing,
     pub ingress: IngressPolicy,
+    pub gateway: GatewayPolicy,
+    pub database: DatabasePolicy,
     pub egress_cidrs: Vec<String>,
     pub secrets: SecretsPolicy,
     pub required_checks: Vec<String>,
@@ -143,6 +148,7 @@ impl Policy {
             quota: o.resources.quota.clone().unwrap_or_else(|| self.resources.quota.defaults.clone()),
             container: o.resources.container.clone().unwrap_or_else(|| self.resources.container.clone()),
             max_replicas: o.resources.max_replicas.unwrap_or(self.resources.max_replicas),
+            max_services: o.resources.max_services.unwrap_or(self.resources.max_services),
             allowed_registries: o.allowed_registries.clone().unwrap_or_else(|| self.allowed_registries.clone()),
             forks: o.forks.unwrap_or(self.forks),
             trigger: Trigger {
@@ -157,11 +163,15 @@ impl Policy {
                 default: o.templates.default.clone().unwrap_or_else(|| self.templates.default.clone()),
                 available: o.templates.available.clone().unwrap_or_else(|| self.templates.available.clone()),
             },
+            routing: self.routing,
             ingress: self.ingress.clone(),
+            gateway: self.gateway.clone(),
+            database: self.database.clone(),
             egress_cidrs: self.network.egress_cidrs.clone(),
             secrets: SecretsPolicy {
                 source_namespace: self.secrets.source_namespace.clone(),
                 allowed: o.secrets.allowed.clone().unwrap_or_else(|| self.secrets.allowed.clone()),
+                image_pull: self.secrets.image_pull.clone(),
             },
         }
     }

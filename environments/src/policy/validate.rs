@@ -82,6 +82,16 @@ impl Policy {
         }
 
         self.dns.check(&self.base_domain, &mut p);
+        self.database.check(&mut p);
+        self.gateway.check(self.routing, &mut p);
+        if self.ingress.tls == TlsMode::CertManager && self.ingress.cert_manager_issuer.trim().is_empty() {
+            p.push("ingress.cert_manager_issuer", "must name the ClusterIssuer when ingress.tls is `cert_manager`");
+        }
+        for (i, secret) in self.secrets.image_pull.iter().enumerate() {
+            if !naming::is_dns1123_subdomain(secret) {
+                p.push(format!("secrets.image_pull[{i}]"), format!("{secret:?} is not a Secret name"));
+            }
+        }
 
         self.check_effective("", &self.effective(None, "", ""), &mut p);
 
@@ -163,6 +173,9 @@ impl Policy {
         );
         if e.max_replicas == 0 {
             p.push(f("resources.max_replicas"), "must be at least 1");
+        }
+        if e.max_services == 0 {
+            p.push(f("resources.max_services"), "must be at least 1");
         }
         for (i, registry) in e.allowed_registries.iter().enumerate() {
             if registry.trim().is_empty() || registry.contains(char::is_whitespace) {

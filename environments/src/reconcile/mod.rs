@@ -288,6 +288,7 @@ impl Engine {
                 expires_at,
                 instance: &self.settings.instance,
                 dns: Some(&self.dns),
+                database_generation: env.database_generation,
             },
         ) {
             Ok(rendered) => rendered,
@@ -340,6 +341,11 @@ impl Engine {
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
         }
+        // The seed starts once its database is ready (a Job runs once; the watch brings the
+        // reconcile that starts it).
+        let jobs: Vec<&crate::render::Manifest> =
+            manifests.iter().filter(|m| m.kind == crate::kinds::Kind::Job).collect();
+        self.cluster.start_jobs(&owner, &jobs).await?;
         // One look, never a wait: the rollout watch or the deadline brings the next reconcile.
         let ready = env.state()? == EnvironmentState::Ready;
         match self.cluster.rollout(&name).await? {
@@ -364,20 +370,30 @@ impl Engine {
                 return Ok(Step::Done(Outcome::RollingOut { namespace: name, deadline }));
             }
         }
-        // Published once per hostname: a resync of a ready environment sends no DNS update.
-        if env.published_host.as_deref() == Some(spec.host.as_str()) {
+        self.store.set_service_urls(env.id, &spec.service_urls()).await?;
+        // Published once per set of hostnames: a resync of a ready environment sends no DNS
+        // update.
+        let hosts = public_hosts(&spec);
+        let published = hosts.join(" ");
+        if env.published_host.as_deref() == Some(published.as_str()) {
             return self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await;
         }
-        // The URL is announced only once its name resolves to the ingress.
-        let dns = match self.dns.publish(&spec.host).await {
-            Ok(()) => self.dns.verify(&spec.host).await,
-            Err(error) => Err(error),
-        };
+        // The URLs are announced only once their names resolve to the ingress.
+        let mut dns = Ok(Duration::ZERO);
+        for host in &hosts {
+            dns = match self.dns.publish(host).await {
+                Ok(()) => self.dns.verify(host).await.map(|took| took + dns.unwrap_or_default()),
+                Err(error) => Err(error),
+            };
+            if dns.is_err() {
+                break;
+            }
+        }
         match dns {
             Ok(took) => {
                 let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-                tracing::info!(environment = env.id, host = spec.host, dns_verify_ms = took_ms, "hostname resolves");
-                self.store.set_published_host(env.id, Some(&spec.host)).await?;
+                tracing::info!(environment = env.id, host = published, dns_verify_ms = took_ms, "hostname resolves");
+                self.store.set_published_host(env.id, Some(&published)).await?;
                 self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await
             }
             Err(error) if error.is_transient() => {
@@ -419,7 +435,9 @@ impl Engine {
     ) -> Result<(), ClusterError> {
         self.cluster.apply(owner, manifests).await?;
         let mut copied = Vec::new();
-        for name in &spec.platform_secrets {
+        // The wildcard certificate is copied on every reconcile, so a renewal reaches each
+        // environment at its next one (the periodic pass at the latest).
+        for name in spec.platform_secrets.iter().chain(&spec.tls_secret) {
             copied.push((name.clone(), self.cluster.read_platform_secret(source_namespace, name).await?));
         }
         self.cluster.sync_secrets(owner, &spec.generated_secrets, &copied).await
@@ -455,14 +473,21 @@ impl Engine {
         match self.cluster.delete_namespace(&name).await? {
             Teardown::Gone => {
                 let policy = self.policy.for_repository(&env.repo_owner, &env.repo_name);
-                let host = naming::hostname(&name, &policy.base_domain);
-                if let Err(error) = self.dns.release(&host).await {
-                    let reason = format!("{}: {error}", error.reason());
-                    tracing::warn!(environment = env.id, host, reason, "DNS record not released yet; retrying");
-                    if error.is_transient() {
-                        return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))));
+                let own = naming::hostname(&name, &policy.base_domain);
+                let published = env.published_host.clone().unwrap_or_default();
+                let mut hosts: Vec<&str> = published.split(' ').filter(|h| !h.is_empty()).collect();
+                if !hosts.contains(&own.as_str()) {
+                    hosts.push(&own);
+                }
+                for host in hosts {
+                    if let Err(error) = self.dns.release(host).await {
+                        let reason = format!("{}: {error}", error.reason());
+                        tracing::warn!(environment = env.id, host, reason, "DNS record not released yet; retrying");
+                        if error.is_transient() {
+                            return Ok(Step::Done(Outcome::RequeueAfter(Duration::from_secs(10))));
+                        }
+                        return Err(error.into());
                     }
-                    return Err(error.into());
                 }
                 self.store.set_published_host(env.id, None).await?;
                 self.settle(env, EnvironmentState::Deleted, env.reason.as_deref(), None, None).await
@@ -486,6 +511,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// The hostnames of the environment's public services (its own first), as published.
+fn public_hosts(spec: &EnvironmentSpec) -> Vec<String> {
+    let mut hosts: Vec<String> = spec.services.iter().filter_map(|s| s.host.clone()).collect();
+    if hosts.is_empty() {
+        hosts.push(spec.host.clone());
+    }
+    hosts
 }
 
 fn plural(n: usize, word: &str) -> String {

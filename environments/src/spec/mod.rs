@@ -12,15 +12,20 @@
 //! generates their values in the cluster.
 
 mod admission;
+mod database;
 mod expiry;
+mod services;
 
 pub use admission::{Commands, FORK_DENIED, LimitDecision, LiveCounts, check_limits, trigger_allows};
+pub use database::{DATABASE_USER, PASSWORD_SECRET};
 pub use expiry::{expires_at, warn_at};
+pub use services::generated_env_name;
 
 use crate::model::{CommitSha, PrNumber, PullRequest, Repo};
 use crate::naming;
 use crate::policy::{
-    ContainerPolicy, EffectivePolicy, IngressPolicy, QuotaValues, ResourceValues, Unit, duration_text, show,
+    ContainerPolicy, EffectivePolicy, GatewayPolicy, IngressPolicy, QuotaValues, ResourceValues, Routing, Storage,
+    TlsMode, Unit, duration_text, show,
 };
 use crate::quantity::Quantity;
 use crate::repo_config::{REPO_CONFIG_FILE, RepoConfig};
@@ -36,42 +41,41 @@ pub type LimitRangeSpec = ContainerPolicy;
 /// How the environment is exposed.
 pub type IngressSpec = IngressPolicy;
 
-/// The longest generated secret name: `generated-<name>` must still be a 63-character label.
-const MAX_GENERATED_SECRET_LEN: usize = naming::MAX_LABEL_LEN - "generated-".len();
-
 /// Everything needed to render one environment; the template context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnvironmentSpec {
     /// The namespace, and the host's first label.
     pub name: String,
+    /// The first public service's host (the environment's own name under the base domain).
     pub host: String,
     /// `https://<host>`
     pub url: String,
     pub repo: Repo,
     pub pr: PrNumber,
     pub head_sha: CommitSha,
-    /// The image with `{sha}` and `{short_sha}` replaced.
-    pub image: String,
-    pub port: u16,
-    pub replicas: u32,
-    pub env: BTreeMap<String, String>,
-    /// Platform Secrets to copy from the policy's source namespace and expose with `envFrom`.
-    /// Always empty for a fork.
+    /// In the order `.preview.yaml` lists them.
+    pub services: Vec<ServiceSpec>,
+    pub database: Option<DatabaseSpec>,
+    /// Every platform Secret to copy from the policy's source namespace (the services' `secrets`
+    /// and the registry credentials). Always empty for a fork.
     pub platform_secrets: Vec<String>,
-    /// Secrets previewd generates once per environment and keeps across redeploys.
+    /// Every secret previewd generates once per environment and keeps across redeploys.
     pub generated_secrets: Vec<String>,
-    /// The container's requests and limits, the policy's defaults filling what the repository
-    /// left out.
-    pub resources: ContainerResources,
+    /// Registry credentials named as the workloads' `imagePullSecrets`. Empty for a fork.
+    pub image_pull_secrets: Vec<String>,
+    /// The wildcard certificate's Secret the Ingresses name (copied into the environment with
+    /// `ingress.tls: copy`); `None` when they name none.
+    pub tls_secret: Option<String>,
     pub quota: QuotaSpec,
     pub limit_range: LimitRangeSpec,
-    pub health_check_path: String,
     /// The template set.
     pub template: String,
     /// Lifetime after the last activity, already within the policy's maximum.
     #[serde(with = "duration_text")]
     pub ttl: Duration,
+    pub routing: Routing,
     pub ingress: IngressSpec,
+    pub gateway: GatewayPolicy,
     /// Egress allowed beyond cluster DNS.
     pub egress_cidrs: Vec<String>,
     pub from_fork: bool,
@@ -80,18 +84,121 @@ pub struct EnvironmentSpec {
     pub notes: Vec<String>,
 }
 
+/// One service: a Deployment, with a Service when it has a port, and a route when public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// The image with `{sha}` and `{short_sha}` replaced.
+    pub image: String,
+    pub port: Option<u16>,
+    pub replicas: u32,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Platform Secrets exposed with `envFrom`.
+    pub platform_secrets: Vec<String>,
+    /// Generated secrets exposed as variables.
+    pub generated_secrets: Vec<String>,
+    /// The container's requests and limits, the policy's defaults filling what the repository
+    /// left out.
+    pub resources: ContainerResources,
+    /// The readiness check's path, on a service with a port.
+    pub health_check_path: Option<String>,
+    pub public: bool,
+    /// A public service's hostname and URL ([`naming::service_hostname`]).
+    pub host: Option<String>,
+    pub url: Option<String>,
+    /// The annotations of its Ingress: the policy's, and external-dns's for its host.
+    pub route_annotations: BTreeMap<String, String>,
+}
+
+/// The environment's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatabaseSpec {
+    pub engine: String,
+    pub version: String,
+    pub image: String,
+    /// Counts resets (`/preview reset-db`): a new generation is a new, empty database, seeded
+    /// again.
+    pub generation: i64,
+    /// The StatefulSet of this generation, `database-<generation>`.
+    pub statefulset: String,
+    pub storage: Storage,
+    /// `storage` is `volume`.
+    pub volume: bool,
+    pub storage_class: String,
+    pub size: Quantity,
+    /// The user and database name.
+    pub user: String,
+    /// The generated Secret holding the password (key `value`).
+    pub password_secret: String,
+    pub resources: ContainerResources,
+    pub seed: Option<SeedSpec>,
+}
+
+/// The Job that seeds a new database: once per database generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeedSpec {
+    /// `seed-<generation>`.
+    pub job: String,
+    /// The service whose image and variables it runs with.
+    pub service: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub platform_secrets: Vec<String>,
+    pub generated_secrets: Vec<String>,
+    pub resources: ContainerResources,
+    pub timeout_seconds: u64,
+}
+
 impl EnvironmentSpec {
-    /// What the environment asks of the cluster: its container's requests times its replicas,
-    /// as (CPU millicores, memory bytes). Usage reports count these.
+    /// What the environment asks of the cluster: its containers' requests times their replicas,
+    /// the database's included, as (CPU millicores, memory bytes). Usage reports count these.
     pub fn requested(&self) -> (i64, i64) {
-        let replicas = i64::from(self.replicas);
-        let cpu = self.resources.requests.cpu.cpu_millis().unwrap_or(0);
-        let memory = self.resources.requests.memory.bytes().unwrap_or(0);
-        (cpu.saturating_mul(replicas), memory.saturating_mul(replicas))
+        let containers = self.services.iter().map(|s| (&s.resources, i64::from(s.replicas)));
+        let database = self.database.iter().map(|d| (&d.resources, 1));
+        containers.chain(database).fold((0i64, 0i64), |(cpu, memory), (resources, replicas)| {
+            let c = resources.requests.cpu.cpu_millis().unwrap_or(0).saturating_mul(replicas);
+            let m = resources.requests.memory.bytes().unwrap_or(0).saturating_mul(replicas);
+            (cpu.saturating_add(c), memory.saturating_add(m))
+        })
+    }
+
+    /// Names the environment `name` under `base_domain`: its host and URL, and each public
+    /// service's (the first gets the environment's own host). Sets the database generation's
+    /// object names.
+    pub fn place(&mut self, name: &str, base_domain: &str, database_generation: i64) {
+        self.name = name.to_owned();
+        self.host = naming::hostname(name, base_domain);
+        self.url = format!("https://{}", self.host);
+        let mut first = true;
+        for service in self.services.iter_mut().filter(|s| s.public) {
+            let host = if first {
+                self.host.clone()
+            } else {
+                naming::hostname(&naming::service_label(name, &service.name), base_domain)
+            };
+            first = false;
+            service.url = Some(format!("https://{host}"));
+            service.host = Some(host);
+        }
+        if let Some(database) = &mut self.database {
+            database.generation = database_generation.max(1);
+            database.statefulset = format!("database-{}", database.generation);
+            if let Some(seed) = &mut database.seed {
+                seed.job = format!("seed-{}", database.generation);
+            }
+        }
+    }
+
+    /// The public services' (name, URL), for the pull request and the API.
+    pub fn service_urls(&self) -> Vec<(String, String)> {
+        self.services.iter().filter_map(|s| s.url.clone().map(|url| (s.name.clone(), url))).collect()
     }
 }
 
-/// Requests and limits of the application container.
+/// Requests and limits of one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerResources {
     pub requests: ResourceValues,
@@ -131,9 +238,10 @@ impl Problems {
 /// the head commit into the environment to render, or every problem found.
 ///
 /// A pull request from a fork reaches this point only if the policy allowed it (forks `approve`,
-/// and approved). Its environment still gets no platform-provided secrets: approval says the code
-/// may run, not that it may read the platform's credentials. Generated secrets are the
-/// environment's own, so it keeps those. The withheld secrets are listed in `notes`.
+/// and approved). Its environment still gets no platform-provided secrets (registry credentials
+/// included): approval says the code may run, not that it may read the platform's credentials.
+/// Generated secrets are the environment's own, so it keeps those. The withheld secrets are
+/// listed in `notes`.
 pub fn resolve(
     policy: &EffectivePolicy,
     pr: &PullRequest,
@@ -142,81 +250,66 @@ pub fn resolve(
     let mut p = Problems::default();
     let mut notes = Vec::new();
 
-    let image = resolve_image(policy, &pr.head_sha, &config.image, &mut p);
-
-    if config.port == 0 {
-        p.push("port", "must be between 1 and 65535");
-    }
-    if config.replicas == 0 {
-        p.push("replicas", "must be at least 1");
-    } else if config.replicas > policy.max_replicas {
-        p.push("replicas", format!("{} is above the platform maximum of {}", config.replicas, policy.max_replicas));
-    }
-
-    let mut generated_env_names = BTreeMap::new();
-    let mut generated_secrets = Vec::new();
-    for name in &config.generated_secrets {
-        if generated_secrets.contains(name) {
-            continue;
-        }
-        if !is_generated_secret_name(name) {
-            p.push(
-                "generated_secrets",
-                format!(
-                    "{name:?} is not a valid name: lowercase letters, digits and `-`, starting with a letter, at most {MAX_GENERATED_SECRET_LEN} characters"
-                ),
-            );
-            continue;
-        }
-        generated_env_names.insert(generated_env_name(name), name.clone());
-        generated_secrets.push(name.clone());
-    }
-
-    for name in config.env.keys() {
-        if !is_env_name(name) {
-            p.push(
-                format!("env.{name}"),
-                "is not a valid environment variable name: letters, digits and `_`, not starting with a digit",
-            );
-        } else if let Some(secret) = generated_env_names.get(name) {
-            p.push(
-                format!("env.{name}"),
-                format!("is also the variable of generated secret {secret:?}; rename one of them"),
-            );
-        }
-    }
-
-    let mut platform_secrets: Vec<String> = Vec::new();
-    for name in &config.secrets {
-        if !policy.secrets.allowed.contains(name) {
-            p.push(
-                "secrets",
-                format!(
-                    "{name:?} is not a platform secret this repository may use; allowed: {}",
-                    list_or_none(&policy.secrets.allowed)
-                ),
-            );
-        } else if !platform_secrets.contains(name) {
-            platform_secrets.push(name.clone());
-        }
-    }
-    if pr.from_fork && !platform_secrets.is_empty() {
-        notes.push(format!(
-            "secrets: not given to a pull request from a fork, whose code could read them: {}",
-            platform_secrets.join(", ")
-        ));
-        platform_secrets.clear();
-    }
-
-    let resources = resolve_resources(policy, config, &mut p);
-
-    let health_check_path = config.health_check.path.clone();
-    if !health_check_path.starts_with('/') || health_check_path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if config.services.len() > policy.max_services as usize {
         p.push(
-            "health_check.path",
-            format!("{health_check_path:?} must be a URL path starting with `/`, without spaces"),
+            "services",
+            format!("{} services are more than the platform maximum of {}", config.services.len(), policy.max_services),
         );
     }
+    let mut services: Vec<ServiceSpec> = config
+        .services
+        .iter()
+        .map(|(name, service)| services::resolve_service(policy, &pr.head_sha, config, name, service, &mut p))
+        .collect();
+    if !services.iter().any(|s| s.public) {
+        p.push("services", "none is `expose: public`: mark the one reviewers open (it gets the environment's URL)");
+    }
+    let database = config.database.as_ref().and_then(|d| database::resolve_database(policy, d, &services, &mut p));
+
+    let mut platform_secrets: Vec<String> = Vec::new();
+    let mut generated_secrets: Vec<String> = Vec::new();
+    for service in &services {
+        for name in &service.platform_secrets {
+            if !platform_secrets.contains(name) {
+                platform_secrets.push(name.clone());
+            }
+        }
+        for name in &service.generated_secrets {
+            if !generated_secrets.contains(name) {
+                generated_secrets.push(name.clone());
+            }
+        }
+    }
+    if database.is_some() {
+        generated_secrets.push(database::PASSWORD_SECRET.to_owned());
+    }
+    let mut image_pull_secrets = policy.secrets.image_pull.clone();
+    if pr.from_fork && !(platform_secrets.is_empty() && image_pull_secrets.is_empty()) {
+        let withheld: Vec<String> = platform_secrets.iter().chain(&image_pull_secrets).cloned().collect();
+        notes.push(format!(
+            "secrets: not given to a pull request from a fork, whose code could read them: {}",
+            withheld.join(", ")
+        ));
+        platform_secrets.clear();
+        image_pull_secrets.clear();
+        for service in &mut services {
+            service.platform_secrets.clear();
+        }
+    }
+    let tls_secret = match (policy.routing, policy.ingress.tls) {
+        (Routing::Ingress, TlsMode::Copy) if !policy.ingress.tls_secret_name.is_empty() => {
+            Some(policy.ingress.tls_secret_name.clone())
+        }
+        _ => None,
+    };
+    let mut database = database;
+    if let Some(seed) = database.as_mut().and_then(|d| d.seed.as_mut())
+        && pr.from_fork
+    {
+        seed.platform_secrets.clear();
+    }
+
+    check_quota(policy, config, &services, database.as_ref(), &mut p);
 
     let template = config.template.clone().unwrap_or_else(|| policy.templates.default.clone());
     if !policy.templates.available.contains(&template) {
@@ -242,214 +335,94 @@ pub fn resolve(
     if !p.0.is_empty() {
         return Err(p.0);
     }
-    let name = naming::environment_name(&pr.repo, pr.number);
-    let host = naming::hostname(&name, &policy.base_domain);
-    Ok(EnvironmentSpec {
-        url: format!("https://{host}"),
-        name,
-        host,
+    let mut spec = EnvironmentSpec {
+        name: String::new(),
+        host: String::new(),
+        url: String::new(),
         repo: pr.repo.clone(),
         pr: pr.number,
         head_sha: pr.head_sha.clone(),
-        image,
-        port: config.port,
-        replicas: config.replicas,
-        env: config.env.clone(),
-        platform_secrets,
+        services,
+        database,
+        platform_secrets: platform_secrets.iter().chain(&image_pull_secrets).cloned().collect(),
         generated_secrets,
-        resources,
+        image_pull_secrets,
+        tls_secret,
         quota: policy.quota.clone(),
         limit_range: policy.container.clone(),
-        health_check_path,
         template,
         ttl,
+        routing: policy.routing,
         ingress: policy.ingress.clone(),
+        gateway: policy.gateway.clone(),
         egress_cidrs: policy.egress_cidrs.clone(),
         from_fork: pr.from_fork,
         notes,
-    })
+    };
+    spec.place(&naming::environment_name(&pr.repo, pr.number), &policy.base_domain, 1);
+    Ok(spec)
 }
 
-fn resolve_image(policy: &EffectivePolicy, sha: &CommitSha, template: &str, p: &mut Problems) -> String {
-    let short: String = sha.0.chars().take(12).collect();
-    let mut image = String::with_capacity(template.len() + sha.0.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        image.push_str(&rest[..start]);
-        let after = &rest[start..];
-        let Some(end) = after.find('}') else {
-            p.push("image", format!("{template:?} has a `{{` without a closing `}}`"));
-            return template.to_owned();
-        };
-        match &after[1..end] {
-            "sha" => image.push_str(&sha.0),
-            "short_sha" => image.push_str(&short),
-            other => {
-                p.push("image", format!("unknown placeholder {{{other}}}; available: {{sha}}, {{short_sha}}"));
-                return template.to_owned();
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    image.push_str(rest);
-
-    if let Some(problem) = image_reference_problem(&image) {
-        p.push("image", format!("{image:?} {problem}"));
-    } else if !policy.allows_image(&image) {
-        p.push(
-            "image",
-            format!("{image:?} is not from an allowed registry; allowed: {}", list_or_none(&policy.allowed_registries)),
-        );
-    }
-    image
-}
-
-/// A light check of an image reference: enough to refuse what would smuggle something past the
-/// registry prefix (`..`, empty path segments, spaces), not a full reference grammar. The
-/// container runtime refuses anything else malformed, visibly, in the environment's status.
-fn image_reference_problem(image: &str) -> Option<&'static str> {
-    if image.is_empty() {
-        return Some("is empty");
-    }
-    if !image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c)) {
-        return Some("is not an image reference: use letters, digits and . _ - / : @ only");
-    }
-    if image.starts_with(['/', '.', '-', ':', '@']) || image.contains("..") || image.contains("//") {
-        return Some("is not an image reference");
-    }
-    None
-}
-
-/// The policy's bounds for one resource of the container.
-struct Bounds<'a> {
-    default_request: &'a Quantity,
-    default_limit: &'a Quantity,
-    max: &'a Quantity,
-}
-
-/// The request and limit of one resource (`kind`), and the limit's value, checked against the
-/// bounds. What the author set wins; a default gives way to it, so that asking only for a large
-/// request (or only a small limit) does not pair it with a default that contradicts it.
-fn resolve_resource(
-    kind: &str,
-    unit: Unit,
-    request: Option<&Quantity>,
-    limit: Option<&Quantity>,
-    bounds: Bounds<'_>,
+/// Every container of the environment at its limits, and every pod, must fit the namespace's
+/// quota, or some would never start. Skipped when a replica count is itself wrong: that problem
+/// is the one to fix first. The one-service form without a database keeps its messages on
+/// `replicas` and `resources.limits.*`.
+fn check_quota(
+    policy: &EffectivePolicy,
+    config: &RepoConfig,
+    services: &[ServiceSpec],
+    database: Option<&DatabaseSpec>,
     p: &mut Problems,
-) -> (Quantity, Quantity, Option<i64>) {
-    let greater = |a: &Quantity, b: &Quantity| matches!((unit.value(a), unit.value(b)), (Ok(a), Ok(b)) if a > b);
-    let (request, limit) = match (request, limit) {
-        (Some(r), Some(l)) => (r.clone(), l.clone()),
-        (Some(r), None) => (r.clone(), if greater(r, bounds.default_limit) { r } else { bounds.default_limit }.clone()),
-        (None, Some(l)) => {
-            (if greater(bounds.default_request, l) { l } else { bounds.default_request }.clone(), l.clone())
+) {
+    if services.iter().any(|s| s.replicas == 0 || s.replicas > policy.max_replicas) {
+        return;
+    }
+    let mut containers: Vec<(&ContainerResources, u32)> = services.iter().map(|s| (&s.resources, s.replicas)).collect();
+    if let Some(database) = database {
+        containers.push((&database.resources, 1));
+        if let Some(seed) = &database.seed {
+            containers.push((&seed.resources, 1));
         }
-        (None, None) => (bounds.default_request.clone(), bounds.default_limit.clone()),
-    };
-    let (request_field, limit_field) = (format!("resources.requests.{kind}"), format!("resources.limits.{kind}"));
-    let mut value = |q: &Quantity, field: &str| match unit.value(q) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            p.push(field, e.to_string());
-            None
+    }
+    let pods: u32 = containers.iter().map(|(_, replicas)| replicas).sum();
+    let alone = config.single && database.is_none();
+    if pods > policy.quota.pods {
+        let (field, what) = if alone {
+            ("replicas".to_owned(), pods.to_string())
+        } else {
+            ("services".to_owned(), format!("{pods} pods (the services' replicas, the database and its seed)"))
+        };
+        p.push(field, format!("{what} is above the environment's quota of {} pods", policy.quota.pods));
+    }
+    for (kind, unit, quota) in [("cpu", Unit::Cpu, &policy.quota.cpu), ("memory", Unit::Bytes, &policy.quota.memory)] {
+        let Ok(quota_value) = unit.value(quota) else { continue };
+        let limit = |r: &ContainerResources| if kind == "cpu" { r.limits.cpu.clone() } else { r.limits.memory.clone() };
+        let total = containers.iter().try_fold(0i64, |sum, (resources, replicas)| {
+            unit.value(&limit(resources)).ok().map(|v| sum.saturating_add(v.saturating_mul(i64::from(*replicas))))
+        });
+        let Some(total) = total else { continue };
+        if total <= quota_value {
+            continue;
         }
-    };
-    let max = bounds.max;
-    let max_value = value(max, &format!("resources (the platform's maximum {kind})"));
-    let request_value = value(&request, &request_field);
-    let limit_value = value(&limit, &limit_field);
-    if let (Some(l), Some(m)) = (limit_value, max_value)
-        && l > m
-    {
-        p.push(limit_field, format!("{limit} is above the platform maximum of {max}"));
-    }
-    if let (Some(r), Some(m)) = (request_value, max_value)
-        && r > m
-    {
-        p.push(request_field, format!("{request} is above the platform maximum of {max}"));
-    } else if let (Some(r), Some(l)) = (request_value, limit_value)
-        && r > l
-    {
-        p.push(request_field, format!("{request} is above resources.limits.{kind} ({limit})"));
-    }
-    (request, limit, limit_value)
-}
-
-fn resolve_resources(policy: &EffectivePolicy, config: &RepoConfig, p: &mut Problems) -> ContainerResources {
-    let c = &policy.container;
-    let asked = &config.resources;
-    let (cpu_request, cpu_limit, cpu_millis) = resolve_resource(
-        "cpu",
-        Unit::Cpu,
-        asked.requests.cpu.as_ref(),
-        asked.limits.cpu.as_ref(),
-        Bounds { default_request: &c.default_request.cpu, default_limit: &c.default_limit.cpu, max: &c.max.cpu },
-        p,
-    );
-    let (memory_request, memory_limit, memory_bytes) = resolve_resource(
-        "memory",
-        Unit::Bytes,
-        asked.requests.memory.as_ref(),
-        asked.limits.memory.as_ref(),
-        Bounds {
-            default_request: &c.default_request.memory,
-            default_limit: &c.default_limit.memory,
-            max: &c.max.memory,
-        },
-        p,
-    );
-
-    let resources = ContainerResources {
-        requests: ResourceValues { cpu: cpu_request, memory: memory_request },
-        limits: ResourceValues { cpu: cpu_limit, memory: memory_limit },
-    };
-    // All replicas at their limits must fit the namespace's quota, or some would never start.
-    // Skipped when the replica count is itself wrong: that problem is the one to fix first.
-    if config.replicas == 0 || config.replicas > policy.max_replicas {
-        return resources;
-    }
-    if config.replicas > policy.quota.pods {
-        p.push(
-            "replicas",
-            format!("{} is above the environment's quota of {} pods", config.replicas, policy.quota.pods),
-        );
-    }
-    let replicas = i64::from(config.replicas);
-    for (kind, unit, limit, each, quota) in [
-        ("cpu", Unit::Cpu, &resources.limits.cpu, cpu_millis, &policy.quota.cpu),
-        ("memory", Unit::Bytes, &resources.limits.memory, memory_bytes, &policy.quota.memory),
-    ] {
-        if let (Some(each), Ok(quota_value)) = (each, unit.value(quota))
-            && each.saturating_mul(replicas) > quota_value
-        {
+        if alone {
+            let (resources, replicas) = containers[0];
             p.push(
                 format!("resources.limits.{kind}"),
-                format!("{replicas} replicas × {limit} is above the environment's quota of {quota} {kind}"),
+                format!(
+                    "{replicas} replicas × {} is above the environment's quota of {quota} {kind}",
+                    limit(resources)
+                ),
+            );
+        } else {
+            let shown = if kind == "cpu" { format!("{total}m") } else { format!("{} Mi", total / (1024 * 1024)) };
+            p.push(
+                "services",
+                format!(
+                    "all containers together (the services' replicas, the database and its seed) are limited to {shown} {kind}, above the environment's quota of {quota} {kind}"
+                ),
             );
         }
     }
-    resources
-}
-
-/// `[a-z]([-a-z0-9]*[a-z0-9])?`, short enough for `generated-<name>` to be a Secret name, and so
-/// its variable (upper case, `-` as `_`) is a valid environment variable name.
-fn is_generated_secret_name(name: &str) -> bool {
-    name.len() <= MAX_GENERATED_SECRET_LEN
-        && naming::is_dns1123_label(name)
-        && name.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-}
-
-/// The environment variable a generated secret is exposed as.
-pub fn generated_env_name(secret: &str) -> String {
-    secret.to_ascii_uppercase().replace('-', "_")
-}
-
-/// A C identifier, the portable environment variable name.
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn list_or_none(items: &[String]) -> String {

@@ -63,13 +63,13 @@ fn a_minimal_config_resolves_with_the_policy_defaults() {
     assert!(spec.name.starts_with("app-pr-7-") && naming::is_dns1123_label(&spec.name));
     assert_eq!(spec.host, format!("{}.preview.example.com", spec.name));
     assert_eq!(spec.url, format!("https://{}", spec.host));
-    assert_eq!(spec.image, format!("ghcr.io/acme/app:{SHA}"));
-    assert_eq!((spec.port, spec.replicas), (8080, 1));
-    assert_eq!(spec.resources.requests.cpu.as_str(), "100m");
-    assert_eq!(spec.resources.limits.memory.as_str(), "512Mi");
+    assert_eq!(spec.services[0].image, format!("ghcr.io/acme/app:{SHA}"));
+    assert_eq!((spec.services[0].port, spec.services[0].replicas), (Some(8080), 1));
+    assert_eq!(spec.services[0].resources.requests.cpu.as_str(), "100m");
+    assert_eq!(spec.services[0].resources.limits.memory.as_str(), "512Mi");
     assert_eq!(spec.quota.memory.as_str(), "8Gi");
     assert_eq!(spec.limit_range.max.cpu.as_str(), "2");
-    assert_eq!(spec.health_check_path, "/");
+    assert_eq!(spec.services[0].health_check_path.as_deref(), Some("/"));
     assert_eq!(spec.template, "web");
     assert_eq!(spec.ttl, Duration::from_secs(48 * 3600));
     assert_eq!(spec.ingress.controller_namespace, "ingress-nginx");
@@ -89,20 +89,20 @@ fn a_full_config_resolves() {
         ),
     )
     .unwrap();
-    assert_eq!((spec.port, spec.replicas), (3000, 2));
+    assert_eq!((spec.services[0].port, spec.services[0].replicas), (Some(3000), 2));
     assert_eq!(spec.platform_secrets, ["db-readonly"]);
     assert_eq!(spec.generated_secrets, ["session-key"]);
-    assert_eq!(spec.resources.requests.cpu.as_str(), "250m");
-    assert_eq!(spec.resources.limits.cpu.as_str(), "1");
-    assert_eq!(spec.resources.requests.memory.as_str(), "128Mi");
-    assert_eq!(spec.health_check_path, "/healthz");
+    assert_eq!(spec.services[0].resources.requests.cpu.as_str(), "250m");
+    assert_eq!(spec.services[0].resources.limits.cpu.as_str(), "1");
+    assert_eq!(spec.services[0].resources.requests.memory.as_str(), "128Mi");
+    assert_eq!(spec.services[0].health_check_path.as_deref(), Some("/healthz"));
     assert_eq!(spec.ttl, Duration::from_secs(3 * 86400));
 }
 
 #[test]
 fn placeholders_are_substituted() {
     let spec = resolve(&policy("app"), &pr(), &config("").clone_with_image("ghcr.io/acme/app:{short_sha}-x")).unwrap();
-    assert_eq!(spec.image, "ghcr.io/acme/app:0123456789ab-x");
+    assert_eq!(spec.services[0].image, "ghcr.io/acme/app:0123456789ab-x");
     let e = resolve(&policy("app"), &pr(), &config("").clone_with_image("ghcr.io/acme/app:{branch}")).unwrap_err();
     assert_eq!(e[0].to_string(), "image: unknown placeholder {branch}; available: {sha}, {short_sha}");
     let e = resolve(&policy("app"), &pr(), &config("").clone_with_image("ghcr.io/acme/app:{sha")).unwrap_err();
@@ -114,7 +114,9 @@ trait WithImage {
 }
 impl WithImage for RepoConfig {
     fn clone_with_image(&self, image: &str) -> RepoConfig {
-        RepoConfig { image: image.into(), ..self.clone() }
+        let mut config = self.clone();
+        config.services[0].1.image = image.into();
+        config
     }
 }
 
@@ -164,9 +166,15 @@ fn caps_are_errors_naming_the_field_and_the_cap() {
 #[test]
 fn a_request_alone_raises_the_default_limit_and_a_limit_alone_lowers_the_default_request() {
     let spec = resolve(&policy("app"), &pr(), &config("resources: { requests: { cpu: '1' } }\n")).unwrap();
-    assert_eq!((spec.resources.requests.cpu.as_str(), spec.resources.limits.cpu.as_str()), ("1", "1"));
+    assert_eq!(
+        (spec.services[0].resources.requests.cpu.as_str(), spec.services[0].resources.limits.cpu.as_str()),
+        ("1", "1")
+    );
     let spec = resolve(&policy("app"), &pr(), &config("resources: { limits: { memory: 64Mi } }\n")).unwrap();
-    assert_eq!((spec.resources.requests.memory.as_str(), spec.resources.limits.memory.as_str()), ("64Mi", "64Mi"));
+    assert_eq!(
+        (spec.services[0].resources.requests.memory.as_str(), spec.services[0].resources.limits.memory.as_str()),
+        ("64Mi", "64Mi")
+    );
 }
 
 #[test]
@@ -222,8 +230,12 @@ fn the_spec_serializes_as_the_template_context() {
     assert_eq!(value["head_sha"], SHA);
     assert_eq!(value["quota"]["pods"], 20);
     assert_eq!(value["limit_range"]["default_request"]["cpu"], "100m");
-    assert_eq!(value["resources"]["limits"]["memory"], "512Mi");
-    assert_eq!(value["ingress"]["tls_secret_name"], "preview-wildcard-tls");
+    assert_eq!(value["services"][0]["name"], "app");
+    assert_eq!(value["services"][0]["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(value["services"][0]["host"], value["host"], "the only service has the environment's own host");
+    assert_eq!(value["tls_secret"], "preview-wildcard-tls");
+    assert_eq!((value["routing"].as_str(), value["ingress"]["tls"].as_str()), (Some("ingress"), Some("copy")));
+    assert_eq!(value["database"], serde_json::Value::Null);
     assert_eq!(value["ttl"], "2days");
 }
 
@@ -296,10 +308,123 @@ fn the_e2e_fixtures_parse_and_resolve() {
     let effective = policy.for_repository("acme", "app");
     let spec = resolve(&effective, &pr(), &config).unwrap();
     assert!(spec.host.ends_with(".preview.test"));
-    assert!(spec.image.starts_with("registry.preview.test/"));
-    assert!(spec.image.contains(SHA));
+    assert!(spec.services[0].image.starts_with("registry.preview.test/"));
+    assert!(spec.services[0].image.contains(SHA));
     assert_eq!(spec.ingress.controller_namespace, "ingress-nginx");
     assert_eq!(policy.secrets.source_namespace, "previewd-platform-secrets");
-    assert_eq!(spec.platform_secrets.len(), config.secrets.len());
+    assert_eq!(spec.platform_secrets.len(), config.services[0].1.secrets.len());
     assert!(spec.notes.is_empty(), "{:?}", spec.notes);
+}
+
+const SERVICES: &str = r#"
+services:
+  web: { image: "ghcr.io/acme/web:{sha}", port: 3000, expose: public }
+  admin: { image: "ghcr.io/acme/web:{sha}", port: 3001, expose: public }
+  api: { image: "ghcr.io/acme/api:{sha}", port: 8080, generated_secrets: [session-key], secrets: [db-readonly] }
+  worker: { image: "ghcr.io/acme/api:{sha}", command: [/api, work] }
+database:
+  engine: postgres
+  seed: { command: [/api, seed], service: api }
+"#;
+
+fn services(text: &str) -> Result<EnvironmentSpec, Vec<String>> {
+    let config = RepoConfig::from_yaml(text).unwrap();
+    resolve(&policy("app"), &pr(), &config).map_err(|p| p.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn several_services_get_their_hosts_variables_and_a_seeded_database() {
+    let spec = services(SERVICES).unwrap();
+    let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "admin", "api", "worker"]);
+    // The first public service has the environment's own host; the next its own label.
+    assert_eq!(spec.services[0].host.as_deref(), Some(spec.host.as_str()));
+    let admin = spec.services[1].host.clone().unwrap();
+    assert_eq!(admin, format!("admin--{}.preview.example.com", spec.name));
+    assert_eq!((spec.services[2].host.as_ref(), spec.services[3].host.as_ref()), (None, None));
+    assert_eq!(spec.service_urls().len(), 2);
+    // A worker has no port, so no probe.
+    assert_eq!((spec.services[3].port, spec.services[3].health_check_path.as_ref()), (None, None));
+    assert_eq!(spec.services[2].health_check_path.as_deref(), Some("/"));
+    let database = spec.database.as_ref().unwrap();
+    assert_eq!((database.version.as_str(), database.image.as_str()), ("17", "docker.io/library/postgres:17"));
+    assert_eq!((database.statefulset.as_str(), database.generation), ("database-1", 1));
+    let seed = database.seed.as_ref().unwrap();
+    assert_eq!((seed.job.as_str(), seed.service.as_str()), ("seed-1", "api"));
+    assert_eq!(seed.generated_secrets, ["session-key"]);
+    assert_eq!(spec.generated_secrets, ["session-key", "database-password"]);
+    assert_eq!(spec.platform_secrets, ["db-readonly"]);
+    // Requests: three services with a port or not, one replica each at 100m, and the database's.
+    assert_eq!(spec.requested().0, 5 * 100);
+    let mut placed = spec.clone();
+    placed.place(&spec.name, "preview.example.com", 3);
+    assert_eq!(placed.database.as_ref().unwrap().seed.as_ref().unwrap().job, "seed-3");
+}
+
+#[test]
+fn problems_of_services_and_the_database_are_named_under_their_fields() {
+    let found = services(
+        "services:\n  Web: { image: 'ghcr.io/acme/web:{sha}', port: 0, expose: public }\n  database: { image: 'ghcr.io/acme/x:1' }\n  worker: { image: 'docker.io/evil:1', expose: public, replicas: 9, health_check: { path: /x } }\ndatabase: { engine: postgres, version: 9, seed: { command: [x], service: nope } }\n",
+    )
+    .unwrap_err();
+    for expected in [
+        "services.Web: \"Web\" is not a service name",
+        "services.Web.port: must be between 1 and 65535",
+        "services.database: \"database\" is the name of the environment's own database; pick another",
+        "services.worker.image: \"docker.io/evil:1\" is not from an allowed registry",
+        "services.worker.expose: a public service needs a `port` to serve",
+        "services.worker.replicas: 9 is above the platform maximum of 3",
+        "services.worker.health_check: is an HTTP check on the service's `port`, and the service has none",
+        "database.version: postgres 9 is not offered by the platform; offered: 16, 17",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "no {expected:?} in {found:#?}");
+    }
+    let found = services("services:\n  api: { image: 'ghcr.io/acme/api:1', port: 80 }\n").unwrap_err();
+    assert_eq!(
+        found,
+        ["services: none is `expose: public`: mark the one reviewers open (it gets the environment's URL)"]
+    );
+    let found = services(
+        "services:\n  web: { image: 'ghcr.io/acme/web:1', port: 80, expose: public }\ndatabase: { engine: postgres, seed: { command: [x], service: nope } }\n",
+    )
+    .unwrap_err();
+    assert_eq!(found, ["database.seed.service: \"nope\" is not one of the services: web"]);
+    let found = services(
+        "services:\n  web: { image: 'ghcr.io/acme/web:1', port: 80, expose: public }\ndatabase: { engine: postgres, seed: {} }\n",
+    )
+    .unwrap_err();
+    assert!(found[0].starts_with("database.seed: needs `command`"), "{found:?}");
+}
+
+#[test]
+fn the_whole_environment_must_fit_the_quota() {
+    // Quota 4 cpu; 3 services × 3 replicas × 500m (the default limit) + database + seed = 5.5.
+    let text = "services:\n  a: { image: 'ghcr.io/acme/a:1', port: 80, expose: public, replicas: 3 }\n  b: { image: 'ghcr.io/acme/a:1', replicas: 3 }\n  c: { image: 'ghcr.io/acme/a:1', replicas: 3 }\ndatabase: { engine: postgres, seed: { command: [x] } }\n";
+    let found = services(text).unwrap_err();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].starts_with("services: all containers together (the services' replicas, the database and its seed) are limited to 5500m cpu, above the environment's quota of 4 cpu"), "{found:#?}");
+    let found = services(&format!("{}\n", "services:\n  a: { image: 'ghcr.io/acme/a:1', port: 80, expose: public }\n  b: { image: 'ghcr.io/acme/a:1' }\n  c: { image: 'ghcr.io/acme/a:1' }\n  d: { image: 'ghcr.io/acme/a:1' }\n  e: { image: 'ghcr.io/acme/a:1' }\n  f: { image: 'ghcr.io/acme/a:1' }")).unwrap_err();
+    assert!(found.iter().any(|p| p == "services: 6 services are more than the platform maximum of 5"), "{found:#?}");
+}
+
+#[test]
+fn forks_get_no_registry_credentials_either() {
+    let policy = Policy::from_yaml(
+        &format!("{POLICY}\n").replace(
+            "secrets: { allowed: [db-readonly] }",
+            "secrets: { allowed: [db-readonly], image_pull: [regcred] }",
+        ),
+        "policy.yaml",
+    )
+    .unwrap()
+    .for_repository("acme", "app");
+    let spec = resolve(&policy, &pr(), &config("")).unwrap();
+    assert_eq!(
+        (spec.image_pull_secrets.clone(), spec.platform_secrets.clone()),
+        (vec!["regcred".to_owned()], vec!["regcred".to_owned()])
+    );
+    let fork = PullRequest { from_fork: true, ..pr() };
+    let spec = resolve(&policy, &fork, &config("")).unwrap();
+    assert!(spec.image_pull_secrets.is_empty() && spec.platform_secrets.is_empty());
+    assert!(spec.notes[0].contains("regcred"), "{:?}", spec.notes);
 }

@@ -256,6 +256,8 @@ pub struct ReconcileRecord {
     pub retries: i64,
     /// When the next retry of this Failed environment is due, if one is scheduled.
     pub retry_at: Option<Millis>,
+    /// Counts `/preview reset-db`: each generation is a new database, seeded once.
+    pub database_generation: i64,
 }
 
 impl ReconcileRecord {
@@ -290,7 +292,7 @@ impl ReconcileRecord {
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
-     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at";
+     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at, database_generation";
 
 impl Store {
     /// The environment as the reconciler sees it.

@@ -32,6 +32,22 @@ impl Store {
             .map_err(StoreError::query("keeping a repository file")))
     }
 
+    /// Records the public services' URLs (name, URL), shown with the environment's own.
+    pub async fn set_service_urls(&self, id: i64, urls: &[(String, String)]) -> Result<(), StoreError> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            urls.iter().map(|(name, url)| (name.clone(), serde_json::Value::String(url.clone()))).collect();
+        let text = serde_json::Value::Object(map).to_string();
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE environments SET service_urls = $1 WHERE id = $2 AND service_urls IS DISTINCT FROM $1",
+        )
+            .bind(text)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::query("recording an environment's service URLs")))
+    }
+
     /// Records the hostname whose DNS record is published (`None`: released).
     pub async fn set_published_host(&self, id: i64, host: Option<&str>) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("UPDATE environments SET published_host = $1 WHERE id = $2")
