@@ -356,6 +356,9 @@ fn chart_rbac() -> Vec<Value> {
         "--set",
         // A policy needs a source of `.preview.yaml`; the fixed one is the shortest to give.
         &format!("rbac.readClusterRole={READ_CLUSTER_ROLE},policy.base_domain=preview.test,repoConfig.port=8080"),
+        "--set",
+        // The test cluster's Gateway (e2e/controlplane/cluster.sh), named in the routes policy.
+        "policy.gateway.parent_refs[0].namespace=previewd-gateway,policy.gateway.parent_refs[0].name=previews",
         "--show-only",
         "templates/rbac.yaml",
         "--show-only",
@@ -380,7 +383,8 @@ fn cluster_roles(docs: &[Value]) -> (&Value, &Value) {
 }
 
 /// The suffixes of the admission policies' names (the chart's carry the release before them).
-const POLICIES: [&str; 5] = ["managed-namespaces", "namespaced-writes", "services", "ingress-hosts", "read-bindings"];
+const POLICIES: [&str; 6] =
+    ["managed-namespaces", "namespaced-writes", "services", "ingress-hosts", "routes", "read-bindings"];
 
 #[test]
 fn chart_rbac_is_the_rbac_the_test_cluster_binds() {
@@ -452,15 +456,18 @@ type Rule = (Scope, String, String, String);
 /// Every (API group, resource, verb) previewd's code uses, and where. Derived from
 /// `environments/src/cluster.rs`, the only code that talks to Kubernetes; the managed kinds
 /// are `environments/src/kinds.rs`.
-const MANAGED: [(&str, &str); 8] = [
+const MANAGED: [(&str, &str); 11] = [
     ("", "resourcequotas"),
     ("", "limitranges"),
     ("networking.k8s.io", "networkpolicies"),
     ("", "serviceaccounts"),
     ("", "configmaps"),
     ("", "services"),
+    ("", "persistentvolumeclaims"),
     ("apps", "deployments"),
+    ("apps", "statefulsets"),
     ("networking.k8s.io", "ingresses"),
+    ("gateway.networking.k8s.io", "httproutes"),
 ];
 
 fn used_rules() -> BTreeMap<Rule, &'static str> {
@@ -485,6 +492,11 @@ fn used_rules() -> BTreeMap<Rule, &'static str> {
     add(Cluster, "rbac.authorization.k8s.io", "rolebindings", "patch", "Cluster::grant_reads: server-side apply");
     add(Cluster, "rbac.authorization.k8s.io", "clusterroles", "bind", "Cluster::grant_reads: the read ClusterRole");
     add(Environment, "apps", "deployments", "watch", "cluster::watch::RolloutWatches: metadata watch");
+    add(Environment, "apps", "statefulsets", "watch", "cluster::watch::RolloutWatches: metadata watch");
+    add(Environment, "batch", "jobs", "watch", "cluster::watch::RolloutWatches: metadata watch");
+    add(Cluster, "batch", "jobs", "create", "Cluster::start_jobs: created once, never patched");
+    add(Cluster, "batch", "jobs", "delete", "Cluster::prune: delete_ignoring_missing");
+    add(Environment, "batch", "jobs", "list", "Cluster::prune; Cluster::start_jobs; Cluster::rollout");
     add(Environment, "", "pods", "watch", "cluster::watch::RolloutWatches: metadata watch");
     add(Cluster, "", "secrets", "create", "Cluster::sync_secrets: generated secrets (create once)");
     add(

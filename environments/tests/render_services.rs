@@ -204,7 +204,7 @@ fn a_template_cannot_ask_for_more_storage_or_another_class_than_the_policy() {
     )
     .unwrap();
     let placement = Placement { name: None, expires_at: 0, instance: "previewd", dns: None, database_generation: 1 };
-    let mut outcome = |size: &str, class: &str| {
+    let outcome = |size: &str, class: &str| {
         std::fs::write(set.join("10-claim.yaml"), claim(size, class)).unwrap();
         let renderer = Renderer::load(dir.path()).unwrap();
         render_environment(&renderer, &policy, &pr(), "image: registry.preview.test/y:1\n", &placement)
