@@ -132,6 +132,42 @@ impl TestRepo {
     }
 }
 
+/// The template context of a one-service environment, written as tests write it (the service's
+/// fields at the top, as `.preview.yaml`'s one-service form has them), in the shape the templates
+/// take: the fields moved into `services[0]` (named `app`, public, at the environment's host),
+/// and the routing, TLS and database fields at their defaults.
+pub fn one_service_context(mut context: serde_json::Value) -> serde_json::Value {
+    let object = context.as_object_mut().expect("a context is an object");
+    let take = |object: &mut serde_json::Map<String, serde_json::Value>, key: &str| {
+        object.remove(key).unwrap_or(serde_json::Value::Null)
+    };
+    let annotations = object["ingress"]["annotations"].clone();
+    let service = serde_json::json!({
+        "name": "app",
+        "image": take(object, "image"),
+        "port": take(object, "port"),
+        "replicas": take(object, "replicas"),
+        "command": [], "args": [],
+        "env": take(object, "env"),
+        "platform_secrets": object["platform_secrets"].clone(),
+        "generated_secrets": object["generated_secrets"].clone(),
+        "resources": take(object, "resources"),
+        "health_check_path": take(object, "health_check_path"),
+        "public": true,
+        "host": object["host"].clone(),
+        "url": object["url"].clone(),
+        "route_annotations": annotations,
+    });
+    object.insert("services".into(), serde_json::json!([service]));
+    object.insert("database".into(), serde_json::Value::Null);
+    object.insert("image_pull_secrets".into(), serde_json::json!([]));
+    object.insert("tls_secret".into(), object["ingress"]["tls_secret_name"].clone());
+    object.insert("routing".into(), "ingress".into());
+    object.insert("gateway".into(), serde_json::json!({"parent_refs": []}));
+    object["ingress"]["tls"] = "copy".into();
+    context
+}
+
 /// The pod annotation from which the test cluster's kwok takes how long a pod needs to become
 /// Ready (`e2e/controlplane/kwok-stages.yaml`); without it a pod is Ready at once.
 pub const POD_READY_DELAY_ANNOTATION: &str = "pod-ready.stage.kwok.x-k8s.io/delay";
@@ -148,7 +184,7 @@ pub fn templates_with_pod_ready_delay(delay: std::time::Duration) -> anyhow::Res
     let app = dir.path().join("environments/web/30-app.yaml");
     let text = std::fs::read_to_string(&app).with_context(|| format!("reading {}", app.display()))?;
     // The pod template's annotations, the only ones indented by six spaces under `template:`.
-    let anchor = "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: app\n      annotations:\n";
+    let anchor = "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {{ s.name | tojson }}\n      annotations:\n";
     anyhow::ensure!(text.contains(anchor), "the web Deployment's pod template has no annotations block to extend");
     // Milliseconds: a Go duration kwok parses, and nothing a template could misread.
     let line = format!("        {POD_READY_DELAY_ANNOTATION}: \"{}ms\"\n", delay.as_millis());
@@ -183,7 +219,7 @@ mod tests {
     fn delayed_templates_annotate_the_pods_of_the_web_deployment() {
         let dir = templates_with_pod_ready_delay(std::time::Duration::from_secs(20)).unwrap();
         let renderer = Renderer::load(dir.path()).unwrap();
-        let context = json!({
+        let context = one_service_context(json!({
             "name": "pr-7-app-0a1b2c3d", "host": "pr-7.preview.test", "url": "https://pr-7.preview.test",
             "repo": {"id": 42, "owner": "octo", "name": "app"}, "pr": 7,
             "head_sha": "0123456789abcdef0123456789abcdef01234567",
@@ -195,7 +231,7 @@ mod tests {
             "health_check_path": "/healthz", "template": "web",
             "ingress": {"class_name": null, "controller_namespace": "ingress-nginx", "tls_secret_name": null, "annotations": {}},
             "egress_cidrs": [], "from_fork": false, "expires_at": "2026-12-01T12:00:00Z"
-        });
+        }));
         let owner = Ownership { instance: "test".into(), environment: "pr-7-app-0a1b2c3d".into(), repo_id: 42, pr: 7 };
         let manifests = renderer.render("web", &context, &owner).unwrap();
         let deployment = manifests.iter().find(|m| m.name == "app" && m.object["kind"] == "Deployment").unwrap();

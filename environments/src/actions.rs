@@ -18,6 +18,8 @@ pub enum Action {
     Extend(Duration),
     /// Tear the environment down now.
     Destroy,
+    /// Replace the database with a new, empty one and seed it again, then deploy.
+    ResetDatabase,
 }
 
 impl Action {
@@ -27,6 +29,7 @@ impl Action {
             Self::Redeploy => "redeploy",
             Self::Extend(_) => "extend",
             Self::Destroy => "destroy",
+            Self::ResetDatabase => "reset-db",
         }
     }
 
@@ -36,6 +39,7 @@ impl Action {
             Self::Redeploy => "environment.redeploy",
             Self::Extend(_) => "environment.extend",
             Self::Destroy => "environment.destroy",
+            Self::ResetDatabase => "environment.reset_db",
         }
     }
 }
@@ -94,6 +98,10 @@ pub enum Done {
         capped: bool,
     },
     Destroyed,
+    /// The database's new generation.
+    DatabaseReset {
+        generation: i64,
+    },
 }
 
 /// Takes `action` on `env` for `actor` under `policy`: writes the desired state through the
@@ -125,6 +133,16 @@ pub async fn act(
             // The expiry and its note in one write: a reader never sees one without the other.
             store.set_expiry(env.id, until, Some(&format!("extended to {} by {by}", rfc3339(until)))).await?;
             Done::Extended { until, capped }
+        }
+        Action::ResetDatabase => {
+            // The next generation renders a new StatefulSet and seed Job; the old ones, and the
+            // old data, are pruned by the rollout the redeploy starts.
+            let generation = store.reset_database(env.id).await?;
+            store.record_environment(&env.pull_request(), EnvironmentState::Pending, None, &actor.into()).await?;
+            store.touch_environment(env.id).await?;
+            let note = format!("database reset (generation {generation}) by {by}");
+            store.set_command_state(env.id, None, None, Some(&note)).await?;
+            Done::DatabaseReset { generation }
         }
         Action::Destroy => {
             let reason = format!("destroyed by {by}");

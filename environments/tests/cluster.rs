@@ -21,7 +21,7 @@ fn renderer() -> Renderer {
 }
 
 fn context(name: &str, replicas: u32, quota_cpu: &str) -> Value {
-    json!({
+    previewd_e2e::fixtures::one_service_context(json!({
         "name": name, "host": format!("{name}.preview.test"), "url": format!("https://{name}.preview.test"),
         "repo": {"id": 42, "owner": "octo", "name": "app"}, "pr": 7,
         "head_sha": "0123456789abcdef0123456789abcdef01234567",
@@ -33,7 +33,7 @@ fn context(name: &str, replicas: u32, quota_cpu: &str) -> Value {
         "health_check_path": "/healthz", "template": "web",
         "ingress": {"class_name": "nginx", "controller_namespace": "ingress-nginx", "tls_secret_name": null, "annotations": {}},
         "egress_cidrs": [], "from_fork": false, "expires_at": "2026-12-01T12:00:00Z"
-    })
+    }))
 }
 
 struct Env {

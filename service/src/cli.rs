@@ -142,6 +142,8 @@ pub enum EnvCommand {
     Extend { id: i64, duration: String },
     /// Deploy an environment's head commit again.
     Redeploy { id: i64 },
+    /// Replace an environment's database with a new, empty one, seed it again, and deploy.
+    ResetDb { id: i64 },
     /// Tear an environment down now.
     Destroy { id: i64 },
 }

@@ -370,7 +370,7 @@ impl Engine {
                 return Ok(Step::Done(Outcome::RollingOut { namespace: name, deadline }));
             }
         }
-        self.store.set_service_urls(env.id, &spec.service_urls()).await?;
+        self.store.set_services(env.id, &spec.service_urls(), spec.database.is_some()).await?;
         // Published once per set of hostnames: a resync of a ready environment sends no DNS
         // update.
         let hosts = public_hosts(&spec);

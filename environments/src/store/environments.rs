@@ -258,6 +258,16 @@ pub struct ReconcileRecord {
     pub retry_at: Option<Millis>,
     /// Counts `/preview reset-db`: each generation is a new database, seeded once.
     pub database_generation: i64,
+    /// The public services' URLs as JSON (see [`service_urls`]).
+    pub service_urls: Option<String>,
+}
+
+/// The public services' (name, URL) from their stored JSON object, in name order; empty before
+/// the environment was Ready.
+pub fn service_urls(stored: Option<&str>) -> Vec<(String, String)> {
+    let map: std::collections::BTreeMap<String, String> =
+        stored.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+    map.into_iter().collect()
 }
 
 impl ReconcileRecord {
@@ -292,7 +302,8 @@ impl ReconcileRecord {
 
 const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
-     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at, database_generation";
+     note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at, database_generation, \
+     service_urls";
 
 impl Store {
     /// The environment as the reconciler sees it.

@@ -55,20 +55,20 @@ pub struct EnvironmentSummary {
     pub title: Option<String>,
     /// The public services' URLs, a JSON object of name to URL (see [`EnvironmentSummary::urls`]).
     pub service_urls: Option<String>,
+    /// Its `.preview.yaml` asks for a database (known once it was Ready).
+    pub has_database: bool,
 }
 
 impl EnvironmentSummary {
     /// The public services' (name, URL), in name order; empty before the environment was Ready.
     pub fn urls(&self) -> Vec<(String, String)> {
-        let map: std::collections::BTreeMap<String, String> =
-            self.service_urls.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
-        map.into_iter().collect()
+        super::environments::service_urls(self.service_urls.as_deref())
     }
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, \
      author, state, reason, name, url, deployed_sha, created_at, updated_at, expires_at, warned_at, note, from_fork, \
-     service_urls, \
+     service_urls, has_database, \
      (SELECT p.title FROM pull_requests p WHERE p.repo_id = environments.repo_id \
         AND p.pr_number = environments.pr_number) AS title";
 

@@ -28,7 +28,7 @@ pub use admission::{AdmissionPass, Limits};
 pub use audit::{AuditRecord, NewAuditEntry};
 pub use changes::ChangeRecord;
 pub use deliveries::{DeliveryOutcome, DeliveryRecord, NewDelivery, Recorded};
-pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord};
+pub use environments::{EnvironmentRecord, ReconcileRecord, Scope, TransitionRecord, service_urls};
 pub use fleet::{EnvironmentFilter, EnvironmentSummary, RepositorySlots};
 pub use jobs::{ClaimedJob, JobFate, JobRecord, JobState};
 pub use kinds::{Dedup, EnvironmentJob, JobKind, NewJob, REPORT_MAX_ATTEMPTS};

@@ -32,15 +32,30 @@ impl Store {
             .map_err(StoreError::query("keeping a repository file")))
     }
 
-    /// Records the public services' URLs (name, URL), shown with the environment's own.
-    pub async fn set_service_urls(&self, id: i64, urls: &[(String, String)]) -> Result<(), StoreError> {
+    /// Starts the environment's next database generation (`/preview reset-db`) and returns it.
+    pub async fn reset_database(&self, id: i64) -> Result<i64, StoreError> {
+        with_pool!(self, pool => sqlx::query_scalar(
+            "UPDATE environments SET database_generation = database_generation + 1 WHERE id = $1 \
+             RETURNING database_generation",
+        )
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::query("resetting an environment's database")))
+    }
+
+    /// Records the public services' URLs (name, URL), shown with the environment's own, and
+    /// whether it has a database.
+    pub async fn set_services(&self, id: i64, urls: &[(String, String)], has_database: bool) -> Result<(), StoreError> {
         let map: serde_json::Map<String, serde_json::Value> =
             urls.iter().map(|(name, url)| (name.clone(), serde_json::Value::String(url.clone()))).collect();
         let text = serde_json::Value::Object(map).to_string();
         with_pool!(self, pool => sqlx::query(
-            "UPDATE environments SET service_urls = $1 WHERE id = $2 AND service_urls IS DISTINCT FROM $1",
+            "UPDATE environments SET service_urls = $1, has_database = $2 \
+             WHERE id = $3 AND (service_urls IS DISTINCT FROM $1 OR has_database <> $2)",
         )
             .bind(text)
+            .bind(has_database)
             .bind(id)
             .execute(pool)
             .await

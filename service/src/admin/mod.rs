@@ -138,6 +138,11 @@ pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()>
             let answer: ActionAnswer = api.call(Method::POST, &path, None).await?;
             action_done(output, &answer, "redeploying")
         }
+        EnvCommand::ResetDb { id } => {
+            let path = format!("api/v1/environments/{id}/reset-db");
+            let answer: ActionAnswer = api.call(Method::POST, &path, None).await?;
+            action_done(output, &answer, "resetting its database")
+        }
         EnvCommand::Destroy { id } => {
             let path = format!("api/v1/environments/{id}");
             let answer: ActionAnswer = api.call(Method::DELETE, &path, None).await?;

@@ -25,6 +25,8 @@ pub enum Command {
     Extend(Duration),
     /// Tear the environment down now.
     Destroy,
+    /// Replace the database with a new one, seeded again.
+    ResetDatabase,
     /// Refresh the pull request comment.
     Status,
     /// Approve a fork's head commit for an environment: the one named, or else the one that was
@@ -88,6 +90,10 @@ pub const HELP: &[CommandHelp] = &[
     CommandHelp { text: "/preview redeploy", help: "deploy the head commit again" },
     CommandHelp { text: "/preview extend 2h", help: "keep the environment longer (within the policy's maximum)" },
     CommandHelp { text: "/preview destroy", help: "tear the environment down now" },
+    CommandHelp {
+        text: "/preview reset-db",
+        help: "replace the database with a new, empty one, seed it again, and deploy",
+    },
     CommandHelp { text: "/preview status", help: "refresh this comment" },
     CommandHelp {
         text: "/preview approve",
@@ -104,6 +110,7 @@ impl Command {
             Self::Redeploy => "/preview redeploy".to_owned(),
             Self::Extend(by) => format!("/preview extend {}", humantime::format_duration(*by)),
             Self::Destroy => "/preview destroy".to_owned(),
+            Self::ResetDatabase => "/preview reset-db".to_owned(),
             Self::Status => "/preview status".to_owned(),
             Self::Approve(None) => "/preview approve".to_owned(),
             Self::Approve(Some(sha)) => format!("/preview approve {}", sha.as_str()),
@@ -128,6 +135,7 @@ pub fn parse(body: &str) -> Option<Result<Command, CommandError>> {
         "deploy" => no_arguments(Command::Deploy, "deploy"),
         "redeploy" => no_arguments(Command::Redeploy, "redeploy"),
         "destroy" => no_arguments(Command::Destroy, "destroy"),
+        "reset-db" => no_arguments(Command::ResetDatabase, "reset-db"),
         "status" => no_arguments(Command::Status, "status"),
         "approve" => match args.as_slice() {
             [] => Ok(Command::Approve(None)),
@@ -194,6 +202,8 @@ mod tests {
         assert_eq!(parse("/preview extend 0s"), Some(Err(CommandError::ZeroDuration)));
         assert_eq!(parse(&format!("/preview extend{}", " 1h".repeat(17))), Some(Err(CommandError::BadDuration)));
         assert_eq!(parse("/preview destroy now"), Some(Err(CommandError::NoArguments("destroy"))));
+        assert_eq!(parse("/preview reset-db"), Some(Ok(Command::ResetDatabase)));
+        assert_eq!(parse("/preview reset-db please"), Some(Err(CommandError::NoArguments("reset-db"))));
     }
 
     #[test]

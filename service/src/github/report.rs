@@ -153,6 +153,10 @@ impl GitHubSide {
         CommentContext {
             state: state.as_str().to_owned(),
             url: env.url.clone(),
+            services: {
+                let services = previewd_environments::store::service_urls(env.service_urls.as_deref());
+                if services.len() > 1 { services } else { Vec::new() }
+            },
             head_sha: env.head_sha.clone(),
             deployed_sha: env.deployed_sha.clone().unwrap_or_else(|| env.head_sha.clone()),
             reason: env.reason.clone(),

@@ -30,6 +30,8 @@ fn template_error(name: &str, error: &minijinja::Error) -> TextsError {
 pub struct CommentContext {
     pub state: String,
     pub url: Option<String>,
+    /// Every public service, when there are several: (name, URL).
+    pub services: Vec<(String, String)>,
     pub head_sha: String,
     pub deployed_sha: String,
     pub reason: Option<String>,
@@ -50,6 +52,7 @@ impl CommentContext {
         CommentContext {
             state: "Ready".to_owned(),
             url: Some("https://web-pr-1-abcdef.preview.example.com".to_owned()),
+            services: vec![("api".to_owned(), "https://api--web-pr-1-abcdef.preview.example.com".to_owned())],
             head_sha: "0".repeat(40),
             deployed_sha: "0".repeat(40),
             reason: Some("sample reason".to_owned()),

@@ -32,7 +32,13 @@ pub struct EnvironmentView {
     pub reason: Option<String>,
     /// The namespace.
     pub name: Option<String>,
+    /// The first public service's URL, the environment's own.
     pub url: Option<String>,
+    /// Every public service and its URL, by name (empty until the
+    /// environment was Ready).
+    pub services: Vec<ServiceUrl>,
+    /// Whether it has a database (`reset-db` replaces it).
+    pub has_database: bool,
     /// The head commit previewd is asked to deploy.
     pub head_sha: String,
     /// The commit the environment last became Ready with.
@@ -44,6 +50,13 @@ pub struct EnvironmentView {
     pub expiry_warned_at: Option<String>,
     /// The outcome of the last command or API action, as the pull request shows it.
     pub note: Option<String>,
+}
+
+/// A public service of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceUrl {
+    pub name: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -59,7 +72,10 @@ pub struct PullRequestView {
 impl From<EnvironmentSummary> for EnvironmentView {
     fn from(e: EnvironmentSummary) -> Self {
         let state = EnvironmentState::parse(&e.state).unwrap_or(EnvironmentState::Failed);
+        let services = e.urls().into_iter().map(|(name, url)| ServiceUrl { name, url }).collect();
         EnvironmentView {
+            services,
+            has_database: e.has_database,
             id: e.id,
             repository: format!("{}/{}", e.repo_owner, e.repo_name),
             repository_id: e.repo_id,
@@ -375,6 +391,25 @@ pub async fn redeploy(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     token_action(app, caller, &id, Action::Redeploy, None).await
+}
+
+/// Replace an environment's database with a new, empty one, seed it again, and deploy.
+#[utoipa::path(post, path = "/api/v1/environments/{id}/reset-db", operation_id = "resetEnvironmentDatabase", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    responses(
+        (status = 202, description = "The new database is being created and seeded", body = ActionAnswer),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 409, description = "The environment is not live, or this previewd has no policy", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
+pub async fn reset_database(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    token_action(app, caller, &id, Action::ResetDatabase, None).await
 }
 
 /// Tear an environment down now.

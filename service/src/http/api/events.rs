@@ -324,6 +324,8 @@ mod tests {
             reason: None,
             name: None,
             url: None,
+            services: Vec::new(),
+            has_database: false,
             head_sha: "a".repeat(40),
             deployed_sha: None,
             created_at: String::new(),

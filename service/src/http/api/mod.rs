@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/environments/{id}", get(environments::show).delete(environments::destroy))
         .route("/api/v1/environments/{id}/extend", post(environments::extend))
         .route("/api/v1/environments/{id}/redeploy", post(environments::redeploy))
+        .route("/api/v1/environments/{id}/reset-db", post(environments::reset_database))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/usage", get(usage::usage))

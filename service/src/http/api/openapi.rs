@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         environments::show,
         environments::extend,
         environments::redeploy,
+        environments::reset_database,
         environments::destroy,
         events::stream,
         usage::usage,

@@ -203,6 +203,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/platform", get(platform::page))
         .route("/environments/{id}/extend", post(actions::extend))
         .route("/environments/{id}/redeploy", post(actions::redeploy))
+        .route("/environments/{id}/reset-db", post(actions::reset_database))
         .route("/environments/{id}/destroy", post(actions::destroy))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
@@ -423,6 +424,7 @@ async fn environment(
     let done = notice.done.as_deref().and_then(|d| match d {
         "extend" => Some("Extended."),
         "redeploy" => Some("A redeploy is under way."),
+        "reset-db" => Some("A new database is being created and seeded."),
         "destroy" => Some("The teardown is under way."),
         _ => None,
     });
