@@ -163,9 +163,21 @@ impl Cluster {
                 granted = true;
             }
             let api = self.api(manifest.kind, &owner.environment);
-            api.patch(&manifest.name, &params, &Patch::Apply(&manifest.object)).await.map_err(
-                ClusterError::from_kube(format!("apply {} {}/{}", manifest.kind, owner.environment, manifest.name)),
-            )?;
+            let action = format!("apply {} {}/{}", manifest.kind, owner.environment, manifest.name);
+            match api.patch(&manifest.name, &params, &Patch::Apply(&manifest.object)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 && manifest.kind.is_custom() => {
+                    let api = manifest.kind.api();
+                    return Err(ClusterError::Rejected {
+                        action,
+                        message: format!(
+                            "the cluster does not serve {} ({}): install its CRDs (the Gateway API's standard channel), or route with an Ingress (policy `routing: ingress`)",
+                            api.kind, api.api_version
+                        ),
+                    });
+                }
+                Err(error) => return Err(ClusterError::from_kube(action)(error)),
+            }
         }
         if !granted {
             self.grant_reads(owner).await?;
@@ -408,7 +420,18 @@ impl Cluster {
     /// Reads a platform secret from the source namespace.
     pub async fn read_platform_secret(&self, source_namespace: &str, name: &str) -> Result<Secret, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), source_namespace);
-        api.get(name).await.map_err(ClusterError::from_kube(format!("read platform secret {source_namespace}/{name}")))
+        let action = format!("read platform secret {source_namespace}/{name}");
+        match api.get(name).await {
+            Ok(secret) => Ok(secret),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(ClusterError::Rejected {
+                action,
+                message: format!(
+                    "Secret {name} does not exist in {source_namespace}; the platform team creates it there (policy \
+                     `secrets` for the secrets repositories ask for, `ingress.tls_secret_name` for the wildcard certificate)"
+                ),
+            }),
+            Err(error) => Err(ClusterError::from_kube(action)(error)),
+        }
     }
 
     /// Deletes the namespace (once; a namespace already terminating is left to finish) and

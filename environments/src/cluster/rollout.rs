@@ -166,7 +166,9 @@ fn assess(pending: &Pending<'_>, replica_sets: &[ReplicaSet], pods: &[Pod]) -> R
         let name = format!("statefulset `{}`", name_of(&set.metadata));
         let status = set.status.clone().unwrap_or_default();
         let wanted = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        detail.push(format!("{name}: {} of {wanted} replicas ready", status.ready_replicas.unwrap_or(0)));
+        let owners = set.metadata.uid.iter().map(String::as_str).collect::<Vec<_>>();
+        let unscheduled = unscheduled(&owners, pods).map(|m| format!("; not scheduled: {m}")).unwrap_or_default();
+        detail.push(format!("{name}: {} of {wanted} replicas ready{unscheduled}", status.ready_replicas.unwrap_or(0)));
         workloads.push(name);
     }
     for job in &pending.jobs {
@@ -230,6 +232,16 @@ fn diagnose_pods(owners: &[&str], pods: &[Pod]) -> Option<RolloutFailure> {
         }
     }
     None
+}
+
+/// Why a pod owned by one of `owners` is not scheduled (an unbound claim, no node with room),
+/// as the scheduler said.
+fn unscheduled(owners: &[&str], pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|pod| pod.metadata.owner_references.iter().flatten().any(|o| owners.contains(&o.uid.as_str())))
+        .flat_map(|pod| pod.status.iter().flat_map(|s| s.conditions.iter().flatten()))
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| c.message.clone().unwrap_or_default())
 }
 
 /// A StatefulSet whose every replica is ready at its current revision.

@@ -98,7 +98,7 @@ pub struct GatewayPolicy {
 pub struct ParentRef {
     pub namespace: String,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub section_name: Option<String>,
 }
 
