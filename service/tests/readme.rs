@@ -263,6 +263,30 @@ async fn run_policy(block: &Block) -> anyhow::Result<()> {
     serve(&["serve".to_owned()], &env, dir.path()).await
 }
 
+/// A `.preview.yaml` example: `previewd render` of it under the policy's defaults (any registry)
+/// succeeds, and renders a Deployment for each service it names.
+fn run_repo_config(block: &Block) -> anyhow::Result<()> {
+    let dir = workdir(&[
+        ("policy.yaml", "base_domain: preview.example.com\n".to_owned()),
+        (".preview.yaml", block.text.clone()),
+    ]);
+    let templates = repo_root().join("templates");
+    let args =
+        ["render", "--policy", "policy.yaml", "--repo-config", ".preview.yaml", "--repo", "acme/shop", "--pr", "1"]
+            .map(str::to_owned);
+    let mut args = args.to_vec();
+    args.extend(["--templates".to_owned(), templates.display().to_string()]);
+    let rendered = String::from_utf8(run_to_exit(&args, &base_env(), dir.path())?)?;
+    let config = previewd_environments::repo_config::RepoConfig::from_yaml(&block.text).map_err(anyhow::Error::msg)?;
+    for (name, _) in &config.services {
+        anyhow::ensure!(
+            rendered.contains("kind: Deployment\n") && rendered.contains(&format!("  name: {name}\n")),
+            "the rendering has no Deployment {name}:\n{rendered}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_example_of_the_readme_runs_as_written() {
     let readme = read("README.md");
@@ -311,6 +335,12 @@ async fn every_example_of_the_readme_runs_as_written() {
                 ran += 1;
             }
             ("toml", Some("previewd.toml")) => {} // run by the commands that name it
+            ("yaml", Some(".preview.yaml")) => {
+                if let Err(e) = run_repo_config(block) {
+                    failures.push(format!("{at} (.preview.yaml): {e:#}"));
+                }
+                ran += 1;
+            }
             ("yaml", Some("policy.yaml")) => {
                 if let Err(e) = run_policy(block).await {
                     failures.push(format!("{at} (policy.yaml): {e:#}"));
