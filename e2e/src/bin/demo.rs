@@ -5,7 +5,8 @@
 //! the teardown.
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams};
@@ -132,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
     let client = viewer(&viewer_kubeconfig).await?;
     show_objects(&client, &name).await?;
     say(&format!("preview URL: {}", url.unwrap_or_default()));
+    let services: Option<String> =
+        sqlx::query_scalar("SELECT service_urls FROM environments WHERE id = ?").bind(id).fetch_one(&mut db).await?;
+    for (service, url) in previewd_environments::store::service_urls(services.as_deref()) {
+        println!("    {service}: {url}");
+    }
     show_github(&github, number, "Ready").await?;
     say(&format!(
         "the dashboard: {base}/ (sign-in goes through the GitHub stand-in, as @{author}); this environment: {base}/environments/{id}"
@@ -301,6 +307,23 @@ async fn show_objects(client: &kube::Client, namespace: &str) -> anyhow::Result<
             deployment.metadata.name.unwrap_or_default(),
             status.available_replicas.unwrap_or(0),
             status.replicas.unwrap_or(0)
+        );
+    }
+    for set in Api::<StatefulSet>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        let status = set.status.unwrap_or_default();
+        println!(
+            "    StatefulSet {} (the database): {}/{} ready",
+            set.metadata.name.unwrap_or_default(),
+            status.ready_replicas.unwrap_or(0),
+            status.replicas
+        );
+    }
+    for job in Api::<Job>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
+        let done = job.status.and_then(|s| s.succeeded).unwrap_or(0) > 0;
+        println!(
+            "    Job {} (the seed): {}",
+            job.metadata.name.unwrap_or_default(),
+            if done { "complete" } else { "not complete" }
         );
     }
     for service in Api::<Service>::namespaced(client.clone(), namespace).list(&ListParams::default()).await? {
