@@ -258,6 +258,19 @@ async fn ingresses_serve_only_the_environments_own_host() {
         ("base-domain", json!({}), json!({"rules": [rule(Some(BASE_DOMAIN))]}), "must be for host"),
         ("wildcard", json!({}), json!({"rules": [rule(Some(&wildcard))]}), "must be for host"),
         ("two-labels", json!({}), json!({"rules": [rule(Some(&format!("a.{host}")))]}), "must be for host"),
+        // A service's host must end with this environment's own -pr-<n>-<hash>.
+        (
+            "another-environments-service",
+            json!({}),
+            json!({"rules": [rule(Some(&format!("api--{another_environment}")))]}),
+            "must be for host",
+        ),
+        (
+            "service-two-labels",
+            json!({}),
+            json!({"rules": [rule(Some(&format!("a.api--{host}")))]}),
+            "must be for host",
+        ),
         ("hostless", json!({}), json!({"rules": [rule(None)]}), "must be for host"),
         ("own-and-hostless", json!({}), json!({"rules": [rule(Some(&host)), rule(None)]}), "must be for host"),
         ("default-backend", json!({}), json!({"defaultBackend": backend}), "default backend"),
@@ -299,6 +312,14 @@ async fn ingresses_serve_only_the_environments_own_host() {
         json!({"tls": [{"hosts": [host], "secretName": "wildcard"}], "rules": [rule(Some(&host))]}),
     );
     apply(&ingresses, "app", own_ingress).await.unwrap();
+    // A service's own host, <service>--<environment> (naming::service_label).
+    let service_host = format!("api--{host}");
+    let service_ingress = ingress(
+        "api",
+        json!({"external-dns.alpha.kubernetes.io/hostname": service_host}),
+        json!({"tls": [{"hosts": [service_host], "secretName": "wildcard"}], "rules": [rule(Some(&service_host))]}),
+    );
+    apply(&ingresses, "api", service_ingress).await.unwrap();
     // Moving it to another host later is refused too.
     assert_refused(
         "move its Ingress to a foreign host",
@@ -533,5 +554,75 @@ async fn previewd_binds_only_its_read_role_only_to_itself_only_in_its_namespaces
         apply(&bindings, "previewd-read", read_binding("previewd-read", READ_CLUSTER_ROLE, &[user(&me), stranger]))
             .await,
         "itself",
+    );
+}
+
+/// Gateway API's HTTPRoute, which k8s-openapi does not describe.
+fn routes(client: &Client, namespace: &str) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+#[tokio::test]
+async fn httproutes_serve_only_the_environments_hosts_from_the_platform_gateway_to_its_own_services() {
+    let previewd = cluster::previewd_client().await.unwrap();
+    let own = own_namespace(&previewd).await;
+    let host = format!("{}.{BASE_DOMAIN}", own.name());
+    let api = routes(&previewd, own.name());
+    // The test cluster's Gateway (e2e/controlplane/cluster.sh), named in the routes policy.
+    let gateway = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "previewd-gateway", "name": "previews"});
+    let route = |hostnames: Value, parent: &Value, backend: Value| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
+               "spec": {"parentRefs": [parent], "hostnames": hostnames,
+                        "rules": [{"backendRefs": [backend]}]}})
+    };
+    let own_backend = json!({"name": "web", "port": 80});
+    let another_environment = format!("{}.{BASE_DOMAIN}", environment_name("other"));
+    let other_gateway = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "kube-system", "name": "internal"});
+    for (what, object, expected) in [
+        ("no hostnames", route(json!([]), &gateway, own_backend.clone()), "must be"),
+        ("a foreign host", route(json!(["login.example.com"]), &gateway, own_backend.clone()), "must be"),
+        ("another environment's host", route(json!([another_environment]), &gateway, own_backend.clone()), "must be"),
+        ("a wildcard", route(json!([format!("*.{BASE_DOMAIN}")]), &gateway, own_backend.clone()), "must be"),
+        ("another Gateway", route(json!([host]), &other_gateway, own_backend.clone()), "platform's Gateway"),
+        (
+            "a backend in another namespace",
+            route(json!([host]), &gateway, json!({"name": "kubernetes", "namespace": "default", "port": 443})),
+            "its own namespace",
+        ),
+    ] {
+        assert_refused(&format!("create an HTTPRoute with {what}"), apply(&api, "web", object).await, expected);
+    }
+    // What previewd renders: the environment's hosts, the platform's Gateway, its own Service.
+    let hosts = json!([host, format!("api--{host}")]);
+    apply(&api, "web", route(hosts, &gateway, own_backend)).await.unwrap();
+}
+
+#[tokio::test]
+async fn jobs_are_created_once_and_never_changed() {
+    let previewd = cluster::previewd_client().await.unwrap();
+    let own = own_namespace(&previewd).await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(previewd.clone(), own.name());
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "seed-1"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "seed", "image": "registry.preview.test/x:1",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}}
+    }))
+    .unwrap();
+    // What previewd does (Cluster::start_jobs): create.
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    // A patch is not granted: a Job runs once, as created.
+    assert_refused(
+        "patch a Job",
+        jobs.patch("seed-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await,
+        "cannot patch resource \"jobs\"",
     );
 }

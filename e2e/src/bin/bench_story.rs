@@ -13,6 +13,8 @@
 //! passes' durations (from previewd's log), and how long one more pull request takes to become
 //! Ready and reported while the N are live.
 //! Times are observed by polling every 25 ms, so they carry up to 25 ms of granularity.
+//! With `--app` each pull request is the demo's application (`e2e/demo/preview.yaml`: three
+//! services and a database seeded by a Job, whose pod runs `--seed-seconds`).
 //! DNS is the wildcard provider (no verification): this measures previewd, GitHub reporting and
 //! the cluster; `e2e/bench/engine.sh` breaks the cluster's share down.
 
@@ -75,8 +77,13 @@ async fn successful(github: &GitHubStandIn) -> anyhow::Result<Vec<usize>> {
 /// Opens `numbers` at once; the time from each delivery's 202 to its success status, looked
 /// for every `poll`.
 async fn open(github: &GitHubStandIn, numbers: &[usize], poll: Duration) -> anyhow::Result<Vec<Duration>> {
-    let preview = std::fs::read_to_string(root().join("e2e/fixtures/preview.yaml"))?
-        .replace("secrets: [db-readonly]", "secrets: []");
+    // `--app`: the demo's three services and seeded database; else one service.
+    let preview = if std::env::args().any(|a| a == "--app") {
+        std::fs::read_to_string(root().join("e2e/demo/preview.yaml"))?
+    } else {
+        std::fs::read_to_string(root().join("e2e/fixtures/preview.yaml"))?
+            .replace("secrets: [db-readonly]", "secrets: []")
+    };
     for &n in numbers {
         github.put_file(OWNER, REPO, &sha(n), ".preview.yaml", Some(&preview)).await?;
         github.open_pull(json!({"owner": OWNER, "repo": REPO, "number": n, "head_sha": sha(n)})).await?;
@@ -278,6 +285,9 @@ async fn main() -> anyhow::Result<()> {
     // How long the test cluster's pods take to become Ready (kwok, from a pod annotation): real
     // pods take 20-60 s to pull and start. 0: at once.
     let pod_ready_seconds = arg("--pod-ready-seconds", 0)?;
+    // With `--app`: how long the seed's pod runs before it completes.
+    let seed_seconds = arg("--seed-seconds", 0)?;
+    let whole_app = std::env::args().any(|a| a == "--app");
     // previewd's default (4) unless given: the benchmark measures what a user gets.
     let workers = arg("--workers", 0)?;
     let live = arg("--fleet", 0)?;
@@ -323,13 +333,18 @@ async fn main() -> anyhow::Result<()> {
         .replace("previewd-platform-secrets", previewd_e2e::cluster::SOURCE_NAMESPACE)
         .replace("global: 50", &format!("global: {limit}"))
         .replace("per_organization: 20", &format!("per_organization: {limit}"))
-        .replace("per_repository: 5", &format!("per_repository: {limit}"));
+        .replace("per_repository: 5", &format!("per_repository: {limit}"))
+        // Three services, a database and its seed at the default limits need more than 2 cpu.
+        .replace("defaults: { cpu: \"2\", memory: 4Gi, pods: 10 }", "defaults: { cpu: \"4\", memory: 8Gi, pods: 20 }");
     std::fs::write(dir.join("policy.yaml"), policy)?;
-    let templates = match pod_ready_seconds {
-        0 => None,
-        seconds => Some(previewd_e2e::fixtures::templates_with_pod_ready_delay(Duration::from_secs(
-            u64::try_from(seconds).unwrap_or(u64::MAX),
-        ))?),
+    let seconds = |n: usize| Duration::from_secs(u64::try_from(n).unwrap_or(u64::MAX));
+    let templates = match (pod_ready_seconds, seed_seconds) {
+        (0, 0) => None,
+        (ready, seed) => Some(previewd_e2e::fixtures::templates_with_delays(previewd_e2e::fixtures::PodDelays {
+            ready: seconds(ready),
+            seed: seconds(seed),
+            seed_fails: false,
+        })?),
     };
     let s = |p: PathBuf| p.display().to_string();
     let env: Vec<(String, String)> = [
@@ -365,6 +380,11 @@ async fn main() -> anyhow::Result<()> {
     github.add_repo(REPO_ID, OWNER, REPO, Some(INSTALLATION)).await?;
 
     println!("previewd end to end: delivery accepted → `success` deployment status; closed → namespace gone");
+    if whole_app {
+        println!(
+            "the app: e2e/demo/preview.yaml (web, api, worker; postgres seeded by the api), seed runs {seed_seconds} s"
+        );
+    }
     println!(
         "pods Ready after {pod_ready_seconds} s; workers: {}",
         if workers == 0 { "previewd's default (4)".to_owned() } else { workers.to_string() }
