@@ -172,24 +172,67 @@ pub fn one_service_context(mut context: serde_json::Value) -> serde_json::Value 
 /// Ready (`e2e/controlplane/kwok-stages.yaml`); without it a pod is Ready at once.
 pub const POD_READY_DELAY_ANNOTATION: &str = "pod-ready.stage.kwok.x-k8s.io/delay";
 
+/// The pod annotation from which kwok takes how long a Job's pod runs before it completes.
+pub const POD_COMPLETE_DELAY_ANNOTATION: &str = "pod-complete.stage.kwok.x-k8s.io/delay";
+/// The pod annotation that makes kwok end a Job's pod as failed (exit status 1).
+pub const POD_FAIL_ANNOTATION: &str = "pod-complete.stage.kwok.x-k8s.io/fail";
+
+/// How long the test cluster's simulated pods take, as real ones would.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodDelays {
+    /// Every pod of the `web` set (services, database, seed) until Ready.
+    pub ready: std::time::Duration,
+    /// The seed's pod, after it runs, until it completes.
+    pub seed: std::time::Duration,
+    /// The seed fails instead of completing.
+    pub seed_fails: bool,
+}
+
 /// A copy of the repository's templates (`templates/`, usable as previewd's `--templates`) in a
 /// temporary folder, in which the `web` set's Deployment gives its pods
 /// [`POD_READY_DELAY_ANNOTATION`] = `delay`: on the test cluster its pods then take `delay` to
 /// become Ready, as pulled images and readiness probes make real pods take. The folder is
 /// removed when the returned value is dropped.
 pub fn templates_with_pod_ready_delay(delay: std::time::Duration) -> anyhow::Result<tempfile::TempDir> {
+    templates_with_delays(PodDelays { ready: delay, ..PodDelays::default() })
+}
+
+/// As [`templates_with_pod_ready_delay`], for every pod of the `web` set: the services', the
+/// database's and the seed's, whose pod also runs for `delays.seed` (and fails if asked).
+pub fn templates_with_delays(delays: PodDelays) -> anyhow::Result<tempfile::TempDir> {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates");
     let dir = tempfile::tempdir().context("creating a folder for the templates")?;
     copy_tree(&source, dir.path())?;
-    let app = dir.path().join("environments/web/30-app.yaml");
-    let text = std::fs::read_to_string(&app).with_context(|| format!("reading {}", app.display()))?;
-    // The pod template's annotations, the only ones indented by six spaces under `template:`.
-    let anchor = "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {{ s.name | tojson }}\n      annotations:\n";
-    anyhow::ensure!(text.contains(anchor), "the web Deployment's pod template has no annotations block to extend");
     // Milliseconds: a Go duration kwok parses, and nothing a template could misread.
-    let line = format!("        {POD_READY_DELAY_ANNOTATION}: \"{}ms\"\n", delay.as_millis());
-    let text = text.replacen(anchor, &format!("{anchor}{line}"), 1);
-    std::fs::write(&app, text).with_context(|| format!("writing {}", app.display()))?;
+    let line =
+        |annotation: &str, delay: std::time::Duration| format!("        {annotation}: \"{}ms\"\n", delay.as_millis());
+    let ready = line(POD_READY_DELAY_ANNOTATION, delays.ready);
+    let edit = |file: &str, anchor: &str, insert: &str, after: bool| -> anyhow::Result<()> {
+        let path = dir.path().join("environments/web").join(file);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        anyhow::ensure!(text.contains(anchor), "{file} has no {anchor:?} to extend");
+        let replaced = if after { format!("{anchor}{insert}") } else { format!("{insert}{anchor}") };
+        std::fs::write(&path, text.replacen(anchor, &replaced, 1))
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    // The pod templates' annotations: the services' Deployments, then the seed Job's.
+    edit(
+        "30-app.yaml",
+        "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {{ s.name | tojson }}\n      annotations:\n",
+        &ready,
+        true,
+    )?;
+    let mut seed = format!("{ready}{}", line(POD_COMPLETE_DELAY_ANNOTATION, delays.seed));
+    if delays.seed_fails {
+        seed.push_str(&format!("        {POD_FAIL_ANNOTATION}: \"true\"\n"));
+    }
+    edit("30-app.yaml", "        app.kubernetes.io/name: seed\n      annotations:\n", &seed, true)?;
+    edit(
+        "40-database.yaml",
+        "    spec:\n      serviceAccountName: app\n",
+        &format!("      annotations:\n{ready}"),
+        false,
+    )?;
     Ok(dir)
 }
 
