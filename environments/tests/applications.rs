@@ -200,11 +200,28 @@ async fn a_failing_seed_fails_the_environment_naming_the_job() {
 async fn a_database_on_a_volume_binds_and_teardown_removes_the_volume() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let store = Store::connect(&db.url.as_str().into()).await.unwrap();
-    let policy = policy("database: { storage: volume, storage_class: preview-standard, size: 1Gi }\n");
+    let admin = admin_client().await.unwrap();
+    // Registry credentials in the platform's namespace, given to every environment.
+    let source: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(admin.clone(), previewd_e2e::cluster::SOURCE_NAMESPACE);
+    let credentials = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\": {\"registry.preview.test\": {\"auth\": \"dGVzdDp0ZXN0\"}}}"}});
+    source
+        .patch("regcred", &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(credentials))
+        .await
+        .unwrap();
+    let mut policy = policy("database: { storage: volume, storage_class: preview-standard, size: 1Gi }\n");
+    policy.secrets.image_pull = vec!["regcred".to_owned()];
     let engine = engine(store, APP, policy, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates")).await;
     let pr = pr('d');
     let (id, name, _cleanup) = open(&engine, &pr).await;
-    let admin = admin_client().await.unwrap();
+    let account =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &name).get("app").await.unwrap();
+    assert_eq!(account.image_pull_secrets.unwrap()[0].name, "regcred");
+    let copied =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &name).get_metadata("regcred").await;
+    assert!(copied.is_ok(), "the registry credentials are copied into the environment");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &name);
     let claim = claims.get("data-database-1-0").await.unwrap();
     assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
