@@ -26,6 +26,15 @@ NODE_PODS=500
 # 100m requests filled 3 nodes at 960 pods, and the fleet benchmark's last 40 stayed Pending.
 NODE_CPU=256
 NODE_MEMORY=1Ti
+# Gateway API release whose standard-channel CRDs `up` installs: the newest stable release that
+# Go 1.26 can download (v1.7.0's go.mod asks for Go 1.27). Its module sum is checked too, so a
+# module cache or proxy that serves other content is refused. See README.md, "Gateway API".
+GATEWAY_API_VERSION=v1.6.3
+GATEWAY_API_SUM=h1:lKpJa5bGlraC/QeACvCpsHLdmO6y0iKfzVl6gzaFEYc=
+# Pre-provisioned PersistentVolumes of the StorageClass preview-standard (storage.yaml): enough
+# for the tests' databases at once, each the size of previewd's default database (1Gi).
+PV_COUNT=20
+PV_SIZE=1Gi
 
 # shellcheck source=SCRIPTDIR/../lib/pidfile.sh
 . "$HERE/../lib/pidfile.sh"
@@ -47,6 +56,8 @@ bin_dir() {
 K8S_BIN=$(bin_dir k8s "$HERE")
 KWOK_BIN=$(bin_dir kwok "$HERE/kwok")
 HELM_BIN=$(bin_dir helm "$HERE/helm")
+# The Gateway API CRDs, copied from the Go module cache once (so `up` needs no Go afterwards).
+GATEWAY_API_DIR=$CACHE_ROOT/gateway-api-$GATEWAY_API_VERSION
 
 # go_build NAME MODULE_DIR OUT_DIR LDFLAGS PACKAGE...: one `go build` for all packages of a
 # module, so the packages they share compile once; the result appears atomically.
@@ -111,7 +122,35 @@ cmd_build() {
     go_build helm "$HERE/helm" "$HELM_BIN" "-X helm.sh/helm/v3/internal/version.version=$hv" \
       helm.sh/helm/v3/cmd/helm
   fi
+  fetch_gateway_api
   flock -u 8
+}
+
+# Copies the standard channel of the pinned Gateway API release (its CRDs and the
+# ValidatingAdmissionPolicy `safe-upgrades.gateway.networking.k8s.io` that comes with them) from
+# the Go module cache, downloading the module through the Go proxy when it is not there.
+fetch_gateway_api() {
+  [[ -f $GATEWAY_API_DIR/.complete ]] && return 0
+  command -v go >/dev/null || die "go is needed to fetch the Gateway API CRDs (see README.md)"
+  local json dir sum tmp="$GATEWAY_API_DIR.tmp.$$"
+  log "fetching the Gateway API $GATEWAY_API_VERSION CRDs (go mod download)"
+  # Outside any module, so no go.mod or go.work decides anything; the toolchain is the one
+  # installed (a go.mod asking for a newer Go fails instead of downloading a toolchain).
+  json=$(cd "$CACHE_ROOT" && GOWORK=off GOTOOLCHAIN=local go mod download -json \
+    "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" 2>&1) ||
+    die "go mod download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION failed: $json"
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+  sum=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$json")
+  [[ $sum == "$GATEWAY_API_SUM" ]] ||
+    die "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has sum '$sum', expected $GATEWAY_API_SUM: $json"
+  [[ -n $dir && -d $dir/config/crd/standard ]] ||
+    die "no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION: $json"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  cp "$dir"/config/crd/standard/*.yaml "$tmp/"
+  # The module cache is read-only; the copy need not be.
+  chmod u+w "$tmp"/*.yaml
+  touch "$tmp/.complete"
+  rm -rf "$GATEWAY_API_DIR" && mv "$tmp" "$GATEWAY_API_DIR"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -129,7 +168,12 @@ NODES=3
 # Controllers previewd's behaviour depends on (namespace finalisation, owner-reference
 # garbage collection, Deployment -> ReplicaSet -> Pod, quota status, default
 # ServiceAccounts and their tokens, kube-root-ca.crt in every namespace, removal of the
-# not-ready taint of new nodes), and the workload controllers a real cluster runs.
+# not-ready taint of new nodes), the workload controllers a real cluster runs, and the volume
+# controllers that bind PersistentVolumeClaims and let a namespace holding one be deleted
+# (binder; the protection controllers remove the finalizers `kubernetes.io/pvc-protection` and
+# `kubernetes.io/pv-protection` once nothing uses the claim or volume; ephemeral-volume makes
+# the claims of generic ephemeral volumes). Changing the list (or any flag of
+# kube-controller-manager) makes `up` restart kube-controller-manager on a reused cluster.
 CONTROLLERS=namespace-controller,garbage-collector-controller,deployment-controller
 CONTROLLERS+=,replicaset-controller,resourcequota-controller,serviceaccount-controller
 CONTROLLERS+=,serviceaccount-token-controller,root-ca-certificate-publisher-controller
@@ -138,6 +182,8 @@ CONTROLLERS+=,endpoints-controller,endpointslice-controller,statefulset-controll
 CONTROLLERS+=,daemonset-controller,job-controller,cronjob-controller,ttl-after-finished-controller
 CONTROLLERS+=,disruption-controller,clusterrole-aggregation-controller
 CONTROLLERS+=,validatingadmissionpolicy-status-controller
+CONTROLLERS+=,persistentvolume-binder-controller,persistentvolume-protection-controller
+CONTROLLERS+=,persistentvolumeclaim-protection-controller,ephemeral-volume-controller
 
 # Every call is bounded: a check that hangs would stop wait_for from ever reaching its deadline.
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=20s "$@"; }
@@ -413,6 +459,8 @@ cmd_up() {
   cluster_lock
   if healthy; then
     refresh_kwok_stages
+    refresh_controller_manager
+    refresh_platform
     # previewd's RBAC and admission policies as this checkout has them (a reused cluster may
     # have been started by an older one); server-side apply changes only what differs.
     kubectl apply --server-side --field-manager=previewd-test-cluster -f "$HERE/previewd-rbac.yaml" >/dev/null ||
@@ -502,15 +550,7 @@ PORTS
     --profiling=false
   wait_for kube-apiserver 90 "kube-apiserver /readyz" api_ready
 
-  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-    --kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$PKI/generated" \
-    --controllers="$CONTROLLERS" \
-    --use-service-account-credentials=true \
-    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-    --leader-elect=false --kube-api-qps=100 --kube-api-burst=200 --profiling=false
+  start_controller_manager
   cat >"$STATE/kube-scheduler.yaml" <<SCHED
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -537,6 +577,10 @@ SCHED
   } >"$STATE/bootstrap.yaml"
   wait_for kube-apiserver 30 "the bootstrap objects to apply" \
     kubectl apply --server-side --field-manager=previewd-test-cluster -f "$STATE/bootstrap.yaml"
+  wait_for kube-apiserver 60 "the Gateway API CRDs to apply" apply_gateway_api
+  wait_for kube-apiserver 60 "the Gateway API CRDs to be Established" gateway_api_established
+  wait_for kube-apiserver 30 "the Gateway, StorageClass and PersistentVolumes to apply" apply_platform
+  platform_digest >"$STATE/platform.sha256"
   wait_for kube-controller-manager 60 "kube-controller-manager /healthz" component_healthy "$KCM_PORT"
   wait_for kube-scheduler 60 "kube-scheduler /healthz" component_healthy "$SCHEDULER_PORT"
   wait_for kwok 60 "$NODES kwok nodes to be Ready without taints" nodes_ready
@@ -575,6 +619,123 @@ refresh_kwok_stages() {
   if pid=$(live_pid kwok); then stop_pid kwok "$pid"; fi
   start_kwok
   wait_for kwok 60 "$NODES kwok nodes to be Ready without taints" nodes_ready
+}
+
+# kube-controller-manager's command line; its digest, kept in the state folder, tells `up`
+# whether a running one was started with other flags (CONTROLLERS changed, or an older
+# cluster.sh started it).
+controller_manager_args() {
+  KCM_ARGS=(
+    --kubeconfig="$STATE/kube-controller-manager.kubeconfig"
+    --authentication-kubeconfig="$STATE/kube-controller-manager.kubeconfig"
+    --authorization-kubeconfig="$STATE/kube-controller-manager.kubeconfig"
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$PKI/generated"
+    --controllers="$CONTROLLERS"
+    --use-service-account-credentials=true
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt"
+    --leader-elect=false --kube-api-qps=100 --kube-api-burst=200 --profiling=false
+  )
+}
+controller_manager_digest() {
+  controller_manager_args
+  # The flags only: new binaries (another Kubernetes version) restart nothing, as before.
+  printf '%s\n' "${KCM_ARGS[@]}" | sha256sum | cut -d' ' -f1
+}
+
+start_controller_manager() {
+  controller_manager_args
+  controller_manager_digest >"$STATE/kube-controller-manager.sha256"
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" "${KCM_ARGS[@]}"
+}
+
+# A healthy cluster whose kube-controller-manager runs with other flags than this script's gets
+# it restarted (etcd, the API server and the objects stay; its controllers resync on start).
+refresh_controller_manager() {
+  local pid
+  [[ $(cat "$STATE/kube-controller-manager.sha256" 2>/dev/null) == "$(controller_manager_digest)" ]] && return 0
+  log "kube-controller-manager's flags changed (controllers); restarting it"
+  if pid=$(live_pid kube-controller-manager); then stop_pid kube-controller-manager "$pid"; fi
+  start_controller_manager
+  wait_for kube-controller-manager 60 "kube-controller-manager /healthz" component_healthy "$KCM_PORT"
+}
+
+# ---- Gateway API and storage ----
+
+# The CRDs of the pinned Gateway API release and their ValidatingAdmissionPolicy, server-side
+# (idempotent: a reused cluster gets only what differs).
+apply_gateway_api() {
+  kubectl apply --server-side --field-manager=previewd-test-cluster -f "$GATEWAY_API_DIR"
+}
+
+# Every CRD of the release served: objects of a CRD cannot be created before it is Established.
+gateway_api_established() {
+  local f files=()
+  for f in "$GATEWAY_API_DIR"/*.yaml; do
+    if grep -q '^kind: CustomResourceDefinition$' "$f"; then files+=(-f "$f"); fi
+  done
+  ((${#files[@]} > 0)) || return 1
+  kubectl wait --for=condition=Established --timeout=30s "${files[@]}" >/dev/null
+}
+
+# PV_COUNT hostPath PersistentVolumes of PV_SIZE for the StorageClass preview-standard. No
+# kubelet runs, so the path is never created or read; it names the volume.
+volumes_manifest() {
+  local i name
+  for ((i = 0; i < PV_COUNT; i++)); do
+    printf -v name 'preview-standard-%02d' "$i"
+    cat <<VOLUME
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: $name
+  labels:
+    previewd.dev/test-volume: "true"
+spec:
+  storageClassName: preview-standard
+  capacity: {storage: $PV_SIZE}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  volumeMode: Filesystem
+  hostPath:
+    path: /var/lib/previewd-test-volumes/$name
+VOLUME
+  done
+}
+
+# The platform's Gateway (gateway.yaml), the StorageClass (storage.yaml) and its volumes.
+apply_platform() {
+  volumes_manifest >"$STATE/volumes.yaml"
+  kubectl apply --server-side --field-manager=previewd-test-cluster \
+    -f "$HERE/gateway.yaml" -f "$HERE/storage.yaml" -f "$STATE/volumes.yaml"
+}
+
+# What apply_gateway_api and apply_platform apply; its digest is kept in the state folder.
+platform_digest() {
+  { cat "$GATEWAY_API_DIR"/*.yaml "$HERE/gateway.yaml" "$HERE/storage.yaml"; volumes_manifest; } |
+    sha256sum | cut -d' ' -f1
+}
+
+# One request: are the Gateway, the StorageClass and the last volume there?
+platform_present() {
+  local last
+  printf -v last 'preview-standard-%02d' $((PV_COUNT - 1))
+  kubectl get -n previewd-gateway gateway/previews storageclass/preview-standard \
+    "persistentvolume/$last" -o name >/dev/null 2>&1
+}
+
+# On a reused cluster: the Gateway API CRDs, the Gateway and the storage as this checkout has
+# them. Applying the CRDs takes about 2 s, so it is skipped when what was applied last (its
+# digest) is what this checkout would apply and the objects are still there.
+refresh_platform() {
+  if [[ $(cat "$STATE/platform.sha256" 2>/dev/null) == "$(platform_digest)" ]] && platform_present; then
+    return 0
+  fi
+  log "applying the Gateway API $GATEWAY_API_VERSION CRDs, gateway.yaml and storage.yaml"
+  apply_gateway_api >/dev/null || die "applying the Gateway API CRDs to the reused cluster failed"
+  gateway_api_established || die "the Gateway API CRDs are not Established on the reused cluster"
+  apply_platform >/dev/null || die "applying gateway.yaml and storage.yaml to the reused cluster failed"
+  platform_digest >"$STATE/platform.sha256"
 }
 
 api_server_url() { echo "https://127.0.0.1:$API_PORT (kubeconfig: $ADMIN_KUBECONFIG)"; }
