@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::sync::OnceCell;
@@ -43,6 +44,14 @@ pub const TEST_NAMESPACE_LABEL: &str = "previewd.dev/test";
 /// previewd binds to itself in each namespace it creates; the default of the setting
 /// `read_cluster_role`.
 pub const READ_CLUSTER_ROLE: &str = "previewd-read";
+/// Namespace of the platform's Gateway in the test cluster (`e2e/controlplane/gateway.yaml`).
+pub const GATEWAY_NAMESPACE: &str = "previewd-gateway";
+/// The platform's Gateway: listeners `https` (for `*.preview.test`) and `http`, routes from
+/// every namespace. No controller runs, so it is never Programmed.
+pub const GATEWAY_NAME: &str = "previews";
+/// The test cluster's StorageClass (the default one, `e2e/controlplane/storage.yaml`), with
+/// pre-provisioned 1Gi volumes that are reclaimed when their claim is deleted.
+pub const STORAGE_CLASS: &str = "preview-standard";
 
 #[derive(Clone, Debug)]
 struct Kubeconfigs {
@@ -303,6 +312,63 @@ pub async fn torn_down(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Gateway API objects of `kind` (e.g. `HTTPRoute`, plural `httproutes`) in `namespace`, which
+/// k8s-openapi (built-in types only) does not describe.
+pub fn gateway_api(client: &Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", kind);
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk_with_plural(&gvk, plural))
+}
+
+/// The condition `type_` of `job` when its status is `True`.
+pub fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Watches Job `name` until it has the condition `type_` (`Complete`, `Failed`) with status
+/// `True`, and returns it; fails after `timeout`, or when the Job gets the other one of
+/// `Complete` and `Failed`.
+pub async fn wait_for_job_condition(
+    jobs: &Api<Job>,
+    name: &str,
+    type_: &str,
+    timeout: Duration,
+) -> anyhow::Result<Job> {
+    let done = |job: Option<&Job>| {
+        job.is_some_and(|j| job_condition(j, "Complete").is_some() || job_condition(j, "Failed").is_some())
+    };
+    let job = tokio::time::timeout(timeout, kube::runtime::wait::await_condition(jobs.clone(), name, done))
+        .await
+        .map_err(|_| anyhow!("Job {name} had neither Complete nor Failed after {timeout:?}"))?
+        .with_context(|| format!("watching Job {name}"))?
+        .with_context(|| format!("Job {name} was deleted"))?;
+    if job_condition(&job, type_).is_none() {
+        bail!("Job {name} ended without the condition {type_}: {:?}", job.status);
+    }
+    Ok(job)
+}
+
+/// Deletes namespace `name` as admin and waits until it is gone; returns how long that took,
+/// or fails after `timeout` with the conditions of the namespace still terminating.
+pub async fn delete_namespace_and_wait(client: &Client, name: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let started = Instant::now();
+    match namespaces.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(started.elapsed()),
+        Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting namespace {name}"))),
+    }
+    let gone = wait_until(timeout, &format!("namespace {name} to be gone"), || async {
+        Ok(namespaces.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await;
+    if let Err(e) = gone {
+        let conditions =
+            namespaces.get_opt(name).await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions);
+        return Err(e.context(format!("namespace {name} still terminating: {conditions:?}")));
+    }
+    Ok(started.elapsed())
 }
 
 /// Reconciles environment `id` as the job queue would, running again when a pass asks to

@@ -1,23 +1,28 @@
 //! Proof that the test control plane (`e2e/controlplane/`) behaves like a real cluster in
 //! the ways previewd depends on: scheduling and rollouts on kwok nodes, quota accounting,
-//! Pod Security admission, namespace finalisation and least-privilege RBAC.
+//! Pod Security admission, namespace finalisation and least-privilege RBAC; and what
+//! multi-service environments add: Gateway API validation, Jobs that take time or fail,
+//! volumes that bind and are reclaimed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use previewd_e2e::cluster::{
-    self, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, SOURCE_NAMESPACE, TestNamespace, environment_name, unique_name,
-    wait_until,
+    self, GATEWAY_NAME, GATEWAY_NAMESPACE, MANAGED_BY_LABEL, READ_CLUSTER_ROLE, SOURCE_NAMESPACE, STORAGE_CLASS,
+    TestNamespace, environment_name, unique_name, wait_until,
 };
+use previewd_e2e::fixtures::{POD_COMPLETE_DELAY_ANNOTATION, POD_FAIL_ANNOTATION};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -538,4 +543,256 @@ async fn pod_ready_delay_comes_from_the_pod_annotation() {
     assert!(slow >= delay, "the annotated pod was Ready after {slow:?}, before its delay of {delay:?}");
     assert!(slow < delay + Duration::from_secs(20), "the annotated pod took {slow:?}");
     assert!(fast < delay, "the pod without the annotation took {fast:?}");
+}
+
+// --- Multi-service environments: Gateway API, Jobs, volumes -------------------------------
+
+/// A Job whose pod runs the restricted pod spec once, with `annotations` on its pod.
+fn job(name: &str, annotations: Value) -> Job {
+    let mut spec = restricted_pod_spec();
+    spec["restartPolicy"] = json!("Never");
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"annotations": annotations}, "spec": spec},
+        },
+    }))
+    .unwrap()
+}
+
+/// The phases the first pod of Job `job` goes through, in order (watched, so none is missed
+/// while the pod spends time in it), until it is Succeeded or Failed; with the pod then.
+async fn job_pod_phases(pods: &Api<Pod>, job: &str) -> (Vec<String>, Pod) {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let config = watcher::Config::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let mut stream = watcher(pods.clone(), config).applied_objects().boxed();
+    let mut phases: Vec<String> = Vec::new();
+    let watched = tokio::time::timeout(TIMEOUT, async {
+        while let Some(pod) = stream.try_next().await.unwrap() {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if phases.last() != Some(&phase) {
+                phases.push(phase.clone());
+            }
+            if phase == "Succeeded" || phase == "Failed" {
+                return pod;
+            }
+        }
+        panic!("the watch of Job {job}'s pods ended");
+    })
+    .await;
+    let pod = watched.unwrap_or_else(|_| panic!("Job {job}'s pod did not end within {TIMEOUT:?}; phases: {phases:?}"));
+    (phases, pod)
+}
+
+fn pod_start_time(pod: &Pod) -> Time {
+    pod.status.as_ref().and_then(|s| s.start_time.clone()).expect("the pod has no startTime")
+}
+
+/// The Gateway API CRDs are installed: the API server checks HTTPRoutes against their schema and
+/// CEL rules, refusing a wildcard inside a hostname and a path that does not start with `/`,
+/// and accepts a route attached to the platform's Gateway, which exists as previewd expects it.
+#[tokio::test]
+async fn api_server_validates_http_routes_for_the_platform_gateway() {
+    let admin = cluster::admin_client().await.unwrap();
+
+    let gateway =
+        cluster::gateway_api(&admin, GATEWAY_NAMESPACE, "Gateway", "gateways").get(GATEWAY_NAME).await.unwrap_or_else(
+            |e| panic!("the Gateway {GATEWAY_NAMESPACE}/{GATEWAY_NAME} is missing (cluster.sh up installs it): {e}"),
+        );
+    let listeners = gateway.data["spec"]["listeners"].as_array().unwrap();
+    let listener =
+        |name: &str| listeners.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no {name} listener"));
+    assert_eq!(listener("https")["protocol"], "HTTPS");
+    assert_eq!(listener("https")["hostname"], "*.preview.test");
+    assert_eq!(listener("http")["protocol"], "HTTP");
+    for l in listeners {
+        assert_eq!(l["allowedRoutes"]["namespaces"]["from"], "All", "{l}");
+    }
+    // No Gateway controller runs: the Gateway keeps the conditions the API server defaults.
+    let programmed = gateway.data["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Programmed"))
+        .map(|c| c["status"].clone());
+    assert_ne!(programmed, Some(json!("True")), "a Gateway controller programmed the Gateway");
+
+    let ns = TestNamespace::create("httproute", &[]).await.unwrap();
+    let routes = cluster::gateway_api(&admin, ns.name(), "HTTPRoute", "httproutes");
+    let route = |name: &str, hostname: &str, path: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": {
+                "parentRefs": [{"namespace": GATEWAY_NAMESPACE, "name": GATEWAY_NAME, "sectionName": "https"}],
+                "hostnames": [hostname],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                    "backendRefs": [{"name": "web", "port": 80}],
+                }],
+            },
+        }))
+        .unwrap()
+    };
+    let host = format!("{}.preview.test", ns.name());
+    for (what, object) in [
+        ("a wildcard inside the hostname", route("bad-host", "api.*.preview.test", "/")),
+        ("a path that does not start with /", route("bad-path", &host, "api")),
+    ] {
+        match routes.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{what}: {status:?}");
+                assert_eq!(status.reason, "Invalid", "{what}: {status:?}");
+                println!("refused, {what}: {}", status.message);
+            }
+            other => panic!("an HTTPRoute with {what} was not refused: {other:?}"),
+        }
+    }
+    let created = routes.create(&PostParams::default(), &route("web", &host, "/")).await.unwrap();
+    assert_eq!(created.data["spec"]["parentRefs"][0]["name"], GATEWAY_NAME);
+    assert_eq!(created.data["spec"]["hostnames"][0], json!(host));
+}
+
+/// kwok's pod-complete stage takes its delay from the pod annotation
+/// `pod-complete.stage.kwok.x-k8s.io/delay`: a Job pod first becomes Running (pod-ready), and
+/// Succeeded only that long after, when the Job controller marks the Job Complete.
+#[tokio::test]
+async fn job_completes_after_the_delay_in_its_pod_annotation() {
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("job-delay", &[]).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns.name());
+    let delay = Duration::from_secs(2);
+
+    let started = Instant::now();
+    jobs.create(&PostParams::default(), &job("seed", json!({POD_COMPLETE_DELAY_ANNOTATION: "2s"}))).await.unwrap();
+    let (phases, pod) = job_pod_phases(&pods, "seed").await;
+    let job = cluster::wait_for_job_condition(&jobs, "seed", "Complete", TIMEOUT).await.unwrap();
+    println!("phases {phases:?}; Job Complete after {:?}", started.elapsed());
+
+    assert_eq!(phases.iter().filter(|p| *p == "Running").count(), 1, "{phases:?}");
+    assert_eq!(phases.last().map(String::as_str), Some("Succeeded"), "{phases:?}");
+    assert!(!phases.contains(&"Failed".to_owned()), "{phases:?}");
+    // Server-side times (whole seconds, so a difference of 2 s or more is one of at least 2 s):
+    // the pod's start is pod-ready's, the condition the Job controller's.
+    let running = pod_start_time(&pod).0;
+    let complete = cluster::job_condition(&job, "Complete").unwrap().last_transition_time.clone().unwrap().0;
+    let took = Duration::try_from(complete.duration_since(running)).unwrap_or_default();
+    println!("the pod started at {running}, the Job was Complete at {complete}: {took:?}");
+    assert!(took >= delay, "the Job was Complete {took:?} after its pod started, before the delay of {delay:?}");
+    assert!(took < delay + Duration::from_secs(20), "the Job took {took:?} after its pod started");
+    let terminated = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .unwrap();
+    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")));
+}
+
+/// A Job pod annotated `pod-complete.stage.kwok.x-k8s.io/fail: "true"` fails as a container
+/// exiting with status 1 would; with `backoffLimit: 0` the Job gets its Failed condition.
+#[tokio::test]
+async fn job_pod_annotated_to_fail_fails_its_job() {
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("job-fail", &[]).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns.name());
+
+    let annotations = json!({POD_FAIL_ANNOTATION: "true", POD_COMPLETE_DELAY_ANNOTATION: "500ms"});
+    jobs.create(&PostParams::default(), &job("seed", annotations)).await.unwrap();
+    let (phases, pod) = job_pod_phases(&pods, "seed").await;
+    let job = cluster::wait_for_job_condition(&jobs, "seed", "Failed", TIMEOUT).await.unwrap();
+
+    assert_eq!(phases.last().map(String::as_str), Some("Failed"), "{phases:?}");
+    assert!(phases.contains(&"Running".to_owned()), "the pod was never Running: {phases:?}");
+    let status = pod.status.as_ref().unwrap();
+    let terminated = status.container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap();
+    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (1, Some("Error")));
+    let ready = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    let failed = cluster::job_condition(&job, "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"), "{failed:?}");
+    assert!(cluster::job_condition(&job, "Complete").is_none());
+}
+
+/// A database's StatefulSet with a claim of the StorageClass `preview-standard`: the
+/// PersistentVolume controller binds the claim to a pre-provisioned volume, the scheduler places
+/// the pod on a kwok node and kwok makes it Ready; deleting the namespace completes (the
+/// protection controllers release the claim), and the volume is reclaimed for later tests.
+#[tokio::test]
+async fn statefulset_claim_binds_and_its_namespace_is_deleted() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use kube::runtime::wait::await_condition;
+
+    let admin = cluster::admin_client().await.unwrap();
+    let ns = TestNamespace::create("volume", &[]).await.unwrap();
+    let name = ns.name().to_owned();
+    let mut spec = restricted_pod_spec();
+    spec["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/var/lib/postgresql/data"}]);
+    apply(
+        &Api::<StatefulSet>::namespaced(admin.clone(), &name),
+        "database",
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "database"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "database"}},
+                "template": {"metadata": {"labels": {"app": "database"}}, "spec": spec},
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data"},
+                    "spec": {"storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }],
+            },
+        }),
+    )
+    .await
+    .unwrap();
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &name);
+    let claim = wait_until(TIMEOUT, "the claim data-database-0 to be Bound", || async {
+        let claim = claims.get_opt("data-database-0").await?;
+        Ok(claim.filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")))
+    })
+    .await
+    .unwrap();
+    let claim_uid = claim.metadata.uid.clone().unwrap();
+    let volume_name = claim.spec.as_ref().unwrap().volume_name.clone().unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(admin.clone());
+    let volume = volumes.get(&volume_name).await.unwrap();
+    assert_eq!(volume.spec.as_ref().unwrap().storage_class_name.as_deref(), Some(STORAGE_CLASS));
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &name);
+    let ready = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let pod = tokio::time::timeout(TIMEOUT, await_condition(pods, "database-0", ready))
+        .await
+        .unwrap_or_else(|_| panic!("pod database-0 was not Ready within {TIMEOUT:?}"))
+        .unwrap()
+        .unwrap();
+    let node = pod.spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert!(node.starts_with("kwok-node-"), "database-0 was scheduled on {node}");
+
+    // The namespace controller deletes the pod and the claim; the claim's finalizer
+    // (kubernetes.io/pvc-protection) goes once no pod uses it.
+    let took = cluster::delete_namespace_and_wait(&admin, &name, Duration::from_secs(90)).await.unwrap();
+    println!("claim bound to {volume_name}, pod on {node}; namespace {name} deleted in {took:?}");
+
+    // Released, then reclaimed by kwok's pv-reclaim stage: Available, or already bound by
+    // another test's claim.
+    wait_until(TIMEOUT, &format!("volume {volume_name} to be reclaimed"), || async {
+        let volume = volumes.get(&volume_name).await?;
+        let phase = volume.status.and_then(|s| s.phase).unwrap_or_default();
+        let ours = volume.spec.and_then(|s| s.claim_ref).and_then(|r| r.uid).as_deref() == Some(claim_uid.as_str());
+        Ok((!ours && (phase == "Available" || phase == "Bound")).then_some(()))
+    })
+    .await
+    .unwrap();
 }
