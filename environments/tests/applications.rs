@@ -126,10 +126,12 @@ async fn three_services_and_a_seeded_database_roll_out_seed_once_and_reset() {
     let jobs: Api<Job> = Api::namespaced(admin.clone(), &name);
     let seed = jobs.get("seed-1").await.unwrap();
     assert!(complete(&seed), "Ready only once the seed completed: {:?}", seed.status);
-    for job in [&seed] {
-        let labels = job.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("previewd.dev/environment"), Some(&name), "owned");
-    }
+    let owned = |meta: &kube::api::ObjectMeta| {
+        meta.labels.as_ref().and_then(|l| l.get("previewd.dev/environment")) == Some(&name)
+    };
+    assert!(owned(&seed.metadata), "the seed Job is owned");
+    assert!(deployments.iter().all(|d| owned(&d.metadata)) && sets.iter().all(|s| owned(&s.metadata)));
+    assert!(services.iter().all(|s| owned(&s.metadata)), "every Service is owned");
     // While the seed ran, the environment said it waited for it.
     let reasons: Vec<String> =
         engine.store.transitions(id).await.unwrap().into_iter().filter_map(|t| t.reason).collect();
