@@ -379,17 +379,7 @@ impl Engine {
             return self.settle(env, EnvironmentState::Ready, None, Some(&spec), Some(expires_at)).await;
         }
         // The URLs are announced only once their names resolve to the ingress.
-        let mut dns = Ok(Duration::ZERO);
-        for host in &hosts {
-            dns = match self.dns.publish(host).await {
-                Ok(()) => self.dns.verify(host).await.map(|took| took + dns.unwrap_or_default()),
-                Err(error) => Err(error),
-            };
-            if dns.is_err() {
-                break;
-            }
-        }
-        match dns {
+        match self.publish_all(&hosts).await {
             Ok(took) => {
                 let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(environment = env.id, host = published, dns_verify_ms = took_ms, "hostname resolves");
@@ -408,6 +398,17 @@ impl Engine {
                 self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await
             }
         }
+    }
+
+    /// Publishes and verifies each hostname in turn, stopping at the first that fails; the
+    /// time the verifications took in all.
+    async fn publish_all(&self, hosts: &[String]) -> Result<Duration, DnsError> {
+        let mut took = Duration::ZERO;
+        for host in hosts {
+            self.dns.publish(host).await?;
+            took += self.dns.verify(host).await?;
+        }
+        Ok(took)
     }
 
     /// The repository's `.preview.yaml` at the head commit: read from the code host once per
