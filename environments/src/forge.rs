@@ -1,11 +1,13 @@
-//! The code host, as the engine sees it: the repository's `.preview.yaml` at a commit and
-//! the results of the checks that must pass before a commit is deployed. The service
+//! The code host, as the engine sees it: the repository's `.preview.yaml` (and the files it
+//! names, such as SQL seeds) at a commit, and the results of the checks that must pass before
+//! a commit is deployed. The service
 //! implements [`Forge`] over GitHub; [`FixedRepoConfig`] serves demos and tests. Errors are
 //! typed so that a reconcile can honour a rate limit's wait and fail at once on what no retry
 //! mends.
 
 use crate::model::{CommitSha, Repo};
 use crate::repo_config::RepoFile;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -51,6 +53,17 @@ pub trait Forge: Send + Sync + 'static {
         sha: &'a CommitSha,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, ForgeError>> + Send + 'a>>;
 
+    /// The file at `path` (relative to the repository's root) at commit `sha`, read up to
+    /// `max_bytes`; `None` if there is no such file. A commit's file cannot change, so callers
+    /// read it once and keep what they need.
+    fn fetch_file<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a CommitSha,
+        path: &'a str,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<FileBytes>, ForgeError>> + Send + 'a>>;
+
     /// Where the checks named `required` stand on commit `sha`.
     fn checks<'a>(
         &'a self,
@@ -69,8 +82,43 @@ pub struct Checks {
     pub failed: Vec<(String, String)>,
 }
 
-/// The same `.preview.yaml` for every pull request, and no checks to wait for.
-pub struct FixedRepoConfig(pub String);
+/// A file of the repository, as far as previewd reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileBytes {
+    /// Within the bound the caller gave.
+    Within(Vec<u8>),
+    /// Over it; `size` when the code host said (the content was then not read at all).
+    TooLarge { size: Option<u64> },
+}
+
+impl FileBytes {
+    /// `bytes` held to `max_bytes`.
+    pub fn bounded(bytes: Vec<u8>, max_bytes: usize) -> FileBytes {
+        if bytes.len() > max_bytes {
+            return FileBytes::TooLarge { size: Some(bytes.len() as u64) };
+        }
+        FileBytes::Within(bytes)
+    }
+}
+
+/// The same `.preview.yaml` (and other files) for every pull request and commit, and no
+/// checks to wait for: the demo and the engine's tests.
+pub struct FixedRepoConfig {
+    config: String,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl FixedRepoConfig {
+    pub fn new(config: impl Into<String>) -> Self {
+        FixedRepoConfig { config: config.into(), files: BTreeMap::new() }
+    }
+
+    /// Serves `bytes` at `path` too.
+    pub fn with_file(mut self, path: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(path.into(), bytes.into());
+        self
+    }
+}
 
 impl Forge for FixedRepoConfig {
     fn fetch<'a>(
@@ -78,7 +126,17 @@ impl Forge for FixedRepoConfig {
         _repo: &'a Repo,
         _sha: &'a CommitSha,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RepoFile>, ForgeError>> + Send + 'a>> {
-        Box::pin(async move { Ok(Some(RepoFile::from_bytes(self.0.clone().into_bytes()))) })
+        Box::pin(async move { Ok(Some(RepoFile::from_bytes(self.config.clone().into_bytes()))) })
+    }
+
+    fn fetch_file<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+        path: &'a str,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<FileBytes>, ForgeError>> + Send + 'a>> {
+        Box::pin(async move { Ok(self.files.get(path).map(|bytes| FileBytes::bounded(bytes.clone(), max_bytes))) })
     }
 
     fn checks<'a>(

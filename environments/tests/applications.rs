@@ -52,7 +52,7 @@ async fn engine(store: Store, config: &str, policy: Policy, templates: &Path) ->
         renderer: Renderer::load(templates).unwrap(),
         dns: previewd_environments::dns::Dns::from_policy(&policy.dns, None).unwrap(),
         policy,
-        forge: Arc::new(FixedRepoConfig(config.to_owned())),
+        forge: Arc::new(FixedRepoConfig::new(config.to_owned())),
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(60),
             teardown_timeout: Duration::from_secs(60),

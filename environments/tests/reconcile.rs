@@ -52,7 +52,7 @@ async fn engine(url: &str, repo_config: &str, policy: Policy, templates: &Path) 
         renderer: Renderer::load(templates).unwrap(),
         dns,
         policy,
-        forge: Arc::new(FixedRepoConfig(repo_config.to_owned())),
+        forge: Arc::new(FixedRepoConfig::new(repo_config.to_owned())),
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(60),
             teardown_timeout: Duration::from_secs(60),
@@ -123,6 +123,16 @@ impl previewd_environments::forge::Forge for CountingForge {
             None => Ok(Some(RepoFile::from_bytes(self.text.clone().into_bytes()))),
         };
         Box::pin(async move { answer })
+    }
+
+    fn fetch_file<'a>(
+        &'a self,
+        _repo: &'a Repo,
+        _sha: &'a CommitSha,
+        _path: &'a str,
+        _max_bytes: usize,
+    ) -> Answer<'a, Option<previewd_environments::forge::FileBytes>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn checks<'a>(&'a self, _repo: &'a Repo, _sha: &'a CommitSha, _required: &'a [String]) -> Answer<'a, Checks> {

@@ -221,3 +221,31 @@ fn a_template_cannot_ask_for_more_storage_or_another_class_than_the_policy() {
     assert!(e.contains("asks for storage class \"premium-ssd\""), "{e}");
     assert!(e.contains("the platform's environment template failed"), "{e}");
 }
+
+#[test]
+fn a_seed_of_sql_files_runs_psql_as_the_database_user_on_the_files_configmap() {
+    let config =
+        APP.replace("seed: { command: [/api, seed], service: api }", "seed: { sql: [db/schema.sql, db/data.sql] }");
+    let manifests = render(POLICY, &config, 2);
+    let pod = &find(&manifests, Kind::Job, "seed-2")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "docker.io/library/postgres:16");
+    let command: Vec<&str> = container["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(command[..5], ["psql", "--no-psqlrc", "--set", "ON_ERROR_STOP=1", "--single-transaction"]);
+    assert_eq!(command[5..], ["--file", "/seed/01-db-schema.sql", "--file", "/seed/02-db-data.sql"]);
+    // psql connects with the PG* variables alone; no service's variables or secrets.
+    assert_eq!(
+        env_names(container),
+        ["PREVIEW_URL", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "DATABASE_URL"]
+    );
+    assert!(container.get("envFrom").is_none(), "{container}");
+    assert_eq!(
+        (pod["securityContext"]["runAsUser"].as_i64(), pod["securityContext"]["runAsNonRoot"].as_bool()),
+        (Some(999), Some(true))
+    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "seed-2-sql");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/seed");
+    assert_eq!(container["volumeMounts"][0]["readOnly"], true);
+    // The ConfigMap is not a template object: previewd creates it with the Job.
+    assert!(names(&manifests, Kind::ConfigMap).iter().all(|n| !n.starts_with("seed")));
+}

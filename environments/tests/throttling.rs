@@ -43,7 +43,7 @@ async fn engine(url: &str, client: kube::Client) -> Engine {
         renderer: Renderer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates")).unwrap(),
         dns: previewd_environments::dns::Dns::from_policy(&policy.dns, None).unwrap(),
         policy,
-        forge: Arc::new(FixedRepoConfig(preview_yaml())),
+        forge: Arc::new(FixedRepoConfig::new(preview_yaml())),
         settings: EngineSettings {
             rollout_timeout: Duration::from_secs(60),
             teardown_timeout: Duration::from_secs(60),

@@ -62,7 +62,7 @@ pub async fn engine(
         (Some(side), _) => Arc::new(GitHubForge(side)),
         (None, Some(repo_config_file)) => {
             let text = yaml::read_file(repo_config_file, Origin::Repository).context("setting repo_config_file")?;
-            Arc::new(FixedRepoConfig(text))
+            Arc::new(FixedRepoConfig::new(text))
         }
         (None, None) => anyhow::bail!(
             "with policy_file, previewd needs GitHub access (github.app_id or github.token_file) to read each \

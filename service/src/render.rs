@@ -51,6 +51,14 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     }
     if let Some(seed) = spec.database.as_ref().and_then(|d| d.seed.as_ref()) {
         writeln!(out, "# Job {}: runs once, after the database is ready", seed.job)?;
+        if let Some(config_map) = &seed.config_map {
+            let paths: Vec<&str> = seed.sql.iter().map(|f| f.path.as_str()).collect();
+            writeln!(
+                out,
+                "# ConfigMap {config_map}: {}, read at the head commit when the seed starts",
+                paths.join(", ")
+            )?;
+        }
     }
     for note in &spec.notes {
         writeln!(out, "# note: {note}")?;

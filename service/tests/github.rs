@@ -578,6 +578,91 @@ async fn a_hostile_preview_yaml_fails_its_environment_once_while_others_are_serv
     w.finish().await;
 }
 
+/// The contents requests previewd made for `path` (the query's `ref` with each).
+fn reads_of(requests: &[Value], path: &str) -> Vec<String> {
+    let suffix = format!("/contents/{path}");
+    requests
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(&suffix)))
+        .map(|r| r["query"]["ref"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_seed_of_sql_files_is_read_once_at_the_head_commit_and_runs_from_its_configmap() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut w = world(&db, Options::default()).await;
+    let config =
+        format!("{}database:\n  engine: postgres\n  seed: {{ sql: [db/schema.sql, db/seed.sql] }}\n", preview_yaml());
+    let schema = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n";
+    let seed = "INSERT INTO items (name) VALUES ('a'), ('b');\n";
+    for head in [sha('a'), sha('b')] {
+        w.github.put_file(OWNER, &w.repo, &head, ".preview.yaml", Some(&config)).await.unwrap();
+        w.github.put_file(OWNER, &w.repo, &head, "db/schema.sql", Some(schema)).await.unwrap();
+        w.github.put_file(OWNER, &w.repo, &head, "db/seed.sql", Some(&format!("{seed}-- {head}\n"))).await.unwrap();
+    }
+    w.open(41, &sha('a'), false).await;
+    let ready = w.wait_state(41, "Ready").await;
+    let namespace = ready.name.clone().unwrap();
+    let admin = previewd_e2e::cluster::admin_client().await.unwrap();
+    let job = Api::<Job>::namespaced(admin.clone(), &namespace).get("seed-1").await.unwrap();
+    assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1), "the seed ran before Ready");
+    let container = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("docker.io/library/postgres:17"));
+    let command = container.command.clone().unwrap().join(" ");
+    assert!(command.ends_with("--file /seed/01-db-schema.sql --file /seed/02-db-seed.sql"), "{command}");
+    // The files of the head commit, in their order, in a ConfigMap the Job owns.
+    let files = Api::<ConfigMap>::namespaced(admin.clone(), &namespace).get("seed-1-sql").await.unwrap();
+    let data = files.data.clone().unwrap();
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["01-db-schema.sql", "02-db-seed.sql"]);
+    assert_eq!(
+        (data["01-db-schema.sql"].as_str(), data["02-db-seed.sql"].clone()),
+        (schema, format!("{seed}-- {}\n", sha('a')))
+    );
+    let owner = &files.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Job", "seed-1"));
+    assert_eq!(Some(&owner.uid), job.metadata.uid.as_ref());
+
+    // A push: redeployed, the seed not run again, so the files are not read again.
+    w.github.update_pull(OWNER, &w.repo, 41, json!({"head_sha": sha('b')})).await.unwrap();
+    let pushed = w.pull_request("synchronize", 41, &sha('b'), json!({}));
+    assert_eq!(w.github.deliver("pull_request", &pushed).await.unwrap().status_code, 202);
+    eventually("the push is deployed", || async {
+        let env = w.environment(41).await?;
+        (env.state == "Ready" && env.deployed_sha.as_deref() == Some(sha('b').as_str())).then_some(())
+    })
+    .await;
+    let requests = w.github.requests().await.unwrap();
+    assert_eq!(reads_of(&requests, "db/schema.sql"), [sha('a')]);
+    assert_eq!(reads_of(&requests, "db/seed.sql"), [sha('a')]);
+
+    // A file the head commit does not have fails the environment, saying which.
+    let head = sha('c');
+    w.github.put_file(OWNER, &w.repo, &head, ".preview.yaml", Some(&config)).await.unwrap();
+    w.github.put_file(OWNER, &w.repo, &head, "db/schema.sql", Some(schema)).await.unwrap();
+    w.open(42, &head, false).await;
+    let failed = w.wait_state(42, "Failed").await;
+    let refusal = ".preview.yaml: database.seed.sql[1]: db/seed.sql: no such file at ccccccc";
+    assert_eq!(failed.reason.as_deref(), Some(refusal));
+    w.comment_saying(42, refusal).await;
+    // So does more SQL than a ConfigMap carries, read no further than the bound.
+    let head = sha('d');
+    w.github.put_file(OWNER, &w.repo, &head, ".preview.yaml", Some(&config)).await.unwrap();
+    w.github.put_file(OWNER, &w.repo, &head, "db/schema.sql", Some(schema)).await.unwrap();
+    w.github.put_file(OWNER, &w.repo, &head, "db/seed.sql", Some(&"-".repeat(600 * 1024))).await.unwrap();
+    w.open(43, &head, false).await;
+    let failed = w.wait_state(43, "Failed").await;
+    let reason = failed.reason.unwrap();
+    assert!(
+        reason.starts_with(".preview.yaml: database.seed.sql[1]: db/seed.sql: too large (614400 bytes); a seed's SQL files may hold 512 KiB in all"),
+        "{reason}"
+    );
+    w.finish().await;
+}
+
 #[tokio::test]
 async fn commands_need_write_access_and_unknown_ones_get_help() {
     let db = fresh(Backend::Sqlite).await.unwrap();

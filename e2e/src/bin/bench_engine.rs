@@ -182,7 +182,7 @@ async fn run(options: &Options, instance: &str, url: &str, admin: &Client) -> an
         cluster: Cluster::new(previewd_client().await?, previewd_e2e::cluster::READ_CLUSTER_ROLE),
         renderer: Renderer::load(&templates).with_context(|| format!("loading {}", templates.display()))?,
         policy,
-        forge: Arc::new(FixedRepoConfig(PREVIEW_YAML.to_owned())),
+        forge: Arc::new(FixedRepoConfig::new(PREVIEW_YAML.to_owned())),
         dns,
         settings: EngineSettings {
             rollout_timeout: options.timeout,

@@ -15,6 +15,7 @@
 //! itself, so a leaked token cannot read ConfigMaps, pods or env vars anywhere else.
 
 pub mod inventory;
+pub mod jobs;
 pub mod rollout;
 pub mod watch;
 
@@ -61,7 +62,7 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    fn from_kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
+    pub(crate) fn from_kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
         let action = action.into();
         move |error| match &error {
             kube::Error::Api(status) if status.code == 403 => {
@@ -370,51 +371,6 @@ impl Cluster {
             .await
             .map_err(ClusterError::from_kube(format!("prune secrets in {}", owner.environment)))?;
         Ok(())
-    }
-
-    /// Creates the rendered Jobs that do not exist yet, once every StatefulSet of the namespace
-    /// has rolled out (the seed needs its database). A Job that exists is left as it is, whatever
-    /// it renders to now: it ran (or runs) once, and a Job's pod template cannot change. A new
-    /// run is a new name (the database's next generation). Returns whether it is still waiting
-    /// for a StatefulSet.
-    pub async fn start_jobs(&self, owner: &Ownership, jobs: &[&Manifest]) -> Result<bool, ClusterError> {
-        if jobs.is_empty() {
-            return Ok(false);
-        }
-        let namespace = &owner.environment;
-        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(self.client.clone(), namespace);
-        let sets = sets
-            .list(&ListParams::default())
-            .await
-            .map_err(ClusterError::from_kube(format!("list statefulsets in {namespace}")))?;
-        if !sets.items.iter().all(rollout::set_rolled_out) {
-            return Ok(true);
-        }
-        let api = self.api(Kind::Job, namespace);
-        let existing: BTreeSet<String> = api
-            .list_metadata(&ListParams::default().labels(&owner.selector()))
-            .await
-            .map_err(ClusterError::from_kube(format!("list jobs in {namespace}")))?
-            .items
-            .into_iter()
-            .filter_map(|j| j.metadata.name)
-            .collect();
-        for job in jobs.iter().filter(|j| !existing.contains(&j.name)) {
-            let object: DynamicObject =
-                serde_json::from_value(job.object.clone()).map_err(|e| ClusterError::Rejected {
-                    action: format!("create job {namespace}/{}", job.name),
-                    message: e.to_string(),
-                })?;
-            let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
-            match api.create(&params, &object).await {
-                Ok(_) => tracing::info!(namespace, job = job.name, "started a job"),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => {
-                    return Err(ClusterError::from_kube(format!("create job {namespace}/{}", job.name))(error));
-                }
-            }
-        }
-        Ok(false)
     }
 
     /// Reads a platform secret from the source namespace.

@@ -8,6 +8,7 @@
 
 mod rendering;
 mod retry;
+mod seed;
 
 pub use rendering::{Placement, Unrenderable, render_environment};
 
@@ -36,6 +37,8 @@ pub enum ReconcileError {
     ConfigSource(ForgeError),
     #[error("could not read the checks of the head commit: {0}")]
     Checks(ForgeError),
+    #[error("could not read the seed's SQL files: {0}")]
+    SeedSource(ForgeError),
     #[error(transparent)]
     Dns(#[from] DnsError),
     #[error("another reconcile of this environment is running")]
@@ -50,7 +53,9 @@ impl ReconcileError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ReconcileError::Cluster(error) => error.retry_after(),
-            ReconcileError::ConfigSource(error) | ReconcileError::Checks(error) => error.retry_after,
+            ReconcileError::ConfigSource(error) | ReconcileError::Checks(error) | ReconcileError::SeedSource(error) => {
+                error.retry_after
+            }
             _ => None,
         }
     }
@@ -341,11 +346,9 @@ impl Engine {
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
         }
-        // The seed starts once its database is ready (a Job runs once; the watch brings the
-        // reconcile that starts it).
-        let jobs: Vec<&crate::render::Manifest> =
-            manifests.iter().filter(|m| m.kind == crate::kinds::Kind::Job).collect();
-        self.cluster.start_jobs(&owner, &jobs).await?;
+        if let Err(reason) = self.start_jobs(&pr, &owner, &spec, &manifests).await? {
+            return self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await;
+        }
         // One look, never a wait: the rollout watch or the deadline brings the next reconcile.
         let ready = env.state()? == EnvironmentState::Ready;
         match self.cluster.rollout(&name).await? {

@@ -17,7 +17,7 @@ mod expiry;
 mod services;
 
 pub use admission::{Commands, FORK_DENIED, LimitDecision, LiveCounts, check_limits, trigger_allows};
-pub use database::{DATABASE_USER, PASSWORD_SECRET};
+pub use database::{DATABASE_USER, MAX_SEED_SQL_BYTES, MAX_SEED_SQL_FILES, PASSWORD_SECRET, SEED_SQL_DIR};
 pub use expiry::{expires_at, warn_at};
 pub use services::generated_env_name;
 
@@ -141,8 +141,9 @@ pub struct DatabaseSpec {
 pub struct SeedSpec {
     /// `seed-<generation>`.
     pub job: String,
-    /// The service whose image and variables it runs with.
-    pub service: String,
+    /// The service whose image and variables it runs with; `None` for SQL files, run with
+    /// `psql` in the database's image.
+    pub service: Option<String>,
     pub image: String,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -150,6 +151,19 @@ pub struct SeedSpec {
     pub generated_secrets: Vec<String>,
     pub resources: ContainerResources,
     pub timeout_seconds: u64,
+    /// The repository's SQL files, in the order they run; empty for a `command`.
+    pub sql: Vec<SqlFile>,
+    /// `seed-<generation>-sql`, the ConfigMap holding `sql`, mounted at `/seed` (with `sql`).
+    pub config_map: Option<String>,
+}
+
+/// One SQL file of a seed: read from the repository at the head commit when the seed starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SqlFile {
+    /// Relative to the repository's root.
+    pub path: String,
+    /// Its key in the ConfigMap and file name under `/seed`: `01-db-schema.sql`.
+    pub key: String,
 }
 
 impl EnvironmentSpec {
@@ -188,6 +202,9 @@ impl EnvironmentSpec {
             database.statefulset = format!("database-{}", database.generation);
             if let Some(seed) = &mut database.seed {
                 seed.job = format!("seed-{}", database.generation);
+                if !seed.sql.is_empty() {
+                    seed.config_map = Some(format!("{}-sql", seed.job));
+                }
             }
         }
     }

@@ -350,7 +350,7 @@ fn several_services_get_their_hosts_variables_and_a_seeded_database() {
     assert_eq!((database.version.as_str(), database.image.as_str()), ("17", "docker.io/library/postgres:17"));
     assert_eq!((database.statefulset.as_str(), database.generation), ("database-1", 1));
     let seed = database.seed.as_ref().unwrap();
-    assert_eq!((seed.job.as_str(), seed.service.as_str()), ("seed-1", "api"));
+    assert_eq!((seed.job.as_str(), seed.service.as_deref()), ("seed-1", Some("api")));
     assert_eq!(seed.generated_secrets, ["session-key"]);
     assert_eq!(spec.generated_secrets, ["session-key", "database-password"]);
     assert_eq!(spec.platform_secrets, ["db-readonly"]);
@@ -427,4 +427,46 @@ fn forks_get_no_registry_credentials_either() {
     let spec = resolve(&policy, &fork, &config("")).unwrap();
     assert!(spec.image_pull_secrets.is_empty() && spec.platform_secrets.is_empty());
     assert!(spec.notes[0].contains("regcred"), "{:?}", spec.notes);
+}
+
+#[test]
+fn a_seed_of_sql_files_runs_them_in_order_with_psql_in_the_database_image() {
+    let web = "services:\n  web: { image: 'ghcr.io/acme/web:1', port: 80, expose: public, env: { A: b } }\n";
+    let spec = services(&format!(
+        "{web}database: {{ engine: postgres, version: '16', seed: {{ sql: [db/schema.sql, 'db/seed data.sql'] }} }}\n"
+    ))
+    .unwrap();
+    let seed = spec.database.as_ref().unwrap().seed.clone().unwrap();
+    assert_eq!((seed.service.as_deref(), seed.image.as_str()), (None, "docker.io/library/postgres:16"));
+    let keys: Vec<(&str, &str)> = seed.sql.iter().map(|f| (f.path.as_str(), f.key.as_str())).collect();
+    assert_eq!(keys, [("db/schema.sql", "01-db-schema.sql"), ("db/seed data.sql", "02-db-seed-data.sql")]);
+    assert_eq!(
+        seed.command.join(" "),
+        "psql --no-psqlrc --set ON_ERROR_STOP=1 --single-transaction --file /seed/01-db-schema.sql --file /seed/02-db-seed-data.sql"
+    );
+    // Nothing of a service's: no variables, no secrets.
+    assert!(seed.env.is_empty() && seed.platform_secrets.is_empty() && seed.generated_secrets.is_empty());
+    let mut placed = spec.clone();
+    placed.place(&spec.name, "preview.example.com", 2);
+    let seed = placed.database.unwrap().seed.unwrap();
+    assert_eq!((seed.job.as_str(), seed.config_map.as_deref()), ("seed-2", Some("seed-2-sql")));
+
+    for (sql, expected) in [
+        ("[/etc/passwd.sql]", "database.seed.sql[0]: \"/etc/passwd.sql\" must be relative to the repository's root"),
+        ("[db/../../x.sql]", "database.seed.sql[0]: \"db/../../x.sql\" must not have empty, `.` or `..` parts"),
+        ("[db//x.sql]", "database.seed.sql[0]: \"db//x.sql\" must not have empty"),
+        ("[a.sql, db/x.sh]", "database.seed.sql[1]: \"db/x.sh\" must name a `.sql` file"),
+        ("[a.sql, a.sql]", "database.seed.sql[1]: \"a.sql\" is listed twice"),
+        ("[\"a\\tb.sql\"]", "database.seed.sql[0]: \"a\\tb.sql\" must not hold control characters"),
+    ] {
+        let found = services(&format!("{web}database: {{ engine: postgres, seed: {{ sql: {sql} }} }}\n")).unwrap_err();
+        assert!(found.len() == 1 && found[0].starts_with(expected), "{sql}: {found:?}");
+    }
+    let many: Vec<String> = (0..21).map(|i| format!("f{i}.sql")).collect();
+    let found = services(&format!("{web}database: {{ engine: postgres, seed: {{ sql: [{}] }} }}\n", many.join(", ")))
+        .unwrap_err();
+    assert_eq!(found, ["database.seed.sql: lists 21 files; at most 20 are run"]);
+    let found = services(&format!("{web}database: {{ engine: postgres, seed: {{ sql: [a.sql], service: web }} }}\n"))
+        .unwrap_err();
+    assert!(found[0].starts_with("database.seed.service: is for a `command`"), "{found:?}");
 }

@@ -2,6 +2,7 @@
 
 use super::client::{As, GitHub, GitHubError};
 use base64::Engine as _;
+use previewd_environments::forge::FileBytes;
 use previewd_environments::model::{CommitSha, InstallationId, PrNumber, PullRequest, Repo, RepoId};
 use previewd_environments::repo_config::{RepoConfigError, RepoFile};
 use previewd_environments::yaml::MAX_REPOSITORY_FILE_BYTES;
@@ -134,10 +135,13 @@ struct StatusItem {
     state: String,
 }
 
-/// The most previewd reads of an answer of the contents API: a file at the cap is 4/3 larger in
-/// base64, GitHub breaks the base64 into lines (each break two bytes escaped in JSON), and the
-/// metadata (name, SHA, links) is a few hundred bytes; twice the file plus 16 KiB is ample.
-const MAX_CONTENTS_REPLY_BYTES: usize = 2 * MAX_REPOSITORY_FILE_BYTES + 16 * 1024;
+/// The most previewd reads of an answer of the contents API for a file of at most `max_bytes`:
+/// the file is 4/3 larger in base64, GitHub breaks the base64 into lines (each break two bytes
+/// escaped in JSON), and the metadata (name, SHA, links) is a few hundred bytes; twice the file
+/// plus 16 KiB is ample.
+fn contents_reply_bound(max_bytes: usize) -> usize {
+    2 * max_bytes + 16 * 1024
+}
 
 fn repo_path(repo: &Repo) -> String {
     format!("/repos/{}/{}", repo.owner, repo.name)
@@ -155,6 +159,22 @@ impl GitHub {
         path: &str,
         sha: &CommitSha,
     ) -> Result<Option<RepoFile>, GitHubError> {
+        Ok(self.repo_file_bytes(who, repo, path, sha, MAX_REPOSITORY_FILE_BYTES).await?.map(|file| match file {
+            FileBytes::Within(bytes) => RepoFile::from_bytes(bytes),
+            FileBytes::TooLarge { size } => RepoFile::Refused(RepoConfigError::TooLarge { size }),
+        }))
+    }
+
+    /// The bytes of the file at `path` at commit `sha`, up to `max_bytes` (at most the 1 MB
+    /// GitHub returns inline); `None` if it does not exist there. Bounded as [`Self::repo_file`].
+    pub async fn repo_file_bytes(
+        &self,
+        who: As,
+        repo: &Repo,
+        path: &str,
+        sha: &CommitSha,
+        max_bytes: usize,
+    ) -> Result<Option<FileBytes>, GitHubError> {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
@@ -165,17 +185,15 @@ impl GitHub {
             encoding: String,
         }
         let call = format!("{}/contents/{path}?ref={sha}", repo_path(repo));
-        let reply = match self.get_bounded(who, &call, MAX_CONTENTS_REPLY_BYTES).await {
+        let reply = match self.get_bounded(who, &call, contents_reply_bound(max_bytes)).await {
             Ok(reply) => reply,
             Err(GitHubError::NotFound { .. }) => return Ok(None),
-            Err(GitHubError::TooLarge { .. }) => {
-                return Ok(Some(RepoFile::Refused(RepoConfigError::TooLarge { size: None })));
-            }
+            Err(GitHubError::TooLarge { .. }) => return Ok(Some(FileBytes::TooLarge { size: None })),
             Err(error) => return Err(error),
         };
         let file: File = reply.json(&call)?;
-        if let Some(size) = file.size.filter(|&s| s > MAX_REPOSITORY_FILE_BYTES as u64) {
-            return Ok(Some(RepoFile::Refused(RepoConfigError::TooLarge { size: Some(size) })));
+        if let Some(size) = file.size.filter(|&s| s > max_bytes as u64) {
+            return Ok(Some(FileBytes::TooLarge { size: Some(size) }));
         }
         if file.encoding != "base64" {
             return Err(GitHubError::Decode {
@@ -188,7 +206,7 @@ impl GitHub {
             .decode(packed)
             .map_err(|e| GitHubError::Decode { call: call.clone(), message: e.to_string() })?;
         // Checked again on the bytes: `size` is GitHub's word.
-        Ok(Some(RepoFile::from_bytes(bytes)))
+        Ok(Some(FileBytes::bounded(bytes, max_bytes)))
     }
 
     /// The login on what previewd writes: `<slug>[bot]` for a GitHub App (its slug from

@@ -1,10 +1,10 @@
-//! The engine's view of the code host, over GitHub: `.preview.yaml` at the head commit and
-//! the results of the required checks.
+//! The engine's view of the code host, over GitHub: `.preview.yaml` and the files it names at
+//! the head commit, and the results of the required checks.
 
 use super::client::GitHubError;
 use super::report::GitHubSide;
 use super::report::ReportError;
-use previewd_environments::forge::{Checks, Forge, ForgeError};
+use previewd_environments::forge::{Checks, FileBytes, Forge, ForgeError};
 use previewd_environments::model::{CommitSha, Repo};
 use previewd_environments::repo_config::RepoFile;
 use std::future::Future;
@@ -23,6 +23,20 @@ impl Forge for GitHubForge {
             let side = &self.0;
             let who = side.installation_for(repo).await.map_err(from_report)?;
             side.github.repo_file(who, repo, &side.repo_config_path, sha).await.map_err(from_github)
+        })
+    }
+
+    fn fetch_file<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a CommitSha,
+        path: &'a str,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<FileBytes>, ForgeError>> + Send + 'a>> {
+        Box::pin(async move {
+            let side = &self.0;
+            let who = side.installation_for(repo).await.map_err(from_report)?;
+            side.github.repo_file_bytes(who, repo, path, sha, max_bytes).await.map_err(from_github)
         })
     }
 
