@@ -56,6 +56,14 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Bypass tokens, which open a repository's protected previews for automation (header
+    /// `x-previewd-bypass`), through a running previewd's admin API.
+    Bypass {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: BypassCommand,
+    },
     /// Admin API tokens, in previewd's database (run where previewd's settings are, e.g. with
     /// `kubectl exec` in its pod).
     Token {
@@ -146,6 +154,31 @@ pub enum EnvCommand {
     ResetDb { id: i64 },
     /// Tear an environment down now.
     Destroy { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BypassCommand {
+    /// Create a bypass token and print it (once: only its hash is stored).
+    Create {
+        /// `owner/name`
+        #[arg(long)]
+        repository: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List a repository's bypass tokens (never their secrets).
+    List {
+        /// `owner/name`
+        #[arg(long)]
+        repository: String,
+    },
+    /// Revoke a bypass token by name: visits with it are refused from then on.
+    Revoke {
+        /// `owner/name`
+        #[arg(long)]
+        repository: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The `previewd` service: configuration, the HTTP endpoints, the GitHub adapter and the job
 //! queue workers around the lifecycle engine in `previewd-environments`.
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;

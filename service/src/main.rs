@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
             return previewd::admin::usage(&server, from, to, &group_by).await;
         }
         Command::Limits { server } => return previewd::admin::limits(&server).await,
+        Command::Bypass { server, command } => return previewd::admin::bypass(&server, command).await,
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -31,6 +32,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command, output } => previewd::admin::token(&config, command, output).await,
-        Command::Render(_) | Command::Env { .. } | Command::Usage { .. } | Command::Limits { .. } => Ok(()),
+        Command::Render(_)
+        | Command::Env { .. }
+        | Command::Usage { .. }
+        | Command::Limits { .. }
+        | Command::Bypass { .. } => Ok(()),
     }
 }

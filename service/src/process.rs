@@ -90,11 +90,24 @@ impl JobRunner {
 
     async fn process(&self, event: Event) -> Result<(), JobError> {
         match event {
-            Event::PullRequest { action, pull_request, merged, label, sender, updated_at, installation, title } => {
+            Event::PullRequest {
+                action,
+                pull_request,
+                merged,
+                label,
+                sender,
+                updated_at,
+                installation,
+                title,
+                private,
+            } => {
                 if !self.serves(&pull_request.repo) {
                     return Ok(());
                 }
                 self.store.upsert_repository(&pull_request.repo, installation, true).await.map_err(transient)?;
+                if let Some(private) = private {
+                    self.store.set_repository_private(pull_request.repo.id, private).await.map_err(transient)?;
+                }
                 // GitHub's time of the change, which no push of this head came after: what
                 // `/preview approve` compares with the comment's time.
                 if let Some(at) = updated_at {

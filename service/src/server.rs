@@ -107,6 +107,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         shutdown.clone(),
     );
     workers.close();
+    let access = intake_policy.clone().map(|policy| {
+        let signs_in = config.dashboard.oauth(&config.github).ok().flatten().map(|o| o.public_url);
+        crate::access::Gate::new(store.clone(), policy, signs_in.as_deref())
+    });
+    if let Some(gate) = &access {
+        workers.spawn(gate.clone().run(shutdown.stop.clone()));
+    }
     let state = AppState {
         store: store.clone(),
         intake,
@@ -121,6 +128,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         engine: engine.clone(),
         changes: ChangeFeed::start(store.clone(), shutdown.stop.clone()),
         dashboard: load_dashboard(&config)?,
+        access,
     };
     let address = listener.local_addr().context("reading the listening address")?;
     tracing::info!(

@@ -10,6 +10,7 @@
 //! per-repository overrides with the merge that makes an [`EffectivePolicy`], and the rules
 //! between fields.
 
+mod access;
 mod dns;
 mod overrides;
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod tests;
 mod validate;
 mod workloads;
 
+pub use access::{Protection, SleepAfter, SleepOverride, SleepPolicy};
 pub use dns::{
     DEFAULT_TSIG_SECRET_ENV, DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server,
 };
@@ -122,6 +124,14 @@ pub struct Policy {
     /// Platform-provided secrets environments may receive.
     #[serde(default)]
     pub secrets: SecretsPolicy,
+    /// Who may open previews: `auto` (the default: `github` for private repositories, `none`
+    /// for public ones), `none`, `github` (people who may read the repository) or `github_org`
+    /// (anyone who may sign in to previewd).
+    #[serde(default)]
+    pub protection: Protection,
+    /// When idle environments sleep.
+    #[serde(default)]
+    pub sleep: SleepPolicy,
     /// Exceptions by repository, keyed by `owner/name` (matched without regard to case).
     #[serde(default)]
     pub repositories: BTreeMap<String, Override>,

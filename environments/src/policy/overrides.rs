@@ -18,6 +18,8 @@ pub struct Override {
     pub templates: TemplatesOverride,
     pub secrets: SecretsOverride,
     pub required_checks: Option<Vec<String>>,
+    pub protection: Option<Protection>,
+    pub sleep: SleepOverride,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +100,9 @@ pub struct EffectivePolicy {
     pub egress_cidrs: Vec<String>,
     pub secrets: SecretsPolicy,
     pub required_checks: Vec<String>,
+    /// As configured; [`Protection::resolve`] with the repository's visibility gives the mode.
+    pub protection: Protection,
+    pub sleep: SleepPolicy,
 }
 
 impl EffectivePolicy {
@@ -159,6 +164,11 @@ impl Policy {
             keep_label: self.keep_label.clone(),
             approve_label: self.approve_label.clone(),
             required_checks: o.required_checks.clone().unwrap_or_else(|| self.required_checks.clone()),
+            protection: o.protection.unwrap_or(self.protection),
+            sleep: SleepPolicy {
+                after: o.sleep.after.unwrap_or(self.sleep.after),
+                allow_never: o.sleep.allow_never.unwrap_or(self.sleep.allow_never),
+            },
             templates: Templates {
                 default: o.templates.default.clone().unwrap_or_else(|| self.templates.default.clone()),
                 available: o.templates.available.clone().unwrap_or_else(|| self.templates.available.clone()),

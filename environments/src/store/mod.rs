@@ -7,6 +7,7 @@
 //! dialects differ (row locking when claiming jobs) the backend is matched explicitly. Every
 //! query runs against both backends in the test suite.
 
+mod access;
 mod admission;
 mod audit;
 mod changes;
@@ -24,6 +25,7 @@ mod retention;
 mod sessions;
 mod tokens;
 
+pub use access::{BYPASS_PREFIX, BypassTokenError, BypassTokenRecord, GateRecord};
 pub use admission::{AdmissionPass, Limits};
 pub use audit::{AuditRecord, NewAuditEntry};
 pub use changes::ChangeRecord;

@@ -85,6 +85,19 @@ impl Store {
     }
 
     /// The repositories previewd currently serves, by id.
+    /// The repository named `owner/name` (without regard to case).
+    pub async fn repository_by_name(&self, owner: &str, name: &str) -> Result<Option<RepositoryRecord>, StoreError> {
+        with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM repositories WHERE lower(owner) = lower($1) AND lower(name) = lower($2) \
+             ORDER BY active DESC, repo_id LIMIT 1"
+        )))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::query("reading a repository")))
+    }
+
     pub async fn active_repositories(&self) -> Result<Vec<RepositoryRecord>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM repositories WHERE active ORDER BY repo_id"

@@ -129,6 +129,8 @@ impl ApiClient {
         if !status.is_success() {
             return Err(Self::refused(status, &bytes));
         }
+        // No content (204) reads as `null`, which `()` takes.
+        let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable(e.to_string()))
     }
 

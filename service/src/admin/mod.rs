@@ -1,7 +1,10 @@
 //! The CLI's admin commands: `previewd env ...` against a running previewd's admin API, and
 //! `previewd token ...` on previewd's own database.
 
+mod bypass;
 pub mod client;
+
+pub use bypass::bypass;
 
 use crate::cli::{EnvCommand, Output, Scope, ServerArgs, TokenCommand};
 use crate::config::Config;

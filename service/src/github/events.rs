@@ -32,6 +32,10 @@ pub enum Event {
         /// Absent in jobs queued by older versions and in events previewd synthesises.
         #[serde(default)]
         title: Option<String>,
+        /// Whether the repository is private, as the delivery says: what protection `auto`
+        /// decides by. Absent in jobs queued by older versions and in synthesised events.
+        #[serde(default)]
+        private: Option<bool>,
     },
     /// A comment on a pull request that contains a `/preview` command.
     Command {
@@ -275,6 +279,7 @@ fn pull_request(p: wire::PullRequestEvent) -> Result<Classified, PayloadError> {
             why: "previewd does not act on this pull request action",
         });
     };
+    let private = p.repository.private;
     let base_repo = p.repository.into_repo();
     let pr = p.pull_request;
     // A head repository that is gone (deleted fork) is treated as a fork: its code is not ours.
@@ -300,6 +305,7 @@ fn pull_request(p: wire::PullRequestEvent) -> Result<Classified, PayloadError> {
             updated_at: pr.updated_at.as_deref().and_then(github_time),
             installation: p.installation.map(|i| InstallationId(i.id)),
             title: pr.title.map(|t| bounded_title(&t)),
+            private,
         }),
     })
 }
@@ -390,6 +396,8 @@ mod wire {
         pub id: i64,
         pub name: String,
         pub owner: User,
+        #[serde(default)]
+        pub private: Option<bool>,
     }
 
     impl Repository {

@@ -143,6 +143,7 @@ impl Resync {
                 updated_at: pull.updated_at.as_deref().and_then(super::events::github_time),
                 installation,
                 title: pull.title.as_deref().map(super::events::bounded_title),
+                private: None,
             };
             self.queue(&event).await?;
         }
@@ -173,6 +174,7 @@ impl Resync {
                 updated_at: None,
                 installation,
                 title: None,
+                private: None,
             };
             self.queue(&event).await?;
         }

@@ -1,6 +1,7 @@
 //! previewd's HTTP surface: the GitHub webhook endpoint, the admin API, the dashboard and the
 //! operations endpoints.
 
+mod access;
 pub mod api;
 mod body;
 pub mod dashboard;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub changes: Arc<api::events::ChangeFeed>,
     /// The dashboard's templates and sign-in; `None` when its templates did not load.
     pub dashboard: Option<Arc<dashboard::Dashboard>>,
+    /// The forward-authentication decision; `None` without a policy.
+    pub access: Option<Arc<crate::access::Gate>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/_previewd/auth", get(access::auth))
+        .route("/_previewd/page", get(access::page))
         .merge(api::router().layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
         .merge(dashboard::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)))
         .with_state(state)

@@ -6,6 +6,7 @@
 //! went wrong, and a message that names the field at fault.
 
 pub mod audit;
+pub mod bypass;
 pub mod environments;
 pub mod events;
 pub mod openapi;
@@ -37,6 +38,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/environments/{id}/extend", post(environments::extend))
         .route("/api/v1/environments/{id}/redeploy", post(environments::redeploy))
         .route("/api/v1/environments/{id}/reset-db", post(environments::reset_database))
+        .route("/api/v1/repositories/{owner}/{name}/bypass-tokens", get(bypass::list).post(bypass::create))
+        .route("/api/v1/repositories/{owner}/{name}/bypass-tokens/{token}", axum::routing::delete(bypass::revoke))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/usage", get(usage::usage))

@@ -2,7 +2,7 @@
 //! answers' own types, so it cannot describe an API other than the one served.
 //! `service/openapi.json` is its committed copy; `tests/openapi.rs` fails when they differ.
 
-use super::{ApiError, Caller, audit, environments, events, usage};
+use super::{ApiError, Caller, audit, bypass, environments, events, usage};
 use axum::Json;
 use previewd_environments::store::TokenScope;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -27,6 +27,9 @@ use utoipa::{Modify, OpenApi};
         usage::usage,
         usage::limits,
         audit::list,
+        bypass::list,
+        bypass::create,
+        bypass::revoke,
         serve,
     ),
     components(schemas(ApiError)),
@@ -36,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         (name = "actions", description = "What an admin token may do to a live environment"),
         (name = "fleet", description = "Usage and limits"),
         (name = "audit", description = "Who did what"),
+        (name = "access", description = "Bypass tokens that open a repository's protected previews"),
     )
 )]
 pub struct ApiDoc;

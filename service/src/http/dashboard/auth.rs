@@ -200,6 +200,76 @@ pub(super) async fn logout(
     Ok(([(header::SET_COOKIE, clear)], Redirect::to("/auth/signed-out")).into_response())
 }
 
+#[derive(Deserialize)]
+pub(super) struct PreviewQuery {
+    next: Option<String>,
+}
+
+/// `GET /auth/preview?next=<preview URL>`: a signed-in person gets the preview cookie
+/// ([`crate::access::PREVIEW_COOKIE`], on the base domain, so every preview's host receives
+/// it) and goes back to the preview. Someone not signed in signs in first and comes back here.
+pub(super) async fn preview(
+    State(app): State<AppState>,
+    Query(query): Query<PreviewQuery>,
+    viewer: super::viewer::PageViewer,
+) -> Result<Response, ApiError> {
+    let auth = auth(&app)?;
+    let Some(gate) = &app.access else {
+        return Err(refused(
+            StatusCode::NOT_FOUND,
+            "no_previews",
+            "previewd serves no previews here (it runs without a policy)",
+        ));
+    };
+    let super::viewer::Viewer::Person { session, .. } = viewer.0 else {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "not_a_person",
+            "previews are opened by people signed in with GitHub; automation uses a bypass token",
+        ));
+    };
+    let base = gate.base_domain();
+    let next = query.next.unwrap_or_default();
+    let target: Option<axum::http::Uri> = next.parse().ok().filter(|_| next.len() <= MAX_NEXT);
+    let host = target.as_ref().and_then(|t| t.host()).map(str::to_ascii_lowercase);
+    let scheme_ok = target.as_ref().and_then(|t| t.scheme_str()).is_some_and(|s| s == "https" || s == "http");
+    if !scheme_ok || !host.as_deref().is_some_and(|h| h.ends_with(&format!(".{base}"))) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "next",
+            format!("must be the URL of a preview under {base}"),
+        ));
+    }
+    let dashboard_host =
+        auth.public_url.parse::<axum::http::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase));
+    if !dashboard_host.is_some_and(|h| h == base || h.ends_with(&format!(".{base}"))) {
+        return Err(refused(
+            StatusCode::CONFLICT,
+            "dashboard_outside_base_domain",
+            format!(
+                "the dashboard (dashboard.public_url {}) must be served under {base} for browsers to accept its cookie for previews",
+                auth.public_url
+            ),
+        ));
+    }
+    let secret = app.store.issue_preview_secret(session.id).await?;
+    let remaining = Duration::from_millis(u64::try_from(session.expires_at - now_ms()).unwrap_or(0));
+    let cookie = cookie::Cookie::build((
+        crate::access::PREVIEW_COOKIE,
+        secrecy::ExposeSecret::expose_secret(&secret).to_owned(),
+    ))
+    .domain(base.to_owned())
+    .path("/")
+    .http_only(true)
+    .secure(auth.secure_cookies())
+    .same_site(cookie::SameSite::Lax)
+    .max_age(cookie::time::Duration::seconds(i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX)))
+    .build()
+    .to_string();
+    tracing::info!(login = session.login, host = host.as_deref(), "signed in to previews");
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response())
+}
+
 /// `GET /auth/signed-out`.
 pub(super) async fn signed_out(State(app): State<AppState>) -> Result<Response, ApiError> {
     Ok(dashboard(&app)?.render("signed-out.html", serde_json::json!({}))?.into_response())

@@ -10,7 +10,7 @@
 mod actions;
 mod auth;
 mod platform;
-mod viewer;
+pub(crate) mod viewer;
 
 use super::AppState;
 use super::api::environments::{EnvironmentView, detail, filter_param};
@@ -86,6 +86,8 @@ pub struct DashboardAuth {
     http: crate::outbound::HttpsClient,
     /// GitHub's REST API, asked with the person's token.
     api_url: String,
+    /// `dashboard.public_url`.
+    public_url: String,
     secure: bool,
     timeout: Duration,
     session_lifetime: Duration,
@@ -147,6 +149,7 @@ impl DashboardAuth {
             http,
             api_url: settings.github_api_url.clone(),
             secure: oauth.public_url.starts_with("https://"),
+            public_url: oauth.public_url.clone(),
             timeout: settings.github_timeout,
             session_lifetime: settings.session_lifetime,
             permissions_cache: settings.permissions_cache,
@@ -209,6 +212,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/signed-out", get(auth::signed_out))
+        .route("/auth/preview", get(auth::preview))
         .route("/static/dashboard.js", get(script))
         .layer(axum::middleware::from_fn_with_state(app, html_errors))
 }

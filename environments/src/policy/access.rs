@@ -1,0 +1,101 @@
+//! Who may open a preview, and when an idle one sleeps: the policy's `protection` and `sleep`
+//! sections, both overridable per repository.
+
+use super::duration_text;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Who may open a preview's URLs, as previewd's forward-authentication endpoint decides. Bypass
+/// tokens and share links open a protected preview whatever the mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protection {
+    /// `github` for a private repository, or one whose visibility previewd has not learnt yet
+    /// (from a delivery); `none` for a public one, whose code anyone can read anyway.
+    #[default]
+    Auto,
+    /// Anyone with the URL.
+    None,
+    /// People signed in with GitHub who may read the repository.
+    Github,
+    /// Anyone who may sign in to previewd (the members of `dashboard.allowed_orgs`), whether or
+    /// not they may read the repository: for previews a whole organisation reviews.
+    GithubOrg,
+}
+
+impl Protection {
+    /// The mode for a repository whose visibility is `private` (`None`: not known yet).
+    pub fn resolve(self, private: Option<bool>) -> Protection {
+        match self {
+            Protection::Auto if private == Some(false) => Protection::None,
+            Protection::Auto => Protection::Github,
+            other => other,
+        }
+    }
+}
+
+/// How long without a visit or a push before an environment sleeps: a duration (`1h`), or
+/// `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepAfter {
+    Never,
+    After(Duration),
+}
+
+impl SleepAfter {
+    pub fn parse(text: &str) -> Result<SleepAfter, String> {
+        if text.trim() == "never" {
+            return Ok(SleepAfter::Never);
+        }
+        duration_text::parse(text).map(SleepAfter::After)
+    }
+
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            SleepAfter::Never => None,
+            SleepAfter::After(d) => Some(d),
+        }
+    }
+}
+
+impl Serialize for SleepAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SleepAfter::Never => s.serialize_str("never"),
+            SleepAfter::After(d) => s.collect_str(&humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SleepAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SleepAfter::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// When an environment nobody visits sleeps: its workloads scale to zero until a visit, a push
+/// or a command wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SleepPolicy {
+    /// Without a visit (through the forward-authentication endpoint) or a push for this long, an
+    /// environment sleeps; `never` keeps every environment awake. A repository may ask for less
+    /// in `.preview.yaml` (`sleep: 15m`), or for `never` when `allow_never` is set.
+    pub after: SleepAfter,
+    /// Whether a repository may ask never to sleep.
+    pub allow_never: bool,
+}
+
+impl Default for SleepPolicy {
+    fn default() -> Self {
+        SleepPolicy { after: SleepAfter::After(Duration::from_secs(3600)), allow_never: false }
+    }
+}
+
+/// One repository's `sleep` exceptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SleepOverride {
+    pub after: Option<SleepAfter>,
+    pub allow_never: Option<bool>,
+}

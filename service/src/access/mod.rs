@@ -1,0 +1,247 @@
+//! Who may open a preview: the decision behind previewd's forward-authentication endpoint,
+//! which ingress controllers and gateways ask before they forward a request to a preview.
+//!
+//! A request is let through with a bypass token of the environment's repository (header
+//! `x-previewd-bypass` or query parameter `previewd_bypass`), or when the repository's
+//! protection (policy `protection`) allows the visitor: anyone (`none`); anyone signed in to
+//! previewd (`github_org`); or someone signed in who may read the repository (`github`). The
+//! sign-in is the dashboard's, carried to previews by a cookie of its own on the base domain
+//! (`previewd_preview`), which opens previews and nothing else: every preview's application
+//! receives the cookies of its domain, and a pull request's code must not get a dashboard
+//! session out of a reviewer.
+//!
+//! It is also where previewd sees traffic: visits let through are counted (in memory, written
+//! in batches), which is what idle detection reads, without proxying a byte.
+
+pub mod request;
+
+use axum::http::HeaderMap;
+use previewd_environments::model::EnvironmentState;
+use previewd_environments::policy::{Policy, Protection};
+use previewd_environments::store::{GateRecord, Store, StoreError, service_urls};
+use previewd_environments::time::now_ms;
+use request::Original;
+use secrecy::SecretString;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The cookie that carries a sign-in to previews.
+pub const PREVIEW_COOKIE: &str = "previewd_preview";
+/// The header automation sends a bypass token in.
+pub const BYPASS_HEADER: &str = "x-previewd-bypass";
+/// The query parameter a bypass token may come in instead (for tools that cannot set headers).
+pub const BYPASS_QUERY: &str = "previewd_bypass";
+/// The header previewd names the visitor in, for the proxy to pass on to the application.
+pub const USER_HEADER: &str = "x-previewd-user";
+
+/// How often the host index may be rebuilt for a host it does not know: a flood of requests
+/// for unknown hosts costs one listing a second, not one each.
+const REBUILD_AT_MOST: Duration = Duration::from_secs(1);
+/// How often visits are written.
+const VISIT_FLUSH: Duration = Duration::from_secs(10);
+
+/// What the proxy should do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it; `user` is who (a login, or a bypass token's repository), if anyone.
+    Pass { user: Option<String> },
+    /// Not signed in: off to sign in, and back to the original URL.
+    SignIn { location: String },
+    /// Signed in (or with a token) but not allowed; the message says why.
+    Forbidden { message: String },
+    /// No preview has this host.
+    NotFound { message: String },
+}
+
+/// The forward-authentication decision, with what it keeps in memory: which environment each
+/// preview host belongs to, and the visits not yet written.
+pub struct Gate {
+    store: Store,
+    policy: Arc<Policy>,
+    /// The dashboard's `/auth/preview`, where a visitor signs in; `None` without a sign-in.
+    sign_in: Option<String>,
+    hosts: RwLock<HostIndex>,
+    visits: Mutex<Visits>,
+}
+
+struct HostIndex {
+    by_host: HashMap<String, i64>,
+    built_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Visits {
+    environments: HashSet<i64>,
+    tokens: HashSet<i64>,
+}
+
+impl Gate {
+    /// `dashboard_url`: the dashboard's public URL when it signs people in with GitHub.
+    pub fn new(store: Store, policy: Arc<Policy>, dashboard_url: Option<&str>) -> Arc<Gate> {
+        Arc::new(Gate {
+            store,
+            policy,
+            sign_in: dashboard_url.map(|url| format!("{}/auth/preview", url.trim_end_matches('/'))),
+            hosts: RwLock::new(HostIndex { by_host: HashMap::new(), built_at: None }),
+            visits: Mutex::new(Visits::default()),
+        })
+    }
+
+    pub fn base_domain(&self) -> &str {
+        &self.policy.base_domain
+    }
+
+    /// Decides on `original`, sent with `headers` (the visitor's, as the proxy passed them on).
+    pub async fn decide(&self, original: &Original, headers: &HeaderMap) -> Result<Decision, StoreError> {
+        let Some(env) = self.environment(&original.host).await? else {
+            return Ok(Decision::NotFound { message: format!("{} is not a preview previewd knows", original.host) });
+        };
+        let machine = request::is_machine(headers.get("user-agent").and_then(|v| v.to_str().ok()));
+        if let Some(token) = bypass_token(original, headers) {
+            return Ok(match self.store.bypass_token(&token).await? {
+                Some((id, repo)) if repo == env.repo_id => {
+                    self.visited(env.id, Some(id), machine);
+                    Decision::Pass { user: Some(format!("bypass-token@{}/{}", env.repo_owner, env.repo_name)) }
+                }
+                _ => Decision::Forbidden {
+                    message: format!(
+                        "the bypass token is not one of {}/{}'s live tokens (revoked, or of another repository)",
+                        env.repo_owner, env.repo_name
+                    ),
+                },
+            });
+        }
+        let effective = self.policy.for_repository(&env.repo_owner, &env.repo_name);
+        let protection = effective.protection.resolve(env.private);
+        if protection == Protection::None {
+            self.visited(env.id, None, machine);
+            return Ok(Decision::Pass { user: None });
+        }
+        let session = match crate::http::dashboard::viewer::cookie(headers, PREVIEW_COOKIE) {
+            Some(secret) => self.store.preview_session(&SecretString::from(secret)).await?,
+            None => None,
+        };
+        let Some((session, login)) = session else {
+            return Ok(match &self.sign_in {
+                Some(sign_in) => {
+                    let next: String = form_urlencoded::byte_serialize(original.url().as_bytes()).collect();
+                    Decision::SignIn { location: format!("{sign_in}?next={next}") }
+                }
+                None => Decision::Forbidden {
+                    message: "this preview is protected, and previewd has no GitHub sign-in configured (dashboard.public_url, github.client_id): use a bypass token".to_owned(),
+                },
+            });
+        };
+        if protection == Protection::Github && !self.store.session_may_read(session, env.repo_id).await? {
+            return Ok(Decision::Forbidden {
+                message: format!(
+                    "@{login} may not read {}/{} on GitHub, whose previews are for the people who may (protection `github`); if that changed, sign in again",
+                    env.repo_owner, env.repo_name
+                ),
+            });
+        }
+        self.visited(env.id, None, machine);
+        Ok(Decision::Pass { user: Some(login) })
+    }
+
+    /// The live environment serving `host`, from the index; an unknown host (or one whose
+    /// environment is gone) rebuilds the index, at most once a second.
+    async fn environment(&self, host: &str) -> Result<Option<GateRecord>, StoreError> {
+        if !host.ends_with(&format!(".{}", self.policy.base_domain)) {
+            return Ok(None);
+        }
+        let known = self.hosts.read().unwrap_or_else(|e| e.into_inner()).by_host.get(host).copied();
+        if let Some(id) = known
+            && let Some(env) = self.store.gate_record(id).await?
+            && serves(&env, host)
+        {
+            return Ok(Some(env));
+        }
+        let due = self
+            .hosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .built_at
+            .is_none_or(|at| at.elapsed() >= REBUILD_AT_MOST);
+        if !due {
+            return Ok(None);
+        }
+        let records = self.store.gate_records().await?;
+        let mut by_host = HashMap::with_capacity(records.len() * 2);
+        let mut found = None;
+        for env in records {
+            for url in urls(&env) {
+                if let Some(h) = url_host(&url) {
+                    by_host.insert(h.clone(), env.id);
+                    if h == host {
+                        found = Some(env.clone());
+                    }
+                }
+            }
+        }
+        *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostIndex { by_host, built_at: Some(Instant::now()) };
+        Ok(found)
+    }
+
+    /// Counts a visit let through, unless a machine made it.
+    fn visited(&self, environment: i64, token: Option<i64>, machine: bool) {
+        let mut visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = token {
+            visits.tokens.insert(token);
+        }
+        if !machine {
+            visits.environments.insert(environment);
+        }
+    }
+
+    /// Writes the visits counted since the last call.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let visits = std::mem::take(&mut *self.visits.lock().unwrap_or_else(|e| e.into_inner()));
+        let environments: Vec<i64> = visits.environments.into_iter().collect();
+        let tokens: Vec<i64> = visits.tokens.into_iter().collect();
+        self.store.record_visits(&environments, &tokens, now_ms()).await
+    }
+
+    /// Writes visits every few seconds until `stop`, and once more then.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(VISIT_FLUSH);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            if let Err(error) = self.flush().await {
+                tracing::warn!(%error, "visits to previews could not be written; they are counted again");
+            }
+        }
+        if let Err(error) = self.flush().await {
+            tracing::warn!(%error, "the last visits to previews could not be written");
+        }
+    }
+}
+
+fn urls(env: &GateRecord) -> Vec<String> {
+    let mut urls: Vec<String> = env.url.iter().cloned().collect();
+    urls.extend(service_urls(env.service_urls.as_deref()).into_iter().map(|(_, url)| url));
+    urls
+}
+
+fn serves(env: &GateRecord, host: &str) -> bool {
+    let state = EnvironmentState::parse(&env.state);
+    !matches!(state, Some(EnvironmentState::Deleted | EnvironmentState::Rejected) | None)
+        && urls(env).iter().any(|u| url_host(u).as_deref() == Some(host))
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split(['/', ':']).next()?;
+    Some(host.to_ascii_lowercase())
+}
+
+/// The bypass token the request carries: the header, or the query parameter.
+fn bypass_token(original: &Original, headers: &HeaderMap) -> Option<SecretString> {
+    let header = headers.get(BYPASS_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    header.or_else(|| original.query(BYPASS_QUERY)).filter(|t| !t.is_empty()).map(SecretString::from)
+}
