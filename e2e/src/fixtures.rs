@@ -164,6 +164,7 @@ pub fn one_service_context(mut context: serde_json::Value) -> serde_json::Value 
     object.insert("tls_secret".into(), object["ingress"]["tls_secret_name"].clone());
     object.insert("routing".into(), "ingress".into());
     object.insert("gateway".into(), serde_json::json!({"parent_refs": []}));
+    object.insert("asleep".into(), false.into());
     object["ingress"]["tls"] = "copy".into();
     context
 }

@@ -20,6 +20,8 @@ pub enum Action {
     Destroy,
     /// Replace the database with a new, empty one and seed it again, then deploy.
     ResetDatabase,
+    /// Scale a sleeping environment back up.
+    Wake,
 }
 
 impl Action {
@@ -30,6 +32,7 @@ impl Action {
             Self::Extend(_) => "extend",
             Self::Destroy => "destroy",
             Self::ResetDatabase => "reset-db",
+            Self::Wake => "wake",
         }
     }
 
@@ -40,6 +43,7 @@ impl Action {
             Self::Extend(_) => "environment.extend",
             Self::Destroy => "environment.destroy",
             Self::ResetDatabase => "environment.reset_db",
+            Self::Wake => "environment.wake",
         }
     }
 }
@@ -53,6 +57,9 @@ pub enum Actor {
     Api { token: String },
     /// A person signed in to the dashboard (with write access to the repository).
     Dashboard { login: String },
+    /// A visit to a sleeping preview, let through the forward-authentication endpoint: by a
+    /// signed-in person, or with a bypass token.
+    Visit { by: String },
 }
 
 impl From<&Actor> for Cause {
@@ -61,6 +68,7 @@ impl From<&Actor> for Cause {
             Actor::Command { login } => Cause::Command { login: login.clone() },
             Actor::Api { token } => Cause::Api { token: token.clone() },
             Actor::Dashboard { login } => Cause::Dashboard { login: login.clone() },
+            Actor::Visit { .. } => Cause::Previewd,
         }
     }
 }
@@ -74,6 +82,7 @@ impl Actor {
             }
             Self::Api { token } => format!("token `{token}` via the API"),
             Self::Dashboard { login } => format!("@{login} via the dashboard"),
+            Self::Visit { by } => format!("a visit by {by}"),
         }
     }
 }
@@ -84,6 +93,9 @@ pub enum ActionError {
     /// Only live environments (Pending to Failed) can be acted on.
     #[error("the environment is {0}, not live: there is nothing to {1}")]
     NotLive(EnvironmentState, &'static str),
+    /// Only a sleeping environment can be woken.
+    #[error("the environment is {0}, not Sleeping: there is nothing to wake")]
+    NotAsleep(EnvironmentState),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -102,6 +114,7 @@ pub enum Done {
     DatabaseReset {
         generation: i64,
     },
+    Woken,
 }
 
 /// Takes `action` on `env` for `actor` under `policy`: writes the desired state through the
@@ -143,6 +156,17 @@ pub async fn act(
             let note = format!("database reset (generation {generation}) by {by}");
             store.set_command_state(env.id, None, None, Some(&note)).await?;
             Done::DatabaseReset { generation }
+        }
+        Action::Wake => {
+            if state != EnvironmentState::Sleeping {
+                return Err(ActionError::NotAsleep(state));
+            }
+            // Not activity: waking does not extend the TTL.
+            let reason = format!("waking up: asked by {by}");
+            store
+                .record_environment(&env.pull_request(), EnvironmentState::Pending, Some(&reason), &actor.into())
+                .await?;
+            Done::Woken
         }
         Action::Destroy => {
             let reason = format!("destroyed by {by}");

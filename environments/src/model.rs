@@ -81,6 +81,8 @@ pub enum EnvironmentState {
     Pending,
     Provisioning,
     Ready,
+    /// Idle: its workloads scaled to zero until a visit, a push or a command wakes it.
+    Sleeping,
     Failed,
     Deleting,
     Deleted,
@@ -88,14 +90,23 @@ pub enum EnvironmentState {
 }
 
 impl EnvironmentState {
-    pub const ALL: [EnvironmentState; 7] =
-        [Self::Pending, Self::Provisioning, Self::Ready, Self::Failed, Self::Deleting, Self::Deleted, Self::Rejected];
+    pub const ALL: [EnvironmentState; 8] = [
+        Self::Pending,
+        Self::Provisioning,
+        Self::Ready,
+        Self::Sleeping,
+        Self::Failed,
+        Self::Deleting,
+        Self::Deleted,
+        Self::Rejected,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::Provisioning => "Provisioning",
             Self::Ready => "Ready",
+            Self::Sleeping => "Sleeping",
             Self::Failed => "Failed",
             Self::Deleting => "Deleting",
             Self::Deleted => "Deleted",
@@ -109,7 +120,7 @@ impl EnvironmentState {
 
     /// Live states hold (or are about to hold) cluster resources.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Pending | Self::Provisioning | Self::Ready | Self::Failed)
+        matches!(self, Self::Pending | Self::Provisioning | Self::Ready | Self::Sleeping | Self::Failed)
     }
 
     /// Whether the state machine allows moving from `self` to `to`. Staying in the same state
@@ -129,7 +140,9 @@ impl EnvironmentState {
             // A new head SHA makes a provisioned (or provisioning) environment wait for the
             // reconciler again; a reconcile may also retry a failed one directly.
             (Provisioning | Ready | Failed, Pending) | (Ready | Failed, Provisioning) => true,
-            (Pending | Provisioning | Ready | Failed | Rejected, Deleting) => true,
+            // Idle, it sleeps; a push or a wake starts it again from Pending.
+            (Ready, Sleeping) | (Sleeping, Pending) => true,
+            (Pending | Provisioning | Ready | Sleeping | Failed | Rejected, Deleting) => true,
             (Deleting, Deleted) => true,
             _ => false,
         }

@@ -62,7 +62,7 @@ pub fn plan(current: Option<EnvironmentState>, event: &PrEvent, gate: &Gate) -> 
             Gate::Allowed => Plan::Record { state: Pending, reason: None },
             Gate::Refused { reason, announce } => match current {
                 // The trigger label was removed, a fork pushed an unapproved commit, ...
-                Some(Pending | Provisioning | Ready | Failed) => {
+                Some(Pending | Provisioning | Ready | Sleeping | Failed) => {
                     Plan::Record { state: Deleting, reason: Some(reason.clone()) }
                 }
                 Some(Deleting) => Plan::Nothing { why: "the environment is already being torn down" },
@@ -82,7 +82,7 @@ pub fn plan(current: Option<EnvironmentState>, event: &PrEvent, gate: &Gate) -> 
             Some(_) => Plan::Record { state: Deleting, reason: Some(reason.to_string()) },
         },
         PrEvent::Expired(_) => match current {
-            Some(Pending | Provisioning | Ready | Failed) => {
+            Some(Pending | Provisioning | Ready | Sleeping | Failed) => {
                 Plan::Record { state: Deleting, reason: Some(EXPIRED_REASON.to_owned()) }
             }
             _ => Plan::Nothing { why: "the environment is not live" },

@@ -79,6 +79,10 @@ pub struct RepoConfig {
     /// out, and at most the platform's maximum.
     #[serde(with = "duration_text::option", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    /// How long without a visit or a push before the environment sleeps (`30m`, or `never`);
+    /// the platform's `sleep.after` when left out, and at most that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<crate::policy::SleepAfter>,
     /// Written in the one-service form: its fields are named without `services.app.`.
     pub single: bool,
 }
@@ -202,6 +206,7 @@ struct RawConfig {
     template: Option<String>,
     #[serde(default, with = "duration_text::option")]
     ttl: Option<Duration>,
+    sleep: Option<crate::policy::SleepAfter>,
 }
 
 /// `services:`, in the file's order.
@@ -322,7 +327,14 @@ impl RepoConfig {
                 (vec![(SINGLE_SERVICE.to_owned(), service)], true)
             }
         };
-        Ok(RepoConfig { services, database: raw.database, template: raw.template, ttl: raw.ttl, single })
+        Ok(RepoConfig {
+            services,
+            database: raw.database,
+            template: raw.template,
+            ttl: raw.ttl,
+            sleep: raw.sleep,
+            single,
+        })
     }
 
     /// Where a service's field is named in problems: `port` in the one-service form,

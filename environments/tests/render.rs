@@ -54,6 +54,7 @@ fn context(env: Value, secrets: Value, generated: Value, egress: Value, annotati
         "tls_secret": "wildcard-tls",
         "routing": "ingress",
         "gateway": {"parent_refs": []},
+        "asleep": false,
         "ingress": {"class_name": "nginx", "controller_namespace": "ingress-nginx", "tls": "copy", "tls_secret_name": "wildcard-tls", "cert_manager_issuer": "", "annotations": annotations},
         "egress_cidrs": egress,
         "from_fork": false,

@@ -50,6 +50,7 @@ fn render(policy: &str, config: &str, generation: i64) -> Vec<Manifest> {
         instance: "previewd",
         dns: None,
         database_generation: generation,
+        asleep: false,
     };
     render_environment(&renderer, &policy, &pr(), config, &placement).unwrap().1
 }
@@ -203,7 +204,8 @@ fn a_template_cannot_ask_for_more_storage_or_another_class_than_the_policy() {
         "policy.yaml",
     )
     .unwrap();
-    let placement = Placement { name: None, expires_at: 0, instance: "previewd", dns: None, database_generation: 1 };
+    let placement =
+        Placement { name: None, expires_at: 0, instance: "previewd", dns: None, database_generation: 1, asleep: false };
     let outcome = |size: &str, class: &str| {
         std::fs::write(set.join("10-claim.yaml"), claim(size, class)).unwrap();
         let renderer = Renderer::load(dir.path()).unwrap();

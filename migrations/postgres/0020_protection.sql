@@ -20,3 +20,8 @@ CREATE TABLE bypass_tokens (
 );
 CREATE UNIQUE INDEX bypass_tokens_live_name ON bypass_tokens (repo_id, name) WHERE revoked_at IS NULL;
 ALTER TABLE environments ADD COLUMN last_visit_at BIGINT;
+-- Sleep: sleep_after_ms is how long without a visit or a push the environment may stay awake,
+-- decided when it became Ready (NULL: never). asleep: its workloads are scaled to zero (set on
+-- the move to Sleeping, cleared once Ready again), which is what the waking page is shown for.
+ALTER TABLE environments ADD COLUMN sleep_after_ms BIGINT;
+ALTER TABLE environments ADD COLUMN asleep BOOLEAN NOT NULL DEFAULT FALSE;

@@ -129,7 +129,7 @@ pub enum EnvCommand {
         repository: Option<String>,
         #[arg(long)]
         owner: Option<String>,
-        /// Pending, Provisioning, Ready, Failed, Deleting, Deleted or Rejected.
+        /// Pending, Provisioning, Ready, Sleeping, Failed, Deleting, Deleted or Rejected.
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]

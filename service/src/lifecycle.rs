@@ -253,7 +253,7 @@ async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
     use EnvironmentState::*;
     let now = now_ms();
     // TTL: expired environments are torn down, as the planner decides.
-    for env in engine.store.environments_in(&[Provisioning, Ready, Failed]).await? {
+    for env in engine.store.environments_in(&[Provisioning, Ready, Sleeping, Failed]).await? {
         if env.expires_at.is_some_and(|at| at <= now) {
             let pr = env.pull_request();
             if let Plan::Record { state, reason } =
@@ -276,12 +276,25 @@ async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
             }
         }
     }
+    // Idle ones sleep (each stays awake as long as its spec said when it became Ready).
+    for env in engine.store.idle_environments(now).await? {
+        let after = humantime::format_duration(Duration::from_millis(env.sleep_after_ms.unwrap_or(0).unsigned_abs()));
+        let reason = format!("asleep: no visit or push for {after}; a visit, a push or `/preview wake` wakes it");
+        if engine
+            .store
+            .transition(env.id, &env.head_sha, Sleeping, Some(&reason), None, env.url.as_deref(), None)
+            .await?
+        {
+            tracing::info!(environment = env.id, after = %after, "environment idle; putting it to sleep");
+            engine.store.enqueue(&NewJob::reconcile(env.id, periodic.max_attempts)).await?;
+        }
+    }
     // Level-triggered: everything in flight is reconciled again (a lost job, a missed watch
     // event, a queue), every ready one once per drift-repair period.
     let max_attempts = periodic.max_attempts;
     let mut queued = 0;
-    for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Deleting]).await? {
-        if env.state == Ready.as_str() && !periodic.repairs_drift_of(env.id, now) {
+    for env in engine.store.environments_in(&[Pending, Provisioning, Ready, Sleeping, Deleting]).await? {
+        if (env.state == Ready.as_str() || env.state == Sleeping.as_str()) && !periodic.repairs_drift_of(env.id, now) {
             continue;
         }
         queued += usize::from(engine.store.enqueue(&NewJob::reconcile(env.id, max_attempts)).await?.is_some());
@@ -298,7 +311,7 @@ async fn pass(engine: &Engine, periodic: &Periodic) -> anyhow::Result<usize> {
     let owned = engine.cluster.owned_namespaces(&engine.settings.instance).await?;
     let held: Vec<String> = engine
         .store
-        .environments_in(&[Pending, Provisioning, Ready, Failed, Deleting])
+        .environments_in(&[Pending, Provisioning, Ready, Sleeping, Failed, Deleting])
         .await?
         .into_iter()
         .filter_map(|env| env.name)

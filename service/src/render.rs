@@ -41,7 +41,14 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         &policy,
         &pr,
         &config,
-        &Placement { name: None, expires_at, instance: "previewd", dns: dns.as_ref(), database_generation: 1 },
+        &Placement {
+            name: None,
+            expires_at,
+            instance: "previewd",
+            dns: dns.as_ref(),
+            database_generation: 1,
+            asleep: false,
+        },
     )?;
     use std::fmt::Write as _;
     let mut out = String::new();

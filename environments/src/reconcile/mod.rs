@@ -153,7 +153,9 @@ impl Engine {
                 return Ok(Outcome::Settled(EnvironmentState::Deleted));
             };
             let step = match env.state()? {
-                EnvironmentState::Pending | EnvironmentState::Provisioning => self.provision(&env).await?,
+                EnvironmentState::Pending | EnvironmentState::Provisioning | EnvironmentState::Sleeping => {
+                    self.provision(&env).await?
+                }
                 EnvironmentState::Ready => self.refresh(&env).await?,
                 EnvironmentState::Deleting => self.tear_down(&env).await?,
                 EnvironmentState::Failed => self.retry_when_due(&env).await?,
@@ -177,7 +179,9 @@ impl Engine {
         expires_at: Option<i64>,
     ) -> Result<Step, ReconcileError> {
         let name = spec.map(|s| s.name.as_str());
-        let url = spec.filter(|_| to == EnvironmentState::Ready).map(|s| s.url.as_str());
+        // A sleeping environment keeps its URL: a visit wakes it.
+        let url =
+            spec.filter(|_| matches!(to, EnvironmentState::Ready | EnvironmentState::Sleeping)).map(|s| s.url.as_str());
         let moved = self.store.transition(env.id, &env.head_sha, to, reason, name, url, expires_at).await?;
         if !moved {
             return Ok(Step::Again);
@@ -294,6 +298,7 @@ impl Engine {
                 instance: &self.settings.instance,
                 dns: Some(&self.dns),
                 database_generation: env.database_generation,
+                asleep: env.state()? == EnvironmentState::Sleeping,
             },
         ) {
             Ok(rendered) => rendered,
@@ -346,6 +351,10 @@ impl Engine {
             }
             return self.settle(env, EnvironmentState::Failed, Some(&error.to_string()), Some(&spec), None).await;
         }
+        // Asleep: scaled to zero, nothing to wait for; a visit, a push or a command wakes it.
+        if env.state()? == EnvironmentState::Sleeping {
+            return self.settle(env, EnvironmentState::Sleeping, env.reason.as_deref(), Some(&spec), None).await;
+        }
         if let Err(reason) = self.start_jobs(&pr, &owner, &spec, &manifests).await? {
             return self.settle(env, EnvironmentState::Failed, Some(&reason), Some(&spec), None).await;
         }
@@ -374,6 +383,10 @@ impl Engine {
             }
         }
         self.store.set_services(env.id, &spec.service_urls(), spec.database.is_some()).await?;
+        let sleep_after = spec.sleep_after.map(|d| crate::time::millis(d));
+        if env.sleep_after_ms != sleep_after {
+            self.store.set_sleep_after(env.id, sleep_after).await?;
+        }
         // Published once per set of hostnames: a resync of a ready environment sends no DNS
         // update.
         let hosts = public_hosts(&spec);

@@ -43,6 +43,8 @@ pub struct Placement<'a> {
     pub dns: Option<&'a Dns>,
     /// The database's generation (stored; 1 until the first `reset-db`).
     pub database_generation: i64,
+    /// The environment is Sleeping: its workloads are rendered at zero replicas.
+    pub asleep: bool,
 }
 
 /// Resolves `config` under the policy for `pr`'s repository and renders the environment named
@@ -75,6 +77,7 @@ pub fn render_environment(
         repo_id: pr.repo.id.0,
         pr: pr.number.0,
     };
+    spec.asleep = placement.asleep;
     let context = Context { spec: &spec, expires_at: rfc3339(placement.expires_at) };
     let manifests =
         renderer.render(&spec.template, &context, &owner).map_err(|e| Unrenderable::Template(template_reason(&e)))?;

@@ -18,7 +18,7 @@ mod services;
 
 pub use admission::{Commands, FORK_DENIED, LimitDecision, LiveCounts, check_limits, trigger_allows};
 pub use database::{DATABASE_USER, MAX_SEED_SQL_BYTES, MAX_SEED_SQL_FILES, PASSWORD_SECRET, SEED_SQL_DIR};
-pub use expiry::{expires_at, warn_at};
+pub use expiry::{expires_at, sleep_after, warn_at};
 pub use services::generated_env_name;
 
 use crate::model::{CommitSha, PrNumber, PullRequest, Repo};
@@ -73,6 +73,9 @@ pub struct EnvironmentSpec {
     /// Lifetime after the last activity, already within the policy's maximum.
     #[serde(with = "duration_text")]
     pub ttl: Duration,
+    /// How long without a visit or a push before it sleeps; `None`: never.
+    #[serde(with = "crate::policy::duration_text::option")]
+    pub sleep_after: Option<Duration>,
     pub routing: Routing,
     pub ingress: IngressSpec,
     pub gateway: GatewayPolicy,
@@ -82,6 +85,9 @@ pub struct EnvironmentSpec {
     /// What previewd changed from the request, for the pull request comment (a shortened TTL,
     /// secrets withheld from a fork).
     pub notes: Vec<String>,
+    /// Sleeping: the templates scale every workload to zero (and keep the replicas it had in
+    /// the annotation `previewd.dev/awake-replicas`). Set when placed for a reconcile.
+    pub asleep: bool,
 }
 
 /// One service: a Deployment, with a Service when it has a port, and a route when public.
@@ -349,6 +355,9 @@ pub fn resolve(
         ttl = policy.ttl.max;
     }
 
+    let (sleep_after, sleep_note) = expiry::sleep_after(&policy.sleep, config.sleep);
+    notes.extend(sleep_note);
+
     if !p.0.is_empty() {
         return Err(p.0);
     }
@@ -369,12 +378,14 @@ pub fn resolve(
         limit_range: policy.container.clone(),
         template,
         ttl,
+        sleep_after,
         routing: policy.routing,
         ingress: policy.ingress.clone(),
         gateway: policy.gateway.clone(),
         egress_cidrs: policy.egress_cidrs.clone(),
         from_fork: pr.from_fork,
         notes,
+        asleep: false,
     };
     spec.place(&naming::environment_name(&pr.repo, pr.number), &policy.base_domain, 1);
     Ok(spec)

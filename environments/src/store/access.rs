@@ -31,14 +31,19 @@ pub struct GateRecord {
     pub repo_owner: String,
     pub repo_name: String,
     pub state: String,
+    /// The namespace, which is also its first host's label.
+    pub name: Option<String>,
     pub url: Option<String>,
     /// JSON, as [`super::service_urls`] reads it.
     pub service_urls: Option<String>,
     /// The repository's visibility; `None` until a delivery said.
     pub private: Option<bool>,
+    /// Scaled to zero: Sleeping, or waking.
+    pub asleep: bool,
 }
 
-const GATE_COLUMNS: &str = "e.id, e.repo_id, e.repo_owner, e.repo_name, e.state, e.url, e.service_urls, r.private";
+const GATE_COLUMNS: &str =
+    "e.id, e.repo_id, e.repo_owner, e.repo_name, e.state, e.name, e.url, e.service_urls, r.private, e.asleep";
 
 /// A bypass token, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -77,12 +82,12 @@ impl Store {
             .map_err(StoreError::query("recording a repository's visibility")))
     }
 
-    /// Every environment that has (or had, while it wakes) URLs: what the host index is built
-    /// from.
+    /// Every environment with a name (its first host) that is not gone: what the host index is
+    /// built from.
     pub async fn gate_records(&self) -> Result<Vec<GateRecord>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {GATE_COLUMNS} FROM environments e LEFT JOIN repositories r ON r.repo_id = e.repo_id \
-             WHERE e.url IS NOT NULL AND e.state NOT IN ('Deleted', 'Rejected')"
+             WHERE e.name IS NOT NULL AND e.state NOT IN ('Deleted', 'Rejected')"
         )))
         .fetch_all(pool)
         .await

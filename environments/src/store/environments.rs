@@ -42,7 +42,7 @@ macro_rules! insert_transition {
 
 /// The live states ([`EnvironmentState::is_live`]) as an SQL list: an environment in one of them
 /// keeps its admission slot; every write of another state gives it back.
-pub(super) const LIVE_STATES: &str = "('Pending', 'Provisioning', 'Ready', 'Failed')";
+pub(super) const LIVE_STATES: &str = "('Pending', 'Provisioning', 'Ready', 'Sleeping', 'Failed')";
 
 /// A stored environment.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -260,6 +260,12 @@ pub struct ReconcileRecord {
     pub database_generation: i64,
     /// The public services' URLs as JSON (see [`service_urls`]).
     pub service_urls: Option<String>,
+    /// Its workloads are scaled to zero: Sleeping, or waking from it (see `store::sleep`).
+    pub asleep: bool,
+    /// How long it may go without a visit or a push before it sleeps; `None`: never.
+    pub sleep_after_ms: Option<i64>,
+    /// The last visit let through the forward-authentication endpoint.
+    pub last_visit_at: Option<Millis>,
 }
 
 /// The public services' (name, URL) from their stored JSON object, in name order; empty before
@@ -300,10 +306,10 @@ impl ReconcileRecord {
     }
 }
 
-const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
+pub(super) const RECONCILE_COLUMNS: &str = "id, repo_id, repo_owner, repo_name, pr_number, head_sha, head_branch, author, state, \
      reason, name, url, expires_at, last_activity_at, warned_at, from_fork, labels, draft, deployed_sha, approved_sha, requested, \
      note, rollout_deadline, config_sha, config_text, published_host, admitted_at, waiting_since, retries, retry_at, database_generation, \
-     service_urls";
+     service_urls, asleep, sleep_after_ms, last_visit_at";
 
 impl Store {
     /// The environment as the reconciler sees it.
@@ -468,6 +474,8 @@ impl Store {
                      admitted_at = CASE WHEN $1 IN {LIVE_STATES} THEN admitted_at END, \
                      waiting_since = CASE WHEN $1 IN {LIVE_STATES} THEN waiting_since END, \
                      retries = CASE WHEN $1 = 'Ready' THEN 0 ELSE retries END, \
+                     asleep = CASE WHEN $1 = 'Sleeping' THEN TRUE WHEN $1 IN ('Ready', 'Deleting', 'Deleted') THEN FALSE \
+                        ELSE asleep END, \
                      retry_at = CASE WHEN $1 = 'Failed' THEN retry_at END WHERE id = $7"
                 )))
                 .bind(to.as_str())
@@ -588,7 +596,7 @@ impl Store {
     /// Live environments whose expiry is before `at` and that were not warned yet.
     pub async fn due_for_warning(&self, at: Millis) -> Result<Vec<ReconcileRecord>, StoreError> {
         with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE state IN ('Provisioning', 'Ready', 'Failed') \
+            "SELECT {RECONCILE_COLUMNS} FROM environments WHERE state IN ('Provisioning', 'Ready', 'Sleeping', 'Failed') \
              AND expires_at IS NOT NULL AND expires_at <= $1 AND warned_at IS NULL ORDER BY id"
         )))
         .bind(at)

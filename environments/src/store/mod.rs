@@ -23,6 +23,7 @@ mod reports;
 mod repositories;
 mod retention;
 mod sessions;
+mod sleep;
 mod tokens;
 
 pub use access::{BYPASS_PREFIX, BypassTokenError, BypassTokenRecord, GateRecord};

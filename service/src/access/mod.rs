@@ -16,7 +16,9 @@
 pub mod request;
 
 use axum::http::HeaderMap;
+use previewd_environments::actions::{self, Action, ActionError, Actor};
 use previewd_environments::model::EnvironmentState;
+use previewd_environments::naming;
 use previewd_environments::policy::{Policy, Protection};
 use previewd_environments::store::{GateRecord, Store, StoreError, service_urls};
 use previewd_environments::time::now_ms;
@@ -53,7 +55,13 @@ pub enum Decision {
     Forbidden { message: String },
     /// No preview has this host.
     NotFound { message: String },
+    /// Let through, but the environment is asleep (or waking): the waking page, and a retry in
+    /// `retry_after_seconds`. Nothing reaches the application, which has no pods.
+    Waking { retry_after_seconds: u64 },
 }
+
+/// How soon the waking page asks again.
+pub const WAKING_RETRY_SECONDS: u64 = 5;
 
 /// The forward-authentication decision, with what it keeps in memory: which environment each
 /// preview host belongs to, and the visits not yet written.
@@ -64,6 +72,8 @@ pub struct Gate {
     sign_in: Option<String>,
     hosts: RwLock<HostIndex>,
     visits: Mutex<Visits>,
+    /// Attempts of the reconcile a wake queues (`queue.max_attempts`).
+    job_attempts: i64,
 }
 
 struct HostIndex {
@@ -79,13 +89,14 @@ struct Visits {
 
 impl Gate {
     /// `dashboard_url`: the dashboard's public URL when it signs people in with GitHub.
-    pub fn new(store: Store, policy: Arc<Policy>, dashboard_url: Option<&str>) -> Arc<Gate> {
+    pub fn new(store: Store, policy: Arc<Policy>, dashboard_url: Option<&str>, job_attempts: i64) -> Arc<Gate> {
         Arc::new(Gate {
             store,
             policy,
             sign_in: dashboard_url.map(|url| format!("{}/auth/preview", url.trim_end_matches('/'))),
             hosts: RwLock::new(HostIndex { by_host: HashMap::new(), built_at: None }),
             visits: Mutex::new(Visits::default()),
+            job_attempts,
         })
     }
 
@@ -102,8 +113,8 @@ impl Gate {
         if let Some(token) = bypass_token(original, headers) {
             return Ok(match self.store.bypass_token(&token).await? {
                 Some((id, repo)) if repo == env.repo_id => {
-                    self.visited(env.id, Some(id), machine);
-                    Decision::Pass { user: Some(format!("bypass-token@{}/{}", env.repo_owner, env.repo_name)) }
+                    let user = format!("bypass-token@{}/{}", env.repo_owner, env.repo_name);
+                    self.let_through(&env, Some(id), machine, Some(user)).await?
                 }
                 _ => Decision::Forbidden {
                     message: format!(
@@ -116,8 +127,7 @@ impl Gate {
         let effective = self.policy.for_repository(&env.repo_owner, &env.repo_name);
         let protection = effective.protection.resolve(env.private);
         if protection == Protection::None {
-            self.visited(env.id, None, machine);
-            return Ok(Decision::Pass { user: None });
+            return self.let_through(&env, None, machine, None).await;
         }
         let session = match crate::http::dashboard::viewer::cookie(headers, PREVIEW_COOKIE) {
             Some(secret) => self.store.preview_session(&SecretString::from(secret)).await?,
@@ -142,8 +152,44 @@ impl Gate {
                 ),
             });
         }
-        self.visited(env.id, None, machine);
-        Ok(Decision::Pass { user: Some(login) })
+        self.let_through(&env, None, machine, Some(login)).await
+    }
+
+    /// A visitor who may open the preview: through to the application, or, while it is asleep,
+    /// to the waking page, and a person's (not a machine's) visit wakes it.
+    async fn let_through(
+        &self,
+        env: &GateRecord,
+        token: Option<i64>,
+        machine: bool,
+        user: Option<String>,
+    ) -> Result<Decision, StoreError> {
+        self.visited(env.id, token, machine);
+        if !env.asleep {
+            return Ok(Decision::Pass { user });
+        }
+        if !machine && env.state == EnvironmentState::Sleeping.as_str() {
+            self.wake(env, user.as_deref()).await?;
+        }
+        Ok(Decision::Waking { retry_after_seconds: WAKING_RETRY_SECONDS })
+    }
+
+    /// Wakes a sleeping environment for a visit, as `/preview wake` would.
+    async fn wake(&self, env: &GateRecord, by: Option<&str>) -> Result<(), StoreError> {
+        let Some(record) = self.store.reconcile_record(env.id).await? else { return Ok(()) };
+        let by = by.map_or_else(|| "someone with the URL".to_owned(), |b| format!("@{b}"));
+        let actor = Actor::Visit { by };
+        match actions::act(&self.store, &self.policy, &record, Action::Wake, &actor, self.job_attempts).await {
+            Ok(_) => {
+                tracing::info!(environment = env.id, "a visit wakes a sleeping environment");
+                Ok(())
+            }
+            // Woken meanwhile (another visit, another replica): the page is the same.
+            Err(ActionError::NotAsleep(_)) => Ok(()),
+            Err(ActionError::NotLive(..)) => Ok(()),
+            Err(ActionError::Store(error)) if !error.is_retryable() => Ok(()),
+            Err(ActionError::Store(error)) => Err(error),
+        }
     }
 
     /// The live environment serving `host`, from the index; an unknown host (or one whose
@@ -155,7 +201,7 @@ impl Gate {
         let known = self.hosts.read().unwrap_or_else(|e| e.into_inner()).by_host.get(host).copied();
         if let Some(id) = known
             && let Some(env) = self.store.gate_record(id).await?
-            && serves(&env, host)
+            && serves(&env, host, &self.policy.base_domain)
         {
             return Ok(Some(env));
         }
@@ -172,13 +218,11 @@ impl Gate {
         let mut by_host = HashMap::with_capacity(records.len() * 2);
         let mut found = None;
         for env in records {
-            for url in urls(&env) {
-                if let Some(h) = url_host(&url) {
-                    by_host.insert(h.clone(), env.id);
-                    if h == host {
-                        found = Some(env.clone());
-                    }
+            for h in hosts(&env, &self.policy.base_domain) {
+                if h == host {
+                    found = Some(env.clone());
                 }
+                by_host.insert(h, env.id);
             }
         }
         *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostIndex { by_host, built_at: Some(Instant::now()) };
@@ -222,16 +266,19 @@ impl Gate {
     }
 }
 
-fn urls(env: &GateRecord) -> Vec<String> {
-    let mut urls: Vec<String> = env.url.iter().cloned().collect();
-    urls.extend(service_urls(env.service_urls.as_deref()).into_iter().map(|(_, url)| url));
-    urls
+/// Every host of `env`: its own (from its name, known before its first Ready) and its public
+/// services' (known since its last Ready).
+fn hosts(env: &GateRecord, base_domain: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = env.name.iter().map(|name| naming::hostname(name, base_domain)).collect();
+    let services = service_urls(env.service_urls.as_deref()).into_iter().filter_map(|(_, url)| url_host(&url));
+    hosts.extend(services);
+    hosts
 }
 
-fn serves(env: &GateRecord, host: &str) -> bool {
+fn serves(env: &GateRecord, host: &str, base_domain: &str) -> bool {
     let state = EnvironmentState::parse(&env.state);
     !matches!(state, Some(EnvironmentState::Deleted | EnvironmentState::Rejected) | None)
-        && urls(env).iter().any(|u| url_host(u).as_deref() == Some(host))
+        && hosts(env, base_domain).iter().any(|h| h == host)
 }
 
 fn url_host(url: &str) -> Option<String> {

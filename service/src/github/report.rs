@@ -272,7 +272,8 @@ impl GitHubSide {
                 }
                 return Ok(());
             }
-            Deleting => return Ok(()),
+            // Its deployment stays successful: the URL still works, a visit wakes it.
+            Deleting | Sleeping => return Ok(()),
         };
         let name = environment_name(PrNumber(env.pr_number));
         let (id, sent) = if record.deployment_sha.as_deref() == Some(env.head_sha.as_str())
@@ -319,6 +320,8 @@ impl GitHubSide {
             }
             Failed => ("completed", Some("failure"), "Preview environment failed".to_owned(), reason),
             Rejected => ("completed", Some("neutral"), "No preview environment".to_owned(), reason),
+            // The commit's check stays as it was: sleeping says nothing about the commit.
+            Sleeping => return Ok(()),
             Deleting | Deleted => {
                 // A check run of this head that never finished is closed; a finished one stays.
                 if record.check_run_sha.as_deref() != Some(env.head_sha.as_str())

@@ -152,6 +152,7 @@ impl Resync {
                 EnvironmentState::Pending,
                 EnvironmentState::Provisioning,
                 EnvironmentState::Ready,
+                EnvironmentState::Sleeping,
                 EnvironmentState::Failed,
             ])
             .await?;

@@ -101,11 +101,37 @@ fn answer(original: &Original, decision: Decision, headers: &HeaderMap) -> Respo
             response
         }
         Decision::Forbidden { message } => page_or_text(StatusCode::FORBIDDEN, "Not for you, yet", &message, headers),
+        Decision::Waking { retry_after_seconds } => waking(retry_after_seconds, headers),
         Decision::NotFound { message } => {
             tracing::debug!(host = original.host, "a visit to a host that is no preview");
             page_or_text(StatusCode::NOT_FOUND, "No such preview", &message, headers)
         }
     }
+}
+
+/// The waking page: for a browser, a page that says what is happening and asks again by itself;
+/// for others `503` with `Retry-After`. Both are `503`, so nothing caches them as the preview.
+fn waking(retry_after_seconds: u64, headers: &HeaderMap) -> Response {
+    let retry = retry_after_seconds.to_string();
+    let mut response = if request::wants_html(headers) {
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+             <meta http-equiv=\"refresh\" content=\"{retry}\"><title>Waking this preview</title></head>\
+             <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem\">\
+             <h1>Waking this preview</h1><p>Nobody had visited it for a while, so it was asleep to save resources. \
+             It is starting again; this page reloads every {retry} seconds and shows the preview once it is up.</p>\
+             <p><small>previewd</small></p></body></html>"
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the preview is asleep and waking up; try again shortly\n").into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&retry) {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 fn plain(status: StatusCode, message: &str) -> Response {

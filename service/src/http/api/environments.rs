@@ -555,6 +555,7 @@ async fn act(app: &AppState, acting: &Acting<'_>, id: &str, action: Action) -> R
         .await
         .map_err(|error| match error {
             ActionError::NotLive(..) => ApiError::new(StatusCode::CONFLICT, "not_live", error.to_string()),
+            ActionError::NotAsleep(..) => ApiError::new(StatusCode::CONFLICT, "not_asleep", error.to_string()),
             ActionError::Store(error) if !error.is_retryable() => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", "the environment changed meanwhile; read it again")
             }
