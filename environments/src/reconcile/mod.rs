@@ -383,7 +383,7 @@ impl Engine {
             }
         }
         self.store.set_services(env.id, &spec.service_urls(), spec.database.is_some()).await?;
-        let sleep_after = spec.sleep_after.map(|d| crate::time::millis(d));
+        let sleep_after = spec.sleep_after.map(crate::time::millis);
         if env.sleep_after_ms != sleep_after {
             self.store.set_sleep_after(env.id, sleep_after).await?;
         }
