@@ -152,6 +152,8 @@ pub enum EnvCommand {
     Redeploy { id: i64 },
     /// Replace an environment's database with a new, empty one, seed it again, and deploy.
     ResetDb { id: i64 },
+    /// Wake a sleeping environment.
+    Wake { id: i64 },
     /// Tear an environment down now.
     Destroy { id: i64 },
 }

@@ -146,6 +146,11 @@ pub async fn env(server: &ServerArgs, command: EnvCommand) -> anyhow::Result<()>
             let answer: ActionAnswer = api.call(Method::POST, &path, None).await?;
             action_done(output, &answer, "resetting its database")
         }
+        EnvCommand::Wake { id } => {
+            let path = format!("api/v1/environments/{id}/wake");
+            let answer: ActionAnswer = api.call(Method::POST, &path, None).await?;
+            action_done(output, &answer, "waking")
+        }
         EnvCommand::Destroy { id } => {
             let path = format!("api/v1/environments/{id}");
             let answer: ActionAnswer = api.call(Method::DELETE, &path, None).await?;

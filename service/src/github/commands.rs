@@ -27,6 +27,8 @@ pub enum Command {
     Destroy,
     /// Replace the database with a new one, seeded again.
     ResetDatabase,
+    /// Wake a sleeping environment.
+    Wake,
     /// Refresh the pull request comment.
     Status,
     /// Approve a fork's head commit for an environment: the one named, or else the one that was
@@ -94,6 +96,7 @@ pub const HELP: &[CommandHelp] = &[
         text: "/preview reset-db",
         help: "replace the database with a new, empty one, seed it again, and deploy",
     },
+    CommandHelp { text: "/preview wake", help: "wake the environment when it sleeps (a visit wakes it too)" },
     CommandHelp { text: "/preview status", help: "refresh this comment" },
     CommandHelp {
         text: "/preview approve",
@@ -111,6 +114,7 @@ impl Command {
             Self::Extend(by) => format!("/preview extend {}", humantime::format_duration(*by)),
             Self::Destroy => "/preview destroy".to_owned(),
             Self::ResetDatabase => "/preview reset-db".to_owned(),
+            Self::Wake => "/preview wake".to_owned(),
             Self::Status => "/preview status".to_owned(),
             Self::Approve(None) => "/preview approve".to_owned(),
             Self::Approve(Some(sha)) => format!("/preview approve {}", sha.as_str()),
@@ -136,6 +140,7 @@ pub fn parse(body: &str) -> Option<Result<Command, CommandError>> {
         "redeploy" => no_arguments(Command::Redeploy, "redeploy"),
         "destroy" => no_arguments(Command::Destroy, "destroy"),
         "reset-db" => no_arguments(Command::ResetDatabase, "reset-db"),
+        "wake" => no_arguments(Command::Wake, "wake"),
         "status" => no_arguments(Command::Status, "status"),
         "approve" => match args.as_slice() {
             [] => Ok(Command::Approve(None)),
@@ -203,6 +208,7 @@ mod tests {
         assert_eq!(parse(&format!("/preview extend{}", " 1h".repeat(17))), Some(Err(CommandError::BadDuration)));
         assert_eq!(parse("/preview destroy now"), Some(Err(CommandError::NoArguments("destroy"))));
         assert_eq!(parse("/preview reset-db"), Some(Ok(Command::ResetDatabase)));
+        assert_eq!(parse("/preview wake"), Some(Ok(Command::Wake)));
         assert_eq!(parse("/preview reset-db please"), Some(Err(CommandError::NoArguments("reset-db"))));
     }
 

@@ -172,11 +172,12 @@ impl JobRunner {
                 let seen = named.clone().map_or(Seen::HeadAt(created_at), Seen::Named);
                 return self.approve(side, repo, number, author, &seen, None).await;
             }
-            Command::Redeploy | Command::Extend(_) | Command::Destroy | Command::ResetDatabase => {
+            Command::Redeploy | Command::Extend(_) | Command::Destroy | Command::ResetDatabase | Command::Wake => {
                 let action = match command {
                     Command::Redeploy => Action::Redeploy,
                     Command::Extend(by) => Action::Extend(*by),
                     Command::ResetDatabase => Action::ResetDatabase,
+                    Command::Wake => Action::Wake,
                     _ => Action::Destroy,
                 };
                 match (current.filter(|_| live), &self.engine) {

@@ -412,6 +412,21 @@ pub async fn reset_database(
     token_action(app, caller, &id, Action::ResetDatabase, None).await
 }
 
+/// Wake a sleeping environment: its workloads scale back up.
+#[utoipa::path(post, path = "/api/v1/environments/{id}/wake", operation_id = "wakeEnvironment", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
+    responses(
+        (status = 202, description = "It is waking up", body = ActionAnswer),
+        (status = 404, description = "No such environment", body = ApiError),
+        (status = 409, description = "The environment is not Sleeping, or this previewd has no policy", body = ApiError),
+        (status = 400, description = "A parameter cannot be used; the message names it", body = ApiError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ApiError),
+        (status = 403, description = "The token's scope does not allow this", body = ApiError),
+        (status = 503, description = "The database is not answering", body = ApiError)
+    ))]
+pub async fn wake(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    token_action(app, caller, &id, Action::Wake, None).await
+}
+
 /// Tear an environment down now.
 #[utoipa::path(delete, path = "/api/v1/environments/{id}", operation_id = "destroyEnvironment", tag = "actions", security(("bearer" = [])), params(("id" = i64, Path, description = "The environment's id")),
     responses(

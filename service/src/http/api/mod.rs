@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/environments/{id}/extend", post(environments::extend))
         .route("/api/v1/environments/{id}/redeploy", post(environments::redeploy))
         .route("/api/v1/environments/{id}/reset-db", post(environments::reset_database))
+        .route("/api/v1/environments/{id}/wake", post(environments::wake))
         .route("/api/v1/repositories/{owner}/{name}/bypass-tokens", get(bypass::list).post(bypass::create))
         .route("/api/v1/repositories/{owner}/{name}/bypass-tokens/{token}", axum::routing::delete(bypass::revoke))
         .route("/api/v1/events", get(events::stream))

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         environments::extend,
         environments::redeploy,
         environments::reset_database,
+        environments::wake,
         environments::destroy,
         events::stream,
         usage::usage,

@@ -48,6 +48,16 @@ pub(super) async fn redeploy(
     act(app, viewer.0, remote, &id, form, Ok(Action::Redeploy), None).await
 }
 
+pub(super) async fn wake(
+    State(app): State<AppState>,
+    viewer: PageViewer,
+    remote: Remote,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    act(app, viewer.0, remote, &id, form, Ok(Action::Wake), None).await
+}
+
 pub(super) async fn reset_database(
     State(app): State<AppState>,
     viewer: PageViewer,

@@ -207,6 +207,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/environments/{id}/extend", post(actions::extend))
         .route("/environments/{id}/redeploy", post(actions::redeploy))
         .route("/environments/{id}/reset-db", post(actions::reset_database))
+        .route("/environments/{id}/wake", post(actions::wake))
         .route("/environments/{id}/destroy", post(actions::destroy))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
@@ -429,6 +430,7 @@ async fn environment(
         "extend" => Some("Extended."),
         "redeploy" => Some("A redeploy is under way."),
         "reset-db" => Some("A new database is being created and seeded."),
+        "wake" => Some("It is waking up."),
         "destroy" => Some("The teardown is under way."),
         _ => None,
     });
