@@ -111,9 +111,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         let signs_in = config.dashboard.oauth(&config.github).ok().flatten().map(|o| o.public_url);
         crate::access::Gate::new(store.clone(), policy, signs_in.as_deref(), max_attempts)
     });
-    if let Some(gate) = &access {
-        workers.spawn(gate.clone().run(shutdown.stop.clone()));
-    }
     let state = AppState {
         store: store.clone(),
         intake,

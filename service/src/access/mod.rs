@@ -10,8 +10,8 @@
 //! receives the cookies of its domain, and a pull request's code must not get a dashboard
 //! session out of a reviewer.
 //!
-//! It is also where previewd sees traffic: visits let through are counted (in memory, written
-//! in batches), which is what idle detection reads, without proxying a byte.
+//! It is also where previewd sees traffic: visits let through are written (at most every few
+//! seconds per environment), which is what idle detection reads, without proxying a byte.
 
 pub mod request;
 
@@ -24,10 +24,9 @@ use previewd_environments::store::{GateRecord, Store, StoreError, service_urls};
 use previewd_environments::time::now_ms;
 use request::Original;
 use secrecy::SecretString;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// The cookie that carries a sign-in to previews.
 pub const PREVIEW_COOKIE: &str = "previewd_preview";
@@ -41,8 +40,10 @@ pub const USER_HEADER: &str = "x-previewd-user";
 /// How often the host index may be rebuilt for a host it does not know: a flood of requests
 /// for unknown hosts costs one listing a second, not one each.
 const REBUILD_AT_MOST: Duration = Duration::from_secs(1);
-/// How often visits are written.
-const VISIT_FLUSH: Duration = Duration::from_secs(10);
+/// How often one environment's visits are written at most.
+const VISIT_WRITE_EVERY: Duration = Duration::from_secs(2);
+/// Entries of [`Visits`] beyond which the expired ones are dropped.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// What the proxy should do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +82,11 @@ struct HostIndex {
     built_at: Option<Instant>,
 }
 
+/// When each environment's and token's last visit was written.
 #[derive(Default)]
 struct Visits {
-    environments: HashSet<i64>,
-    tokens: HashSet<i64>,
+    environments: HashMap<i64, Instant>,
+    tokens: HashMap<i64, Instant>,
 }
 
 impl Gate {
@@ -229,40 +231,37 @@ impl Gate {
         Ok(found)
     }
 
-    /// Counts a visit let through, unless a machine made it.
+    /// Counts a visit let through (unless a machine made it): written at once, in the
+    /// background, unless this environment's (or token's) last visit was written less than
+    /// [`VISIT_WRITE_EVERY`] ago. Idle detection needs no finer time than that, and a busy
+    /// preview costs one write every few seconds, not one per request.
     fn visited(&self, environment: i64, token: Option<i64>, machine: bool) {
+        let now = Instant::now();
         let mut visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(token) = token {
-            visits.tokens.insert(token);
-        }
-        if !machine {
-            visits.environments.insert(environment);
-        }
-    }
-
-    /// Writes the visits counted since the last call.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        let visits = std::mem::take(&mut *self.visits.lock().unwrap_or_else(|e| e.into_inner()));
-        let environments: Vec<i64> = visits.environments.into_iter().collect();
-        let tokens: Vec<i64> = visits.tokens.into_iter().collect();
-        self.store.record_visits(&environments, &tokens, now_ms()).await
-    }
-
-    /// Writes visits every few seconds until `stop`, and once more then.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(VISIT_FLUSH);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = stop.cancelled() => break,
+        let due = |seen: &mut HashMap<i64, Instant>, id: i64| {
+            let stale = seen.get(&id).is_none_or(|at| now.duration_since(*at) >= VISIT_WRITE_EVERY);
+            if stale {
+                seen.insert(id, now);
             }
-            if let Err(error) = self.flush().await {
-                tracing::warn!(%error, "visits to previews could not be written; they are counted again");
+            stale
+        };
+        let environments: Vec<i64> =
+            (!machine && due(&mut visits.environments, environment)).then_some(environment).into_iter().collect();
+        let tokens: Vec<i64> = token.filter(|t| due(&mut visits.tokens, *t)).into_iter().collect();
+        if visits.environments.len() > MAX_REMEMBERED || visits.tokens.len() > MAX_REMEMBERED {
+            visits.environments.retain(|_, at| now.duration_since(*at) < VISIT_WRITE_EVERY);
+            visits.tokens.retain(|_, at| now.duration_since(*at) < VISIT_WRITE_EVERY);
+        }
+        drop(visits);
+        if environments.is_empty() && tokens.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_visits(&environments, &tokens, now_ms()).await {
+                tracing::warn!(%error, ?environments, "a visit to a preview could not be written; the next one is");
             }
-        }
-        if let Err(error) = self.flush().await {
-            tracing::warn!(%error, "the last visits to previews could not be written");
-        }
+        });
     }
 }
 
