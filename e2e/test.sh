@@ -81,6 +81,10 @@ step "Chromium (Debian's package, for the dashboard's browser tests)"
 browser_env=$(within 900 "e2e/browser.sh up" e2e/browser.sh up)
 eval "$browser_env"
 
+step "nginx (Debian's package, the reverse proxy of the forward-authentication tests)"
+proxy_env=$(within 900 "e2e/proxy.sh up" e2e/proxy.sh up)
+eval "$proxy_env"
+
 step "Kubernetes control plane (the first run builds it from source)"
 if ! e2e/controlplane/cluster.sh status >/dev/null 2>&1; then started_cluster=1; fi
 within 3600 "building the control plane" e2e/controlplane/cluster.sh build >&2

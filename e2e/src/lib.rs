@@ -16,5 +16,6 @@ pub mod markdown;
 pub mod measure;
 pub mod pod;
 pub mod previewd;
+pub mod proxy;
 pub mod standin;
 pub mod throttle;

@@ -6,8 +6,9 @@
 //!   Traefik's ForwardAuth and Envoy's `ext_authz` send a non-2xx answer to the visitor as it
 //!   is. With `?mode=nginx` every answer but `200` is `401`: nginx's `auth_request` accepts
 //!   only 2xx, 401 and 403, and its `error_page 401` then fetches `/_previewd/page`.
-//! - `GET /_previewd/page`: the same decision for nginx's error page; a request that is let
-//!   through by now is sent back to its URL (`307`).
+//! - `GET /_previewd/page`: the same decision for nginx's error page (or, with `?rd=<URL>`, for
+//!   ingress-nginx's `auth-signin`); a request that is let through by now is sent back to its
+//!   URL (`307`).
 
 use crate::access::request::{self, Original};
 use crate::access::{Decision, USER_HEADER};
@@ -43,8 +44,25 @@ pub(super) async fn auth(
     }
 }
 
-/// `GET /_previewd/page`.
-pub(super) async fn page(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+#[derive(Deserialize)]
+pub(super) struct PageQuery {
+    rd: Option<String>,
+}
+
+/// `GET /_previewd/page`. Also a sign-in page of its own host: ingress-nginx's `auth-signin`
+/// sends the browser to it with the original URL in `rd`.
+pub(super) async fn page(
+    State(app): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let mut headers = headers;
+    if !headers.contains_key("x-original-url")
+        && let Some(value) = query.rd.as_deref().and_then(|rd| HeaderValue::from_str(rd).ok())
+    {
+        headers.insert("x-original-url", value);
+    }
     match decide(&app, &headers, &uri).await {
         Ok((original, Decision::Pass { .. })) => {
             let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();

@@ -72,6 +72,18 @@ pub async fn story_with(
     change_policy: impl Fn(String) -> String,
     overrides: &[(&str, String)],
 ) -> Story {
+    story_at(db, change_policy, overrides, false).await
+}
+
+/// [`story_with`]; with `under_base_domain`, the dashboard's public URL is
+/// `http://previewd.<base domain>:<port>` (clients resolve it to the loopback themselves), as
+/// signing in to protected previews needs.
+pub async fn story_at(
+    db: &TestDatabase,
+    change_policy: impl Fn(String) -> String,
+    overrides: &[(&str, String)],
+    under_base_domain: bool,
+) -> Story {
     let github = GitHubStandIn::start().await.unwrap();
     let app = github.app().await.unwrap();
     let dns = previewd_e2e::dns::server().unwrap();
@@ -80,7 +92,10 @@ pub async fn story_with(
     std::fs::write(dir.path().join("policy.yaml"), policy(&dns, change_policy)).unwrap();
     std::fs::write(dir.path().join("app.pem"), &app.private_key_pem).unwrap();
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
-    let base = format!("http://127.0.0.1:{}", previewd_e2e::previewd::free_port().unwrap());
+    let port = previewd_e2e::previewd::free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let public_url =
+        if under_base_domain { format!("http://previewd.{}:{port}", dns.base_domain) } else { base.clone() };
     let path = |p: &Path| p.display().to_string();
     let env: Vec<(String, String)> = [
         ("PREVIEWD_DATABASE_URL", db.url.clone()),
@@ -101,7 +116,7 @@ pub async fn story_with(
         ("PREVIEWD_LOG_FILTER", "info".to_owned()),
         ("STORY_TSIG_SECRET", dns.tsig_secret.clone()),
         // The dashboard signs people in through the stand-in's OAuth web flow.
-        ("PREVIEWD_DASHBOARD__PUBLIC_URL", base.clone()),
+        ("PREVIEWD_DASHBOARD__PUBLIC_URL", public_url),
         ("PREVIEWD_GITHUB__WEB_URL", github.url().to_owned()),
         ("PREVIEWD_GITHUB__CLIENT_ID", STANDIN_CLIENT_ID.to_owned()),
         ("PREVIEWD_GITHUB__CLIENT_SECRET", STANDIN_CLIENT_SECRET.to_owned()),

@@ -1,0 +1,243 @@
+//! Protected previews and sleep, through a real reverse proxy: Debian's nginx (its
+//! `auth_request`, what ingress-nginx is built on) in front of previewd's forward-authentication
+//! endpoints and of a small HTTP server standing in for the application (kwok's pods serve no
+//! traffic), wired as the README tells platform teams to. The `previewd` binary runs against the
+//! real control plane, the local BIND server and the GitHub stand-in, whose OAuth web flow signs
+//! people in.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::HeaderMap;
+use common::story::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use previewd_e2e::database::{Backend, fresh};
+use previewd_e2e::proxy::{Nginx, ProxyConfig};
+use previewd_environments::store::TokenScope;
+use reqwest::header::{COOKIE, HOST, LOCATION, SET_COOKIE, USER_AGENT};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const BROWSER: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+
+/// The application: says which host and path it was asked for, and who previewd said the
+/// visitor is.
+async fn application() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|headers: HeaderMap, uri: axum::http::Uri| async move {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let cookie = text("cookie");
+        assert!(!cookie.contains("previewd_preview"), "the application was sent the preview cookie: {cookie}");
+        format!("app {}{} user={}", text("host"), uri, text("x-previewd-user"))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+/// An answer through the proxy.
+struct Seen {
+    status: u16,
+    location: Option<String>,
+    retry_after: Option<String>,
+    set_cookie: Vec<String>,
+    body: String,
+}
+
+struct Visitor {
+    http: reqwest::Client,
+    proxy: String,
+    host: String,
+}
+
+impl Visitor {
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Seen {
+        let mut request = self.http.get(format!("{}{path}", self.proxy)).header(HOST, &self.host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let header =
+            |name| response.headers().get(name).map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned());
+        let (location, retry_after) = (header(LOCATION), header(reqwest::header::RETRY_AFTER));
+        let set_cookie =
+            response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        Seen {
+            status: response.status().as_u16(),
+            location,
+            retry_after,
+            set_cookie,
+            body: response.text().await.unwrap(),
+        }
+    }
+}
+
+/// The value of cookie `name` among `Set-Cookie` headers, with the whole header.
+fn cookie<'a>(set: &'a [String], name: &str) -> Option<(String, &'a str)> {
+    set.iter().find_map(|c| {
+        let value = c.strip_prefix(&format!("{name}="))?.split(';').next()?;
+        Some((value.to_owned(), c.as_str()))
+    })
+}
+
+/// Signs `login` in to previews the way a browser does from the sign-in redirect at
+/// `sign_in`: previewd's `/auth/preview`, its sign-in, the stand-in's OAuth page, the callback,
+/// `/auth/preview` again. Returns the preview cookie and its `Set-Cookie` header.
+async fn sign_in(s: &Story, browser: &reqwest::Client, login: &str, sign_in: &str) -> (String, String) {
+    s.github.configure(json!({"oauth_user": login})).await.unwrap();
+    let mut cookies: Vec<(String, String)> = Vec::new();
+    let mut url = sign_in.to_owned();
+    for _ in 0..8 {
+        let header: String = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let response = browser.get(&url).header(COOKIE, header).send().await.unwrap();
+        let set: Vec<String> =
+            response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        if let Some((value, whole)) = cookie(&set, "previewd_preview") {
+            return (value, whole.to_owned());
+        }
+        for c in &set {
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            cookies.retain(|(k, _)| k != name);
+            cookies.push((name.to_owned(), value.to_owned()));
+        }
+        let status = response.status();
+        let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+        let Some(location) = location.filter(|_| status.is_redirection()) else {
+            panic!("signing in stopped at {url}: {status} {}", response.text().await.unwrap());
+        };
+        url = if location.starts_with("http") {
+            location
+        } else {
+            let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+            format!("{origin}{location}")
+        };
+    }
+    panic!("signing in took more than 8 redirects");
+}
+
+#[tokio::test]
+async fn previews_open_to_readers_and_tokens_sleep_when_idle_and_wake_on_a_visit() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let policy = |p: String| format!("{p}\nprotection: github\nsleep: {{ after: 8s }}\n");
+    let mut s = story_at(&db, policy, &[], true).await;
+    let app = application().await;
+    let previewd: SocketAddr = s.previewd.base.trim_start_matches("http://").parse().unwrap();
+    let nginx = Nginx::start(&ProxyConfig { app, previewd }).unwrap();
+    s.open(1, &sha('a')).await;
+    let ready = s.wait_state(1, "Ready").await;
+    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    let base_domain = host.split_once('.').unwrap().1.to_owned();
+    let dashboard = format!("previewd.{base_domain}");
+    // The browser finds the dashboard at the loopback, as DNS would send it there.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&dashboard, previewd)
+        .build()
+        .unwrap();
+    let visitor = Visitor { http: browser.clone(), proxy: nginx.url(), host: host.clone() };
+
+    // Not signed in: off to sign in, and back here after.
+    let first = visitor.get("/cart?item=7", &[(USER_AGENT.as_str(), BROWSER)]).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    let location = first.location.unwrap();
+    let expected = format!("http://{dashboard}:{}/auth/preview?next=", previewd.port());
+    assert!(location.starts_with(&expected), "{location}");
+    let next: String = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert_eq!(next, format!("http://{host}/cart?item=7"));
+
+    // Someone who may read the repository: the application's answer, with their login.
+    let (reader, whole) = sign_in(&s, &browser, "reader", &location).await;
+    assert!(whole.contains(&format!("Domain={base_domain}")) && whole.contains("HttpOnly"), "{whole}");
+    let preview_cookie = format!("previewd_preview={reader}");
+    let both = format!("theme=dark; {preview_cookie}; lang=en");
+    let seen = visitor.get("/cart?item=7", &[(COOKIE.as_str(), &both), (USER_AGENT.as_str(), BROWSER)]).await;
+    assert_eq!((seen.status, seen.body.as_str()), (200, format!("app {host}/cart?item=7 user=reader").as_str()));
+    // The dashboard's own session does not open previews.
+    let session = s.store.create_session("reader", false, i64::MAX / 2, &[]).await.unwrap().1;
+    let dashboard_cookie = format!("previewd_session={}", session.expose_secret());
+    assert_eq!(visitor.get("/", &[(COOKIE.as_str(), &dashboard_cookie)]).await.status, 302);
+
+    // Someone signed in who may not read it: refused, and told why.
+    let (stranger, _) = sign_in(&s, &browser, "stranger", &location).await;
+    let refused =
+        visitor.get("/", &[(COOKIE.as_str(), &format!("previewd_preview={stranger}")), ("accept", "text/html")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("@stranger may not read") && refused.body.contains(&s.repo), "{}", refused.body);
+
+    // A bypass token of the repository opens it for automation, until it is revoked.
+    let admin = s.store.create_token("platform", TokenScope::Admin).await.unwrap().1;
+    let api = format!("{}/api/v1/repositories/acme/{}/bypass-tokens", s.previewd.base, s.repo);
+    let created: serde_json::Value = browser
+        .post(&api)
+        .bearer_auth(admin.expose_secret())
+        .json(&json!({"name": "e2e"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["secret"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pvb_"), "{created}");
+    let seen = visitor.get("/", &[("x-previewd-bypass", &token)]).await;
+    assert_eq!(
+        (seen.status, seen.body.as_str()),
+        (200, format!("app {host}/ user=bypass-token@acme/{}", s.repo).as_str())
+    );
+    let by_query = visitor.get(&format!("/?previewd_bypass={token}"), &[]).await;
+    assert_eq!(by_query.status, 200, "{}", by_query.body);
+    let revoked = browser.delete(format!("{api}/e2e")).bearer_auth(admin.expose_secret()).send().await.unwrap();
+    assert_eq!(revoked.status(), 204);
+    let seen = visitor.get("/", &[("x-previewd-bypass", &token)]).await;
+    assert_eq!(seen.status, 403, "{}", seen.body);
+    assert!(seen.body.contains("not one of"), "{}", seen.body);
+
+    // Idle for `sleep.after`: asleep, its workloads at zero with their replicas kept.
+    let asleep = s.wait(1, "asleep", |e| e.state == "Sleeping").await;
+    assert!(asleep.reason.as_deref().unwrap().starts_with("asleep: no visit or push for 8s"), "{:?}", asleep.reason);
+    let admin_client = previewd_e2e::cluster::admin_client().await.unwrap();
+    let deployments = Api::<Deployment>::namespaced(admin_client, ready.name.as_deref().unwrap());
+    let scaled = common::eventually_within(Duration::from_secs(30), "the Deployment is scaled to zero", || async {
+        let d = deployments.get("app").await.ok()?;
+        (d.spec.as_ref()?.replicas == Some(0)).then_some(d)
+    })
+    .await;
+    let annotations = scaled.metadata.annotations.unwrap();
+    assert_eq!(annotations.get("previewd.dev/awake-replicas").map(String::as_str), Some("1"));
+    s.comment_says(1, &["asleep", &host]).await;
+
+    // A probe, even signed in, and someone not signed in, wake nothing.
+    let probe =
+        visitor.get("/healthz", &[(COOKIE.as_str(), &preview_cookie), (USER_AGENT.as_str(), "kube-probe/1.34")]).await;
+    assert_eq!((probe.status, probe.retry_after.as_deref()), (503, Some("5")), "{}", probe.body);
+    assert_eq!(visitor.get("/", &[(USER_AGENT.as_str(), BROWSER)]).await.status, 302);
+    assert_eq!(s.environment(1).await.unwrap().state, "Sleeping", "a probe or a stranger woke it");
+
+    // A reader's visit: the waking page, the environment scaled back, then the application.
+    let waking = visitor
+        .get("/", &[(COOKIE.as_str(), &preview_cookie), (USER_AGENT.as_str(), BROWSER), ("accept", "text/html")])
+        .await;
+    assert_eq!(waking.status, 503);
+    assert!(
+        waking.body.contains("Waking this preview") && waking.body.contains("http-equiv=\"refresh\""),
+        "{}",
+        waking.body
+    );
+    assert_ne!(s.environment(1).await.unwrap().state, "Sleeping", "the visit woke it");
+    let awake = s.wait_state(1, "Ready").await;
+    assert!(!awake.asleep);
+    let restored = deployments.get("app").await.unwrap();
+    assert_eq!(restored.spec.unwrap().replicas, Some(1));
+    let seen = visitor.get("/", &[(COOKIE.as_str(), &preview_cookie), (USER_AGENT.as_str(), BROWSER)]).await;
+    assert_eq!((seen.status, seen.body.as_str()), (200, format!("app {host}/ user=reader").as_str()));
+    assert!(seen.set_cookie.is_empty(), "{:?}", seen.set_cookie);
+    s.finish().await;
+}
