@@ -4,24 +4,14 @@
 //! Every secret here is kept as its SHA-256 only and found by an index probe on the digest, as
 //! API tokens and sessions are: no secret bytes are compared in code.
 
+use super::sessions::{digest, random_secret};
 use super::{Store, StoreError, with_pool};
 use crate::model::RepoId;
 use crate::time::{Millis, now_ms};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
 /// The prefix of every bypass token, so secret scanners (and people) recognise one.
 pub const BYPASS_PREFIX: &str = "pvb_";
-
-fn digest(secret: &str) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
-}
-
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    data_encoding::BASE64URL_NOPAD.encode(&bytes)
-}
 
 /// A live environment as the forward-authentication endpoint decides on it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

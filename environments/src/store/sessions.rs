@@ -33,12 +33,12 @@ pub struct SessionRepository {
     pub can_write: bool,
 }
 
-fn digest(secret: &str) -> String {
+pub(super) fn digest(secret: &str) -> String {
     data_encoding::HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
 }
 
 /// 256 random bits, base64url.
-fn random_secret() -> String {
+pub(super) fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     data_encoding::BASE64URL_NOPAD.encode(&bytes)
