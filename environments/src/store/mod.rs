@@ -13,6 +13,7 @@ mod audit;
 mod changes;
 mod deliveries;
 mod environments;
+mod expiry;
 mod fleet;
 mod jobs;
 pub(crate) mod kinds;
