@@ -171,6 +171,51 @@ previewd_e2e::each_backend! {
         assert!(store.environment(RepoId(42), PrNumber(9)).await.unwrap().is_none());
     }
 
+    async fn share_links_open_until_they_expire_or_are_revoked_and_go_a_day_after_or_with_their_environment(db) {
+        use EnvironmentState::*;
+        use previewd_environments::model::Cause;
+        use secrecy::{ExposeSecret, SecretString};
+        let store = store(&db.url).await;
+        let live = store.record_environment(&pr(1), Pending, None, &Cause::Previewd).await.unwrap();
+        let gone = store.record_environment(&pr(2), Pending, None, &Cause::Previewd).await.unwrap();
+        let now = now_ms();
+        let (open, secret) = store.create_share_link(live.id, "github:writer", now + HOUR).await.unwrap();
+        assert!(secret.expose_secret().starts_with("pvs_") && secret.expose_secret().len() > 40);
+        assert_eq!(store.share_link(&secret).await.unwrap().as_ref(), Some(&open));
+        assert!(open.is_live(now) && !open.is_live(now + HOUR));
+        // Found by its digest only: another secret, or one without the prefix, finds nothing.
+        let wrong = SecretString::from(format!("{}x", secret.expose_secret()));
+        assert_eq!(store.share_link(&wrong).await.unwrap(), None);
+        let unprefixed = SecretString::from(secret.expose_secret().trim_start_matches("pvs_").to_owned());
+        assert_eq!(store.share_link(&unprefixed).await.unwrap(), None);
+        // Revoked by its environment's id only, once.
+        assert!(!store.revoke_share_link(gone.id, open.id).await.unwrap());
+        assert!(store.revoke_share_link(live.id, open.id).await.unwrap());
+        assert!(!store.revoke_share_link(live.id, open.id).await.unwrap());
+        let revoked = store.share_link(&secret).await.unwrap().unwrap();
+        assert!(revoked.revoked_at.is_some() && !revoked.is_live(now));
+        let (expired, _) = store.create_share_link(live.id, "token:ops", now - 2 * HOUR).await.unwrap();
+        let (of_gone, _) = store.create_share_link(gone.id, "token:ops", now + 30 * DAY).await.unwrap();
+        for state in [Deleting, Deleted] {
+            store.record_environment(&pr(2), state, None, &Cause::Previewd).await.unwrap();
+        }
+        for claimed in store.claim_jobs("w", Duration::from_secs(60), 10).await.unwrap() {
+            store.complete_job(claimed.id, "w").await.unwrap();
+        }
+        // Within a day of expiring, an expired link is kept (its visitors are told when).
+        let swept = store.sweep(&retention(), now).await.unwrap();
+        assert_eq!(swept.share_links, 0, "{swept:?}");
+        let listed: Vec<i64> = store.share_links(live.id).await.unwrap().iter().map(|l| l.id).collect();
+        assert_eq!(listed, [expired.id, open.id], "newest first");
+        // A day (and a minute) on: the expired one goes, the open one (an hour left then) stays;
+        // the environment gone, its links go with it.
+        let swept = store.sweep(&retention(), now + DAY + 60_000).await.unwrap();
+        assert_eq!((swept.share_links, swept.environments), (1, 1), "{swept:?}");
+        let listed: Vec<i64> = store.share_links(live.id).await.unwrap().iter().map(|l| l.id).collect();
+        assert_eq!(listed, [open.id]);
+        assert!(store.share_links(gone.id).await.unwrap().is_empty(), "link {} went with its environment", of_gone.id);
+    }
+
     async fn a_delivery_is_kept_while_its_job_is(db) {
         let store = store(&db.url).await;
         let old = now_ms() - 30 * DAY;

@@ -64,6 +64,14 @@ pub enum Command {
         #[command(subcommand)]
         command: BypassCommand,
     },
+    /// Share links, which open one environment's protected previews for someone outside GitHub
+    /// until they expire, through a running previewd's admin API.
+    Share {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: ShareCommand,
+    },
     /// Admin API tokens, in previewd's database (run where previewd's settings are, e.g. with
     /// `kubectl exec` in its pod).
     Token {
@@ -181,6 +189,23 @@ pub enum BypassCommand {
         repository: String,
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Create a share link and print its URL (once: only its hash is stored).
+    Create {
+        /// The environment's id.
+        id: i64,
+        /// How long it opens the preview (`24h`, `30m`); the policy's `share_links.default`
+        /// when not given, at most its `share_links.max`.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List an environment's share links (never their secrets).
+    List { id: i64 },
+    /// Revoke a share link by its id: visits with it are refused from then on.
+    Revoke { id: i64, link: i64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Limits { server } => return previewd::admin::limits(&server).await,
         Command::Bypass { server, command } => return previewd::admin::bypass(&server, command).await,
+        Command::Share { server, command } => return previewd::admin::share(&server, command).await,
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         | Command::Env { .. }
         | Command::Usage { .. }
         | Command::Limits { .. }
-        | Command::Bypass { .. } => Ok(()),
+        | Command::Bypass { .. }
+        | Command::Share { .. } => Ok(()),
     }
 }

@@ -36,6 +36,7 @@ pub async fn sweep_once(store: &Store, retention: &Retention) {
             audit = swept.audit,
             changes = swept.changes,
             sessions = swept.sessions,
+            share_links = swept.share_links,
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "retention sweep deleted {} rows",
             swept.total()

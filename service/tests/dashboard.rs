@@ -219,6 +219,27 @@ previewd_e2e::each_backend! {
         let shown = writer.get(&absolute(&base, extended.location.as_deref().unwrap())).await;
         assert!(shown.body.contains("Extended."), "{}", shown.body);
 
+        // A share link, made on the page: its URL shown that once, then listed without it, and
+        // revoked from the page.
+        let made = writer.post(&format!("{url}/share"), &[("csrf", &token), ("expires_in", "2h")]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let body = unescape(&made.body);
+        let shared = body.split("value=\"").find_map(|v| v.split('"').next().filter(|v| v.contains("previewd_share=")));
+        let shared = shared.unwrap_or_else(|| panic!("the page shows the new link: {body}"));
+        assert!(shared.starts_with(ready.url.as_deref().unwrap()) && shared.contains("/?previewd_share=pvs_"), "{shared}");
+        let links = s.store.share_links(ready.id).await.unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].created_by, "github:writer");
+        assert_eq!((links[0].expires_at - links[0].created_at) / 1000, 7200);
+        let listed = writer.get(&url).await;
+        assert!(!listed.body.contains("previewd_share=") && listed.body.contains(&format!("#{}", links[0].id)), "{}", listed.body);
+        let revoked = writer.post(&format!("{url}/share-links/{}/revoke", links[0].id), &[("csrf", &token)]).await;
+        assert_eq!(revoked.status, 303, "{}", revoked.body);
+        assert!(s.store.share_links(ready.id).await.unwrap()[0].revoked_at.is_some());
+        let too_long = writer.post(&format!("{url}/share"), &[("csrf", &token), ("expires_in", "30d")]).await;
+        assert_eq!(too_long.status, 422);
+        assert!(unescape(&too_long.body).contains("expires_in: must be longer than 0s and at most the policy's share_links.max (7days)"), "{}", too_long.body);
+
         // A reader sees the environment but no buttons, and is refused if they post anyway.
         let (mut reader, page) = sign_in(&s, "reader", &format!("/environments/{}", ready.id)).await;
         assert_eq!(page.status, 200, "{}", page.body);
@@ -228,6 +249,8 @@ previewd_e2e::each_backend! {
         assert_eq!(refused.status, 403, "{}", refused.body);
         assert!(refused.body.contains("needs write access"), "{}", refused.body);
         assert_eq!(s.environment(1).await.unwrap().state, "Ready");
+        let refused = reader.post(&format!("{url}/share"), &[("csrf", &reader_csrf)]).await;
+        assert_eq!(refused.status, 403, "a reader makes no share link: {}", refused.body);
 
         // The live stream: a pull request opened after the page loaded arrives and turns Ready;
         // the other repository's changes, made first, never reach the writer.
@@ -308,7 +331,9 @@ previewd_e2e::each_backend! {
             .map(|e| format!("{} {} {}", e["actor"].as_str().unwrap(), e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
             .collect();
         for wanted in ["github:writer dashboard.sign_in done", "github:writer environment.extend done",
-            "github:writer environment.destroy done", "github:reader environment.destroy refused (403)"] {
+            "github:writer environment.destroy done", "github:reader environment.destroy refused (403)",
+            "github:writer share_link.create done", "github:writer share_link.revoke done",
+            "github:reader share_link.create refused (403)"] {
             assert!(entries.iter().any(|e| e.starts_with(wanted)), "{wanted} in {entries:?}");
         }
 

@@ -241,3 +241,129 @@ async fn previews_open_to_readers_and_tokens_sleep_when_idle_and_wake_on_a_visit
     assert!(seen.set_cookie.is_empty(), "{:?}", seen.set_cookie);
     s.finish().await;
 }
+
+#[tokio::test]
+async fn a_share_link_opens_one_preview_for_someone_outside_github_until_it_expires_or_is_revoked() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let policy = |p: String| format!("{p}\nprotection: github\nshare_links: {{ max: 2h, default: 1h }}\n");
+    let mut s = story_at(&db, policy, &[], true).await;
+    let app = application().await;
+    let previewd: SocketAddr = s.previewd.base.trim_start_matches("http://").parse().unwrap();
+    let nginx = Nginx::start(&ProxyConfig { app, previewd }).unwrap();
+    s.open(1, &sha('a')).await;
+    s.open(2, &sha('b')).await;
+    let ready = s.wait_state(1, "Ready").await;
+    let other = s.wait_state(2, "Ready").await;
+    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let visitor = Visitor { http: http.clone(), proxy: nginx.url(), host: host.clone() };
+    let admin = s.store.create_token("platform", TokenScope::Admin).await.unwrap().1;
+    let reader = s.store.create_token("grafana", TokenScope::Read).await.unwrap().1;
+    let links = |id: i64| format!("{}/api/v1/environments/{id}/share-links", s.previewd.base);
+    let share = |body: serde_json::Value, token: &str| {
+        http.post(links(ready.id)).bearer_auth(token.to_owned()).json(&body).send()
+    };
+
+    // Only an admin token makes one, and not for longer than the policy allows.
+    assert_eq!(share(json!({}), reader.expose_secret()).await.unwrap().status(), 403);
+    let too_long = share(json!({"expires_in": "30d"}), admin.expose_secret()).await.unwrap();
+    assert_eq!(too_long.status(), 422);
+    let body: serde_json::Value = too_long.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("share_links.max (2h)"), "{body}");
+
+    // Made with the policy's default: the preview's URL with the secret.
+    let made = share(json!({}), admin.expose_secret()).await.unwrap();
+    assert_eq!(made.status(), 201);
+    let made: serde_json::Value = made.json().await.unwrap();
+    let url = made["url"].as_str().unwrap().to_owned();
+    let prefix = format!("https://{host}/?previewd_share=pvs_");
+    assert!(url.starts_with(&prefix), "{made}");
+    let secret = url.split_once("previewd_share=").unwrap().1.to_owned();
+    let at = |field: &str| humantime::parse_rfc3339(made[field].as_str().unwrap()).unwrap();
+    let lasts = at("expires_at").duration_since(at("created_at")).unwrap();
+    // Both to the second: a few seconds either way of an hour.
+    assert!((3590..=3600).contains(&lasts.as_secs()), "{made}");
+    assert_eq!((made["created_by"].as_str(), made["live"].as_bool()), (Some("token:platform"), Some(true)));
+
+    // Someone with the link and nothing else: the application's answer, and a cookie of this
+    // preview's host alone that opens its other pages.
+    let first = visitor.get(&format!("/?previewd_share={secret}"), &[(USER_AGENT.as_str(), BROWSER)]).await;
+    let user = format!("user=share-link@acme/{}", s.repo);
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (200, format!("app {host}/?previewd_share={secret} {user}").as_str())
+    );
+    let (value, whole) = cookie(&first.set_cookie, "previewd_share").expect("the share cookie is set");
+    assert_eq!(value, secret);
+    assert!(!whole.contains("Domain") && whole.contains("HttpOnly") && whole.contains("Path=/"), "{whole}");
+    let max_age: i64 = whole.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&max_age), "{whole}");
+    let share_cookie = format!("previewd_share={secret}");
+    let later = visitor.get("/cart", &[(COOKIE.as_str(), &share_cookie), (USER_AGENT.as_str(), BROWSER)]).await;
+    assert_eq!((later.status, later.body.as_str()), (200, format!("app {host}/cart {user}").as_str()));
+    assert!(later.set_cookie.is_empty(), "only the link's first use sets the cookie: {:?}", later.set_cookie);
+
+    // It opens this environment only.
+    let neighbour_host = other.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    let neighbour = Visitor { http: http.clone(), proxy: nginx.url(), host: neighbour_host };
+    let refused = neighbour.get(&format!("/?previewd_share={secret}"), &[("accept", "text/html")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("does not open this preview"), "{}", refused.body);
+
+    // The API lists it with its last use, and revokes it: refused from then on, saying so.
+    let listed: serde_json::Value =
+        common::eventually_within(Duration::from_secs(10), "the visit is recorded", || async {
+            let listed: serde_json::Value =
+                http.get(links(ready.id)).bearer_auth(admin.expose_secret()).send().await.ok()?.json().await.ok()?;
+            listed[0]["last_used_at"].is_string().then_some(listed)
+        })
+        .await;
+    let id = listed[0]["id"].as_i64().unwrap();
+    let revoked = http.delete(format!("{}/{id}", links(ready.id))).bearer_auth(admin.expose_secret()).send().await;
+    assert_eq!(revoked.unwrap().status(), 204);
+    let after = visitor.get("/", &[(COOKIE.as_str(), &share_cookie), ("accept", "text/html")]).await;
+    assert_eq!(after.status, 403, "{}", after.body);
+    assert!(after.body.contains("this share link was revoked at"), "{}", after.body);
+    let again = http.delete(format!("{}/{id}", links(ready.id))).bearer_auth(admin.expose_secret()).send().await;
+    assert_eq!(again.unwrap().status(), 404);
+
+    // A link that expires: it opens the preview until then, and is refused after, saying when.
+    let brief: serde_json::Value =
+        share(json!({"expires_in": "2s"}), admin.expose_secret()).await.unwrap().json().await.unwrap();
+    let brief_secret = brief["url"].as_str().unwrap().split_once("previewd_share=").unwrap().1.to_owned();
+    let expires_at = humantime::parse_rfc3339(brief["expires_at"].as_str().unwrap()).unwrap();
+    let open = visitor.get(&format!("/?previewd_share={brief_secret}"), &[]).await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    // Expiry is a time: the wait is until then, not for something to happen.
+    let until = expires_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    // `expires_at` is to the second, the expiry itself to the millisecond after it.
+    tokio::time::sleep(until + Duration::from_millis(1050)).await;
+    let expired = visitor.get(&format!("/?previewd_share={brief_secret}"), &[]).await;
+    assert_eq!(expired.status, 403, "{}", expired.body);
+    assert!(expired.body.contains(&format!("this share link expired at {}", brief["expires_at"].as_str().unwrap())));
+
+    // Each making and revoking is in the audit log, the refusal too.
+    let audit: serde_json::Value = http
+        .get(format!("{}/api/v1/audit", s.previewd.base))
+        .bearer_auth(admin.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("share_link."))
+        .map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions.len(), 6, "{actions:?}");
+    let refusal = format!("refused (404): environment {} has no unrevoked share link {id}", ready.id);
+    assert_eq!(actions[1], ("share_link.revoke", refusal.as_str()));
+    assert_eq!(actions[2], ("share_link.revoke", "done"));
+    assert_eq!(actions[5].0, "share_link.create");
+    assert!(actions[5].1.starts_with("refused (403)"), "{actions:?}");
+    s.finish().await;
+}

@@ -169,7 +169,7 @@ async fn run_commands(block: &Block, files: &BTreeMap<String, String>, mut given
             spawn_in_background(&args, &env, dir.path()).map(|child| background.push((at.clone(), child)))
         } else if args.iter().any(|a| a == "serve") {
             serve(&args, &env, dir.path()).await
-        } else if ["migrate", "render", "--help", "token", "env", "usage", "limits", "bypass"]
+        } else if ["migrate", "render", "--help", "token", "env", "usage", "limits", "bypass", "share"]
             .iter()
             .any(|c| args.first().is_some_and(|a| a == c))
         {
@@ -327,6 +327,8 @@ async fn every_example_of_the_readme_runs_as_written() {
                     ("ADMIN_TOKEN", String::from_utf8(token).unwrap().trim().to_owned()),
                     ("ID", id.to_string()),
                     ("REPOSITORY", format!("acme/{}", s.repo)),
+                    // The tour's `share create` makes the database's first link.
+                    ("LINK", "1".to_owned()),
                 ]);
                 failures.extend(run_commands(block, &files, Given { values, watched_to: Some("Deleted") }).await);
                 ran += 1;

@@ -99,3 +99,22 @@ pub struct SleepOverride {
     pub after: Option<SleepAfter>,
     pub allow_never: Option<bool>,
 }
+
+/// Share links: URLs that open one environment's previews for someone outside GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharePolicy {
+    /// The longest a share link may stay open; a longer request is refused (the message says
+    /// this limit). A link also stops opening anything once its environment is gone.
+    #[serde(with = "duration_text")]
+    pub max: Duration,
+    /// How long a link stays open when its creator says nothing.
+    #[serde(with = "duration_text")]
+    pub default: Duration,
+}
+
+impl Default for SharePolicy {
+    fn default() -> Self {
+        SharePolicy { max: Duration::from_secs(7 * 24 * 3600), default: Duration::from_secs(24 * 3600) }
+    }
+}

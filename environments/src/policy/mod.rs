@@ -18,7 +18,7 @@ mod tests;
 mod validate;
 mod workloads;
 
-pub use access::{Protection, SleepAfter, SleepOverride, SleepPolicy};
+pub use access::{Protection, SharePolicy, SleepAfter, SleepOverride, SleepPolicy};
 pub use dns::{
     DEFAULT_TSIG_SECRET_ENV, DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server,
 };
@@ -132,6 +132,9 @@ pub struct Policy {
     /// When idle environments sleep.
     #[serde(default)]
     pub sleep: SleepPolicy,
+    /// How long share links may stay open.
+    #[serde(default)]
+    pub share_links: SharePolicy,
     /// Exceptions by repository, keyed by `owner/name` (matched without regard to case).
     #[serde(default)]
     pub repositories: BTreeMap<String, Override>,

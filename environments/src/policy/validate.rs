@@ -26,6 +26,17 @@ impl Policy {
                 ),
             );
         }
+        let share = &self.share_links;
+        if share.default.is_zero() || share.default > share.max {
+            p.push(
+                "share_links.default",
+                format!(
+                    "{} must be longer than 0s and at most share_links.max {}",
+                    show(share.default),
+                    show(share.max)
+                ),
+            );
+        }
         for (field, value) in [
             ("limits.global", self.limits.global),
             ("limits.per_organization", self.limits.per_organization),

@@ -35,6 +35,20 @@ pub struct GateRecord {
 const GATE_COLUMNS: &str =
     "e.id, e.repo_id, e.repo_owner, e.repo_name, e.state, e.name, e.url, e.service_urls, r.private, e.asleep";
 
+/// What visits used, by id, for [`Store::record_visits`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visited {
+    pub environments: Vec<i64>,
+    pub bypass_tokens: Vec<i64>,
+    pub share_links: Vec<i64>,
+}
+
+impl Visited {
+    pub fn is_empty(&self) -> bool {
+        self.environments.is_empty() && self.bypass_tokens.is_empty() && self.share_links.is_empty()
+    }
+}
+
 /// A bypass token, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BypassTokenRecord {
@@ -208,12 +222,14 @@ impl Store {
         .map_err(StoreError::query("checking a bypass token")))
     }
 
-    /// Records visits let through at `at`: to the environments `environments`, with the bypass
-    /// tokens `tokens`. One statement each, however many visits there were.
-    pub async fn record_visits(&self, environments: &[i64], tokens: &[i64], at: Millis) -> Result<(), StoreError> {
-        for (table, column, ids) in
-            [("environments", "last_visit_at", environments), ("bypass_tokens", "last_used_at", tokens)]
-        {
+    /// Records visits let through at `at`: to the environments, with the bypass tokens and the
+    /// share links of `visited`. One statement each, however many visits there were.
+    pub async fn record_visits(&self, visited: &Visited, at: Millis) -> Result<(), StoreError> {
+        for (table, column, ids) in [
+            ("environments", "last_visit_at", &visited.environments),
+            ("bypass_tokens", "last_used_at", &visited.bypass_tokens),
+            ("share_links", "last_used_at", &visited.share_links),
+        ] {
             if ids.is_empty() {
                 continue;
             }

@@ -24,10 +24,11 @@ mod reports;
 mod repositories;
 mod retention;
 mod sessions;
+mod share;
 mod sleep;
 mod tokens;
 
-pub use access::{BYPASS_PREFIX, BypassTokenError, BypassTokenRecord, GateRecord};
+pub use access::{BYPASS_PREFIX, BypassTokenError, BypassTokenRecord, GateRecord, Visited};
 pub use admission::{AdmissionPass, Limits};
 pub use audit::{AuditRecord, NewAuditEntry};
 pub use changes::ChangeRecord;
@@ -40,8 +41,9 @@ pub use leases::Lease;
 pub use pulls::SeenHead;
 pub use reports::{ReportRecord, ReportedObject};
 pub use repositories::RepositoryRecord;
-pub use retention::{CHANGES_KEPT, Retention, Swept};
+pub use retention::{CHANGES_KEPT, Retention, SHARE_LINKS_KEPT, Swept};
 pub use sessions::{SessionRecord, SessionRepository};
+pub use share::{SHARE_PREFIX, ShareLinkRecord};
 pub use tokens::{TOKEN_PREFIX, TokenError, TokenRecord, TokenScope};
 
 use secrecy::{ExposeSecret, SecretString};

@@ -45,6 +45,8 @@ pub struct Swept {
     pub changes: u64,
     /// Dashboard sessions past their expiry.
     pub sessions: u64,
+    /// Share links a day past their expiry ([`SHARE_LINKS_KEPT`]).
+    pub share_links: u64,
 }
 
 impl Swept {
@@ -57,12 +59,17 @@ impl Swept {
             + self.audit
             + self.changes
             + self.sessions
+            + self.share_links
     }
 }
 
 /// How long the change feed behind the event stream keeps a change: a client that reconnects
 /// within a day resumes where it was; one away longer reloads the list (the stream tells it).
 pub const CHANGES_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a share link is kept after it expires: for that long, a visit with it is told it
+/// expired (and when) rather than that previewd does not know it.
+pub const SHARE_LINKS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// Pause between two batches, so that writers waiting for SQLite's lock (which is not fair) get it.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
@@ -86,7 +93,8 @@ impl Store {
     ///   in then, so usage over the kept period (`usage.rs`) is the same after the sweep;
     /// - audit log entries;
     /// - the change feed's rows older than [`CHANGES_KEPT`];
-    /// - dashboard sessions that have expired (with their repositories).
+    /// - dashboard sessions that have expired (with their repositories);
+    /// - share links expired longer than [`SHARE_LINKS_KEPT`] ago.
     ///
     /// On SQLite the space is then reclaimed ([`Store::reclaim_space`]).
     pub async fn sweep(&self, retention: &Retention, now: Millis) -> Result<Swept, StoreError> {
@@ -159,6 +167,15 @@ impl Store {
                 batch,
             )
             .await?;
+        swept.share_links = self
+            .delete_batches(
+                "deleting expired share links",
+                "DELETE FROM share_links WHERE id IN (SELECT id FROM share_links WHERE expires_at < $1 \
+                 ORDER BY id LIMIT $2)",
+                cutoff(now, SHARE_LINKS_KEPT),
+                batch,
+            )
+            .await?;
         if swept.total() > 0 {
             self.reclaim_space().await?;
         }
@@ -192,7 +209,7 @@ impl Store {
     }
 
     /// Deletes `Deleted` and `Rejected` environments last changed before `before`, a batch per
-    /// transaction, with the rows that reference them (transitions, GitHub report). Skipped: an
+    /// transaction, with the rows that reference them (transitions, GitHub report, share links). Skipped: an
     /// environment whose lease is held, or that a queued or running job names (a report that
     /// still has to say on the pull request that it was deleted). The pull request's own row
     /// (`pull_requests`) stays: it belongs to the pull request, which may come back.
@@ -228,6 +245,7 @@ impl Store {
                         .map_err(StoreError::query("finding finished environments"))?;
                     for table in ["DELETE FROM environment_transitions WHERE environment_id = $1",
                                   "DELETE FROM github_reports WHERE environment_id = $1",
+                                  "DELETE FROM share_links WHERE environment_id = $1",
                                   "DELETE FROM environments WHERE id = $1"] {
                         for id in &ids {
                             sqlx::query(table)

@@ -3,8 +3,10 @@
 //!
 //! A request is let through with a bypass token of the environment's repository (header
 //! `x-previewd-bypass` or query parameter `previewd_bypass`), or when the repository's
-//! protection (policy `protection`) allows the visitor: anyone (`none`); anyone signed in to
-//! previewd (`github_org`); or someone signed in who may read the repository (`github`). The
+//! protection (policy `protection`) allows the visitor: anyone (`none`); anyone with a live
+//! share link of the environment (query parameter `previewd_share` once, then the cookie it
+//! sets on the preview's host); anyone signed in to previewd (`github_org`); or someone signed
+//! in who may read the repository (`github`). The
 //! sign-in is the dashboard's, carried to previews by a cookie of its own on the base domain
 //! (`previewd_preview`), which opens previews and nothing else: every preview's application
 //! receives the cookies of its domain, and a pull request's code must not get a dashboard
@@ -20,10 +22,10 @@ use previewd_environments::actions::{self, Action, ActionError, Actor};
 use previewd_environments::model::EnvironmentState;
 use previewd_environments::naming;
 use previewd_environments::policy::{Policy, Protection};
-use previewd_environments::store::{GateRecord, Store, StoreError, service_urls};
-use previewd_environments::time::now_ms;
+use previewd_environments::store::{GateRecord, Store, StoreError, Visited, service_urls};
+use previewd_environments::time::{now_ms, rfc3339};
 use request::Original;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -34,6 +36,9 @@ pub const PREVIEW_COOKIE: &str = "previewd_preview";
 pub const BYPASS_HEADER: &str = "x-previewd-bypass";
 /// The query parameter a bypass token may come in instead (for tools that cannot set headers).
 pub const BYPASS_QUERY: &str = "previewd_bypass";
+/// The query parameter a share link carries its secret in, and the cookie (of the preview's
+/// host alone) that carries it after the first visit.
+pub const SHARE_PARAMETER: &str = "previewd_share";
 /// The header previewd names the visitor in, for the proxy to pass on to the application.
 pub const USER_HEADER: &str = "x-previewd-user";
 
@@ -48,8 +53,9 @@ const MAX_REMEMBERED: usize = 10_000;
 /// What the proxy should do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Forward it; `user` is who (a login, or a bypass token's repository), if anyone.
-    Pass { user: Option<String> },
+    /// Forward it; `user` is who (a login, or a bypass token's or share link's repository), if
+    /// anyone; `cookie`, a `Set-Cookie` for the visitor (a share link's, on its first use).
+    Pass { user: Option<String>, cookie: Option<String> },
     /// Not signed in: off to sign in, and back to the original URL.
     SignIn { location: String },
     /// Signed in (or with a token) but not allowed; the message says why.
@@ -58,7 +64,7 @@ pub enum Decision {
     NotFound { message: String },
     /// Let through, but the environment is asleep (or waking): the waking page, and a retry in
     /// `retry_after_seconds`. Nothing reaches the application, which has no pods.
-    Waking { retry_after_seconds: u64 },
+    Waking { retry_after_seconds: u64, cookie: Option<String> },
 }
 
 /// How soon the waking page asks again.
@@ -82,11 +88,23 @@ struct HostIndex {
     built_at: Option<Instant>,
 }
 
-/// When each environment's and token's last visit was written.
+/// When each environment's, token's and share link's last visit was written.
 #[derive(Default)]
 struct Visits {
     environments: HashMap<i64, Instant>,
     tokens: HashMap<i64, Instant>,
+    shares: HashMap<i64, Instant>,
+}
+
+/// Who a visitor let through is, and what let them in.
+#[derive(Debug, Default)]
+struct Admitted {
+    /// For `X-Previewd-User`.
+    user: Option<String>,
+    bypass_token: Option<i64>,
+    share_link: Option<i64>,
+    /// A `Set-Cookie` to send back.
+    cookie: Option<String>,
 }
 
 impl Gate {
@@ -115,8 +133,9 @@ impl Gate {
         if let Some(token) = bypass_token(original, headers) {
             return Ok(match self.store.bypass_token(&token).await? {
                 Some((id, repo)) if repo == env.repo_id => {
-                    let user = format!("bypass-token@{}/{}", env.repo_owner, env.repo_name);
-                    self.let_through(&env, Some(id), machine, Some(user)).await?
+                    let user = Some(format!("bypass-token@{}/{}", env.repo_owner, env.repo_name));
+                    self.let_through(&env, machine, Admitted { user, bypass_token: Some(id), ..Admitted::default() })
+                        .await?
                 }
                 _ => Decision::Forbidden {
                     message: format!(
@@ -129,20 +148,30 @@ impl Gate {
         let effective = self.policy.for_repository(&env.repo_owner, &env.repo_name);
         let protection = effective.protection.resolve(env.private);
         if protection == Protection::None {
-            return self.let_through(&env, None, machine, None).await;
+            return self.let_through(&env, machine, Admitted::default()).await;
+        }
+        // A share link that opens nothing is remembered: it is the answer unless a sign-in
+        // lets the visitor in anyway.
+        let mut refused_share = None;
+        if let Some((secret, from_query)) = share_secret(original, headers) {
+            match self.share(&env, original, &secret, from_query).await? {
+                Ok(admitted) => return self.let_through(&env, machine, admitted).await,
+                Err(message) => refused_share = Some(message),
+            }
         }
         let session = match crate::http::dashboard::viewer::cookie(headers, PREVIEW_COOKIE) {
             Some(secret) => self.store.preview_session(&SecretString::from(secret)).await?,
             None => None,
         };
         let Some((session, login)) = session else {
-            return Ok(match &self.sign_in {
-                Some(sign_in) => {
+            return Ok(match (refused_share, &self.sign_in) {
+                (Some(message), _) => Decision::Forbidden { message },
+                (None, Some(sign_in)) => {
                     let next: String = form_urlencoded::byte_serialize(original.url().as_bytes()).collect();
                     Decision::SignIn { location: format!("{sign_in}?next={next}") }
                 }
-                None => Decision::Forbidden {
-                    message: "this preview is protected, and previewd has no GitHub sign-in configured (dashboard.public_url, github.client_id): use a bypass token".to_owned(),
+                (None, None) => Decision::Forbidden {
+                    message: "this preview is protected, and previewd has no GitHub sign-in configured (dashboard.public_url, github.client_id): use a bypass token or a share link".to_owned(),
                 },
             });
         };
@@ -154,26 +183,60 @@ impl Gate {
                 ),
             });
         }
-        self.let_through(&env, None, machine, Some(login)).await
+        self.let_through(&env, machine, Admitted { user: Some(login), ..Admitted::default() }).await
+    }
+
+    /// The share link whose secret is `secret`: who it admits (with the cookie that carries it
+    /// on, when it came in the query), or why it admits no one.
+    async fn share(
+        &self,
+        env: &GateRecord,
+        original: &Original,
+        secret: &SecretString,
+        from_query: bool,
+    ) -> Result<Result<Admitted, String>, StoreError> {
+        let now = now_ms();
+        let link = self.store.share_link(secret).await?.filter(|link| link.environment_id == env.id);
+        let Some(link) = link else {
+            return Ok(Err("this share link does not open this preview (it is of another environment, or was removed with its environment): ask for a new one".to_owned()));
+        };
+        if let Some(at) = link.revoked_at {
+            return Ok(Err(format!("this share link was revoked at {}: ask for a new one", rfc3339(at))));
+        }
+        if !link.is_live(now) {
+            return Ok(Err(format!("this share link expired at {}: ask for a new one", rfc3339(link.expires_at))));
+        }
+        // Host-only (no Domain): the link opens this preview, not its neighbours.
+        let cookie = from_query.then(|| {
+            cookie::Cookie::build((SHARE_PARAMETER, secret.expose_secret().to_owned()))
+                .path("/")
+                .http_only(true)
+                .secure(original.scheme == "https")
+                .same_site(cookie::SameSite::Lax)
+                .max_age(cookie::time::Duration::milliseconds(link.expires_at - now))
+                .build()
+                .to_string()
+        });
+        Ok(Ok(Admitted {
+            user: Some(format!("share-link@{}/{}", env.repo_owner, env.repo_name)),
+            share_link: Some(link.id),
+            cookie,
+            ..Admitted::default()
+        }))
     }
 
     /// A visitor who may open the preview: through to the application, or, while it is asleep,
     /// to the waking page, and a person's (not a machine's) visit wakes it.
-    async fn let_through(
-        &self,
-        env: &GateRecord,
-        token: Option<i64>,
-        machine: bool,
-        user: Option<String>,
-    ) -> Result<Decision, StoreError> {
-        self.visited(env.id, token, machine);
+    async fn let_through(&self, env: &GateRecord, machine: bool, admitted: Admitted) -> Result<Decision, StoreError> {
+        self.visited(env.id, &admitted, machine);
+        let Admitted { user, cookie, .. } = admitted;
         if !env.asleep {
-            return Ok(Decision::Pass { user });
+            return Ok(Decision::Pass { user, cookie });
         }
         if !machine && env.state == EnvironmentState::Sleeping.as_str() {
             self.wake(env, user.as_deref()).await?;
         }
-        Ok(Decision::Waking { retry_after_seconds: WAKING_RETRY_SECONDS })
+        Ok(Decision::Waking { retry_after_seconds: WAKING_RETRY_SECONDS, cookie })
     }
 
     /// Wakes a sleeping environment for a visit, as `/preview wake` would.
@@ -235,31 +298,37 @@ impl Gate {
     /// background, unless this environment's (or token's) last visit was written less than
     /// [`VISIT_WRITE_EVERY`] ago. Idle detection needs no finer time than that, and a busy
     /// preview costs one write every few seconds, not one per request.
-    fn visited(&self, environment: i64, token: Option<i64>, machine: bool) {
+    fn visited(&self, environment: i64, admitted: &Admitted, machine: bool) {
         let now = Instant::now();
-        let mut visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
-        let due = |seen: &mut HashMap<i64, Instant>, id: i64| {
+        let mut guard = self.visits.lock().unwrap_or_else(|e| e.into_inner());
+        let visits = &mut *guard;
+        let due = |seen: &mut HashMap<i64, Instant>, id: Option<i64>| -> Vec<i64> {
+            let Some(id) = id else { return Vec::new() };
             let stale = seen.get(&id).is_none_or(|at| now.duration_since(*at) >= VISIT_WRITE_EVERY);
             if stale {
                 seen.insert(id, now);
             }
-            stale
+            if stale { vec![id] } else { Vec::new() }
         };
-        let environments: Vec<i64> =
-            (!machine && due(&mut visits.environments, environment)).then_some(environment).into_iter().collect();
-        let tokens: Vec<i64> = token.filter(|t| due(&mut visits.tokens, *t)).into_iter().collect();
-        if visits.environments.len() > MAX_REMEMBERED || visits.tokens.len() > MAX_REMEMBERED {
-            visits.environments.retain(|_, at| now.duration_since(*at) < VISIT_WRITE_EVERY);
-            visits.tokens.retain(|_, at| now.duration_since(*at) < VISIT_WRITE_EVERY);
+        let visited = Visited {
+            environments: due(&mut visits.environments, (!machine).then_some(environment)),
+            bypass_tokens: due(&mut visits.tokens, admitted.bypass_token),
+            share_links: due(&mut visits.shares, admitted.share_link),
+        };
+        let remembered = visits.environments.len() + visits.tokens.len() + visits.shares.len();
+        if remembered > MAX_REMEMBERED {
+            for seen in [&mut visits.environments, &mut visits.tokens, &mut visits.shares] {
+                seen.retain(|_, at| now.duration_since(*at) < VISIT_WRITE_EVERY);
+            }
         }
-        drop(visits);
-        if environments.is_empty() && tokens.is_empty() {
+        drop(guard);
+        if visited.is_empty() {
             return;
         }
         let store = self.store.clone();
         tokio::spawn(async move {
-            if let Err(error) = store.record_visits(&environments, &tokens, now_ms()).await {
-                tracing::warn!(%error, ?environments, "a visit to a preview could not be written; the next one is");
+            if let Err(error) = store.record_visits(&visited, now_ms()).await {
+                tracing::warn!(%error, environments = ?visited.environments, "a visit to a preview could not be written; the next one is");
             }
         });
     }
@@ -284,6 +353,17 @@ fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let host = rest.split(['/', ':']).next()?;
     Some(host.to_ascii_lowercase())
+}
+
+/// The share link's secret the request carries: in the query (its first use; `true`), or
+/// in the cookie that use set.
+fn share_secret(original: &Original, headers: &HeaderMap) -> Option<(SecretString, bool)> {
+    let from_query = original.query(SHARE_PARAMETER).filter(|s| !s.is_empty());
+    let found = match from_query {
+        Some(secret) => Some((secret, true)),
+        None => crate::http::dashboard::viewer::cookie(headers, SHARE_PARAMETER).map(|s| (s, false)),
+    };
+    found.filter(|(s, _)| !s.is_empty()).map(|(s, q)| (SecretString::from(s), q))
 }
 
 /// The bypass token the request carries: the header, or the query parameter.

@@ -3,8 +3,10 @@
 
 mod bypass;
 pub mod client;
+mod share;
 
 pub use bypass::bypass;
+pub use share::share;
 
 use crate::cli::{EnvCommand, Output, Scope, ServerArgs, TokenCommand};
 use crate::config::Config;

@@ -32,7 +32,7 @@ pub(super) async fn auth(
 ) -> Response {
     let nginx = query.mode.as_deref() == Some("nginx");
     match decide(&app, &headers, &uri).await {
-        Ok((_, Decision::Pass { user })) => pass(user),
+        Ok((_, Decision::Pass { user, cookie })) => pass(user, cookie),
         Ok(_) if nginx => StatusCode::UNAUTHORIZED.into_response(),
         Ok((original, decision)) => answer(&original, decision, &headers),
         Err(response) if nginx => {
@@ -64,12 +64,12 @@ pub(super) async fn page(
         headers.insert("x-original-url", value);
     }
     match decide(&app, &headers, &uri).await {
-        Ok((original, Decision::Pass { .. })) => {
+        Ok((original, Decision::Pass { cookie, .. })) => {
             let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
             if let Ok(location) = HeaderValue::from_str(&original.url()) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
-            response
+            with_cookie(response, cookie)
         }
         Ok((original, decision)) => answer(&original, decision, &headers),
         Err(response) => response,
@@ -99,10 +99,18 @@ async fn decide(app: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(Origi
     }
 }
 
-fn pass(user: Option<String>) -> Response {
+fn pass(user: Option<String>, cookie: Option<String>) -> Response {
     let mut response = StatusCode::OK.into_response();
     if let Some(value) = user.and_then(|u| HeaderValue::from_str(&u).ok()) {
         response.headers_mut().insert(USER_HEADER, value);
+    }
+    with_cookie(response, cookie)
+}
+
+/// `response` with `Set-Cookie: cookie`, when there is one (a share link's first use).
+fn with_cookie(mut response: Response, cookie: Option<String>) -> Response {
+    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
@@ -110,7 +118,7 @@ fn pass(user: Option<String>) -> Response {
 /// A decision other than a pass, as the visitor sees it.
 fn answer(original: &Original, decision: Decision, headers: &HeaderMap) -> Response {
     match decision {
-        Decision::Pass { user } => pass(user),
+        Decision::Pass { user, cookie } => pass(user, cookie),
         Decision::SignIn { location } => {
             let mut response = plain(StatusCode::FOUND, "sign in to open this preview");
             if let Ok(location) = HeaderValue::from_str(&location) {
@@ -119,7 +127,7 @@ fn answer(original: &Original, decision: Decision, headers: &HeaderMap) -> Respo
             response
         }
         Decision::Forbidden { message } => page_or_text(StatusCode::FORBIDDEN, "Not for you, yet", &message, headers),
-        Decision::Waking { retry_after_seconds } => waking(retry_after_seconds, headers),
+        Decision::Waking { retry_after_seconds, cookie } => with_cookie(waking(retry_after_seconds, headers), cookie),
         Decision::NotFound { message } => {
             tracing::debug!(host = original.host, "a visit to a host that is no preview");
             page_or_text(StatusCode::NOT_FOUND, "No such preview", &message, headers)

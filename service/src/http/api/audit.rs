@@ -73,3 +73,13 @@ pub async fn list(
     let (entries, next_cursor) = page.split(rows, |r| r.id);
     Ok(Json(AuditPage { entries: entries.into_iter().map(AuditEntryView::from).collect(), next_cursor }))
 }
+
+/// Writes `entry` to the audit log. What it records is done (or refused) whatever happens to the
+/// entry, so a failure is not the caller's answer; it goes to the log with the entry, so the
+/// record is not lost from sight.
+pub(crate) async fn write(app: &AppState, entry: &previewd_environments::store::NewAuditEntry<'_>) {
+    if let Err(error) = app.store.audit(entry).await {
+        tracing::error!(%error, actor = entry.actor, action = entry.action, target = entry.target,
+            outcome = entry.outcome, remote = entry.remote, "the audit log could not be written");
+    }
+}

@@ -158,7 +158,5 @@ async fn audit(app: &AppState, caller: &Caller, action: &str, target: &str, outc
         outcome,
         remote: caller.remote.as_deref(),
     };
-    if let Err(error) = app.store.audit(&entry).await {
-        tracing::error!(%error, action, target, outcome, "the audit log could not be written");
-    }
+    super::audit::write(app, &entry).await;
 }

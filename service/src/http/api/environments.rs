@@ -279,7 +279,7 @@ async fn objects(app: &AppState, env: &EnvironmentSummary) -> (Vec<ObjectView>, 
     }
 }
 
-fn parse_id(id: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::field(StatusCode::BAD_REQUEST, "id", "must be a positive integer (an environment's `id`)")
     })
@@ -495,11 +495,8 @@ pub(crate) async fn take_action(
         remote: acting.remote,
     };
     // The action is done (or refused) whatever happens to its entry: answering 503 now would
-    // invite a retry that extends twice. The entry is not lost from sight: it goes to the log.
-    if let Err(error) = app.store.audit(&entry).await {
-        tracing::error!(error = %error, actor = entry.actor, action = entry.action, target = entry.target,
-            outcome = entry.outcome, remote = entry.remote, "the audit log could not be written");
-    }
+    // invite a retry that extends twice.
+    super::audit::write(app, &entry).await;
     let (status, done) = outcome?;
     let missing = || ApiError::not_found(format!("there is no environment {}", id.unwrap_or_default()));
     let environment: EnvironmentView = after?.ok_or_else(missing)?.into();

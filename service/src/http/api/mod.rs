@@ -10,6 +10,7 @@ pub mod bypass;
 pub mod environments;
 pub mod events;
 pub mod openapi;
+pub mod share;
 pub mod usage;
 
 use super::AppState;
@@ -39,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/environments/{id}/redeploy", post(environments::redeploy))
         .route("/api/v1/environments/{id}/reset-db", post(environments::reset_database))
         .route("/api/v1/environments/{id}/wake", post(environments::wake))
+        .route("/api/v1/environments/{id}/share-links", get(share::list).post(share::create_by_token))
+        .route("/api/v1/environments/{id}/share-links/{link}", axum::routing::delete(share::revoke_by_token))
         .route("/api/v1/repositories/{owner}/{name}/bypass-tokens", get(bypass::list).post(bypass::create))
         .route("/api/v1/repositories/{owner}/{name}/bypass-tokens/{token}", axum::routing::delete(bypass::revoke))
         .route("/api/v1/events", get(events::stream))

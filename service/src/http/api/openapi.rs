@@ -2,7 +2,7 @@
 //! answers' own types, so it cannot describe an API other than the one served.
 //! `service/openapi.json` is its committed copy; `tests/openapi.rs` fails when they differ.
 
-use super::{ApiError, Caller, audit, bypass, environments, events, usage};
+use super::{ApiError, Caller, audit, bypass, environments, events, share, usage};
 use axum::Json;
 use previewd_environments::store::TokenScope;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -31,6 +31,9 @@ use utoipa::{Modify, OpenApi};
         bypass::list,
         bypass::create,
         bypass::revoke,
+        share::list,
+        share::create_by_token,
+        share::revoke_by_token,
         serve,
     ),
     components(schemas(ApiError)),

@@ -1,9 +1,9 @@
-//! The environment page's buttons: extend, redeploy, destroy. They go through the admin API's
+//! The environment page's buttons: extend, redeploy, wake, reset the database, destroy. They go through the admin API's
 //! action path (`api::environments::take_action`: the same planner, audit log and pull request
 //! note), for a signed-in person with write access to the repository, with the session's CSRF
 //! token in the form. A refusal shows the environment's page again with the reason.
 
-use super::{PageViewer, Remote, Viewer, bad_csrf, environment_page};
+use super::{PageViewer, Remote, Shown, Viewer, bad_csrf, environment_page};
 use crate::http::AppState;
 use crate::http::api::ApiError;
 use crate::http::api::environments::{Acting, take_action};
@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use previewd_environments::actions::{Action, Actor};
+use previewd_environments::store::{ReconcileRecord, SessionRecord};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -83,6 +84,69 @@ pub(super) async fn destroy(
     act(app, viewer.0, remote, &id, form, action, None).await
 }
 
+/// The signed-in person behind a form, once its CSRF token matches their session's; the
+/// refusal otherwise.
+pub(super) fn person<'a>(viewer: &'a Viewer, csrf: &str) -> Result<&'a SessionRecord, ApiError> {
+    let Viewer::Person { session, .. } = viewer else {
+        let why = "the dashboard's buttons are for people signed in with GitHub; scripts act through /api/v1";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
+    };
+    // Digests compared, so the comparison says nothing about where they differ.
+    if Sha256::digest(session.csrf_token.as_bytes()) != Sha256::digest(csrf.as_bytes()) {
+        return Err(bad_csrf());
+    }
+    Ok(session)
+}
+
+/// Whether `viewer` may act on an environment (`id`, as asked): write access to its
+/// repository, as `/preview` commands need; someone who may not even read it is told there is
+/// no such environment.
+pub(super) fn may_act_on<'a>(
+    viewer: &'a Viewer,
+    id: &'a str,
+) -> impl Fn(&ReconcileRecord) -> Result<(), ApiError> + Send + Sync + 'a {
+    move |env: &ReconcileRecord| {
+        if viewer.may_act(env.repo_id) {
+            Ok(())
+        } else if !viewer.may_read(env.repo_id) {
+            Err(ApiError::not_found(format!("there is no environment {id} you may see")))
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "acting on this environment needs write access to {}/{}, as /preview commands do",
+                    env.repo_owner, env.repo_name
+                ),
+            ))
+        }
+    }
+}
+
+/// What a person's form on environment `id` does, as the admin API does it.
+pub(super) fn acting<'a>(
+    session: &SessionRecord,
+    remote: &'a Remote,
+    may_act_on: &'a (dyn Fn(&ReconcileRecord) -> Result<(), ApiError> + Send + Sync),
+) -> Acting<'a> {
+    Acting {
+        actor: Actor::Dashboard { login: session.login.clone() },
+        audit_actor: format!("github:{}", session.login),
+        remote: remote.0.as_deref(),
+        allowed: Ok(()),
+        may_act_on,
+    }
+}
+
+/// The environment's page again with the reason `error`; a page that cannot be shown answers
+/// the error itself.
+pub(super) async fn refused(app: &AppState, viewer: &Viewer, id: &str, error: ApiError) -> Response {
+    match environment_page(app, viewer, id, error.status, Shown::problem(error.message.clone())).await {
+        Ok(page) => page,
+        Err(_) => error.into_response(),
+    }
+}
+
 async fn act(
     app: AppState,
     viewer: Viewer,
@@ -92,52 +156,20 @@ async fn act(
     action: Result<Action, ApiError>,
     detail: Option<String>,
 ) -> Response {
-    let Viewer::Person { session, .. } = &viewer else {
-        let why = "the dashboard's buttons are for people signed in with GitHub; scripts act through /api/v1";
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
+    let session = match person(&viewer, &form.csrf) {
+        Ok(session) => session,
+        Err(refusal) => return refusal.into_response(),
     };
-    // Digests compared, so the comparison says nothing about where they differ.
-    if Sha256::digest(session.csrf_token.as_bytes()) != Sha256::digest(form.csrf.as_bytes()) {
-        return bad_csrf().into_response();
-    }
     let outcome = match action {
         Ok(action) => {
-            let may_act_on = |env: &previewd_environments::store::ReconcileRecord| {
-                if viewer.may_act(env.repo_id) {
-                    Ok(())
-                } else if !viewer.may_read(env.repo_id) {
-                    Err(ApiError::not_found(format!("there is no environment {id} you may see")))
-                } else {
-                    Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!(
-                            "acting on this environment needs write access to {}/{}, as /preview commands do",
-                            env.repo_owner, env.repo_name
-                        ),
-                    ))
-                }
-            };
-            let acting = Acting {
-                actor: Actor::Dashboard { login: session.login.clone() },
-                audit_actor: format!("github:{}", session.login),
-                remote: remote.0.as_deref(),
-                allowed: Ok(()),
-                may_act_on: &may_act_on,
-            };
+            let may_act_on = may_act_on(&viewer, id);
             let verb = action.verb();
-            take_action(&app, acting, id, action, detail).await.map(|_| verb)
+            take_action(&app, acting(session, &remote, &may_act_on), id, action, detail).await.map(|_| verb)
         }
         Err(error) => Err(error),
     };
     match outcome {
         Ok(verb) => Redirect::to(&format!("/environments/{id}?done={verb}")).into_response(),
-        // The page again, with the reason; a page that cannot be shown answers the error.
-        Err(error) => {
-            match environment_page(&app, &viewer, id, error.status, None, Some(error.message.clone())).await {
-                Ok(page) => page,
-                Err(_) => error.into_response(),
-            }
-        }
+        Err(error) => refused(&app, &viewer, id, error).await,
     }
 }

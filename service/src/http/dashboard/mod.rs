@@ -10,6 +10,7 @@
 mod actions;
 mod auth;
 mod platform;
+mod share;
 pub(crate) mod viewer;
 
 use super::AppState;
@@ -209,6 +210,8 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/environments/{id}/reset-db", post(actions::reset_database))
         .route("/environments/{id}/wake", post(actions::wake))
         .route("/environments/{id}/destroy", post(actions::destroy))
+        .route("/environments/{id}/share", post(share::create))
+        .route("/environments/{id}/share-links/{link}/revoke", post(share::revoke))
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
@@ -432,9 +435,26 @@ async fn environment(
         "reset-db" => Some("A new database is being created and seeded."),
         "wake" => Some("It is waking up."),
         "destroy" => Some("The teardown is under way."),
+        "unshare" => Some("The share link is revoked: it opens nothing from now on."),
         _ => None,
     });
-    environment_page(&app, &viewer, &id, StatusCode::OK, done.map(str::to_owned), None).await
+    let shown = Shown { notice: done.map(str::to_owned), ..Shown::default() };
+    environment_page(&app, &viewer, &id, StatusCode::OK, shown).await
+}
+
+/// What an environment's page shows besides the environment: a notice after an action, a
+/// problem (why an action was refused), a share link just made (its URL, shown only then).
+#[derive(Debug, Default)]
+pub(super) struct Shown {
+    pub notice: Option<String>,
+    pub problem: Option<String>,
+    pub shared: Option<super::api::share::CreatedShareLink>,
+}
+
+impl Shown {
+    pub fn problem(message: String) -> Shown {
+        Shown { problem: Some(message), ..Shown::default() }
+    }
 }
 
 /// What a redirect after an action says, from a fixed list (never text from the query).
@@ -443,14 +463,13 @@ struct Notice {
     done: Option<String>,
 }
 
-/// One environment's page, answered with `status`, with a notice or a problem to show.
+/// One environment's page, answered with `status`, with what else it shows.
 async fn environment_page(
     app: &AppState,
     viewer: &Viewer,
     id: &str,
     status: StatusCode,
-    notice: Option<String>,
-    problem: Option<String>,
+    shown: Shown,
 ) -> Result<Response, ApiError> {
     let dashboard = dashboard(app)?;
     let not_found = || ApiError::not_found(format!("there is no environment {id} you may see"));
@@ -473,8 +492,24 @@ async fn environment_page(
         can_act: bool,
         notice: Option<String>,
         problem: Option<String>,
+        /// A share link just made.
+        shared: Option<super::api::share::CreatedShareLink>,
+        /// The share links that open the preview now (for people who may act).
+        share_links: Vec<super::api::share::ShareLinkView>,
     }
     let e = &detail.environment;
+    let can_act = viewer.may_act(e.repository_id) && e.state.is_live();
+    let share_links = if can_act {
+        app.store
+            .share_links(id)
+            .await?
+            .into_iter()
+            .map(super::api::share::ShareLinkView::from)
+            .filter(|l| l.live)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let page = dashboard.render(
         "environment.html",
         Context {
@@ -497,9 +532,11 @@ async fn environment_page(
             last_failure: detail.last_failure.as_ref(),
             objects: &detail.objects,
             objects_error: detail.objects_error.as_deref(),
-            can_act: viewer.may_act(e.repository_id) && e.state.is_live(),
-            notice,
-            problem,
+            can_act,
+            notice: shown.notice,
+            problem: shown.problem,
+            shared: shown.shared,
+            share_links,
         },
     )?;
     Ok((status, page).into_response())
