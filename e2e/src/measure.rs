@@ -3,6 +3,7 @@
 //! machine was.
 
 use std::process::Command;
+use std::time::Duration;
 
 /// Nearest rank over `sorted`: the smallest value with at least the fraction `p` (0.5 for the
 /// median) of the values at or below it; the default (zero) for no values. Generic so that a
@@ -54,10 +55,89 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// One kind of request, measured.
+pub struct Phase {
+    pub label: String,
+    /// Sorted.
+    pub times: Vec<Duration>,
+    /// Answer bytes, on average.
+    pub bytes: usize,
+    /// The server's CPU seconds per request.
+    pub server_cpu: Option<f64>,
+    /// The machine's busy fraction meanwhile.
+    pub machine_busy: Option<f64>,
+}
+
+/// Times requests while sampling previewd's CPU and the machine's.
+pub struct Clock {
+    pid: Option<u32>,
+    cpu: Option<f64>,
+    machine: Option<(f64, f64)>,
+    times: Vec<Duration>,
+    bytes: usize,
+}
+
+impl Clock {
+    pub fn start(pid: Option<u32>) -> Clock {
+        Clock { pid, cpu: pid.and_then(cpu_seconds), machine: machine_jiffies(), times: Vec::new(), bytes: 0 }
+    }
+
+    pub fn record(&mut self, took: Duration, body: &[u8]) {
+        self.record_size(took, body.len());
+    }
+
+    /// A request of `bytes` answer bytes that took `took`.
+    pub fn record_size(&mut self, took: Duration, bytes: usize) {
+        self.times.push(took);
+        self.bytes += bytes;
+    }
+
+    /// Requests recorded so far.
+    pub fn count(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn stop(mut self, label: impl Into<String>) -> Phase {
+        let cpu = self.pid.and_then(cpu_seconds);
+        let machine = machine_jiffies();
+        self.times.sort_unstable();
+        let n = self.times.len().max(1);
+        Phase {
+            label: label.into(),
+            bytes: self.bytes / n,
+            server_cpu: self.cpu.zip(cpu).map(|(a, b)| (b - a) / n as f64),
+            machine_busy: self
+                .machine
+                .zip(machine)
+                .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) / (t1 - t0))),
+            times: self.times,
+        }
+    }
+}
+
+/// `phases` as a Markdown table of milliseconds.
+pub fn print_table(phases: &[Phase]) {
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    println!("| request | n | p50 | p99 | max | answer | previewd CPU / request | machine busy |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for phase in phases {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.1} KiB | {} | {} |",
+            phase.label,
+            phase.times.len(),
+            ms(percentile(&phase.times, 0.50)),
+            ms(percentile(&phase.times, 0.99)),
+            ms(phase.times.last().copied().unwrap_or_default()),
+            phase.bytes as f64 / 1024.0,
+            phase.server_cpu.map_or_else(|| "?".to_owned(), |c| format!("{:.2} ms", c * 1000.0)),
+            phase.machine_busy.map_or_else(|| "?".to_owned(), |b| format!("{:.0} %", b * 100.0)),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn nearest_rank() {

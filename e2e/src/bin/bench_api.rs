@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use previewd_e2e::cli::{flags, number, stores};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, drop_postgres, fresh};
 use previewd_e2e::fleet::{FleetShape, OWNERS, REPOSITORIES, Rng, admin_token, seed};
-use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
+use previewd_e2e::measure::{Clock, Phase, load_average, print_table};
 use previewd_e2e::previewd::Previewd;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -139,52 +139,6 @@ impl Api {
     }
 }
 
-/// One kind of request, measured.
-struct Phase {
-    label: String,
-    times: Vec<Duration>,
-    bytes: usize,
-    server_cpu: Option<f64>,
-    machine_busy: Option<f64>,
-}
-
-/// Times requests while sampling previewd's CPU and the machine's.
-struct Clock {
-    pid: Option<u32>,
-    cpu: Option<f64>,
-    machine: Option<(f64, f64)>,
-    times: Vec<Duration>,
-    bytes: usize,
-}
-
-impl Clock {
-    fn start(pid: Option<u32>) -> Clock {
-        Clock { pid, cpu: pid.and_then(cpu_seconds), machine: machine_jiffies(), times: Vec::new(), bytes: 0 }
-    }
-
-    fn record(&mut self, took: Duration, body: &[u8]) {
-        self.times.push(took);
-        self.bytes += body.len();
-    }
-
-    fn stop(mut self, label: impl Into<String>) -> Phase {
-        let cpu = self.pid.and_then(cpu_seconds);
-        let machine = machine_jiffies();
-        self.times.sort_unstable();
-        let n = self.times.len().max(1);
-        Phase {
-            label: label.into(),
-            bytes: self.bytes / n,
-            server_cpu: self.cpu.zip(cpu).map(|(a, b)| (b - a) / n as f64),
-            machine_busy: self
-                .machine
-                .zip(machine)
-                .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) / (t1 - t0))),
-            times: self.times,
-        }
-    }
-}
-
 /// `GET path` `warmup` times, then `count` times measured.
 async fn repeat(
     api: &Api,
@@ -264,10 +218,9 @@ async fn run(options: &Options, backend: Backend) -> anyhow::Result<Vec<Phase>> 
         );
     }
     let mut clock = Clock::start(pid);
-    while clock.times.len() < count {
+    while clock.count() < count {
         for (took, bytes) in walk(&api, "limit=100").await?.1 {
-            clock.times.push(took);
-            clock.bytes += bytes;
+            clock.record_size(took, bytes);
         }
     }
     let pages = seeded.environments.div_ceil(100);
@@ -327,23 +280,4 @@ async fn run(options: &Options, backend: Backend) -> anyhow::Result<Vec<Phase>> 
     }
     println!("{backend:?}: load average after {}", load_average());
     Ok(phases)
-}
-
-fn print_table(phases: &[Phase]) {
-    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    println!("| request | n | p50 | p99 | max | answer | previewd CPU / request | machine busy |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for phase in phases {
-        println!(
-            "| {} | {} | {} | {} | {} | {:.1} KiB | {} | {} |",
-            phase.label,
-            phase.times.len(),
-            ms(percentile(&phase.times, 0.50)),
-            ms(percentile(&phase.times, 0.99)),
-            ms(phase.times.last().copied().unwrap_or_default()),
-            phase.bytes as f64 / 1024.0,
-            phase.server_cpu.map_or_else(|| "?".to_owned(), |c| format!("{:.2} ms", c * 1000.0)),
-            phase.machine_busy.map_or_else(|| "?".to_owned(), |b| format!("{:.0} %", b * 100.0)),
-        );
-    }
 }
