@@ -1,8 +1,8 @@
 //! The README's first command (`e2e/demo.sh`): previewd as a user runs it, on the embedded
 //! SQLite store, against a Kubernetes cluster (the local control plane, or the one the user's
 //! `KUBECONFIG` names). It sends a signed `pull_request` `opened` delivery built from GitHub's
-//! published example, shows the environment being provisioned, closes the pull request and shows
-//! the teardown.
+//! published example, shows the environment being provisioned, put to sleep when nobody visits
+//! it and woken by a visit, closes the pull request and shows the teardown.
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -84,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
         .env("PREVIEWD_KUBECONFIG", &previewd_kubeconfig)
         .env("PREVIEWD_INSTANCE", "demo")
         .env("PREVIEWD_LOG_FILTER", "warn")
+        // The periodic pass (which puts idle environments to sleep) every 2 s, not every minute,
+        // so the demo's environment sleeps soon after the policy's `sleep.after`.
+        .env("PREVIEWD_ENGINE__RESYNC_INTERVAL_SECONDS", "2")
         .env("PREVIEWD_GITHUB__API_URL", github.url())
         .env("PREVIEWD_GITHUB__APP_ID", app.app_id.to_string())
         .env("PREVIEWD_GITHUB__PRIVATE_KEY_FILE", &key)
@@ -132,7 +135,8 @@ async fn main() -> anyhow::Result<()> {
     say(&format!("the environment's objects in namespace {name}"));
     let client = viewer(&viewer_kubeconfig).await?;
     show_objects(&client, &name).await?;
-    say(&format!("preview URL: {}", url.unwrap_or_default()));
+    let url = url.unwrap_or_default();
+    say(&format!("preview URL: {url}"));
     let services: Option<String> =
         sqlx::query_scalar("SELECT service_urls FROM environments WHERE id = ?").bind(id).fetch_one(&mut db).await?;
     for (service, url) in previewd_environments::store::service_urls(services.as_deref()) {
@@ -147,6 +151,8 @@ async fn main() -> anyhow::Result<()> {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
     }
+
+    sleep_and_wake(&mut db, &github, &http, &base, &client, &name, &url, number, &mut shown).await?;
 
     say(&format!("GitHub: pull request {repo}#{number} merged"));
     let mut closed = opened.clone();
@@ -184,6 +190,100 @@ async fn main() -> anyhow::Result<()> {
         std::io::stdin().read_line(&mut line)?;
     }
     say("stopping previewd (SIGTERM)");
+    Ok(())
+}
+
+/// The browser a reviewer opens the preview with, and a Kubernetes probe.
+const BROWSER: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+const PROBE: &str = "kube-probe/1.34";
+
+/// Nobody visits: the environment sleeps (Deployments at zero). A probe's request wakes
+/// nothing; a reviewer's visit, as the proxy in front of previews asks previewd about it
+/// (`/_previewd/auth`), gets the waking page and wakes it; once Ready the next is let through.
+#[allow(clippy::too_many_arguments)]
+async fn sleep_and_wake(
+    db: &mut sqlx::SqliteConnection,
+    github: &GitHubStandIn,
+    http: &reqwest::Client,
+    base: &str,
+    client: &kube::Client,
+    namespace: &str,
+    url: &str,
+    number: i64,
+    shown: &mut usize,
+) -> anyhow::Result<()> {
+    say("nobody visits the preview for 15 s (policy `sleep.after`): previewd puts it to sleep");
+    follow(db, number, &["Sleeping"], shown).await?;
+    show_replicas(client, namespace, true).await?;
+    show_github(github, number, "asleep").await?;
+    let visit = |agent: &'static str| {
+        http.get(format!("{base}/_previewd/auth"))
+            .header("x-original-url", url)
+            .header("user-agent", agent)
+            .header("accept", "text/html")
+            .send()
+    };
+    say(&format!("a Kubernetes probe asks for {url}: the waking page, and it stays asleep"));
+    let probe = visit(PROBE).await?;
+    println!("    previewd answered {} (Retry-After: {})", probe.status(), retry_after(&probe));
+    let state: String = sqlx::query_scalar("SELECT state FROM environments WHERE pr_number = $1")
+        .bind(number)
+        .fetch_one(&mut *db)
+        .await?;
+    println!("    state: {state}");
+    if state != "Sleeping" {
+        bail!("a probe woke the environment (it is {state})");
+    }
+    say(&format!("a reviewer opens {url}: the proxy asks previewd, which shows the waking page and wakes it"));
+    let waking = visit(BROWSER).await?;
+    let status = waking.status();
+    let page = waking.text().await?;
+    let title = page.split("<h1>").nth(1).and_then(|t| t.split("</h1>").next()).unwrap_or("?");
+    println!("    previewd answered {status}: \"{title}\", the page reloads itself every few seconds");
+    follow(db, number, &["Ready", "Failed"], shown).await?;
+    show_replicas(client, namespace, false).await?;
+    let through = visit(BROWSER).await?;
+    println!(
+        "    the reviewer's next request: previewd answered {} (let through to the application)",
+        through.status()
+    );
+    if through.status() != reqwest::StatusCode::OK {
+        bail!("the woken environment's visit was not let through");
+    }
+    Ok(())
+}
+
+fn retry_after(response: &reqwest::Response) -> String {
+    response.headers().get("retry-after").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
+}
+
+/// Each Deployment's replicas, and those it had awake, once all of them are scaled to zero
+/// (`asleep`) or none is: the state changes first, then the reconcile scales.
+async fn show_replicas(client: &kube::Client, namespace: &str, asleep: bool) -> anyhow::Result<()> {
+    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deployments = loop {
+        let deployments = api.list(&ListParams::default()).await?.items;
+        if deployments.iter().all(|d| (replicas(d) == 0) == asleep) {
+            break deployments;
+        }
+        if Instant::now() > deadline {
+            bail!("the Deployments were not {} within 60 s", if asleep { "scaled to zero" } else { "scaled back" });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for deployment in deployments {
+        let awake =
+            deployment.metadata.annotations.as_ref().and_then(|a| a.get("previewd.dev/awake-replicas")).cloned();
+        println!(
+            "    Deployment {}: replicas {}{}",
+            deployment.metadata.name.as_deref().unwrap_or_default(),
+            replicas(&deployment),
+            awake.map(|n| format!(" (previewd.dev/awake-replicas: {n})")).unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
