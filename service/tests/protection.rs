@@ -367,3 +367,71 @@ async fn a_share_link_opens_one_preview_for_someone_outside_github_until_it_expi
     assert!(actions[5].1.starts_with("refused (403)"), "{actions:?}");
     s.finish().await;
 }
+
+/// Asks previewd's endpoint about a visit to `host` as Traefik would (the full answer), with
+/// `cookie`: the status and `X-Previewd-User`.
+async fn ask(s: &Story, host: &str, cookie: Option<&str>) -> (u16, Option<String>) {
+    let mut request = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/_previewd/auth", s.previewd.base))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-uri", "/")
+        .header(USER_AGENT, BROWSER);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let response = request.send().await.unwrap();
+    let user = response.headers().get("x-previewd-user").map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), user)
+}
+
+#[tokio::test]
+async fn auto_protects_a_repository_once_a_delivery_says_it_is_private() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut s = story_at(&db, |p| p, &[], true).await;
+    // GitHub's example delivery is of a public repository: its previews are open.
+    s.open(1, &sha('a')).await;
+    let ready = s.wait_state(1, "Ready").await;
+    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    assert_eq!(s.store.gate_record(ready.id).await.unwrap().unwrap().private, Some(false));
+    assert_eq!(ask(&s, &host, None).await, (200, None));
+
+    // The repository is made private; the next delivery says so, and its previews are protected.
+    let mut edited = s.pull_request("edited", 1, &sha('a'));
+    edited["repository"]["private"] = true.into();
+    s.deliver("pull_request", &edited).await;
+    common::eventually_within(Duration::from_secs(30), "the delivery is processed", || async {
+        let env = s.store.gate_record(ready.id).await.ok()??;
+        (env.private == Some(true)).then_some(())
+    })
+    .await;
+    assert_eq!(ask(&s, &host, None).await.0, 302, "a private repository's preview asks for a sign-in");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn github_org_opens_previews_to_anyone_signed_in_whether_or_not_they_may_read_the_repository() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let mut s = story_at(&db, |p| format!("{p}\nprotection: github_org\n"), &[], true).await;
+    let previewd: SocketAddr = s.previewd.base.trim_start_matches("http://").parse().unwrap();
+    s.open(1, &sha('a')).await;
+    let ready = s.wait_state(1, "Ready").await;
+    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    let base_domain = host.split_once('.').unwrap().1.to_owned();
+    let dashboard = format!("previewd.{base_domain}");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&dashboard, previewd)
+        .build()
+        .unwrap();
+    assert_eq!(ask(&s, &host, None).await.0, 302, "not signed in: off to sign in");
+    let sign_in_at = format!("http://{dashboard}:{}/auth/preview?next=https%3A%2F%2F{host}%2F", previewd.port());
+    let (stranger, _) = sign_in(&s, &browser, "stranger", &sign_in_at).await;
+    // The story gives `stranger` no access to the repository (only `reader` and `writer`).
+    let cookie = format!("previewd_preview={stranger}");
+    assert_eq!(ask(&s, &host, Some(&cookie)).await, (200, Some("stranger".to_owned())));
+    s.finish().await;
+}
