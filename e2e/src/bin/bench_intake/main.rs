@@ -30,6 +30,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod report;
+
+use report::{Figures, millis, print_figures, print_table};
+
 const SECRET: &str = "bench-webhook-secret";
 const PATH: &str = "/webhooks/github";
 
@@ -159,26 +163,6 @@ fn payload(size: usize, action: &str) -> anyhow::Result<Payload> {
     Ok(Payload { body: Bytes::from(body), signature })
 }
 
-/// Figures of one target.
-struct Figures {
-    target: Target,
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    measured: usize,
-    errors: usize,
-    /// Every accepted delivery of the run, warm-up included.
-    accepted: usize,
-    /// What the target says it kept: stored deliveries (previewd) or handled ones (octokit).
-    kept: i64,
-    /// Jobs stored, and of those finished by previewd's workers when the load stopped.
-    jobs: Option<(i64, i64)>,
-    server_cpu: Option<f64>,
-    client_cpu: Option<f64>,
-    machine_busy: Option<f64>,
-    load: String,
-}
-
 async fn run(options: Options) -> anyhow::Result<()> {
     let payload = Arc::new(payload(options.body_bytes, &options.action)?);
     println!(
@@ -261,10 +245,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 async fn wait_ready(http: &reqwest::Client, url: &str, server: &mut Server) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -301,7 +281,7 @@ async fn bench_previewd(options: &Options, target: Target, payload: &Arc<Payload
         bail!("{POSTGRES_URL_ENV} is not set: start Postgres with `eval \"$(e2e/postgres.sh up)\"` (intake.sh does)");
     }
     let database = fresh(backend).await?;
-    let port = free_port()?;
+    let port = previewd_e2e::previewd::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = Command::new(&options.previewd);
     if let Some(workers) = options.workers {
@@ -337,7 +317,7 @@ async fn bench_previewd(options: &Options, target: Target, payload: &Arc<Payload
 
 async fn bench_octokit(options: &Options, payload: &Arc<Payload>) -> anyhow::Result<Figures> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/octokit-receiver.mjs");
-    let port = free_port()?;
+    let port = previewd_e2e::previewd::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let child = Command::new(&options.node)
         .arg(&script)
@@ -553,65 +533,4 @@ fn fsync_latency() -> anyhow::Result<(Duration, Duration)> {
 
 fn cpu_seconds_self() -> Option<f64> {
     cpu_seconds(std::process::id())
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-fn cores(value: Option<f64>) -> String {
-    value.map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"))
-}
-
-fn print_figures(f: &Figures) {
-    println!(
-        "    {:.0} deliveries/s, p50 {} ms, p99 {} ms, {} measured, {} errors",
-        f.per_second,
-        millis(f.p50),
-        millis(f.p99),
-        f.measured,
-        f.errors
-    );
-    match f.jobs {
-        Some((jobs, done)) => println!(
-            "    stored: {} deliveries for {} answered 202 (warm-up included); {jobs} jobs, {done} already done by the workers",
-            f.kept, f.accepted
-        ),
-        None => println!("    handled by the receiver: {} deliveries for {} answered 200", f.kept, f.accepted),
-    }
-    println!(
-        "    CPU during the measured window: server {} cores, load generator {} cores, whole machine {}% busy; load average {}",
-        cores(f.server_cpu),
-        cores(f.client_cpu),
-        f.machine_busy.map_or_else(|| "?".to_owned(), |b| format!("{:.0}", b * 100.0)),
-        f.load
-    );
-}
-
-fn print_table(results: &[Figures]) {
-    println!("\n| target | deliveries/s | p50 ms | p99 ms | errors | kept / accepted |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for f in results {
-        println!(
-            "| {} | {:.0} | {} | {} | {} | {} / {} |",
-            f.target.label(),
-            f.per_second,
-            millis(f.p50),
-            millis(f.p99),
-            f.errors,
-            f.kept,
-            f.accepted
-        );
-    }
-    if let Some(octokit) = results.iter().find(|f| f.target == Target::Octokit && f.per_second > 0.0) {
-        for f in results.iter().filter(|f| f.target != Target::Octokit) {
-            println!(
-                "\nratio {} / {}: {:.2}x deliveries/s, p99 {:.2}x",
-                f.target.label(),
-                octokit.target.label(),
-                f.per_second / octokit.per_second,
-                f.p99.as_secs_f64() / octokit.p99.as_secs_f64().max(f64::EPSILON)
-            );
-        }
-    }
 }

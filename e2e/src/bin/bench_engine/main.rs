@@ -30,17 +30,13 @@
 //! deletes (as admin) every namespace carrying its instance label and waits until they are gone.
 
 use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use previewd_e2e::cli::{flags, number};
 use previewd_e2e::cluster::{SOURCE_NAMESPACE, admin_client, previewd_client};
 use previewd_e2e::database::{Backend, POSTGRES_URL_ENV, drop_postgres, fresh};
-use previewd_e2e::measure::{cpu_seconds, load_average, machine_jiffies, percentile};
+use previewd_e2e::measure::{load_average, percentile};
 use previewd_environments::cluster::Cluster;
 use previewd_environments::forge::FixedRepoConfig;
 use previewd_environments::model::{CommitSha, EnvironmentState, PrNumber, PullRequest, Repo, RepoId};
@@ -49,17 +45,22 @@ use previewd_environments::reconcile::{Engine, EngineSettings, Outcome};
 use previewd_environments::render::{INSTANCE_LABEL, Renderer};
 use previewd_environments::store::Store;
 use previewd_environments::yaml::{self, Origin};
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::fmt::Debug;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-const POLICY: &str = include_str!("../../fixtures/policy.yaml");
-const PREVIEW_YAML: &str = include_str!("../../fixtures/preview.yaml");
+mod cpu;
+mod timeline;
+
+use cpu::{CpuSample, print_cpu};
+
+use timeline::{Marks, PROVISION_PHASES, Phase, TEARDOWN_PHASES, Timeline, phase_durations};
+
+const POLICY: &str = include_str!("../../../fixtures/policy.yaml");
+const PREVIEW_YAML: &str = include_str!("../../../fixtures/preview.yaml");
 /// The platform secret the fixture `.preview.yaml` asks for.
 const PLATFORM_SECRET: &str = "db-readonly";
 
@@ -476,213 +477,6 @@ async fn delete_namespaces(admin: &Client, instance: &str) -> anyhow::Result<()>
 }
 
 // ---------------------------------------------------------------------------------------------
-// The control plane's side, timestamped by watches.
-
-/// When this process saw each step of one environment's namespace happen.
-#[derive(Debug, Default, Clone, Copy)]
-struct Marks {
-    namespace: Option<Instant>,
-    deployment: Option<Instant>,
-    pod: Option<Instant>,
-    scheduled: Option<Instant>,
-    pod_ready: Option<Instant>,
-    available: Option<Instant>,
-    terminating: Option<Instant>,
-    pod_terminating: Option<Instant>,
-    pod_gone: Option<Instant>,
-    namespace_gone: Option<Instant>,
-}
-
-fn mark(slot: &mut Option<Instant>, now: Instant) {
-    if slot.is_none() {
-        *slot = Some(now);
-    }
-}
-
-type MarksByNamespace = Arc<Mutex<HashMap<String, Marks>>>;
-
-/// Watches namespaces and deployments of this instance and the environments' pods.
-struct Timeline {
-    marks: MarksByNamespace,
-    /// The watches; dropping the set stops them.
-    _watches: JoinSet<()>,
-}
-
-impl Timeline {
-    async fn start(admin: &Client, instance: &str) -> anyhow::Result<Self> {
-        let marks = MarksByNamespace::default();
-        let mut tasks = JoinSet::new();
-        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(3);
-        let instance_selector = format!("{INSTANCE_LABEL}={instance}");
-        tasks.spawn(follow(
-            Api::<Namespace>::all(admin.clone()),
-            watcher::Config::default().labels(&instance_selector),
-            marks.clone(),
-            ready_tx.clone(),
-            record_namespace,
-        ));
-        tasks.spawn(follow(
-            Api::<Deployment>::all(admin.clone()),
-            watcher::Config::default().labels(&instance_selector),
-            marks.clone(),
-            ready_tx.clone(),
-            record_deployment,
-        ));
-        // The pod template carries no ownership labels; the app's label narrows it down, and only
-        // the run's namespaces are read from the map.
-        tasks.spawn(follow(
-            Api::<Pod>::all(admin.clone()),
-            watcher::Config::default().labels("app.kubernetes.io/name=app"),
-            marks.clone(),
-            ready_tx,
-            record_pod,
-        ));
-        for _ in 0..3 {
-            tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
-                .await
-                .context("the namespace, deployment and pod watches did not start within 30 s")?
-                .context("a watch stopped while starting")?;
-        }
-        Ok(Timeline { marks, _watches: tasks })
-    }
-
-    fn snapshot(&self) -> HashMap<String, Marks> {
-        self.marks.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-async fn follow<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    marks: MarksByNamespace,
-    ready: tokio::sync::mpsc::Sender<()>,
-    record: fn(&mut HashMap<String, Marks>, &K, bool, Instant),
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-    let mut ready = Some(ready);
-    while let Some(event) = stream.next().await {
-        let now = Instant::now();
-        let (object, deleted) = match event {
-            Ok(Event::Apply(object) | Event::InitApply(object)) => (object, false),
-            Ok(Event::Delete(object)) => (object, true),
-            Ok(Event::InitDone) => {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(()).await;
-                }
-                continue;
-            }
-            // Init, and errors the backoff retries after.
-            Ok(Event::Init) | Err(_) => continue,
-        };
-        record(&mut marks.lock().unwrap_or_else(PoisonError::into_inner), &object, deleted, now);
-    }
-}
-
-fn record_namespace(marks: &mut HashMap<String, Marks>, namespace: &Namespace, deleted: bool, now: Instant) {
-    let Some(name) = &namespace.metadata.name else { return };
-    let m = marks.entry(name.clone()).or_default();
-    mark(&mut m.namespace, now);
-    if deleted {
-        mark(&mut m.namespace_gone, now);
-    } else if namespace.metadata.deletion_timestamp.is_some() {
-        mark(&mut m.terminating, now);
-    }
-}
-
-fn record_deployment(marks: &mut HashMap<String, Marks>, deployment: &Deployment, deleted: bool, now: Instant) {
-    let Some(namespace) = &deployment.metadata.namespace else { return };
-    let m = marks.entry(namespace.clone()).or_default();
-    mark(&mut m.deployment, now);
-    if !deleted && rolled_out(deployment) {
-        mark(&mut m.available, now);
-    }
-}
-
-/// The condition previewd's rollout wait checks (`environments/src/cluster.rs`).
-fn rolled_out(deployment: &Deployment) -> bool {
-    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let Some(status) = &deployment.status else { return false };
-    status.observed_generation.unwrap_or(0) >= generation
-        && status.updated_replicas.unwrap_or(0) == wanted
-        && status.available_replicas.unwrap_or(0) == wanted
-        && status.replicas.unwrap_or(0) == wanted
-        && status.unavailable_replicas.unwrap_or(0) == 0
-}
-
-fn record_pod(marks: &mut HashMap<String, Marks>, pod: &Pod, deleted: bool, now: Instant) {
-    let Some(namespace) = &pod.metadata.namespace else { return };
-    let m = marks.entry(namespace.clone()).or_default();
-    mark(&mut m.pod, now);
-    if deleted {
-        mark(&mut m.pod_gone, now);
-        return;
-    }
-    if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-        mark(&mut m.scheduled, now);
-    }
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    if ready {
-        mark(&mut m.pod_ready, now);
-    }
-    if pod.metadata.deletion_timestamp.is_some() {
-        mark(&mut m.pod_terminating, now);
-    }
-}
-
-/// A phase: its description, and the marks it runs between (`None`: the sample's start or end).
-type Phase = (&'static str, Option<fn(&Marks) -> Option<Instant>>, Option<fn(&Marks) -> Option<Instant>>);
-
-const PROVISION_PHASES: &[Phase] = &[
-    ("previewd: Provisioning recorded, rendered, namespace applied", None, Some(|m| m.namespace)),
-    (
-        "previewd: quota, limits, network policies, service account, deployment applied",
-        Some(|m| m.namespace),
-        Some(|m| m.deployment),
-    ),
-    ("controller-manager: ReplicaSet and Pod created", Some(|m| m.deployment), Some(|m| m.pod)),
-    ("scheduler: Pod bound to a node", Some(|m| m.pod), Some(|m| m.scheduled)),
-    ("kwok: Pod Running and Ready", Some(|m| m.scheduled), Some(|m| m.pod_ready)),
-    ("controller-manager: Deployment status available", Some(|m| m.pod_ready), Some(|m| m.available)),
-    ("previewd: notices the rollout (250 ms poll), records Ready", Some(|m| m.available), None),
-];
-
-const TEARDOWN_PHASES: &[Phase] = &[
-    ("previewd: namespace deleted", None, Some(|m| m.terminating)),
-    ("namespace controller: starts deleting the content", Some(|m| m.terminating), Some(|m| m.pod_terminating)),
-    ("kwok: Pod deleted", Some(|m| m.pod_terminating), Some(|m| m.pod_gone)),
-    ("namespace controller: the rest deleted, namespace removed", Some(|m| m.pod_gone), Some(|m| m.namespace_gone)),
-    ("previewd: notices (250 ms poll), records Deleted", Some(|m| m.namespace_gone), None),
-];
-
-fn phase_durations(phase: &Phase, samples: &[Sample], marks: &HashMap<String, Marks>) -> Vec<Duration> {
-    let (_, from, to) = phase;
-    let mut durations: Vec<Duration> = samples
-        .iter()
-        .filter_map(|s| {
-            let m = marks.get(&s.name)?;
-            let from = match from {
-                Some(f) => f(m)?,
-                None => s.start,
-            };
-            let to = match to {
-                Some(t) => t(m)?,
-                None => s.end,
-            };
-            Some(to.saturating_duration_since(from))
-        })
-        .collect();
-    durations.sort_unstable();
-    durations
-}
-
-// ---------------------------------------------------------------------------------------------
 // Figures.
 
 struct Figures {
@@ -770,102 +564,4 @@ fn print_phases(what: &str, phases: &[Phase], scenarios: &[(&str, &[Sample])], m
             .collect();
         println!("| {} | {} |", phase.0, cells.join(" | "));
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU.
-
-/// The processes whose CPU time is reported, by `/proc/<pid>/comm` (15 characters at most).
-const COMPONENTS: &[(&str, &str)] = &[
-    ("kube-apiserver", "kube-apiserver"),
-    ("etcd", "etcd"),
-    ("controller-manager", "kube-controller"),
-    ("scheduler", "kube-scheduler"),
-    ("kwok", "kwok"),
-    ("postgres", "postgres"),
-];
-
-struct CpuSample {
-    at: Instant,
-    machine: Option<(f64, f64)>,
-    by_pid: HashMap<u32, (usize, f64)>,
-    own: Option<f64>,
-}
-
-struct CpuUse {
-    wall: Duration,
-    machine_busy: Option<f64>,
-    load: String,
-    /// CPU seconds per entry of [`COMPONENTS`].
-    components: Vec<f64>,
-    own: Option<f64>,
-}
-
-impl CpuSample {
-    fn take() -> CpuSample {
-        CpuSample {
-            at: Instant::now(),
-            machine: machine_jiffies(),
-            by_pid: component_cpu(),
-            own: cpu_seconds(std::process::id()),
-        }
-    }
-
-    fn until_now(self) -> CpuUse {
-        let after = CpuSample::take();
-        let mut components = vec![0.0; COMPONENTS.len()];
-        for (pid, (component, cpu)) in &after.by_pid {
-            // Processes present at both samples: a Postgres backend that came and went is not seen.
-            if let Some((_, before)) = self.by_pid.get(pid) {
-                components[*component] += cpu - before;
-            }
-        }
-        CpuUse {
-            wall: after.at.duration_since(self.at),
-            machine_busy: self
-                .machine
-                .zip(after.machine)
-                .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| (b1 - b0) / (t1 - t0))),
-            load: load_average(),
-            components,
-            own: self.own.zip(after.own).map(|(a, b)| b - a),
-        }
-    }
-}
-
-/// CPU seconds of every process of [`COMPONENTS`], by pid.
-fn component_cpu() -> HashMap<u32, (usize, f64)> {
-    let mut found = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
-        let Some(component) = COMPONENTS.iter().position(|(_, c)| *c == comm.trim()) else { continue };
-        if let Some(cpu) = cpu_seconds(pid) {
-            found.insert(pid, (component, cpu));
-        }
-    }
-    found
-}
-
-fn print_cpu(scenarios: &[(String, CpuUse)]) {
-    println!("\nCPU while measuring (seconds of CPU time; the machine has {} cores):", num_cpus());
-    let names: Vec<&str> = COMPONENTS.iter().map(|(name, _)| *name).collect();
-    println!("| scenario | wall (s) | machine busy | load average after | {} | bench_engine |", names.join(" | "));
-    println!("|---|---:|---:|---|{}---:|", "---:|".repeat(names.len()));
-    for (label, cpu) in scenarios {
-        let components: Vec<String> = cpu.components.iter().map(|c| format!("{c:.1}")).collect();
-        println!(
-            "| {label} | {} | {} | {} | {} | {} |",
-            secs(cpu.wall),
-            cpu.machine_busy.map_or_else(|| "?".to_owned(), |b| format!("{:.0} %", b * 100.0)),
-            cpu.load,
-            components.join(" | "),
-            cpu.own.map_or_else(|| "?".to_owned(), |c| format!("{c:.1}")),
-        );
-    }
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
