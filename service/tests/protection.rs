@@ -120,25 +120,41 @@ async fn sign_in(s: &Story, browser: &reqwest::Client, login: &str, sign_in: &st
     panic!("signing in took more than 8 redirects");
 }
 
-#[tokio::test]
-async fn previews_open_to_readers_and_tokens_sleep_when_idle_and_wake_on_a_visit() {
-    let db = fresh(Backend::Sqlite).await.unwrap();
-    let policy = |p: String| format!("{p}\nprotection: github\nsleep: {{ after: 8s }}\n");
-    let mut s = story_at(&db, policy, &[], true).await;
-    let app = application().await;
+/// Pull request 1's environment once Ready, and a browser that finds the dashboard (served
+/// under the base domain) at the loopback, as DNS would send it there.
+struct Opened {
+    ready: previewd_environments::store::ReconcileRecord,
+    /// The preview's host.
+    host: String,
+    /// `previewd.<base domain>`.
+    dashboard: String,
+    /// previewd's address.
+    previewd: SocketAddr,
+    browser: reqwest::Client,
+}
+
+async fn open_first(s: &mut Story) -> Opened {
     let previewd: SocketAddr = s.previewd.base.trim_start_matches("http://").parse().unwrap();
-    let nginx = Nginx::start(&ProxyConfig { app, previewd }).unwrap();
     s.open(1, &sha('a')).await;
     let ready = s.wait_state(1, "Ready").await;
     let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
-    let base_domain = host.split_once('.').unwrap().1.to_owned();
-    let dashboard = format!("previewd.{base_domain}");
-    // The browser finds the dashboard at the loopback, as DNS would send it there.
+    let dashboard = format!("previewd.{}", host.split_once('.').unwrap().1);
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .resolve(&dashboard, previewd)
         .build()
         .unwrap();
+    Opened { ready, host, dashboard, previewd, browser }
+}
+
+#[tokio::test]
+async fn previews_open_to_readers_and_tokens_sleep_when_idle_and_wake_on_a_visit() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    let policy = |p: String| format!("{p}\nprotection: github\nsleep: {{ after: 8s }}\n");
+    let mut s = story_at(&db, policy, &[], true).await;
+    let Opened { ready, host, dashboard, previewd, browser } = open_first(&mut s).await;
+    let base_domain = host.split_once('.').unwrap().1.to_owned();
+    let nginx = Nginx::start(&ProxyConfig { app: application().await, previewd }).unwrap();
     let visitor = Visitor { http: browser.clone(), proxy: nginx.url(), host: host.clone() };
 
     // Not signed in: off to sign in, and back here after.
@@ -393,9 +409,7 @@ async fn auto_protects_a_repository_once_a_delivery_says_it_is_private() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut s = story_at(&db, |p| p, &[], true).await;
     // GitHub's example delivery is of a public repository: its previews are open.
-    s.open(1, &sha('a')).await;
-    let ready = s.wait_state(1, "Ready").await;
-    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
+    let Opened { ready, host, .. } = open_first(&mut s).await;
     assert_eq!(s.store.gate_record(ready.id).await.unwrap().unwrap().private, Some(false));
     assert_eq!(ask(&s, &host, None).await, (200, None));
 
@@ -416,17 +430,7 @@ async fn auto_protects_a_repository_once_a_delivery_says_it_is_private() {
 async fn github_org_opens_previews_to_anyone_signed_in_whether_or_not_they_may_read_the_repository() {
     let db = fresh(Backend::Sqlite).await.unwrap();
     let mut s = story_at(&db, |p| format!("{p}\nprotection: github_org\n"), &[], true).await;
-    let previewd: SocketAddr = s.previewd.base.trim_start_matches("http://").parse().unwrap();
-    s.open(1, &sha('a')).await;
-    let ready = s.wait_state(1, "Ready").await;
-    let host = ready.url.clone().unwrap().trim_start_matches("https://").to_owned();
-    let base_domain = host.split_once('.').unwrap().1.to_owned();
-    let dashboard = format!("previewd.{base_domain}");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(&dashboard, previewd)
-        .build()
-        .unwrap();
+    let Opened { host, dashboard, previewd, browser, .. } = open_first(&mut s).await;
     assert_eq!(ask(&s, &host, None).await.0, 302, "not signed in: off to sign in");
     let sign_in_at = format!("http://{dashboard}:{}/auth/preview?next=https%3A%2F%2F{host}%2F", previewd.port());
     let (stranger, _) = sign_in(&s, &browser, "stranger", &sign_in_at).await;

@@ -271,7 +271,9 @@ fn job_failure(job: &Job) -> Option<String> {
         .map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
 }
 
-pub(super) fn rolled_out(deployment: &Deployment) -> bool {
+/// Whether `deployment` has rolled out: its controller saw the current generation and every
+/// wanted replica is updated and available, none unavailable (what the rollout wait checks).
+pub fn rolled_out(deployment: &Deployment) -> bool {
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let generation = deployment.metadata.generation.unwrap_or(0);
     let Some(status) = &deployment.status else { return false };

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
+use previewd_environments::cluster::rollout::rolled_out;
 use previewd_environments::render::INSTANCE_LABEL;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -139,18 +140,6 @@ fn record_deployment(marks: &mut HashMap<String, Marks>, deployment: &Deployment
     if !deleted && rolled_out(deployment) {
         mark(&mut m.available, now);
     }
-}
-
-/// The condition previewd's rollout wait checks (`environments/src/cluster.rs`).
-fn rolled_out(deployment: &Deployment) -> bool {
-    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let Some(status) = &deployment.status else { return false };
-    status.observed_generation.unwrap_or(0) >= generation
-        && status.updated_replicas.unwrap_or(0) == wanted
-        && status.available_replicas.unwrap_or(0) == wanted
-        && status.replicas.unwrap_or(0) == wanted
-        && status.unavailable_replicas.unwrap_or(0) == 0
 }
 
 fn record_pod(marks: &mut HashMap<String, Marks>, pod: &Pod, deleted: bool, now: Instant) {

@@ -74,6 +74,14 @@ pub async fn list(
     Ok(Json(AuditPage { entries: entries.into_iter().map(AuditEntryView::from).collect(), next_cursor }))
 }
 
+/// What the audit log says of `result`: `done`, or `refused (<status>): <message>`.
+pub(crate) fn outcome<T>(result: &Result<T, ApiError>) -> String {
+    match result {
+        Ok(_) => "done".to_owned(),
+        Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
+    }
+}
+
 /// Writes `entry` to the audit log. What it records is done (or refused) whatever happens to the
 /// entry, so a failure is not the caller's answer; it goes to the log with the entry, so the
 /// record is not lost from sight.

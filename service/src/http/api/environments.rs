@@ -10,12 +10,14 @@ use axum::response::{IntoResponse, Response};
 use previewd_environments::actions::{self, Action, ActionError, Actor, Done};
 use previewd_environments::hints;
 use previewd_environments::model::EnvironmentState;
+use previewd_environments::reconcile::Engine;
 use previewd_environments::render::Ownership;
 use previewd_environments::store::{
     EnvironmentFilter, EnvironmentSummary, NewAuditEntry, ReconcileRecord, TokenScope, TransitionRecord,
 };
 use previewd_environments::time::{parse_rfc3339, rfc3339};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// An environment as the API shows it. Times are RFC 3339 UTC.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -481,10 +483,7 @@ pub(crate) async fn take_action(
         (_, Some(id)) => format!("environment {id}"),
         (_, None) => "(no such environment)".to_owned(),
     };
-    let written = match &outcome {
-        Ok(_) => "done".to_owned(),
-        Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
-    };
+    let written = super::audit::outcome(&outcome);
     let entry = NewAuditEntry {
         actor: &acting.audit_actor,
         action: action.name(),
@@ -531,10 +530,11 @@ pub struct ActionAnswer {
     pub capped: bool,
 }
 
-async fn act(app: &AppState, acting: &Acting<'_>, id: &str, action: Action) -> Result<(StatusCode, Done), ApiError> {
-    acting.allowed.clone()?;
+/// Environment `id` (as asked) with the engine that manages it: `404` when there is none,
+/// `409` when this previewd manages no environments (no policy).
+pub(crate) async fn managed(app: &AppState, id: &str) -> Result<(ReconcileRecord, Arc<Engine>), ApiError> {
     let id = parse_id(id)?;
-    let Some(engine) = &app.engine else {
+    let Some(engine) = app.engine.clone() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_engine",
@@ -546,6 +546,12 @@ async fn act(app: &AppState, acting: &Acting<'_>, id: &str, action: Action) -> R
         .reconcile_record(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))?;
+    Ok((env, engine))
+}
+
+async fn act(app: &AppState, acting: &Acting<'_>, id: &str, action: Action) -> Result<(StatusCode, Done), ApiError> {
+    acting.allowed.clone()?;
+    let (env, engine) = managed(app, id).await?;
     (acting.may_act_on)(&env)?;
     if let Action::Extend(by) = action {
         let max = engine.policy.for_repository(&env.repo_owner, &env.repo_name).ttl.max;

@@ -3,7 +3,7 @@
 //! here, or on the dashboard by a person who may write to the repository; audited; the secret is
 //! in the URL, shown once.
 
-use super::environments::{Acting, parse_id};
+use super::environments::{Acting, managed};
 use super::{ApiError, Caller};
 use crate::access::SHARE_PARAMETER;
 use crate::http::AppState;
@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use previewd_environments::model::EnvironmentState;
 use previewd_environments::naming;
-use previewd_environments::store::{NewAuditEntry, ReconcileRecord, ShareLinkRecord, TokenScope};
+use previewd_environments::store::{NewAuditEntry, ShareLinkRecord, TokenScope};
 use previewd_environments::time::{millis, now_ms, rfc3339};
 use serde::{Deserialize, Serialize};
 
@@ -75,22 +75,9 @@ pub(crate) async fn create_link(
 ) -> Result<CreatedShareLink, ApiError> {
     let mut target = None;
     let created = create(app, acting, id, expires_in, &mut target).await;
-    let outcome = match &created {
-        Ok(_) => "done".to_owned(),
-        Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
-    };
     let detail = expires_in.map(|e| format!("expires_in={e}"));
     let target = target.unwrap_or_else(|| format!("environment {id}"));
-    let entry = NewAuditEntry {
-        actor: &acting.audit_actor,
-        action: "share_link.create",
-        environment_id: id.parse().ok(),
-        target: &target,
-        detail: detail.as_deref(),
-        outcome: &outcome,
-        remote: acting.remote,
-    };
-    super::audit::write(app, &entry).await;
+    audit(app, acting, "share_link.create", id, &target, detail.as_deref(), &created).await;
     created
 }
 
@@ -102,7 +89,7 @@ async fn create(
     target: &mut Option<String>,
 ) -> Result<CreatedShareLink, ApiError> {
     acting.allowed.clone()?;
-    let (env, engine) = environment(app, id).await?;
+    let (env, engine) = managed(app, id).await?;
     *target = Some(format!("{}/{}#{}", env.repo_owner, env.repo_name, env.pr_number));
     (acting.may_act_on)(&env)?;
     if !EnvironmentState::parse(&env.state).is_some_and(EnvironmentState::is_live) {
@@ -155,26 +142,6 @@ async fn create(
     Ok(CreatedShareLink { link: link.into(), url })
 }
 
-async fn environment(
-    app: &AppState,
-    id: &str,
-) -> Result<(ReconcileRecord, std::sync::Arc<previewd_environments::reconcile::Engine>), ApiError> {
-    let id = parse_id(id)?;
-    let Some(engine) = app.engine.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no_engine",
-            "this previewd has no policy_file: it manages no environments",
-        ));
-    };
-    let env = app
-        .store
-        .reconcile_record(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("there is no environment {id}")))?;
-    Ok((env, engine))
-}
-
 fn token_acting(caller: &Caller) -> Acting<'_> {
     Acting {
         actor: previewd_environments::actions::Actor::Api { token: caller.token.name.clone() },
@@ -200,7 +167,7 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ShareLinkView>>, ApiError> {
     caller.require(TokenScope::Admin)?;
-    let (env, _) = environment(&app, &id).await?;
+    let (env, _) = managed(&app, &id).await?;
     Ok(Json(app.store.share_links(env.id).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -261,7 +228,7 @@ pub(crate) async fn revoke_link(app: &AppState, acting: &Acting<'_>, id: &str, l
     let mut target = format!("environment {id}");
     let revoked = async {
         acting.allowed.clone()?;
-        let (env, _) = environment(app, id).await?;
+        let (env, _) = managed(app, id).await?;
         target = format!("{}/{}#{}", env.repo_owner, env.repo_name, env.pr_number);
         (acting.may_act_on)(&env)?;
         let missing = || ApiError::not_found(format!("environment {id} has no unrevoked share link {link}"));
@@ -269,20 +236,29 @@ pub(crate) async fn revoke_link(app: &AppState, acting: &Acting<'_>, id: &str, l
         if app.store.revoke_share_link(env.id, link).await? { Ok(()) } else { Err(missing()) }
     }
     .await;
-    let outcome = match &revoked {
-        Ok(()) => "done".to_owned(),
-        Err(error) => format!("refused ({}): {}", error.status.as_u16(), error.message),
-    };
-    let detail = format!("link={link}");
+    audit(app, acting, "share_link.revoke", id, &target, Some(&format!("link={link}")), &revoked).await;
+    revoked
+}
+
+/// Audits `action` on environment `id` (as asked) for `acting`, and its result.
+async fn audit<T>(
+    app: &AppState,
+    acting: &Acting<'_>,
+    action: &str,
+    id: &str,
+    target: &str,
+    detail: Option<&str>,
+    result: &Result<T, ApiError>,
+) {
+    let outcome = super::audit::outcome(result);
     let entry = NewAuditEntry {
         actor: &acting.audit_actor,
-        action: "share_link.revoke",
+        action,
         environment_id: id.parse().ok(),
-        target: &target,
-        detail: Some(&detail),
+        target,
+        detail,
         outcome: &outcome,
         remote: acting.remote,
     };
     super::audit::write(app, &entry).await;
-    revoked
 }
