@@ -371,3 +371,61 @@ fn bypass_token(original: &Original, headers: &HeaderMap) -> Option<SecretString
     let header = headers.get(BYPASS_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     header.or_else(|| original.query(BYPASS_QUERY)).filter(|t| !t.is_empty()).map(SecretString::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original(path_and_query: &str) -> Original {
+        Original { scheme: "https".into(), host: "app-pr-1.preview.test".into(), path_and_query: path_and_query.into() }
+    }
+
+    fn cookies(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::COOKIE, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_share_link_in_the_query_wins_over_its_cookie_and_empty_ones_count_for_nothing() {
+        let secret = |found: Option<(SecretString, bool)>| found.map(|(s, q)| (s.expose_secret().to_owned(), q));
+        let both = share_secret(&original("/a?previewd_share=pvs_new"), &cookies("previewd_share=pvs_old"));
+        assert_eq!(secret(both), Some(("pvs_new".to_owned(), true)));
+        let cookie = share_secret(&original("/a?x=1"), &cookies("theme=dark; previewd_share=pvs_old"));
+        assert_eq!(secret(cookie), Some(("pvs_old".to_owned(), false)));
+        let empty = share_secret(&original("/a?previewd_share="), &cookies("previewd_share="));
+        assert_eq!(secret(empty), None);
+        assert_eq!(secret(share_secret(&original("/"), &HeaderMap::new())), None);
+    }
+
+    #[test]
+    fn a_bypass_token_comes_from_the_header_before_the_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(BYPASS_HEADER, "pvb_header".parse().unwrap());
+        let token = |o: &Original, h: &HeaderMap| bypass_token(o, h).map(|t| t.expose_secret().to_owned());
+        assert_eq!(token(&original("/?previewd_bypass=pvb_query"), &headers).as_deref(), Some("pvb_header"));
+        assert_eq!(token(&original("/?previewd_bypass=pvb_query"), &HeaderMap::new()).as_deref(), Some("pvb_query"));
+        assert_eq!(token(&original("/?previewd_bypass="), &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_environment_serves_its_own_host_and_its_public_services_until_it_is_gone() {
+        let env = GateRecord {
+            id: 1,
+            repo_id: 2,
+            repo_owner: "acme".into(),
+            repo_name: "web".into(),
+            state: "Ready".into(),
+            name: Some("web-pr-1-abc123".into()),
+            url: Some("https://web-pr-1-abc123.preview.test".into()),
+            service_urls: Some(r#"{"api":"https://api--web-pr-1-abc123.preview.test:8443/"}"#.into()),
+            private: Some(true),
+            asleep: false,
+        };
+        assert_eq!(hosts(&env, "preview.test"), ["web-pr-1-abc123.preview.test", "api--web-pr-1-abc123.preview.test"]);
+        assert!(serves(&env, "api--web-pr-1-abc123.preview.test", "preview.test"));
+        assert!(!serves(&env, "other.preview.test", "preview.test"));
+        let gone = GateRecord { state: "Deleted".into(), ..env };
+        assert!(!serves(&gone, "web-pr-1-abc123.preview.test", "preview.test"));
+    }
+}
