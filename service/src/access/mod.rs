@@ -242,7 +242,13 @@ impl Gate {
     /// Wakes a sleeping environment for a visit, as `/preview wake` would.
     async fn wake(&self, env: &GateRecord, by: Option<&str>) -> Result<(), StoreError> {
         let Some(record) = self.store.reconcile_record(env.id).await? else { return Ok(()) };
-        let by = by.map_or_else(|| "someone with the URL".to_owned(), |b| format!("@{b}"));
+        // A login gets its `@`; a token's or share link's name (`share-link@owner/name`) is
+        // shown as it is.
+        let by = match by {
+            None => "someone with the URL".to_owned(),
+            Some(name) if name.contains('@') => name.to_owned(),
+            Some(login) => format!("@{login}"),
+        };
         let actor = Actor::Visit { by };
         match actions::act(&self.store, &self.policy, &record, Action::Wake, &actor, self.job_attempts).await {
             Ok(_) => {
