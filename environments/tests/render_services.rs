@@ -189,6 +189,34 @@ fn tls_follows_the_policy() {
 }
 
 #[test]
+fn forward_auth_wires_every_ingress_to_previewd_for_the_chosen_controller() {
+    let annotations = |policy: &str, service: &str| {
+        let manifests = render(&format!("{POLICY}ingress: {{ annotations: {{ team: shop }} }}\n{policy}"), APP, 1);
+        find(&manifests, Kind::Ingress, service)["metadata"]["annotations"].clone()
+    };
+    let nginx = "forward_auth: { controller: ingress_nginx, url: http://previewd.previewd-system.svc:8080/, public_url: https://previewd.preview.test }\n";
+    for service in ["web", "api"] {
+        let a = annotations(nginx, service);
+        assert_eq!(
+            a["nginx.ingress.kubernetes.io/auth-url"],
+            "http://previewd.previewd-system.svc:8080/_previewd/auth?mode=nginx"
+        );
+        assert_eq!(a["nginx.ingress.kubernetes.io/auth-signin"], "https://previewd.preview.test/_previewd/page");
+        assert_eq!(a["nginx.ingress.kubernetes.io/auth-response-headers"], "X-Previewd-User");
+        assert_eq!(a["nginx.ingress.kubernetes.io/auth-always-set-cookie"], "true");
+        assert_eq!(a["team"], "shop", "the policy's own annotations stay");
+    }
+    let traefik =
+        "forward_auth: { controller: traefik, traefik_middleware: previewd-system-previewd-auth@kubernetescrd }\n";
+    let a = annotations(traefik, "web");
+    assert_eq!(a["traefik.ingress.kubernetes.io/router.middlewares"], "previewd-system-previewd-auth@kubernetescrd");
+    assert!(a.get("nginx.ingress.kubernetes.io/auth-url").is_none());
+    // `none` (the default): only the policy's own.
+    let a = annotations("", "web");
+    assert_eq!(a.as_object().unwrap().keys().collect::<Vec<_>>(), ["team"]);
+}
+
+#[test]
 fn a_template_cannot_ask_for_more_storage_or_another_class_than_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("environments/web");

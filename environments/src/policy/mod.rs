@@ -18,7 +18,9 @@ mod tests;
 mod validate;
 mod workloads;
 
-pub use access::{Protection, SharePolicy, SleepAfter, SleepOverride, SleepPolicy};
+pub use access::{
+    ForwardAuthController, ForwardAuthPolicy, Protection, SharePolicy, SleepAfter, SleepOverride, SleepPolicy,
+};
 pub use dns::{
     DEFAULT_TSIG_SECRET_ENV, DnsPolicy, DnsProvider, DnsTarget, Rfc2136Policy, TsigAlgorithmName, parse_dns_server,
 };
@@ -135,6 +137,10 @@ pub struct Policy {
     /// How long share links may stay open.
     #[serde(default)]
     pub share_links: SharePolicy,
+    /// How the rendered Ingresses ask previewd's forward-authentication endpoint before each
+    /// request (ingress-nginx or Traefik); `none` when the platform wires it itself.
+    #[serde(default)]
+    pub forward_auth: ForwardAuthPolicy,
     /// Exceptions by repository, keyed by `owner/name` (matched without regard to case).
     #[serde(default)]
     pub repositories: BTreeMap<String, Override>,

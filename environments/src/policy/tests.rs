@@ -143,6 +143,20 @@ fn has(problems: &[String], field: &str, words: &str) {
 }
 
 #[test]
+fn forward_auth_needs_what_its_controller_reads_and_an_ingress_to_annotate() {
+    let nginx = problems(&with("forward_auth: { controller: ingress_nginx, url: previewd:8080 }"));
+    has(&nginx, "forward_auth.url", "as the controller reaches it");
+    has(&nginx, "forward_auth.public_url", "as browsers reach it");
+    has(&problems(&with("forward_auth: { controller: traefik }")), "forward_auth.traefik_middleware", "@kubernetescrd");
+    let gateway = with(
+        "routing: gateway\ngateway: { parent_refs: [{ namespace: gw, name: public }] }\nforward_auth: { controller: traefik, traefik_middleware: a-b@kubernetescrd }",
+    );
+    has(&problems(&gateway), "forward_auth.controller", "SecurityPolicy");
+    has(&problems(&with("share_links: { max: 1h, default: 2h }")), "share_links.default", "at most share_links.max 1h");
+    parse(&with("forward_auth: { controller: ingress_nginx, url: http://previewd:8080, public_url: https://previewd.preview.example.com }")).unwrap();
+}
+
+#[test]
 fn semantic_rules_name_the_field() {
     has(&problems("base_domain: Preview_Example.com"), "base_domain", "not a DNS name");
     has(&problems(&format!("base_domain: {}com", "abcdefghij.".repeat(18))), "base_domain", "room");

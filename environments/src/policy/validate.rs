@@ -95,6 +95,7 @@ impl Policy {
         self.dns.check(&self.base_domain, &mut p);
         self.database.check(&mut p);
         self.gateway.check(self.routing, &mut p);
+        self.forward_auth.check(self.routing, &mut p);
         if self.ingress.tls == TlsMode::CertManager && self.ingress.cert_manager_issuer.trim().is_empty() {
             p.push("ingress.cert_manager_issuer", "must name the ClusterIssuer when ingress.tls is `cert_manager`");
         }

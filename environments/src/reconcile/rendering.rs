@@ -63,9 +63,12 @@ pub fn render_environment(
     let name = placement.name.map_or_else(|| naming::environment_name(&pr.repo, pr.number), str::to_owned);
     let mut spec: EnvironmentSpec = spec;
     spec.place(&name, &effective.base_domain, placement.database_generation);
-    // external-dns reads its record from each Ingress: its own host.
+    // Forward authentication on every route (after the policy's own annotations, which it
+    // overrides); external-dns reads its record from each Ingress: its own host.
+    let forward_auth = policy.forward_auth.ingress_annotations();
     for service in &mut spec.services {
         let mut annotations = spec.ingress.annotations.clone();
+        annotations.extend(forward_auth.clone());
         if let (Some(dns), Some(host)) = (placement.dns, &service.host) {
             annotations.extend(dns.ingress_annotations(host));
         }
