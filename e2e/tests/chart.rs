@@ -205,7 +205,8 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
         .iter()
         .map(|p| (p["path"].as_str().unwrap(), p["pathType"].as_str().unwrap()))
         .collect();
-    // The webhook, the dashboard and the admin API; never /metrics, /healthz or /readyz.
+    // The webhook, the dashboard, the admin API and the page ingress-nginx's `auth-signin` sends
+    // visitors to; never /metrics, /healthz, /readyz or the forward-authentication decision.
     assert_eq!(
         exposed,
         [
@@ -216,7 +217,8 @@ fn production_values_render_postgres_replicas_ingress_pdb_and_service_monitor() 
             ("/platform", "Exact"),
             ("/auth", "Prefix"),
             ("/static", "Prefix"),
-            ("/api/v1", "Prefix")
+            ("/api/v1", "Prefix"),
+            ("/_previewd/page", "Exact")
         ]
     );
     // The edge refuses what previewd would refuse (25 MiB), beside the values' own annotations.
