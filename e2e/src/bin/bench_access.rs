@@ -165,7 +165,7 @@ async fn one_at_a_time(
 
 /// `visit` `count` times in all from [`CLIENTS`] clients at once, each on its own connection.
 async fn at_once(base: &str, pid: Option<u32>, visit: &Visit, count: usize) -> anyhow::Result<Phase> {
-    let clock = Clock::start(pid);
+    let mut clock = Clock::start(pid);
     let started = Instant::now();
     let per_client = count.div_ceil(CLIENTS);
     let clients = (0..CLIENTS).map(|c| async move {
@@ -178,7 +178,6 @@ async fn at_once(base: &str, pid: Option<u32>, visit: &Visit, count: usize) -> a
         }
         anyhow::Ok(times)
     });
-    let mut clock = clock;
     for times in futures::future::try_join_all(clients).await? {
         for took in times {
             clock.record_size(took, 0);
