@@ -1,7 +1,8 @@
-//! The environment page's buttons: extend, redeploy, wake, reset the database, destroy. They go through the admin API's
-//! action path (`api::environments::take_action`: the same planner, audit log and pull request
-//! note), for a signed-in person with write access to the repository, with the session's CSRF
-//! token in the form. A refusal shows the environment's page again with the reason.
+//! The environment page's buttons: extend, redeploy, wake, reset the database, destroy. They go
+//! through the admin API's action path (`api::environments::take_action`: the same planner,
+//! audit log and pull request note), for a signed-in person with write access to the
+//! repository, with the session's CSRF token in the form. A refusal shows the environment's page
+//! again with the reason. The share-link forms (`share.rs`) use the same checks.
 
 use super::{PageViewer, Remote, Shown, Viewer, bad_csrf, environment_page};
 use crate::http::AppState;
