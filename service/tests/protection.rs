@@ -439,3 +439,27 @@ async fn github_org_opens_previews_to_anyone_signed_in_whether_or_not_they_may_r
     assert_eq!(ask(&s, &host, Some(&cookie)).await, (200, Some("stranger".to_owned())));
     s.finish().await;
 }
+
+#[tokio::test]
+async fn sleeping_does_not_extend_the_ttl_and_an_expired_sleeping_environment_is_torn_down() {
+    let db = fresh(Backend::Sqlite).await.unwrap();
+    // A time to live short enough to run out during the test (the repository's 24h is cut to
+    // the policy's max; the fixture's override of 12h is made shorter than it), and sleep sooner.
+    let policy = |p: String| {
+        [("default: 48h", "default: 15s"), ("max: 7d", "max: 15s"), ("warn_before: 2h", "warn_before: 0s")]
+            .into_iter()
+            .chain([("ttl: { default: 12h }", "ttl: { default: 10s }")])
+            .fold(p, |p, (from, to)| p.replace(from, to))
+            + "\nsleep: { after: 3s }\n"
+    };
+    let mut s = story_at(&db, policy, &[], true).await;
+    let Opened { ready, .. } = open_first(&mut s).await;
+    let asleep = s.wait(1, "asleep", |e| e.state == "Sleeping").await;
+    assert_eq!(asleep.expires_at, ready.expires_at, "going to sleep does not move the expiry");
+    let deleted = s.wait(1, "torn down", |e| e.state == "Deleted").await;
+    assert_eq!(deleted.reason.as_deref(), Some("expired: its time to live ran out"));
+    let states: Vec<String> = s.store.transitions(deleted.id).await.unwrap().into_iter().map(|t| t.to_state).collect();
+    let expired_from = states.iter().rposition(|t| t == "Deleting").map(|i| states[i - 1].clone());
+    assert_eq!(expired_from.as_deref(), Some("Sleeping"), "it expired while asleep: {states:?}");
+    s.finish().await;
+}
